@@ -1,0 +1,350 @@
+/*
+ * nwsgi.h — the Native Web Server Gateway Interface, ABI 1.1.
+ *
+ * What WSGI (PEP 3333) is to Python, this header is to native code: a server
+ * (the `host` binary) owns sockets, HTTP/1.1 and worker processes; an
+ * application is a shared library exporting one `nwsgi_app` descriptor.
+ * Any conforming application runs on any conforming server unchanged.
+ *
+ * A stranger can implement an application from this file alone:
+ *
+ *   #include "nwsgi.h"
+ *   static int32_t call(void *state, const nwsgi_environ *env,
+ *                       nwsgi_request *req, nwsgi_body *body) {
+ *       static const nwsgi_header h[] = {{NWSGI_STR("Content-Type"), NWSGI_STR("text/plain")}};
+ *       env->api->start_response(req, NWSGI_STR("200 OK"), h, 1, NULL);
+ *       return env->api->write(req, (const uint8_t *)"Hello", 5);
+ *   }
+ *   NWSGI_EXPORT const nwsgi_app app = NWSGI_APP_INIT(0, NULL, call, NULL);
+ *
+ *   cc -shared -fPIC -o libmyapp.so myapp.c -I<repo>/abi/include
+ *   host serve ./libmyapp.so:app
+ *
+ * Conventions
+ *  - Every name starts with `nwsgi_` / `NWSGI_`.
+ *  - Strings are `nwsgi_str`: pointer + length, NOT NUL-terminated, bytes not
+ *    guaranteed to be UTF-8 (HTTP allows obs-text in field values).
+ *  - Ownership: whoever allocates, frees. Nothing allocated by the host is
+ *    freed by the application, and the other way round. Each pointer below says
+ *    how long it lives ("borrowed until ...").
+ *  - Functions return `int32_t` status codes from `nwsgi_status` (0 = OK,
+ *    negative = error) unless stated otherwise.
+ *  - Structs only ever grow at the end (within a major version). Each struct
+ *    that crosses the boundary carries its own size so either side can tell
+ *    which fields the other knows about. Never reorder, never remove.
+ *
+ * Versioning
+ *  - NWSGI_ABI_MAJOR changes only on an incompatible change; the host refuses
+ *    a plugin built for another major version.
+ *  - NWSGI_ABI_MINOR grows when fields are appended. A plugin built against
+ *    an older minor keeps loading in a newer host. A plugin that wants a field
+ *    added in a later minor must check `environ->struct_size` /
+ *    `api->struct_size` (or the host's `abi_minor`) before reading it.
+ *
+ * History
+ *  - 1.0: initial version.
+ *  - 1.1: `nwsgi_app.name` (display name shown by `host check` and logs).
+ */
+#ifndef NWSGI_H
+#define NWSGI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* "NWSG" read as a little-endian u32. */
+#define NWSGI_MAGIC 0x4753574Eu
+#define NWSGI_ABI_MAJOR 1
+#define NWSGI_ABI_MINOR 1
+
+#if defined(__GNUC__) || defined(__clang__)
+#define NWSGI_EXPORT __attribute__((visibility("default")))
+#else
+#define NWSGI_EXPORT
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Status codes                                                              */
+/* ------------------------------------------------------------------------ */
+
+typedef enum nwsgi_status {
+    NWSGI_OK = 0,
+    /* Generic application failure: the host answers 500 if it still can. */
+    NWSGI_ERROR = -1,
+    /* An argument was invalid (bad status line, bad header name/value,
+     * NULL where a pointer is required). The response becomes a 500. */
+    NWSGI_E_INVALID = -2,
+    /* start_response was called a second time without exc_info, or
+     * write() was called before start_response. */
+    NWSGI_E_STATE = -3,
+    /* start_response was called with exc_info after the headers were
+     * already sent: the host aborts the connection (PEP 3333 "re-raise").
+     * The application should clean up and return. */
+    NWSGI_E_HEADERS_SENT = -4,
+    /* The client went away or the socket failed; stop producing output. */
+    NWSGI_E_DISCONNECTED = -5,
+    /* The request body was malformed (bad chunked encoding) or the client
+     * was too slow sending it. */
+    NWSGI_E_BAD_BODY = -6,
+} nwsgi_status;
+
+/* ------------------------------------------------------------------------ */
+/* Plain data                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* A byte string: `len` bytes at `ptr`. Not NUL-terminated. `ptr` may be
+ * NULL only when `len` is 0. Lifetime: stated wherever one is used. */
+typedef struct nwsgi_str {
+    const uint8_t *ptr;
+    size_t len;
+} nwsgi_str;
+
+/* Build an nwsgi_str from a string literal (length excludes the NUL). */
+#define NWSGI_STR(lit) { (const uint8_t *)(lit), sizeof(lit) - 1 }
+
+/* One header field: name and value exactly as on the wire (value without
+ * surrounding whitespace). */
+typedef struct nwsgi_header {
+    nwsgi_str name;
+    nwsgi_str value;
+} nwsgi_header;
+
+/* PEP 3333's exc_info, reduced to what crosses a C boundary: a description
+ * of the error that made the application change its mind. Passing a non-NULL
+ * exc_info to start_response means "replace the pending status and headers";
+ * if the headers were already sent, the host aborts the connection instead. */
+typedef struct nwsgi_exc_info {
+    nwsgi_str message; /* borrowed for the duration of the call; logged */
+} nwsgi_exc_info;
+
+/* Log levels for api->log (the environ's error stream, wsgi.errors). */
+typedef enum nwsgi_log_level {
+    NWSGI_LOG_ERROR = 1,
+    NWSGI_LOG_WARN = 2,
+    NWSGI_LOG_INFO = 3,
+    NWSGI_LOG_DEBUG = 4,
+    NWSGI_LOG_TRACE = 5,
+} nwsgi_log_level;
+
+/* Opaque handle for one request, owned by the host. Valid from the moment
+ * `call` is entered until body.close returns (or, when the app returned an
+ * error or produced no body iterator, until `call` returns). */
+typedef struct nwsgi_request nwsgi_request;
+
+struct nwsgi_environ;
+
+/* ------------------------------------------------------------------------ */
+/* Host API: functions the host provides to the application                  */
+/* ------------------------------------------------------------------------ */
+
+/* Callback for api->environ_each. `key` and `value` are borrowed for the
+ * duration of this callback only. Return 0 to continue, non-zero to stop. */
+typedef int32_t (*nwsgi_environ_each_fn)(void *user, nwsgi_str key, nwsgi_str value);
+
+/* A static table owned by the host: valid for as long as the library stays
+ * loaded. Every function pointer is REQUIRED (never NULL) unless marked
+ * otherwise. Functions taking `nwsgi_request *` may be called only from the
+ * thread currently running `call`/`next`/`close` for that request. */
+typedef struct nwsgi_host_api {
+    /* sizeof(nwsgi_host_api) as the host built it. */
+    uint32_t struct_size;
+    uint16_t abi_major;
+    uint16_t abi_minor;
+
+    /* PEP 3333 start_response. `status` is "NNN Reason"; `headers` is an
+     * array of `n_headers` fields. Everything is copied before it returns:
+     * the arguments are borrowed for the duration of the call only.
+     * Headers are not sent yet: they go out with the first non-empty body
+     * chunk or write(), or when the response ends.
+     * Returns NWSGI_OK; NWSGI_E_STATE if called again without exc_info;
+     * NWSGI_E_HEADERS_SENT if exc_info is given after the headers went out
+     * (the connection is then aborted); NWSGI_E_INVALID for a malformed
+     * status or header (the response becomes a 500, logged, never sent).
+     * Content-Length given by the app is honoured; otherwise the host picks
+     * Content-Length (whole body known) or chunked encoding. Hop-by-hop
+     * headers (Connection, Transfer-Encoding, ...) are refused as invalid. */
+    int32_t (*start_response)(nwsgi_request *req, nwsgi_str status,
+                              const nwsgi_header *headers, size_t n_headers,
+                              const nwsgi_exc_info *exc_info);
+
+    /* PEP 3333 write(): push-style output, sent before it returns (blocking
+     * this app thread, never other connections). Valid only after
+     * start_response. `data` is borrowed for the call. Returns NWSGI_OK,
+     * NWSGI_E_STATE, or NWSGI_E_DISCONNECTED. */
+    int32_t (*write)(nwsgi_request *req, const uint8_t *data, size_t len);
+
+    /* wsgi.input: read up to `cap` bytes of the request body into `buf`.
+     * Returns the number of bytes read (> 0), 0 at the end of the body, or a
+     * negative nwsgi_status. The body is de-chunked and ends exactly at its
+     * end; reading never consumes the next request. If the client sent
+     * `Expect: 100-continue`, the first read sends `100 Continue`. */
+    int64_t (*read)(nwsgi_request *req, uint8_t *buf, size_t cap);
+
+    /* wsgi.errors: a log line into the host's logs at `level`.
+     * `req` may be NULL (e.g. from init). `target` names the source (may be
+     * empty); both strings are borrowed for the call. Thread-safe. */
+    void (*log)(nwsgi_request *req, int32_t level, nwsgi_str target, nwsgi_str message);
+
+    /* Look up one environ variable by its CGI/WSGI name: the fixed names
+     * (REQUEST_METHOD, PATH_INFO, ...) and HTTP_<NAME> for each request header
+     * (upper-cased, '-' as '_'; repeated headers joined with ", ").
+     * Returns 1 and sets *value (borrowed until the request ends) or 0 if
+     * absent. */
+    int32_t (*environ_get)(const struct nwsgi_environ *env, nwsgi_str key, nwsgi_str *value);
+
+    /* Enumerate every environ variable (fixed names, then one HTTP_* per
+     * distinct header name) through `fn`. Returns NWSGI_OK, or the first
+     * non-zero value `fn` returned. */
+    int32_t (*environ_each)(const struct nwsgi_environ *env, nwsgi_environ_each_fn fn, void *user);
+
+    /* -- fields added in later minor versions go here, at the end -- */
+} nwsgi_host_api;
+
+/* ------------------------------------------------------------------------ */
+/* The environ                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* What the host parsed, as CGI/WSGI names it. Owned by the host; every
+ * nwsgi_str inside is borrowed until the request ends (body.close returns or,
+ * without a body iterator, `call` returns) and mostly points straight into the
+ * host's receive buffer. Copy what you keep. */
+typedef struct nwsgi_environ {
+    /* sizeof(nwsgi_environ) as the host built it. */
+    uint32_t struct_size;
+    uint16_t abi_major;
+    uint16_t abi_minor;
+
+    nwsgi_str request_method;  /* "GET" */
+    nwsgi_str script_name;     /* "" when mounted at the root */
+    nwsgi_str path_info;       /* percent-decoded path, e.g. "/a b" */
+    nwsgi_str query_string;    /* raw, without '?'; "" if none */
+    nwsgi_str content_type;    /* "" if absent */
+    nwsgi_str content_length;  /* "" if absent (also for chunked bodies) */
+    nwsgi_str server_name;     /* from Host (without port), else bind address */
+    nwsgi_str server_port;     /* "8000" */
+    nwsgi_str server_protocol; /* "HTTP/1.1" or "HTTP/1.0" */
+    nwsgi_str remote_addr;     /* "127.0.0.1" */
+    nwsgi_str remote_port;     /* "53211" */
+    nwsgi_str url_scheme;      /* wsgi.url_scheme: "http" */
+    nwsgi_str request_uri;     /* raw request-target as received */
+
+    /* The raw header list, in order, repeated names kept apart. */
+    const nwsgi_header *headers;
+    size_t n_headers;
+
+    /* wsgi.multithread / wsgi.multiprocess / wsgi.run_once (0 or 1). */
+    uint8_t multithread;
+    uint8_t multiprocess;
+    uint8_t run_once;
+    /* 1 when a request body follows (Content-Length > 0 or chunked). */
+    uint8_t has_body;
+
+    /* The host's function table (same pointer as given to init). */
+    const nwsgi_host_api *api;
+
+    /* -- fields added in later minor versions go here, at the end -- */
+} nwsgi_environ;
+
+/* ------------------------------------------------------------------------ */
+/* The response body iterator (returned by the app)                          */
+/* ------------------------------------------------------------------------ */
+
+/* The PEP 3333 iterable. Filled in by `call`; owned by the application.
+ *
+ * next:  OPTIONAL; NULL means "no (more) data": everything was sent with
+ *        write(). Produces the next chunk into *chunk and returns
+ *          NWSGI_BODY_MORE (1): a chunk (possibly empty); more may follow. The
+ *                   host transmits it before calling next again, so a slow
+ *                   producer never holds back what it already produced;
+ *          NWSGI_BODY_LAST (2): the final chunk (possibly empty). The host may
+ *                   hold it briefly to batch it with the following responses
+ *                   of pipelined requests, and, if no header or byte was sent
+ *                   yet, frames the response with Content-Length;
+ *          NWSGI_BODY_END (0): no chunk, the body has ended;
+ *          a negative nwsgi_status on error: the host answers 500 if nothing
+ *                   was sent yet, else aborts the connection.
+ *        The chunk's bytes are borrowed until the next call to next or close.
+ * close: OPTIONAL. If non-NULL, called exactly once after `call` returned
+ *        NWSGI_OK: after the last chunk, on error, or when the client
+ *        disconnected. After close, `state` is never used again.
+ * state: the application's own pointer, passed back to next and close. */
+#define NWSGI_BODY_END 0
+#define NWSGI_BODY_MORE 1
+#define NWSGI_BODY_LAST 2
+
+typedef struct nwsgi_body {
+    void *state;
+    int32_t (*next)(void *state, nwsgi_request *req, nwsgi_str *chunk);
+    void (*close)(void *state, nwsgi_request *req);
+} nwsgi_body;
+
+/* ------------------------------------------------------------------------ */
+/* The application descriptor (exported by the plugin)                       */
+/* ------------------------------------------------------------------------ */
+
+/* Configuration handed to init: `--app-arg key=value` pairs in order. The
+ * array and its strings are borrowed for the duration of init. */
+typedef struct nwsgi_init_args {
+    uint32_t struct_size;
+    uint16_t abi_major;
+    uint16_t abi_minor;
+    const nwsgi_host_api *api; /* static: valid while the library is loaded */
+    const nwsgi_header *config; /* name = key, value = value */
+    size_t n_config;
+    /* Where init may describe why it failed (copied by the host). */
+    void (*fail)(void *fail_ctx, nwsgi_str message);
+    void *fail_ctx;
+} nwsgi_init_args;
+
+/* OPTIONAL. Runs once per worker process before any request, on the main
+ * thread. On success returns NWSGI_OK and may set *app_state (passed to every
+ * call and to shutdown; the application owns it). On failure returns a
+ * negative value after calling args->fail with a reason; the host then
+ * refuses to serve this build. */
+typedef int32_t (*nwsgi_init_fn)(const nwsgi_init_args *args, void **app_state);
+
+/* REQUIRED. The per-request call: PEP 3333's app(environ, start_response).
+ * `env` and `req` are borrowed as described above. Must either fill *body
+ * (which starts zeroed: leaving it so means "no iterator") and return
+ * NWSGI_OK, or return a negative status (then *body is ignored and close is
+ * not called; the host answers 500 if nothing was sent yet).
+ * Called concurrently from several threads only if the descriptor has
+ * NWSGI_APP_THREAD_SAFE; otherwise the host serialises calls. */
+typedef int32_t (*nwsgi_call_fn)(void *app_state, const nwsgi_environ *env,
+                                 nwsgi_request *req, nwsgi_body *body);
+
+/* OPTIONAL. Runs once when the worker retires, after the last request. */
+typedef void (*nwsgi_shutdown_fn)(void *app_state);
+
+/* Flags. */
+#define NWSGI_APP_THREAD_SAFE 0x1u /* call/next/close may run on several threads at once */
+
+/* The exported descriptor. The host checks magic, major version and
+ * struct_size before calling anything in it. Read-only, static storage. */
+typedef struct nwsgi_app {
+    uint32_t magic;       /* NWSGI_MAGIC */
+    uint16_t abi_major;   /* NWSGI_ABI_MAJOR the plugin was built with */
+    uint16_t abi_minor;   /* NWSGI_ABI_MINOR the plugin was built with */
+    uint32_t struct_size; /* sizeof(nwsgi_app) as the plugin built it */
+    uint32_t flags;       /* NWSGI_APP_* */
+    nwsgi_init_fn init;          /* optional */
+    nwsgi_call_fn call;          /* required */
+    nwsgi_shutdown_fn shutdown;  /* optional */
+    /* -- 1.1 -- */
+    const char *name; /* optional NUL-terminated display name, static */
+    /* -- fields added in later minor versions go here, at the end -- */
+} nwsgi_app;
+
+/* Fills a descriptor for the ABI this header describes. */
+#define NWSGI_APP_INIT(flags_, init_, call_, shutdown_)                          \
+    { NWSGI_MAGIC, NWSGI_ABI_MAJOR, NWSGI_ABI_MINOR, (uint32_t)sizeof(nwsgi_app), \
+      (flags_), (init_), (call_), (shutdown_), NULL }
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NWSGI_H */
