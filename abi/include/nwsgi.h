@@ -12,10 +12,12 @@
  *   static int32_t call(void *state, const nwsgi_environ *env,
  *                       nwsgi_request *req, nwsgi_body *body) {
  *       static const nwsgi_header h[] = {{NWSGI_STR("Content-Type"), NWSGI_STR("text/plain")}};
- *       env->api->start_response(req, NWSGI_STR("200 OK"), h, 1, NULL);
+ *       static const nwsgi_str status = NWSGI_STR("200 OK");
+ *       env->api->start_response(req, status, h, 1, NULL);
  *       return env->api->write(req, (const uint8_t *)"Hello", 5);
  *   }
- *   NWSGI_EXPORT const nwsgi_app app = NWSGI_APP_INIT(0, NULL, call, NULL);
+ *   NWSGI_EXPORT const nwsgi_app app =
+ *       NWSGI_APP_INIT_NAMED(NWSGI_APP_THREAD_SAFE, NULL, call, NULL, "myapp");
  *
  *   cc -shared -fPIC -o libmyapp.so myapp.c -I<repo>/abi/include
  *   host serve ./libmyapp.so:app
@@ -102,8 +104,11 @@ typedef struct nwsgi_str {
     size_t len;
 } nwsgi_str;
 
-/* Build an nwsgi_str from a string literal (length excludes the NUL). */
+/* Build an nwsgi_str from a string literal (length excludes the NUL).
+ * NWSGI_STR is an initializer (for static tables); NWSGI_STR_LIT is the
+ * same as an expression (C99 compound literal), e.g. as a call argument. */
 #define NWSGI_STR(lit) { (const uint8_t *)(lit), sizeof(lit) - 1 }
+#define NWSGI_STR_LIT(lit) ((nwsgi_str)NWSGI_STR(lit))
 
 /* One header field: name and value exactly as on the wire (value without
  * surrounding whitespace). */
@@ -162,7 +167,9 @@ typedef struct nwsgi_host_api {
      * Returns NWSGI_OK; NWSGI_E_STATE if called again without exc_info;
      * NWSGI_E_HEADERS_SENT if exc_info is given after the headers went out
      * (the connection is then aborted); NWSGI_E_INVALID for a malformed
-     * status or header (the response becomes a 500, logged, never sent).
+     * status or header (the response becomes a 500, logged, never sent;
+     * later start_response/write calls for this request return
+     * NWSGI_E_INVALID too).
      * Content-Length given by the app is honoured; otherwise the host picks
      * Content-Length (whole body known) or chunked encoding. Hop-by-hop
      * headers (Connection, Transfer-Encoding, ...) are refused as invalid. */
@@ -172,13 +179,17 @@ typedef struct nwsgi_host_api {
 
     /* PEP 3333 write(): push-style output, sent before it returns (blocking
      * this app thread, never other connections). Valid only after
-     * start_response. `data` is borrowed for the call. Returns NWSGI_OK,
-     * NWSGI_E_STATE, or NWSGI_E_DISCONNECTED. */
+     * start_response. `data` is borrowed for the call; `len` 0 does nothing.
+     * Returns NWSGI_OK, NWSGI_E_STATE, or NWSGI_E_DISCONNECTED. */
     int32_t (*write)(nwsgi_request *req, const uint8_t *data, size_t len);
 
-    /* wsgi.input: read up to `cap` bytes of the request body into `buf`.
+    /* wsgi.input: read up to `cap` (> 0) bytes of the request body into `buf`
+     * (`cap` 0 returns 0 and reads nothing).
      * Returns the number of bytes read (> 0), 0 at the end of the body, or a
-     * negative nwsgi_status. The body is de-chunked and ends exactly at its
+     * negative nwsgi_status. After NWSGI_E_BAD_BODY (malformed chunked
+     * framing, body over the size limit, client too slow) the host answers
+     * the matching 4xx itself (400/413/408) if the app then fails before
+     * sending anything, and closes the connection. The body is de-chunked and ends exactly at its
      * end; reading never consumes the next request. If the client sent
      * `Expect: 100-continue`, the first read sends `100 Continue`. */
     int64_t (*read)(nwsgi_request *req, uint8_t *buf, size_t cap);
@@ -267,6 +278,12 @@ typedef struct nwsgi_environ {
  *          a negative nwsgi_status on error: the host answers 500 if nothing
  *                   was sent yet, else aborts the connection.
  *        The chunk's bytes are borrowed until the next call to next or close.
+ *        After LAST, END or an error, next is not called again.
+ *        For a HEAD request (and 204/304 responses) the host iterates as
+ *        usual but sends no body bytes; the framing headers stay as a GET
+ *        would have them (Content-Length when known).
+ *        The request handle stays valid until close returns; with close NULL,
+ *        until the iteration ends (or, with next NULL too, until call returns).
  * close: OPTIONAL. If non-NULL, called exactly once after `call` returned
  *        NWSGI_OK: after the last chunk, on error, or when the client
  *        disconnected. After close, `state` is never used again.
@@ -311,8 +328,11 @@ typedef int32_t (*nwsgi_init_fn)(const nwsgi_init_args *args, void **app_state);
  * (which starts zeroed: leaving it so means "no iterator") and return
  * NWSGI_OK, or return a negative status (then *body is ignored and close is
  * not called; the host answers 500 if nothing was sent yet).
- * Called concurrently from several threads only if the descriptor has
- * NWSGI_APP_THREAD_SAFE; otherwise the host serialises calls. */
+ * call, next and close of one request run on the same thread. Calls for
+ * different requests run concurrently on several threads only if the
+ * descriptor has NWSGI_APP_THREAD_SAFE; otherwise the host serialises every
+ * call, next and close. The `api` in the environ is the same static table
+ * init received (also when the app has no init). */
 typedef int32_t (*nwsgi_call_fn)(void *app_state, const nwsgi_environ *env,
                                  nwsgi_request *req, nwsgi_body *body);
 
@@ -338,10 +358,12 @@ typedef struct nwsgi_app {
     /* -- fields added in later minor versions go here, at the end -- */
 } nwsgi_app;
 
-/* Fills a descriptor for the ABI this header describes. */
-#define NWSGI_APP_INIT(flags_, init_, call_, shutdown_)                          \
+/* Fill a descriptor for the ABI this header describes. */
+#define NWSGI_APP_INIT_NAMED(flags_, init_, call_, shutdown_, name_)             \
     { NWSGI_MAGIC, NWSGI_ABI_MAJOR, NWSGI_ABI_MINOR, (uint32_t)sizeof(nwsgi_app), \
-      (flags_), (init_), (call_), (shutdown_), NULL }
+      (flags_), (init_), (call_), (shutdown_), (name_) }
+#define NWSGI_APP_INIT(flags_, init_, call_, shutdown_) \
+    NWSGI_APP_INIT_NAMED(flags_, init_, call_, shutdown_, NULL)
 
 #ifdef __cplusplus
 }

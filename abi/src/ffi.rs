@@ -4,7 +4,7 @@
 //! abi_stable's load-time metadata. `#[derive(StableAbi)]` is used only as a
 //! compile-time FFI-safety check of every field, and its layout info is
 //! compared against the C compiler's `sizeof`/`offsetof` in
-//! `tests/abi_layout.rs`. Field order and types must never change within a
+//! `abi/tests/layout.rs`. Field order and types must never change within a
 //! major version; new fields go at the end of a struct.
 #![allow(non_camel_case_types)]
 
@@ -180,7 +180,11 @@ pub struct nwsgi_environ {
 pub struct nwsgi_body {
     pub state: *mut c_void,
     pub next: Option<
-        unsafe extern "C" fn(state: *mut c_void, req: *mut nwsgi_request, chunk: *mut nwsgi_str) -> i32,
+        unsafe extern "C" fn(
+            state: *mut c_void,
+            req: *mut nwsgi_request,
+            chunk: *mut nwsgi_str,
+        ) -> i32,
     >,
     pub close: Option<unsafe extern "C" fn(state: *mut c_void, req: *mut nwsgi_request)>,
 }

@@ -1,1 +1,175 @@
-fn main() {}
+//! `host`: serves NWSGI application plugins over HTTP/1.1.
+//!
+//! The request path, one file a step: accept and wait for a head
+//! (`server`) → parse it (`parse`, `chunked`, `body`) → build the environ
+//! (`environ`) → call the plugin (`plugin`, `call`) → encode the response
+//! (`response`, `date`) — with `conn` walking one connection through it.
+mod access_log;
+mod body;
+mod call;
+mod chunked;
+mod cli;
+mod conn;
+mod date;
+mod environ;
+mod error;
+mod io;
+mod parse;
+mod plugin;
+mod response;
+mod server;
+
+use std::io::IsTerminal;
+use std::net::TcpListener;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use abi::ffi::{NWSGI_ABI_MAJOR, NWSGI_ABI_MINOR};
+use clap::Parser;
+use tracing::level_filters::LevelFilter;
+
+use crate::cli::{CheckArgs, Cli, Command, LogLevel, ServeArgs};
+use crate::plugin::{Plugin, PluginSpec};
+use crate::server::{Config, Shared, Stop};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Check(args) => check(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Help and version print as clap writes them; a usage mistake becomes one
+/// line (clap's first) and exit status 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(2)
+        }
+        _ => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("error: {first} (see 'host --help')");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn check(args: CheckArgs) -> Result<(), String> {
+    let spec = PluginSpec::parse(&args.plugin);
+    let plugin = Plugin::load(&spec).map_err(|e| e.to_string())?;
+    println!("plugin: {}", spec.path.display());
+    println!("symbol: {}", spec.symbol);
+    println!(
+        "abi: {}.{} (host {NWSGI_ABI_MAJOR}.{NWSGI_ABI_MINOR})",
+        plugin.abi_major, plugin.abi_minor
+    );
+    println!("name: {}", plugin.name.as_deref().unwrap_or("-"));
+    println!("flags: {}", plugin.flags_text());
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    init_logging(args.log_level);
+    let mut addrs = Vec::new();
+    for b in &args.bind {
+        addrs.extend(cli::resolve_bind(b)?);
+    }
+    let access_log = match &args.access_logfile {
+        Some(path) => Some(
+            access_log::AccessLog::open(path)
+                .map_err(|e| format!("cannot open access log {path}: {e}"))?,
+        ),
+        None => None,
+    };
+    let spec = PluginSpec::parse(&args.plugin);
+    let mut plugin = Plugin::load(&spec).map_err(|e| e.to_string())?;
+    let listeners = addrs
+        .iter()
+        .map(|addr| TcpListener::bind(addr).map_err(|e| format!("cannot bind {addr}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    plugin.init(&args.app_arg).map_err(|e| e.to_string())?;
+    tracing::info!(
+        plugin = %spec.path.display(),
+        symbol = %spec.symbol,
+        abi = %format_args!("{}.{}", plugin.abi_major, plugin.abi_minor),
+        name = plugin.name.as_deref().unwrap_or("-"),
+        flags = %plugin.flags_text(),
+        threads = args.threads,
+        "loaded plugin"
+    );
+    for l in &listeners {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!("listening on http://{addr}");
+        }
+    }
+    let config = Config {
+        threads: args.threads as usize,
+        keep_alive: Duration::from_secs(args.keep_alive),
+        header_timeout: Duration::from_secs(args.header_timeout),
+        body_timeout: Duration::from_secs(args.header_timeout),
+        write_timeout: Duration::from_secs(30),
+        graceful_timeout: Duration::from_secs(args.graceful_timeout),
+        limits: parse::Limits {
+            request_line: args.limit_request_line as usize,
+            fields: args.limit_request_fields as usize,
+            field_size: args.limit_request_field_size as usize,
+            body: args.limit_request_body,
+        },
+    };
+    let shared = Arc::new(Shared {
+        plugin,
+        config,
+        access_log,
+        stopping: AtomicBool::new(false),
+    });
+    let stop = server::run(listeners, Arc::clone(&shared)).map_err(|e| format!("server failed: {e}"))?;
+    match stop {
+        Stop::Graceful { drained: true } => {
+            // All app threads have exited: ours is the last reference.
+            if let Ok(mut shared) = Arc::try_unwrap(shared) {
+                shared.plugin.shutdown();
+            }
+            tracing::info!("stopped");
+        }
+        // Requests may still be running in the plugin: its shutdown must
+        // not run under them.
+        Stop::Graceful { drained: false } | Stop::Fast => tracing::info!("stopped"),
+    }
+    Ok(())
+}
+
+fn init_logging(level: LogLevel) {
+    let filter = match level {
+        LogLevel::Debug => LevelFilter::DEBUG,
+        LogLevel::Info => LevelFilter::INFO,
+        LogLevel::Warning => LevelFilter::WARN,
+        LogLevel::Error | LogLevel::Critical => LevelFilter::ERROR,
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_max_level(filter)
+        .with_target(false)
+        .init();
+}

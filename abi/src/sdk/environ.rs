@@ -1,0 +1,256 @@
+//! The request as the application sees it: PEP 3333's `environ`, with
+//! `wsgi.input` ([`Input`]) and `wsgi.errors` ([`ErrorStream`]).
+
+use std::fmt;
+use std::io;
+use std::ops::ControlFlow;
+
+use tracing::Level;
+
+use super::error::AbiError;
+use super::raw::{Field, Headers, RawRequest};
+use crate::ffi;
+
+/// The environ of one request. Every byte string is borrowed from the host
+/// until the request ends, i.e. for all of [`App::call`](crate::App::call);
+/// copy what a body iterator needs to keep.
+///
+/// Bytes are returned as-is: HTTP does not promise UTF-8.
+pub struct Environ<'r> {
+    raw: RawRequest<'r>,
+}
+
+impl<'r> Environ<'r> {
+    pub(crate) fn new(raw: RawRequest<'r>) -> Self {
+        Environ { raw }
+    }
+
+    /// `REQUEST_METHOD`, e.g. `GET`.
+    pub fn method(&self) -> &'r [u8] {
+        self.raw.field(Field::RequestMethod)
+    }
+
+    /// `SCRIPT_NAME`: empty when mounted at the root.
+    pub fn script_name(&self) -> &'r [u8] {
+        self.raw.field(Field::ScriptName)
+    }
+
+    /// `PATH_INFO`: the percent-decoded path, e.g. `/a b`.
+    pub fn path_info(&self) -> &'r [u8] {
+        self.raw.field(Field::PathInfo)
+    }
+
+    /// `QUERY_STRING`: raw, without `?`; empty if none.
+    pub fn query_string(&self) -> &'r [u8] {
+        self.raw.field(Field::QueryString)
+    }
+
+    /// `CONTENT_TYPE`; empty if absent.
+    pub fn content_type(&self) -> &'r [u8] {
+        self.raw.field(Field::ContentType)
+    }
+
+    /// `CONTENT_LENGTH`; empty if absent (also for chunked bodies).
+    pub fn content_length(&self) -> &'r [u8] {
+        self.raw.field(Field::ContentLength)
+    }
+
+    /// `SERVER_NAME`: from Host (without port), else the bind address.
+    pub fn server_name(&self) -> &'r [u8] {
+        self.raw.field(Field::ServerName)
+    }
+
+    /// `SERVER_PORT`, e.g. `8000`.
+    pub fn server_port(&self) -> &'r [u8] {
+        self.raw.field(Field::ServerPort)
+    }
+
+    /// `SERVER_PROTOCOL`: `HTTP/1.1` or `HTTP/1.0`.
+    pub fn protocol(&self) -> &'r [u8] {
+        self.raw.field(Field::ServerProtocol)
+    }
+
+    /// `REMOTE_ADDR`, e.g. `127.0.0.1`.
+    pub fn remote_addr(&self) -> &'r [u8] {
+        self.raw.field(Field::RemoteAddr)
+    }
+
+    /// `REMOTE_PORT`.
+    pub fn remote_port(&self) -> &'r [u8] {
+        self.raw.field(Field::RemotePort)
+    }
+
+    /// `wsgi.url_scheme`, e.g. `http`.
+    pub fn url_scheme(&self) -> &'r [u8] {
+        self.raw.field(Field::UrlScheme)
+    }
+
+    /// The raw request-target as received (`REQUEST_URI`).
+    pub fn request_uri(&self) -> &'r [u8] {
+        self.raw.field(Field::RequestUri)
+    }
+
+    /// `wsgi.multithread`.
+    pub fn multithread(&self) -> bool {
+        self.raw.env().multithread != 0
+    }
+
+    /// `wsgi.multiprocess`.
+    pub fn multiprocess(&self) -> bool {
+        self.raw.env().multiprocess != 0
+    }
+
+    /// `wsgi.run_once`.
+    pub fn run_once(&self) -> bool {
+        self.raw.env().run_once != 0
+    }
+
+    /// A request body follows (Content-Length > 0 or chunked).
+    pub fn has_body(&self) -> bool {
+        self.raw.env().has_body != 0
+    }
+
+    /// The ABI minor version the host was built with (for fields added later).
+    pub fn host_abi_minor(&self) -> u16 {
+        self.raw.env().abi_minor
+    }
+
+    /// The raw header list, in order, repeated names kept apart.
+    pub fn headers(&self) -> Headers<'r> {
+        self.raw.headers()
+    }
+
+    /// One environ variable by its CGI/WSGI name (`REQUEST_METHOD`,
+    /// `HTTP_USER_AGENT`, ...), through the host's `environ_get`.
+    /// The key is usually a `&str`; raw bytes are accepted too.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Option<&'r [u8]> {
+        self.raw.get(key.as_ref())
+    }
+
+    /// Every environ variable (the fixed names, then one `HTTP_*` per distinct
+    /// header name), in the host's order. The arguments are borrowed for the
+    /// call of `f` only. A panic in `f` propagates out of `for_each`.
+    pub fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) {
+        self.try_for_each(|k, v| {
+            f(k, v);
+            ControlFlow::Continue(())
+        });
+    }
+
+    /// Like [`for_each`](Self::for_each), stopping when `f` breaks. Returns
+    /// whether the enumeration ran to the end.
+    pub fn try_for_each(&self, mut f: impl FnMut(&[u8], &[u8]) -> ControlFlow<()>) -> bool {
+        self.raw.for_each(&mut f) == ffi::NWSGI_OK
+    }
+
+    /// `wsgi.input`: the request body, de-chunked, ending exactly at its
+    /// end. If the client sent `Expect: 100-continue`, the first read sends
+    /// `100 Continue`.
+    pub fn input(&mut self) -> Input<'_> {
+        Input { raw: self.raw }
+    }
+
+    /// One line into the host's log for this request (`wsgi.errors`).
+    pub fn log(&self, level: Level, message: &str) {
+        self.raw
+            .log(super::log::level_code(level), "wsgi.errors", message);
+    }
+
+    /// `wsgi.errors` as a stream: text is logged at ERROR level line by line
+    /// (the rest when the stream is flushed or dropped).
+    pub fn errors(&self) -> ErrorStream<'r> {
+        ErrorStream {
+            raw: self.raw,
+            pending: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Debug for Environ<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        f.debug_struct("Environ")
+            .field("method", &s(self.method()))
+            .field("request_uri", &s(self.request_uri()))
+            .field("protocol", &s(self.protocol()))
+            .field("headers", &self.headers())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `wsgi.input`: reads the request body through the host. Host errors come
+/// back as `io::Error`s wrapping an [`AbiError`] (`BadBody` ->
+/// `InvalidData`, `Disconnected` -> `ConnectionAborted`).
+pub struct Input<'a> {
+    raw: RawRequest<'a>,
+}
+
+impl io::Read for Input<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = self.raw.read(buf);
+        if n < 0 {
+            let code = i32::try_from(n).unwrap_or(ffi::NWSGI_ERROR);
+            return Err(AbiError::from_code(code).into());
+        }
+        match usize::try_from(n) {
+            Ok(n) if n <= buf.len() => Ok(n),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("host read returned {n} for a {}-byte buffer", buf.len()),
+            )),
+        }
+    }
+}
+
+/// `wsgi.errors`: a line-buffered writer into the host's log (ERROR level,
+/// request attached). Implements both `io::Write` and `fmt::Write`.
+pub struct ErrorStream<'r> {
+    raw: RawRequest<'r>,
+    pending: Vec<u8>,
+}
+
+impl ErrorStream<'_> {
+    fn emit(&self, line: &[u8]) {
+        let line = String::from_utf8_lossy(line);
+        self.raw.log(ffi::NWSGI_LOG_ERROR, "wsgi.errors", &line);
+    }
+
+    fn flush_lines(&mut self) {
+        while let Some(pos) = self.pending.iter().position(|&b| b == b'\n') {
+            let rest = self.pending.split_off(pos + 1);
+            let line = std::mem::replace(&mut self.pending, rest);
+            self.emit(&line[..pos]);
+        }
+    }
+}
+
+impl io::Write for ErrorStream<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        self.flush_lines();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            let line = std::mem::take(&mut self.pending);
+            self.emit(&line);
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Write for ErrorStream<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        io::Write::write_all(self, s.as_bytes()).map_err(|_| fmt::Error)
+    }
+}
+
+impl Drop for ErrorStream<'_> {
+    fn drop(&mut self) {
+        let _ = io::Write::flush(self);
+    }
+}

@@ -1,0 +1,702 @@
+//! The boundary: the SDK's only module with `unsafe`.
+//!
+//! Everything the host calls (`init`, `call`, `shutdown`, the body's `next`
+//! and `close`) is an `extern "C"` trampoline here, and each one runs its
+//! body through [`entry`], the single gate that checks the pointers it was
+//! given and catches panics, so a Rust panic never unwinds into the host.
+//! Everything the application calls on the host goes through
+//! [`RawRequest`], which can only be built from the pointers `call` received
+//! and therefore only lives as long as the request.
+//!
+//! Pointer invariants are written on the types that carry them.
+
+use std::any::Any;
+use std::ffi::c_void;
+use std::marker::PhantomData;
+use std::mem::size_of;
+use std::ops::ControlFlow;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use super::app::App;
+use super::body::{BodyState, Step};
+use super::config::Config;
+use super::environ::Environ;
+use super::response::StartResponse;
+use crate::ffi::{
+    nwsgi_body, nwsgi_environ, nwsgi_environ_each_cb, nwsgi_exc_info, nwsgi_header, nwsgi_host_api,
+    nwsgi_init_args, nwsgi_request, nwsgi_str, NWSGI_ABI_MAJOR, NWSGI_BODY_END, NWSGI_BODY_LAST,
+    NWSGI_BODY_MORE, NWSGI_ERROR, NWSGI_E_INVALID, NWSGI_LOG_ERROR, NWSGI_OK,
+};
+
+/// Log target of the messages the SDK itself writes (faults, failed calls).
+const SDK_TARGET: &str = "nwsgi_sdk";
+
+// ------------------------------------------------------------------------
+// The host API table
+// ------------------------------------------------------------------------
+
+/// The host's function table, remembered from the first `init` (or `call`).
+/// Invariant: null, or a table that passed [`check_api`]; the header makes it
+/// static ("valid while the library is loaded"), hence `'static` below.
+static HOST_API: AtomicPtr<nwsgi_host_api> = AtomicPtr::new(ptr::null_mut());
+
+fn host_api() -> Option<&'static nwsgi_host_api> {
+    let api = HOST_API.load(Ordering::Acquire);
+    // SAFETY: only `remember_api` stores here, and only a table validated by
+    // `check_api`, which lives as long as the library (see HOST_API).
+    unsafe { api.as_ref() }
+}
+
+fn remember_api(api: &'static nwsgi_host_api) {
+    // The first table wins; a host hands every init/call the same one.
+    let _ = HOST_API.compare_exchange(
+        ptr::null_mut(),
+        ptr::from_ref(api).cast_mut(),
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
+}
+
+/// Validate a host API pointer: non-NULL, aligned, same major version, and at
+/// least as large as the table this SDK was built against.
+///
+/// # Safety
+/// `api` is NULL or points to a host API table that stays valid while the
+/// library is loaded (what the header promises for `args->api`/`env->api`).
+unsafe fn check_api(api: *const nwsgi_host_api) -> Result<&'static nwsgi_host_api, String> {
+    if !ptr_ok(api) {
+        return Err("host API table is NULL or misaligned".into());
+    }
+    // SAFETY: non-NULL and aligned (checked above); valid for the library's
+    // lifetime by this function's contract.
+    let table = unsafe { &*api };
+    if table.abi_major != NWSGI_ABI_MAJOR {
+        return Err(format!(
+            "host API is ABI {}.{}, this plugin was built for {}.x",
+            table.abi_major, table.abi_minor, NWSGI_ABI_MAJOR
+        ));
+    }
+    if (table.struct_size as usize) < size_of::<nwsgi_host_api>() {
+        return Err(format!(
+            "host API table is {} bytes, expected at least {}",
+            table.struct_size,
+            size_of::<nwsgi_host_api>()
+        ));
+    }
+    Ok(table)
+}
+
+/// Send one line to the host's log with no request attached (`req` NULL).
+/// Dropped if no host table is known yet.
+pub(crate) fn log(level: i32, target: &str, message: &str) {
+    if let Some(api) = host_api() {
+        // SAFETY: `api` is a validated host table; `log` accepts a NULL
+        // request, is thread-safe, and borrows both strings for the call.
+        unsafe { log_with(api, ptr::null_mut(), level, target, message) };
+    }
+}
+
+/// # Safety
+/// `req` is NULL or the request whose `call`/`next`/`close` runs on this
+/// thread right now.
+unsafe fn log_with(
+    api: &nwsgi_host_api,
+    req: *mut nwsgi_request,
+    level: i32,
+    target: &str,
+    message: &str,
+) {
+    // SAFETY: `log` is required (non-NULL) by the header; `req` is valid or
+    // NULL by this function's contract; the strings outlive the call.
+    unsafe {
+        (api.log)(
+            req,
+            level,
+            nwsgi_str::from_bytes(target.as_bytes()),
+            nwsgi_str::from_bytes(message.as_bytes()),
+        )
+    }
+}
+
+// ------------------------------------------------------------------------
+// The gate
+// ------------------------------------------------------------------------
+
+/// Non-NULL and aligned for `T`.
+fn ptr_ok<T>(p: *const T) -> bool {
+    !p.is_null() && p.is_aligned()
+}
+
+/// The one gate every host-called entry point goes through.
+///
+/// Checks `checks` (name, pointer was valid) before running `f`, and runs `f`
+/// under `catch_unwind`. A bad pointer or a panic is logged to the host at
+/// ERROR level (with `req` attached if all pointers were valid) and comes back
+/// as `Err(message)`; the caller turns it into its failure value.
+fn entry<R>(
+    site: Site<'_>,
+    req: *mut nwsgi_request,
+    checks: &[(&str, bool)],
+    f: impl FnOnce() -> R,
+) -> Result<R, String> {
+    if let Some((name, _)) = checks.iter().find(|(_, ok)| !ok) {
+        let message = format!("{site}: `{name}` is NULL or misaligned; refusing the call");
+        log(NWSGI_LOG_ERROR, SDK_TARGET, &message);
+        return Err(message);
+    }
+    // AssertUnwindSafe: after a panic nothing `f` touched is used again
+    // except a body state, which the caller poisons.
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        let message = format!("{site} panicked: {}", panic_message(payload.as_ref()));
+        if let Some(api) = host_api() {
+            // SAFETY: every pointer checked above; `req` is the request the
+            // host is running on this thread (or NULL).
+            unsafe { log_with(api, req, NWSGI_LOG_ERROR, SDK_TARGET, &message) };
+        }
+        message
+    })
+}
+
+/// Where a fault happened, for the log line: `app: function`.
+#[derive(Clone, Copy)]
+struct Site<'a> {
+    app: &'a str,
+    func: &'static str,
+}
+
+impl std::fmt::Display for Site<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.app.is_empty() {
+            f.write_str(self.func)
+        } else {
+            write!(f, "{}: {}", self.app, self.func)
+        }
+    }
+}
+
+/// The text of a panic payload (`panic!` produces `&str` or `String`).
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "(non-string panic payload)"
+    }
+}
+
+// ------------------------------------------------------------------------
+// The descriptor's functions
+// ------------------------------------------------------------------------
+
+/// `nwsgi_app.init` for `A`.
+///
+/// # Safety
+/// Called by the host as the header describes: `args` points to a valid
+/// `nwsgi_init_args` (its config borrowed for the call) and `app_state` to
+/// writable storage for one pointer. NULL/misaligned pointers are refused.
+pub unsafe extern "C" fn init<A: App>(
+    args: *const nwsgi_init_args,
+    app_state: *mut *mut c_void,
+) -> i32 {
+    let site = Site {
+        app: A::NAME,
+        func: "init",
+    };
+    let checks = [
+        ("args", ptr_ok(args)),
+        ("app_state", ptr_ok(app_state.cast_const())),
+    ];
+    let outcome = entry(site, ptr::null_mut(), &checks, || {
+        // SAFETY: checked non-NULL and aligned by `entry`; the host keeps it
+        // valid for the duration of init.
+        let args = unsafe { &*args };
+        if (args.struct_size as usize) < size_of::<nwsgi_init_args>() {
+            return Err(format!("init args are {} bytes", args.struct_size));
+        }
+        // SAFETY: `args.api` is the static host table (header: "static:
+        // valid while the library is loaded").
+        let api = unsafe { check_api(args.api) }?;
+        remember_api(api);
+        super::log::install_subscriber();
+        // SAFETY: `args` came from the host, config borrowed during init.
+        let config = unsafe { copy_config(args) }?;
+        let app = A::init(&config)?;
+        // SAFETY: `app_state` checked non-NULL and aligned; the host gave it
+        // for us to write. Ownership of the box passes to the host until
+        // `shutdown` gives it back.
+        unsafe { *app_state = Box::into_raw(Box::new(app)).cast() };
+        Ok(())
+    });
+    let message = match outcome {
+        Ok(Ok(())) => return NWSGI_OK,
+        Ok(Err(message)) | Err(message) => message,
+    };
+    if ptr_ok(args) {
+        // SAFETY: `args` is valid during init (see above), and `fail` exists
+        // only if the struct is as large as ours.
+        unsafe {
+            if (*args).struct_size as usize >= size_of::<nwsgi_init_args>() {
+                ((*args).fail)((*args).fail_ctx, nwsgi_str::from_bytes(message.as_bytes()));
+            }
+        }
+    }
+    NWSGI_ERROR
+}
+
+/// Copy the `--app-arg` pairs out of the host's memory.
+///
+/// # Safety
+/// `args` was handed to `init` by the host and init is still running.
+unsafe fn copy_config(args: &nwsgi_init_args) -> Result<Config, String> {
+    if args.n_config == 0 {
+        return Ok(Config::default());
+    }
+    if !ptr_ok(args.config) {
+        return Err(format!("config has {} entries but no array", args.n_config));
+    }
+    // SAFETY: the host gives `n_config` headers at `config`, borrowed for
+    // the duration of init (this function runs inside init).
+    let pairs = unsafe { std::slice::from_raw_parts(args.config, args.n_config) };
+    Ok(Config::from_pairs(pairs.iter().map(|h| {
+        // SAFETY: each string is borrowed for init, like the array.
+        let (k, v) = unsafe { (h.name.as_bytes(), h.value.as_bytes()) };
+        (
+            String::from_utf8_lossy(k).into_owned(),
+            String::from_utf8_lossy(v).into_owned(),
+        )
+    })))
+}
+
+/// `nwsgi_app.call` for `A`.
+///
+/// # Safety
+/// Called by the host as the header describes: `app_state` is what `init::<A>`
+/// stored, `env` and `req` are valid until the request ends, `body` points to
+/// a zeroed `nwsgi_body`. NULL/misaligned pointers are refused.
+pub unsafe extern "C" fn call<A: App>(
+    app_state: *mut c_void,
+    env: *const nwsgi_environ,
+    req: *mut nwsgi_request,
+    body: *mut nwsgi_body,
+) -> i32 {
+    let site = Site {
+        app: A::NAME,
+        func: "call",
+    };
+    let checks = [
+        ("app_state", ptr_ok(app_state.cast_const().cast::<A>())),
+        ("env", ptr_ok(env)),
+        ("req", !req.is_null()),
+        ("body", ptr_ok(body)),
+    ];
+    entry(site, req, &checks, || {
+        // SAFETY: `app_state` is the `Box<A>` init leaked (checked non-NULL);
+        // the host never runs call after shutdown, and `A: Sync` allows
+        // concurrent shared use.
+        let app = unsafe { &*app_state.cast_const().cast::<A>() };
+        // SAFETY: checked non-NULL and aligned; valid until the request ends,
+        // which is after `call` returns.
+        let env = unsafe { &*env };
+        let req = NonNull::new(req).expect("checked by entry");
+        // SAFETY: `env` and `req` are this request's, and `raw` (with every
+        // Environ/StartResponse built on it) cannot leave this closure: `call`
+        // returns a `'static` Body.
+        let raw = match unsafe { RawRequest::new(env, req) } {
+            Ok(raw) => raw,
+            Err(message) => {
+                log(NWSGI_LOG_ERROR, SDK_TARGET, &format!("{site}: {message}"));
+                return NWSGI_E_INVALID;
+            }
+        };
+        let mut environ = Environ::new(raw);
+        let mut start_response = StartResponse::new(raw);
+        match app.call(&mut environ, &mut start_response) {
+            Ok(out) => {
+                if let Some(state) = out.into_state() {
+                    let boxed = Box::into_raw(Box::new(state));
+                    // SAFETY: `body` checked non-NULL and aligned, ours to
+                    // fill; the box is owned by the host until `close`.
+                    unsafe {
+                        *body = nwsgi_body {
+                            state: boxed.cast(),
+                            next: Some(body_next),
+                            close: Some(body_close),
+                        }
+                    };
+                }
+                NWSGI_OK
+            }
+            Err(e) => {
+                raw.log(NWSGI_LOG_ERROR, SDK_TARGET, &format!("{site} failed: {e}"));
+                NWSGI_ERROR
+            }
+        }
+    })
+    .unwrap_or(NWSGI_ERROR)
+}
+
+/// `nwsgi_app.shutdown` for `A`: runs [`App::shutdown`] and drops the app.
+///
+/// # Safety
+/// `app_state` is what `init::<A>` stored, and no call is running or will
+/// run again. NULL/misaligned pointers are refused.
+pub unsafe extern "C" fn shutdown<A: App>(app_state: *mut c_void) {
+    let site = Site {
+        app: A::NAME,
+        func: "shutdown",
+    };
+    let checks = [("app_state", ptr_ok(app_state.cast_const().cast::<A>()))];
+    let _ = entry(site, ptr::null_mut(), &checks, || {
+        // SAFETY: the box `init` leaked; the host calls shutdown once, after
+        // the last request, so we own it again.
+        let app = unsafe { Box::from_raw(app_state.cast::<A>()) };
+        app.shutdown();
+        drop(app);
+    });
+}
+
+// ------------------------------------------------------------------------
+// The body iterator
+// ------------------------------------------------------------------------
+
+/// `nwsgi_body.next`.
+///
+/// # Safety
+/// `state` is a `BodyState` box that `call` handed out and that was not
+/// closed yet; `chunk` is writable; `req` is NULL or the current request.
+unsafe extern "C" fn body_next(
+    state: *mut c_void,
+    req: *mut nwsgi_request,
+    chunk: *mut nwsgi_str,
+) -> i32 {
+    let state = state.cast::<BodyState>();
+    let checks = [
+        ("state", ptr_ok(state.cast_const())),
+        ("chunk", ptr_ok(chunk)),
+    ];
+    let site = Site {
+        app: "",
+        func: "body next",
+    };
+    let outcome = entry(site, req, &checks, || {
+        // SAFETY: a live box from `call` (not closed: the host never uses the
+        // state after close), used by one thread at a time.
+        let body = unsafe { &mut *state };
+        let (code, bytes) = match body.next() {
+            Step::More(bytes) => (NWSGI_BODY_MORE, bytes),
+            Step::Last(bytes) => (NWSGI_BODY_LAST, bytes),
+            Step::End => (NWSGI_BODY_END, &[][..]),
+            Step::Failed(e) => {
+                if let Some(api) = host_api() {
+                    let message = format!("body iterator failed: {e}");
+                    // SAFETY: `req` is the request this next runs for.
+                    unsafe { log_with(api, req, NWSGI_LOG_ERROR, SDK_TARGET, &message) };
+                }
+                return NWSGI_ERROR;
+            }
+        };
+        // SAFETY: `chunk` checked writable. `bytes` lives in the state box (or
+        // is static) and stays put until the next `next` or `close`, as the
+        // header requires.
+        unsafe { *chunk = nwsgi_str::from_bytes(bytes) };
+        code
+    });
+    outcome.unwrap_or_else(|_| {
+        if ptr_ok(state.cast_const()) {
+            // SAFETY: as above; the panic ended the earlier borrow.
+            unsafe { (*state).poison() };
+        }
+        NWSGI_ERROR
+    })
+}
+
+/// `nwsgi_body.close`: drops the state (and so the application's iterator).
+///
+/// # Safety
+/// `state` is a `BodyState` box that `call` handed out; the host calls close
+/// exactly once and never uses `state` again.
+unsafe extern "C" fn body_close(state: *mut c_void, req: *mut nwsgi_request) {
+    let state = state.cast::<BodyState>();
+    let checks = [("state", ptr_ok(state.cast_const()))];
+    let _ = entry(
+        Site {
+            app: "",
+            func: "body close",
+        },
+        req,
+        &checks,
+        || {
+            // SAFETY: the box `call` leaked, given back exactly once.
+            drop(unsafe { Box::from_raw(state) });
+        },
+    );
+}
+
+// ------------------------------------------------------------------------
+// One request, as the application sees the host
+// ------------------------------------------------------------------------
+
+/// The environ's byte-string fields.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Field {
+    RequestMethod,
+    ScriptName,
+    PathInfo,
+    QueryString,
+    ContentType,
+    ContentLength,
+    ServerName,
+    ServerPort,
+    ServerProtocol,
+    RemoteAddr,
+    RemotePort,
+    UrlScheme,
+    RequestUri,
+}
+
+/// The host's view of one request: its environ, its handle and the API table.
+///
+/// Invariants (established by [`RawRequest::new`], the only constructor):
+/// `env` is the host's environ for this request and every string in it is
+/// valid for `'r`; `req` is the matching handle; `api` is a validated table.
+/// `'r` never outlives the `call` that built it, and the type is neither
+/// `Send` nor `Sync` because the host API may only be used from the thread
+/// running `call`.
+#[derive(Clone, Copy)]
+pub(crate) struct RawRequest<'r> {
+    env: &'r nwsgi_environ,
+    req: NonNull<nwsgi_request>,
+    api: &'static nwsgi_host_api,
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl<'r> RawRequest<'r> {
+    /// # Safety
+    /// `env` and `req` are what the host passed to the running `call`, and
+    /// `'r` ends no later than that `call` returns.
+    unsafe fn new(env: &'r nwsgi_environ, req: NonNull<nwsgi_request>) -> Result<Self, String> {
+        if env.abi_major != NWSGI_ABI_MAJOR {
+            return Err(format!(
+                "environ is ABI {}.{}, this plugin was built for {}.x",
+                env.abi_major, env.abi_minor, NWSGI_ABI_MAJOR
+            ));
+        }
+        if (env.struct_size as usize) < size_of::<nwsgi_environ>() {
+            return Err(format!("environ is {} bytes", env.struct_size));
+        }
+        // SAFETY: the environ's api is the same static table init received.
+        let api = unsafe { check_api(env.api) }?;
+        remember_api(api);
+        Ok(RawRequest {
+            env,
+            req,
+            api,
+            _not_send: PhantomData,
+        })
+    }
+
+    /// A byte-string field, borrowed until the request ends.
+    pub(crate) fn field(&self, field: Field) -> &'r [u8] {
+        let e = self.env;
+        let s = match field {
+            Field::RequestMethod => e.request_method,
+            Field::ScriptName => e.script_name,
+            Field::PathInfo => e.path_info,
+            Field::QueryString => e.query_string,
+            Field::ContentType => e.content_type,
+            Field::ContentLength => e.content_length,
+            Field::ServerName => e.server_name,
+            Field::ServerPort => e.server_port,
+            Field::ServerProtocol => e.server_protocol,
+            Field::RemoteAddr => e.remote_addr,
+            Field::RemotePort => e.remote_port,
+            Field::UrlScheme => e.url_scheme,
+            Field::RequestUri => e.request_uri,
+        };
+        // SAFETY: environ strings are borrowed until the request ends (type
+        // invariant: that is at least `'r`).
+        unsafe { s.as_bytes() }
+    }
+
+    /// The plain (non-pointer) environ fields.
+    pub(crate) fn env(&self) -> &'r nwsgi_environ {
+        self.env
+    }
+
+    /// The raw header list.
+    pub(crate) fn headers(&self) -> Headers<'r> {
+        let list: &'r [nwsgi_header] = if self.env.n_headers == 0 || self.env.headers.is_null() {
+            &[]
+        } else {
+            // SAFETY: the host gives `n_headers` fields at `headers`, valid
+            // until the request ends (at least `'r`).
+            unsafe { std::slice::from_raw_parts(self.env.headers, self.env.n_headers) }
+        };
+        Headers { list }
+    }
+
+    /// `api->environ_get`.
+    pub(crate) fn get(&self, key: &[u8]) -> Option<&'r [u8]> {
+        let mut value = nwsgi_str::EMPTY;
+        // SAFETY: valid environ; `key` borrowed for the call; `value` is a
+        // local the host writes.
+        let found =
+            unsafe { (self.api.environ_get)(self.env, nwsgi_str::from_bytes(key), &mut value) };
+        // SAFETY: the header: the value is "borrowed until the request ends".
+        (found == 1).then(|| unsafe { value.as_bytes() })
+    }
+
+    /// `api->environ_each`. A panic in `f` stops the enumeration and is
+    /// re-raised here, after the host's frames are gone.
+    pub(crate) fn for_each(&self, f: &mut EachFn<'_>) -> i32 {
+        let mut ctx = EachCtx { f, panic: None };
+        // SAFETY: valid environ; `ctx` outlives the call and `each_cb` is the
+        // matching callback for it.
+        let rc = unsafe {
+            (self.api.environ_each)(
+                self.env,
+                nwsgi_environ_each_cb { func: each_cb },
+                ptr::from_mut(&mut ctx).cast(),
+            )
+        };
+        if let Some(payload) = ctx.panic {
+            resume_unwind(payload);
+        }
+        rc
+    }
+
+    /// `api->read` into `buf`.
+    pub(crate) fn read(&self, buf: &mut [u8]) -> i64 {
+        // SAFETY: valid request on this thread; `buf` is writable for its
+        // length, borrowed for the call.
+        unsafe { (self.api.read)(self.req.as_ptr(), buf.as_mut_ptr(), buf.len()) }
+    }
+
+    /// `api->start_response`; everything is borrowed for the call only.
+    pub(crate) fn start_response(
+        &self,
+        status: &str,
+        headers: &[(&str, &str)],
+        exc_message: Option<&str>,
+    ) -> i32 {
+        let list: Vec<nwsgi_header> = headers
+            .iter()
+            .map(|(name, value)| nwsgi_header {
+                name: nwsgi_str::from_bytes(name.as_bytes()),
+                value: nwsgi_str::from_bytes(value.as_bytes()),
+            })
+            .collect();
+        let exc = exc_message.map(|m| nwsgi_exc_info {
+            message: nwsgi_str::from_bytes(m.as_bytes()),
+        });
+        let exc_ptr = exc.as_ref().map_or(ptr::null(), ptr::from_ref);
+        // SAFETY: valid request on this thread; `status`, `list` (and the
+        // strings it points to) and `exc` outlive the call.
+        unsafe {
+            (self.api.start_response)(
+                self.req.as_ptr(),
+                nwsgi_str::from_bytes(status.as_bytes()),
+                list.as_ptr(),
+                list.len(),
+                exc_ptr,
+            )
+        }
+    }
+
+    /// `api->write`.
+    pub(crate) fn write(&self, data: &[u8]) -> i32 {
+        // SAFETY: valid request on this thread; `data` borrowed for the call.
+        unsafe { (self.api.write)(self.req.as_ptr(), data.as_ptr(), data.len()) }
+    }
+
+    /// `api->log` with this request attached (wsgi.errors).
+    pub(crate) fn log(&self, level: i32, target: &str, message: &str) {
+        // SAFETY: valid request, and we are on the thread running its call.
+        unsafe { log_with(self.api, self.req.as_ptr(), level, target, message) }
+    }
+}
+
+/// An `environ_each` visitor: `(key, value)`, borrowed for the call only.
+pub(crate) type EachFn<'f> = dyn FnMut(&[u8], &[u8]) -> ControlFlow<()> + 'f;
+
+/// The context `environ_each` passes back to [`each_cb`].
+struct EachCtx<'f> {
+    f: &'f mut EachFn<'f>,
+    panic: Option<Box<dyn Any + Send>>,
+}
+
+/// The `environ_each` callback. Not an entry point of its own: it runs inside
+/// `call` (whose [`entry`] reports panics), so instead of reporting a panic it
+/// parks the payload and stops the enumeration; `RawRequest::for_each`
+/// re-raises it once the host's frames are off the stack.
+///
+/// # Safety
+/// `user` is the `EachCtx` that `RawRequest::for_each` passed; `key` and
+/// `value` are valid for this call.
+unsafe extern "C" fn each_cb(user: *mut c_void, key: nwsgi_str, value: nwsgi_str) -> i32 {
+    let ctx = user.cast::<EachCtx<'_>>();
+    if !ptr_ok(ctx.cast_const()) {
+        return 1;
+    }
+    // SAFETY: the context `for_each` passed, alive for the whole enumeration.
+    let ctx = unsafe { &mut *ctx };
+    if ctx.panic.is_some() {
+        return 1;
+    }
+    // SAFETY: borrowed for the duration of this callback; `f` takes them
+    // for a higher-ranked lifetime, so they cannot escape.
+    let (key, value) = unsafe { (key.as_bytes(), value.as_bytes()) };
+    match catch_unwind(AssertUnwindSafe(|| (ctx.f)(key, value))) {
+        Ok(ControlFlow::Continue(())) => 0,
+        Ok(ControlFlow::Break(())) => 1,
+        Err(payload) => {
+            ctx.panic = Some(payload);
+            1
+        }
+    }
+}
+
+/// The request's raw header list, in order, repeated names kept apart:
+/// `(name, value)` exactly as on the wire, borrowed until the request ends.
+#[derive(Clone)]
+pub struct Headers<'r> {
+    /// Invariant: the host's header array, every string valid for `'r`.
+    list: &'r [nwsgi_header],
+}
+
+impl<'r> Iterator for Headers<'r> {
+    type Item = (&'r [u8], &'r [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (first, rest) = self.list.split_first()?;
+        self.list = rest;
+        // SAFETY: type invariant: the strings are valid for `'r`.
+        Some(unsafe { (first.name.as_bytes(), first.value.as_bytes()) })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.list.len(), Some(self.list.len()))
+    }
+}
+
+impl ExactSizeIterator for Headers<'_> {}
+
+impl std::fmt::Debug for Headers<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.clone().map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            }))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+#[path = "raw_tests.rs"]
+mod tests;

@@ -1,0 +1,633 @@
+//! The boundary driven by a fake host written in Rust: the trampolines are
+//! called exactly as a C host would call them. (Part of the `raw` module, so
+//! the test's own `unsafe` stays in the FFI module too.)
+
+use std::cell::RefCell;
+use std::ffi::{c_void, CStr};
+use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use super::*;
+use crate::ffi::*;
+use crate::{AbiError, App, Body, Config, Environ, Error, StartResponse};
+
+// ---------------------------------------------------------------- fake host
+
+/// Everything the fake host records about one request.
+#[derive(Default)]
+struct FakeReq {
+    status: Option<String>,
+    headers: Vec<(String, String)>,
+    sent: bool,
+    written: Vec<u8>,
+    input: Vec<u8>,
+    input_pos: usize,
+    /// Make reads fail with this status after the input is drained.
+    input_error: Option<i64>,
+}
+
+/// The environ with the variables environ_get/each serve (env first, so an
+/// `*const nwsgi_environ` is also an `*const FakeEnv`).
+#[repr(C)]
+struct FakeEnv {
+    env: nwsgi_environ,
+    vars: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+static LOGS: Mutex<Vec<(i32, String, String, bool)>> = Mutex::new(Vec::new());
+
+fn logs_containing(needle: &str) -> Vec<(i32, String, String, bool)> {
+    LOGS.lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.2.contains(needle))
+        .cloned()
+        .collect()
+}
+
+fn s(x: nwsgi_str) -> String {
+    // SAFETY: the SDK passes strings valid for the call.
+    String::from_utf8_lossy(unsafe { x.as_bytes() }).into_owned()
+}
+
+unsafe extern "C" fn fake_start_response(
+    req: *mut nwsgi_request,
+    status: nwsgi_str,
+    headers: *const nwsgi_header,
+    n: usize,
+    exc: *const nwsgi_exc_info,
+) -> i32 {
+    // SAFETY: the tests pass a `FakeReq` as the request.
+    let r = unsafe { &mut *req.cast::<FakeReq>() };
+    if r.status.is_some() && exc.is_null() {
+        return NWSGI_E_STATE;
+    }
+    if !exc.is_null() && r.sent {
+        return NWSGI_E_HEADERS_SENT;
+    }
+    let status = s(status);
+    if status.len() < 4 || !status.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
+        return NWSGI_E_INVALID;
+    }
+    let list = if n == 0 {
+        &[][..]
+    } else {
+        // SAFETY: the SDK passes `n` headers.
+        unsafe { std::slice::from_raw_parts(headers, n) }
+    };
+    let list: Vec<_> = list.iter().map(|h| (s(h.name), s(h.value))).collect();
+    if list
+        .iter()
+        .any(|(_, v)| v.contains('\r') || v.contains('\n'))
+    {
+        return NWSGI_E_INVALID;
+    }
+    r.status = Some(status);
+    r.headers = list;
+    NWSGI_OK
+}
+
+unsafe extern "C" fn fake_write(req: *mut nwsgi_request, data: *const u8, len: usize) -> i32 {
+    // SAFETY: as above.
+    let r = unsafe { &mut *req.cast::<FakeReq>() };
+    if r.status.is_none() {
+        return NWSGI_E_STATE;
+    }
+    r.sent = true;
+    // SAFETY: the SDK passes `len` bytes.
+    r.written
+        .extend_from_slice(unsafe { nwsgi_str { ptr: data, len }.as_bytes() });
+    NWSGI_OK
+}
+
+unsafe extern "C" fn fake_read(req: *mut nwsgi_request, buf: *mut u8, cap: usize) -> i64 {
+    // SAFETY: as above.
+    let r = unsafe { &mut *req.cast::<FakeReq>() };
+    let rest = &r.input[r.input_pos..];
+    if rest.is_empty() {
+        return r.input_error.unwrap_or(0);
+    }
+    let n = rest.len().min(cap).min(3); // short reads on purpose
+                                        // SAFETY: `buf` has `cap >= n` writable bytes.
+    unsafe { ptr::copy_nonoverlapping(rest.as_ptr(), buf, n) };
+    r.input_pos += n;
+    n as i64
+}
+
+unsafe extern "C" fn fake_log(
+    req: *mut nwsgi_request,
+    level: i32,
+    target: nwsgi_str,
+    message: nwsgi_str,
+) {
+    LOGS.lock()
+        .unwrap()
+        .push((level, s(target), s(message), !req.is_null()));
+}
+
+unsafe extern "C" fn fake_environ_get(
+    env: *const nwsgi_environ,
+    key: nwsgi_str,
+    value: *mut nwsgi_str,
+) -> i32 {
+    // SAFETY: the tests pass a `FakeEnv`.
+    let env = unsafe { &*env.cast::<FakeEnv>() };
+    // SAFETY: borrowed for the call.
+    let key = unsafe { key.as_bytes() };
+    match env.vars.iter().find(|(k, _)| k == key) {
+        Some((_, v)) => {
+            // SAFETY: `value` is writable.
+            unsafe { *value = nwsgi_str::from_bytes(v) };
+            1
+        }
+        None => 0,
+    }
+}
+
+unsafe extern "C" fn fake_environ_each(
+    env: *const nwsgi_environ,
+    f: nwsgi_environ_each_cb,
+    user: *mut c_void,
+) -> i32 {
+    // SAFETY: as above.
+    let env = unsafe { &*env.cast::<FakeEnv>() };
+    for (k, v) in &env.vars {
+        // SAFETY: the SDK's callback with its own `user`.
+        let rc = unsafe { (f.func)(user, nwsgi_str::from_bytes(k), nwsgi_str::from_bytes(v)) };
+        if rc != 0 {
+            return rc;
+        }
+    }
+    NWSGI_OK
+}
+
+static API: nwsgi_host_api = nwsgi_host_api {
+    struct_size: size_of::<nwsgi_host_api>() as u32,
+    abi_major: NWSGI_ABI_MAJOR,
+    abi_minor: NWSGI_ABI_MINOR,
+    start_response: fake_start_response,
+    write: fake_write,
+    read: fake_read,
+    log: fake_log,
+    environ_get: fake_environ_get,
+    environ_each: fake_environ_each,
+};
+
+const HEADERS: [nwsgi_header; 2] = [
+    nwsgi_header {
+        name: nwsgi_str::from_bytes(b"Host"),
+        value: nwsgi_str::from_bytes(b"example"),
+    },
+    nwsgi_header {
+        name: nwsgi_str::from_bytes(b"X-A"),
+        value: nwsgi_str::from_bytes(b"1"),
+    },
+];
+
+fn fake_env(method: &'static str, path: &'static str) -> FakeEnv {
+    let st = |x: &'static str| nwsgi_str::from_bytes(x.as_bytes());
+    FakeEnv {
+        env: nwsgi_environ {
+            struct_size: size_of::<nwsgi_environ>() as u32,
+            abi_major: NWSGI_ABI_MAJOR,
+            abi_minor: NWSGI_ABI_MINOR,
+            request_method: st(method),
+            script_name: nwsgi_str::EMPTY,
+            path_info: st(path),
+            query_string: st("a=1"),
+            content_type: nwsgi_str::EMPTY,
+            content_length: st("5"),
+            server_name: st("example"),
+            server_port: st("8000"),
+            server_protocol: st("HTTP/1.1"),
+            remote_addr: st("127.0.0.1"),
+            remote_port: st("5555"),
+            url_scheme: st("http"),
+            request_uri: st("/raw?a=1"),
+            headers: HEADERS.as_ptr(),
+            n_headers: HEADERS.len(),
+            multithread: 1,
+            multiprocess: 0,
+            run_once: 0,
+            has_body: 1,
+            api: &API,
+        },
+        vars: vec![
+            (b"REQUEST_METHOD".to_vec(), method.as_bytes().to_vec()),
+            (b"PATH_INFO".to_vec(), path.as_bytes().to_vec()),
+            (b"HTTP_HOST".to_vec(), b"example".to_vec()),
+        ],
+    }
+}
+
+// ---------------------------------------------------------------- test app
+
+static CLOSED: AtomicUsize = AtomicUsize::new(0);
+
+struct DropCounter;
+impl Drop for DropCounter {
+    fn drop(&mut self) {
+        CLOSED.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+struct PanicOnDrop;
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("drop-panic-marker");
+    }
+}
+
+struct TestApp {
+    prefix: String,
+}
+
+thread_local! {
+    static SEEN: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+impl App for TestApp {
+    const NAME: &'static str = "sdk-test";
+    const THREAD_SAFE: bool = false;
+
+    fn init(config: &Config) -> Result<Self, String> {
+        match config.get("mode") {
+            Some("fail") => Err("refused-marker".into()),
+            Some("panic") => panic!("init-panic-marker"),
+            _ => Ok(TestApp {
+                prefix: config.get("prefix").unwrap_or("").to_owned(),
+            }),
+        }
+    }
+
+    fn call(&self, env: &mut Environ<'_>, start: &mut StartResponse<'_>) -> Result<Body, Error> {
+        let text = [("Content-Type", "text/plain")];
+        match env.path_info() {
+            b"/single" => {
+                start.start("200 OK", &text)?;
+                Ok(Body::from(format!("{}single", self.prefix)))
+            }
+            b"/iter" => {
+                start.start("200 OK", &text)?;
+                let guard = DropCounter;
+                Ok(Body::from_iter((0..3).map(move |i| {
+                    let _ = &guard;
+                    format!("c{i}")
+                })))
+            }
+            b"/environ" => {
+                let mut seen = Vec::new();
+                env.for_each(|k, v| {
+                    seen.push(format!(
+                        "{}={}",
+                        String::from_utf8_lossy(k),
+                        String::from_utf8_lossy(v)
+                    ))
+                });
+                let headers: Vec<_> = env.headers().collect();
+                assert_eq!(headers, [(&b"Host"[..], &b"example"[..]), (b"X-A", b"1")]);
+                assert_eq!(env.method(), b"GET");
+                assert_eq!(env.request_uri(), b"/raw?a=1");
+                assert_eq!(env.query_string(), b"a=1");
+                assert_eq!(env.protocol(), b"HTTP/1.1");
+                assert!(env.multithread() && !env.multiprocess() && env.has_body());
+                assert_eq!(env.get("HTTP_HOST"), Some(&b"example"[..]));
+                assert_eq!(env.get("HTTP_NOPE"), None);
+                let mut body = Vec::new();
+                env.input().read_to_end(&mut body)?;
+                seen.push(format!("body={}", String::from_utf8_lossy(&body)));
+                env.log(tracing::Level::WARN, "errors-marker");
+                tracing::info!(n = 1, "tracing-marker");
+                start.start("200 OK", &text)?;
+                Ok(Body::from(seen.join("\n")))
+            }
+            b"/foreach-panic" => {
+                env.for_each(|_, _| panic!("foreach-panic-marker"));
+                unreachable!()
+            }
+            b"/bad-input" => {
+                let mut body = Vec::new();
+                let e = env.input().read_to_end(&mut body).unwrap_err();
+                assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+                start.start("400 Bad Request", &text)?;
+                Ok(Body::from("bad"))
+            }
+            b"/twice" => {
+                start.start("200 OK", &text)?;
+                let second = start.start("201 Created", &[]);
+                let bad = start.start_with_exc_info("2 x", &[], "m");
+                start.start_with_exc_info("500 Oops", &text, "boom")?;
+                start.write(b"w1")?;
+                let late = start.start_with_exc_info("500 Oops", &text, "late");
+                Ok(Body::from(format!("{second:?} {bad:?} {late:?}")))
+            }
+            b"/write-first" => Err(start.write(b"x").unwrap_err().into()),
+            b"/error" => Err("call-error-marker".into()),
+            b"/panic" => panic!("call-panic-marker"),
+            b"/panic-next" => {
+                start.start("200 OK", &text)?;
+                let guard = DropCounter;
+                Ok(Body::from_iter(std::iter::from_fn(
+                    move || -> Option<Vec<u8>> {
+                        let _ = &guard;
+                        panic!("next-panic-marker")
+                    },
+                )))
+            }
+            b"/fail-next" => {
+                start.start("200 OK", &text)?;
+                Ok(Body::from_fallible_iter([Err::<Vec<u8>, _>(
+                    "next-error-marker",
+                )]))
+            }
+            b"/panic-close" => {
+                start.start("200 OK", &text)?;
+                let guard = PanicOnDrop;
+                Ok(Body::from_iter(std::iter::once("x").inspect(move |_| {
+                    let _ = &guard;
+                })))
+            }
+            _ => Ok(Body::empty()),
+        }
+    }
+
+    fn shutdown(&self) {
+        SEEN.with(|s| s.borrow_mut().push("shutdown".into()));
+    }
+}
+
+crate::export_app!(TestApp, sdk_test_app);
+
+// ---------------------------------------------------------------- driver
+
+struct FailSink(RefCell<Option<String>>);
+
+unsafe extern "C" fn fake_fail(ctx: *mut c_void, message: nwsgi_str) {
+    // SAFETY: the tests pass a `FailSink`.
+    let sink = unsafe { &*ctx.cast::<FailSink>() };
+    *sink.0.borrow_mut() = Some(s(message));
+}
+
+/// Run `init` with `config`; the app state or the fail message.
+fn init_app(config: &[(&'static str, &'static str)]) -> Result<*mut c_void, (i32, Option<String>)> {
+    let pairs: Vec<nwsgi_header> = config
+        .iter()
+        .map(|(k, v)| nwsgi_header {
+            name: nwsgi_str::from_bytes(k.as_bytes()),
+            value: nwsgi_str::from_bytes(v.as_bytes()),
+        })
+        .collect();
+    let sink = FailSink(RefCell::new(None));
+    let args = nwsgi_init_args {
+        struct_size: size_of::<nwsgi_init_args>() as u32,
+        abi_major: NWSGI_ABI_MAJOR,
+        abi_minor: NWSGI_ABI_MINOR,
+        api: &API,
+        config: pairs.as_ptr(),
+        n_config: pairs.len(),
+        fail: fake_fail,
+        fail_ctx: ptr::from_ref(&sink).cast_mut().cast(),
+    };
+    let mut state = ptr::null_mut();
+    // SAFETY: valid args and out-pointer, as a host passes them.
+    let rc = unsafe { (sdk_test_app.init.unwrap())(&args, &mut state) };
+    if rc == NWSGI_OK {
+        Ok(state)
+    } else {
+        Err((rc, sink.0.into_inner()))
+    }
+}
+
+struct Outcome {
+    rc: i32,
+    req: FakeReq,
+    chunks: Vec<(i32, Vec<u8>)>,
+}
+
+/// One request through call/next/close like a host would.
+fn request(
+    state: *mut c_void,
+    path: &'static str,
+    input: &[u8],
+    input_error: Option<i64>,
+) -> Outcome {
+    let env = fake_env("GET", path);
+    let mut req = FakeReq {
+        input: input.to_vec(),
+        input_error,
+        ..FakeReq::default()
+    };
+    let req_ptr = ptr::from_mut(&mut req).cast::<nwsgi_request>();
+    let mut body = nwsgi_body::EMPTY;
+    // SAFETY: pointers valid as the header requires.
+    let rc = unsafe { (sdk_test_app.call.unwrap())(state, &env.env, req_ptr, &mut body) };
+    let mut chunks = Vec::new();
+    if rc == NWSGI_OK {
+        if let Some(next) = body.next {
+            loop {
+                let mut chunk = nwsgi_str::EMPTY;
+                // SAFETY: the body the app returned, not yet closed.
+                let code = unsafe { next(body.state, req_ptr, &mut chunk) };
+                // SAFETY: borrowed until the next next/close.
+                let bytes = unsafe { chunk.as_bytes() }.to_vec();
+                chunks.push((code, bytes));
+                if code != NWSGI_BODY_MORE {
+                    break;
+                }
+            }
+        }
+        if let Some(close) = body.close {
+            // SAFETY: exactly once, after the last next.
+            unsafe { close(body.state, req_ptr) };
+        }
+    }
+    Outcome { rc, req, chunks }
+}
+
+fn app() -> *mut c_void {
+    init_app(&[("prefix", "p-")]).expect("init succeeds")
+}
+
+// ---------------------------------------------------------------- tests
+
+#[test]
+fn descriptor_fields() {
+    let d = &sdk_test_app;
+    assert_eq!(d.magic, NWSGI_MAGIC);
+    assert_eq!(
+        (d.abi_major, d.abi_minor),
+        (NWSGI_ABI_MAJOR, NWSGI_ABI_MINOR)
+    );
+    assert_eq!(d.struct_size as usize, size_of::<nwsgi_app>());
+    assert_eq!(d.flags, 0, "THREAD_SAFE = false");
+    // SAFETY: the macro's static NUL-terminated name.
+    let name = unsafe { CStr::from_ptr(d.name) };
+    assert_eq!(name.to_str().unwrap(), "sdk-test");
+    assert!(d.init.is_some() && d.call.is_some() && d.shutdown.is_some());
+}
+
+#[test]
+fn init_failures_reach_args_fail() {
+    let (rc, msg) = init_app(&[("mode", "fail")]).unwrap_err();
+    assert_eq!(rc, NWSGI_ERROR);
+    assert_eq!(msg.as_deref(), Some("refused-marker"));
+    let (rc, msg) = init_app(&[("mode", "panic")]).unwrap_err();
+    assert_eq!(rc, NWSGI_ERROR);
+    assert!(msg.unwrap().contains("init-panic-marker"));
+    assert!(!logs_containing("init-panic-marker").is_empty());
+}
+
+#[test]
+fn single_chunk_is_last_and_shutdown_runs() {
+    let state = app();
+    let out = request(state, "/single", b"", None);
+    assert_eq!(out.rc, NWSGI_OK);
+    assert_eq!(out.req.status.as_deref(), Some("200 OK"));
+    assert_eq!(
+        out.req.headers,
+        [("Content-Type".into(), "text/plain".into())]
+    );
+    assert_eq!(out.chunks, [(NWSGI_BODY_LAST, b"p-single".to_vec())]);
+    // SAFETY: the state from init; no call runs any more.
+    unsafe { (sdk_test_app.shutdown.unwrap())(state) };
+    SEEN.with(|s| assert_eq!(*s.borrow(), ["shutdown"]));
+}
+
+#[test]
+fn iterator_more_end_and_close_drops() {
+    let state = app();
+    let before = CLOSED.load(Ordering::SeqCst);
+    let out = request(state, "/iter", b"", None);
+    assert_eq!(
+        out.chunks,
+        [
+            (NWSGI_BODY_MORE, b"c0".to_vec()),
+            (NWSGI_BODY_MORE, b"c1".to_vec()),
+            (NWSGI_BODY_MORE, b"c2".to_vec()),
+            (NWSGI_BODY_END, vec![]),
+        ]
+    );
+    assert!(CLOSED.load(Ordering::SeqCst) > before);
+}
+
+#[test]
+fn environ_input_and_logs() {
+    let out = request(app(), "/environ", b"hello", None);
+    assert_eq!(out.rc, NWSGI_OK);
+    let body = String::from_utf8(out.chunks[0].1.clone()).unwrap();
+    assert_eq!(
+        body,
+        "REQUEST_METHOD=GET\nPATH_INFO=/environ\nHTTP_HOST=example\nbody=hello"
+    );
+    let errors = logs_containing("errors-marker");
+    assert_eq!(errors[0].0, NWSGI_LOG_WARN);
+    assert_eq!(errors[0].1, "wsgi.errors");
+    assert!(errors[0].3, "wsgi.errors lines carry the request");
+    let traced = logs_containing("tracing-marker");
+    assert_eq!(traced[0].0, NWSGI_LOG_INFO);
+    assert_eq!(traced[0].2, "tracing-marker n=1");
+    assert!(!traced[0].3, "tracing events carry no request");
+}
+
+#[test]
+fn bad_input_is_an_io_error() {
+    let out = request(
+        app(),
+        "/bad-input",
+        b"ab",
+        Some(i64::from(NWSGI_E_BAD_BODY)),
+    );
+    assert_eq!(out.req.status.as_deref(), Some("400 Bad Request"));
+}
+
+#[test]
+fn start_response_codes() {
+    let out = request(app(), "/twice", b"", None);
+    assert_eq!(out.rc, NWSGI_OK);
+    assert_eq!(out.req.status.as_deref(), Some("500 Oops"));
+    assert_eq!(out.req.written, b"w1");
+    assert_eq!(
+        out.chunks[0].1,
+        format!(
+            "{:?} {:?} {:?}",
+            Err::<(), _>(AbiError::State),
+            Err::<(), _>(AbiError::Invalid),
+            Err::<(), _>(AbiError::HeadersSent)
+        )
+        .as_bytes()
+    );
+    let out = request(app(), "/write-first", b"", None);
+    assert_eq!(out.rc, NWSGI_ERROR);
+}
+
+#[test]
+fn errors_and_panics_become_nwsgi_error() {
+    let out = request(app(), "/error", b"", None);
+    assert_eq!(out.rc, NWSGI_ERROR);
+    assert!(logs_containing("call-error-marker")[0].3);
+
+    let out = request(app(), "/panic", b"", None);
+    assert_eq!(out.rc, NWSGI_ERROR);
+    let logged = logs_containing("call-panic-marker");
+    assert_eq!(logged[0].0, NWSGI_LOG_ERROR);
+    assert!(logged[0].2.contains("sdk-test: call panicked"));
+
+    let out = request(app(), "/foreach-panic", b"", None);
+    assert_eq!(out.rc, NWSGI_ERROR);
+    assert_eq!(
+        logs_containing("foreach-panic-marker").len(),
+        1,
+        "reported once"
+    );
+}
+
+#[test]
+fn body_faults_are_contained() {
+    let before = CLOSED.load(Ordering::SeqCst);
+    let out = request(app(), "/panic-next", b"", None);
+    assert_eq!(out.rc, NWSGI_OK);
+    assert_eq!(out.chunks, [(NWSGI_ERROR, vec![])]);
+    assert!(!logs_containing("next-panic-marker").is_empty());
+    assert!(
+        CLOSED.load(Ordering::SeqCst) > before,
+        "closed after a panic"
+    );
+
+    let out = request(app(), "/fail-next", b"", None);
+    assert_eq!(out.chunks, [(NWSGI_ERROR, vec![])]);
+    assert!(!logs_containing("next-error-marker").is_empty());
+
+    let out = request(app(), "/panic-close", b"", None);
+    assert_eq!(out.chunks[0], (NWSGI_BODY_MORE, b"x".to_vec()));
+    assert!(!logs_containing("drop-panic-marker").is_empty());
+}
+
+#[test]
+fn empty_body_leaves_the_descriptor_zeroed() {
+    let env = fake_env("GET", "/nothing");
+    let mut req = FakeReq::default();
+    let mut body = nwsgi_body::EMPTY;
+    // SAFETY: as a host would call it.
+    let rc = unsafe {
+        (sdk_test_app.call.unwrap())(app(), &env.env, ptr::from_mut(&mut req).cast(), &mut body)
+    };
+    assert_eq!(rc, NWSGI_OK);
+    assert!(body.state.is_null() && body.next.is_none() && body.close.is_none());
+}
+
+#[test]
+fn null_pointers_are_refused() {
+    let env = fake_env("GET", "/single");
+    let mut body = nwsgi_body::EMPTY;
+    // SAFETY: deliberately NULL request: the gate must refuse it.
+    let rc = unsafe { (sdk_test_app.call.unwrap())(app(), &env.env, ptr::null_mut(), &mut body) };
+    assert_eq!(rc, NWSGI_ERROR);
+    // SAFETY: NULL args: refused before anything is read.
+    let rc = unsafe { (sdk_test_app.init.unwrap())(ptr::null(), ptr::null_mut()) };
+    assert_eq!(rc, NWSGI_ERROR);
+    let mut chunk = nwsgi_str::EMPTY;
+    // SAFETY: NULL state: refused.
+    let rc = unsafe { body_next(ptr::null_mut(), ptr::null_mut(), &mut chunk) };
+    assert_eq!(rc, NWSGI_ERROR);
+}

@@ -1,0 +1,583 @@
+//! One plugin call: the `nwsgi_request` the app holds, the host callbacks it
+//! reaches through `nwsgi_host_api`, and the walk call → next… → close that
+//! turns the app's output into response bytes.
+//!
+//! The response head is held (validated and pre-encoded) from start_response
+//! until the first non-empty body bytes, so exc_info can still replace it
+//! (PEP 3333). Framing is chosen when the head is committed: the app's own
+//! Content-Length; else the exact length when the first chunk is also the
+//! last (NWSGI_BODY_LAST) or the body is empty; else chunked on HTTP/1.1 and
+//! close-delimited on HTTP/1.0.
+use std::ffi::c_void;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use abi::ffi::{
+    nwsgi_body, nwsgi_environ_each_cb, nwsgi_exc_info, nwsgi_header, nwsgi_host_api,
+    nwsgi_request, nwsgi_str, NWSGI_ABI_MAJOR, NWSGI_ABI_MINOR, NWSGI_BODY_END, NWSGI_BODY_LAST,
+    NWSGI_BODY_MORE, NWSGI_ERROR, NWSGI_E_BAD_BODY, NWSGI_E_DISCONNECTED, NWSGI_E_HEADERS_SENT,
+    NWSGI_E_INVALID, NWSGI_E_STATE, NWSGI_OK,
+};
+use mio::net::TcpStream;
+
+use crate::body::{BodyError, BodyReader};
+use crate::environ::HostEnviron;
+use crate::error::HttpError;
+use crate::parse::Version;
+use crate::plugin::Plugin;
+use crate::response::{
+    encode_chunk, encode_continue, encode_error, encode_head, encode_last_chunk,
+    status_forbids_body, BodyFraming, ResponseHead,
+};
+
+/// The table every plugin gets; static, so valid while any library is loaded.
+pub static HOST_API: nwsgi_host_api = nwsgi_host_api {
+    struct_size: std::mem::size_of::<nwsgi_host_api>() as u32,
+    abi_major: NWSGI_ABI_MAJOR,
+    abi_minor: NWSGI_ABI_MINOR,
+    start_response: host_start_response,
+    write: host_write,
+    read: host_read,
+    log: host_log,
+    environ_get: crate::environ::environ_get,
+    environ_each: environ_each_trampoline,
+};
+
+// `environ_each` takes its callback wrapped for abi_stable's derive; the
+// wrapper is repr(transparent), so the function itself lives in environ.rs.
+unsafe extern "C" fn environ_each_trampoline(
+    env: *const abi::ffi::nwsgi_environ,
+    f: nwsgi_environ_each_cb,
+    user: *mut c_void,
+) -> i32 {
+    // SAFETY: forwarding the app's own arguments unchanged.
+    unsafe { crate::environ::environ_each(env, f, user) }
+}
+
+/// Runs `f`, turning a panic into `default`: no host panic ever unwinds
+/// into plugin code.
+pub fn ffi_guard<T>(default: T, f: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        tracing::error!("internal error: a host callback panicked; the request is failed");
+        default
+    })
+}
+
+/// Where the response stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// start_response not called yet.
+    NotStarted,
+    /// start_response was given an invalid status or header: the answer
+    /// is a 500 whatever the app does next.
+    Invalid,
+    /// Status and headers held in `head`; nothing of them is sent.
+    Started,
+    /// The head is committed to `out`; body bytes follow in `framing`.
+    Sending(BodyFraming),
+    /// The response is complete (or a canned error replaced it).
+    Done,
+    /// The byte stream to the client is unusable (disconnect, broken
+    /// framing, exc_info after the head): stop and close the connection.
+    Aborted,
+}
+
+/// The request behind the app's `nwsgi_request *`: everything the host
+/// callbacks need, alive from `call` until `close` returns.
+pub struct Exchange<'a> {
+    stream: &'a mut TcpStream,
+    /// Response bytes not yet flushed to the socket. Earlier pipelined
+    /// responses may still be in here.
+    out: &'a mut Vec<u8>,
+    head: &'a mut ResponseHead,
+    pub body: BodyReader<'a>,
+    version: Version,
+    is_head: bool,
+    /// Cleared when the connection must close after this response.
+    pub keep_alive: bool,
+    phase: Phase,
+    /// Bytes of body the app's Content-Length still allows (Length only).
+    remaining: u64,
+    /// A malformed or timed-out body: answered with its own status.
+    body_error: Option<HttpError>,
+    write_timeout: Duration,
+    /// For the access log.
+    pub status: u16,
+    pub body_bytes: u64,
+}
+
+impl<'a> Exchange<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        stream: &'a mut TcpStream,
+        out: &'a mut Vec<u8>,
+        head: &'a mut ResponseHead,
+        body: BodyReader<'a>,
+        version: Version,
+        is_head: bool,
+        keep_alive: bool,
+        write_timeout: Duration,
+    ) -> Exchange<'a> {
+        Exchange {
+            stream,
+            out,
+            head,
+            body,
+            version,
+            is_head,
+            keep_alive,
+            phase: Phase::NotStarted,
+            remaining: 0,
+            body_error: None,
+            write_timeout,
+            status: 0,
+            body_bytes: 0,
+        }
+    }
+
+    pub fn aborted(&self) -> bool {
+        self.phase == Phase::Aborted
+    }
+
+    /// Reads and drops what the app left of the request body (bounded);
+    /// false if the connection cannot be reused.
+    pub fn drain_body(&mut self, max: u64) -> bool {
+        self.body.drain(self.stream, max)
+    }
+
+    /// Sends everything pending in `out`.
+    pub fn flush(&mut self) -> io::Result<()> {
+        flush(self.stream, self.out, self.write_timeout)
+    }
+
+    fn start_response(
+        &mut self,
+        status: &[u8],
+        headers: &[nwsgi_header],
+        exc_info: Option<&[u8]>,
+    ) -> i32 {
+        match (self.phase, exc_info) {
+            (Phase::NotStarted, _) => {}
+            (Phase::Invalid, _) => return NWSGI_E_INVALID,
+            (Phase::Started, None) => return NWSGI_E_STATE,
+            (Phase::Started, Some(msg)) => {
+                tracing::warn!(
+                    exc_info = %String::from_utf8_lossy(msg),
+                    "app replaced its response head (start_response with exc_info)"
+                );
+            }
+            (Phase::Sending(_) | Phase::Done | Phase::Aborted, None) => return NWSGI_E_STATE,
+            (Phase::Sending(_) | Phase::Done | Phase::Aborted, Some(msg)) => {
+                tracing::error!(
+                    exc_info = %String::from_utf8_lossy(msg),
+                    "app error after the response head was sent; aborting the connection"
+                );
+                self.abort();
+                return NWSGI_E_HEADERS_SENT;
+            }
+        }
+        let pairs = headers.iter().map(|h| {
+            // SAFETY: the app's header strings are borrowed for this call.
+            unsafe { (h.name.as_bytes(), h.value.as_bytes()) }
+        });
+        match self.head.set(status, pairs) {
+            Ok(()) => {
+                self.phase = Phase::Started;
+                self.status = self.head.status();
+                NWSGI_OK
+            }
+            Err(e) => {
+                tracing::error!(
+                    status = %String::from_utf8_lossy(status),
+                    "invalid response from app: {e}; answering 500 instead"
+                );
+                self.phase = Phase::Invalid;
+                NWSGI_E_INVALID
+            }
+        }
+    }
+
+    /// Puts the held head into `out`, fixing the body framing.
+    /// `known_len` is the whole body's length when it is already known.
+    fn commit(&mut self, known_len: Option<u64>) {
+        let framing = if let Some(cl) = self.head.content_length() {
+            BodyFraming::Length(cl)
+        } else if let Some(n) = known_len {
+            BodyFraming::Length(n)
+        } else if self.version == Version::Http11 {
+            BodyFraming::Chunked
+        } else {
+            self.keep_alive = false;
+            BodyFraming::CloseDelimited
+        };
+        encode_head(
+            self.out,
+            self.version,
+            self.head,
+            framing,
+            self.keep_alive,
+            self.is_head,
+        );
+        self.remaining = match framing {
+            BodyFraming::Length(n) => n,
+            _ => 0,
+        };
+        self.phase = Phase::Sending(framing);
+    }
+
+    /// No body bytes go on the wire for HEAD and for 1xx/204/304.
+    fn body_suppressed(&self) -> bool {
+        self.is_head || status_forbids_body(self.status)
+    }
+
+    /// Appends body bytes in the committed framing.
+    fn append_body(&mut self, mut data: &[u8]) {
+        let Phase::Sending(framing) = self.phase else {
+            return;
+        };
+        if self.body_suppressed() {
+            return;
+        }
+        // Bytes the client gets (Apache's %b), not what the app produced.
+        self.body_bytes += data.len() as u64;
+        match framing {
+            BodyFraming::Length(_) => {
+                if data.len() as u64 > self.remaining {
+                    tracing::error!(
+                        status = self.status,
+                        "app produced more body than its Content-Length; truncating and closing"
+                    );
+                    data = &data[..self.remaining as usize];
+                    self.out.extend_from_slice(data);
+                    self.remaining = 0;
+                    self.keep_alive = false;
+                    self.phase = Phase::Aborted;
+                    return;
+                }
+                self.remaining -= data.len() as u64;
+                self.out.extend_from_slice(data);
+            }
+            BodyFraming::Chunked => encode_chunk(self.out, data),
+            BodyFraming::CloseDelimited => self.out.extend_from_slice(data),
+        }
+    }
+
+    /// The app's write(): transmitted before it returns.
+    fn write(&mut self, data: &[u8]) -> i32 {
+        match self.phase {
+            Phase::NotStarted | Phase::Done => return NWSGI_E_STATE,
+            Phase::Invalid => return NWSGI_E_INVALID,
+            Phase::Aborted => return NWSGI_E_DISCONNECTED,
+            Phase::Started => {
+                if data.is_empty() {
+                    return NWSGI_OK;
+                }
+                self.commit(None);
+            }
+            Phase::Sending(_) => {}
+        }
+        self.append_body(data);
+        self.send_now()
+    }
+
+    /// A chunk from the body iterator.
+    fn chunk(&mut self, data: &[u8], last: bool) -> i32 {
+        match self.phase {
+            Phase::NotStarted => {
+                // Body before start_response: PEP 3333 forbids it.
+                self.fail("app produced a body before calling start_response");
+                return NWSGI_E_STATE;
+            }
+            // Already logged; the 500 goes out when the body ends.
+            Phase::Invalid => return NWSGI_E_INVALID,
+            Phase::Started if last => self.commit(Some(data.len() as u64)),
+            Phase::Started if data.is_empty() => return NWSGI_OK,
+            Phase::Started => self.commit(None),
+            Phase::Sending(_) => {}
+            Phase::Done | Phase::Aborted => return NWSGI_E_DISCONNECTED,
+        }
+        self.append_body(data);
+        if last {
+            // May wait in `out` to share a write with later pipelined
+            // responses.
+            return NWSGI_OK;
+        }
+        self.send_now()
+    }
+
+    fn send_now(&mut self) -> i32 {
+        if self.phase == Phase::Aborted {
+            // Still try to deliver what was framed correctly.
+            let _ = self.flush();
+            return NWSGI_E_DISCONNECTED;
+        }
+        match self.flush() {
+            Ok(()) => NWSGI_OK,
+            Err(e) => {
+                tracing::debug!("client went away while the app was sending: {e}");
+                self.abort();
+                NWSGI_E_DISCONNECTED
+            }
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> i64 {
+        let phase = self.phase;
+        let out = &mut *self.out;
+        let timeout = self.write_timeout;
+        let mut send_continue = |stream: &mut TcpStream| -> io::Result<()> {
+            // Only while the final response has not begun (RFC 9110 §10.1.1).
+            if matches!(phase, Phase::NotStarted | Phase::Invalid | Phase::Started) {
+                encode_continue(out);
+                flush(stream, out, timeout)?;
+            }
+            Ok(())
+        };
+        match self.body.read(self.stream, buf, &mut send_continue) {
+            Ok(n) => n as i64,
+            Err(BodyError::Malformed(e)) => {
+                tracing::info!("bad request body: {e}");
+                self.body_error = Some(e);
+                self.keep_alive = false;
+                NWSGI_E_BAD_BODY as i64
+            }
+            Err(BodyError::TimedOut) => {
+                tracing::info!("client too slow sending the request body");
+                self.body_error = Some(HttpError::RequestTimeout);
+                self.keep_alive = false;
+                NWSGI_E_BAD_BODY as i64
+            }
+            Err(BodyError::Closed) => {
+                self.abort();
+                NWSGI_E_DISCONNECTED as i64
+            }
+            Err(BodyError::Io(e)) => {
+                tracing::debug!("reading the request body failed: {e}");
+                self.abort();
+                NWSGI_E_DISCONNECTED as i64
+            }
+        }
+    }
+
+    /// The app failed. Answer 500 (or the body's own 4xx) if nothing was
+    /// sent, otherwise cut the connection: the client must not take a
+    /// truncated body for a whole one.
+    fn fail(&mut self, why: &str) {
+        match self.phase {
+            Phase::NotStarted | Phase::Invalid | Phase::Started => {
+                let (status, reason) = match self.body_error {
+                    Some(e) => (e.status(), e.reason()),
+                    None => (500, "Internal Server Error"),
+                };
+                if status == 500 {
+                    tracing::error!("{why}; answering 500");
+                }
+                self.keep_alive &= self.body_error.is_none();
+                encode_error(self.out, status, reason, self.keep_alive);
+                self.status = status;
+                self.phase = Phase::Done;
+            }
+            Phase::Sending(_) => {
+                tracing::error!("{why} after the response head was sent; aborting the connection");
+                self.abort();
+            }
+            Phase::Done | Phase::Aborted => {}
+        }
+    }
+
+    fn abort(&mut self) {
+        self.keep_alive = false;
+        self.phase = Phase::Aborted;
+    }
+
+    /// The body iterator ended (and was closed): complete the framing.
+    fn finish(&mut self) {
+        match self.phase {
+            Phase::NotStarted => self.fail("app returned without calling start_response"),
+            Phase::Invalid => self.fail("app response head was invalid"),
+            Phase::Started => {
+                self.commit(Some(0));
+                self.finish();
+            }
+            Phase::Sending(BodyFraming::Chunked) => {
+                if !self.body_suppressed() {
+                    encode_last_chunk(self.out);
+                }
+                self.phase = Phase::Done;
+            }
+            Phase::Sending(BodyFraming::Length(_)) => {
+                if self.remaining > 0 && !self.body_suppressed() {
+                    tracing::error!(
+                        status = self.status,
+                        missing = self.remaining,
+                        "app body shorter than its Content-Length; closing the connection"
+                    );
+                    self.abort();
+                } else {
+                    self.phase = Phase::Done;
+                }
+            }
+            Phase::Sending(BodyFraming::CloseDelimited) => self.phase = Phase::Done,
+            Phase::Done | Phase::Aborted => {}
+        }
+        if self.body.failed() && self.phase == Phase::Done {
+            self.keep_alive = false;
+        }
+    }
+}
+
+/// Writes out `out` and empties it.
+pub fn flush(stream: &mut TcpStream, out: &mut Vec<u8>, timeout: Duration) -> io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let r = crate::io::write_all(stream, out, Instant::now() + timeout);
+    out.clear();
+    r
+}
+
+/// Runs one request through the plugin: call, iterate, close exactly once,
+/// finish the framing. Response bytes end up in the exchange's `out`
+/// (partly flushed already when the app streamed).
+pub fn run(plugin: &Plugin, env: &HostEnviron<'_>, ex: &mut Exchange<'_>) {
+    // From here the exchange is reached only through `req` (by the host
+    // callbacks while the plugin runs, and by us between plugin calls), so
+    // no `&mut` to it is live while the plugin holds the pointer.
+    let req: *mut Exchange<'_> = ex;
+    let handle = req as *mut nwsgi_request;
+    let mut body = nwsgi_body::EMPTY;
+    let rc = plugin.call(&env.raw, handle, &mut body);
+    // SAFETY (for every `(*req)` below): `req` comes from the `&mut` we were
+    // given, which outlives this function, and the plugin is not running.
+    if rc != NWSGI_OK {
+        unsafe { (*req).fail(&format!("app call failed (status {rc})")) };
+        return;
+    }
+    loop {
+        if unsafe { (*req).aborted() || (*req).phase == Phase::Done } {
+            break;
+        }
+        let mut chunk = nwsgi_str::EMPTY;
+        let r = plugin.next(&body, handle, &mut chunk);
+        // SAFETY: the chunk is borrowed until the next call to next/close;
+        // it is copied into `out` before either happens.
+        let data = unsafe { chunk.as_bytes() };
+        match r {
+            NWSGI_BODY_MORE => {
+                unsafe { (*req).chunk(data, false) };
+            }
+            NWSGI_BODY_LAST => {
+                unsafe { (*req).chunk(data, true) };
+                break;
+            }
+            NWSGI_BODY_END => break,
+            e => {
+                let why = if e < 0 {
+                    format!("app body iterator failed (status {e})")
+                } else {
+                    format!("app body iterator returned {e}, not a valid NWSGI_BODY_* code")
+                };
+                unsafe { (*req).fail(&why) };
+                break;
+            }
+        }
+    }
+    plugin.close(&body, handle);
+    unsafe { (*req).finish() };
+}
+
+// --- the host callbacks -----------------------------------------------------
+
+/// # Safety
+/// `req` must be null or the handle `run` passed to the plugin, still live.
+unsafe fn exchange<'r>(req: *mut nwsgi_request) -> Option<&'r mut Exchange<'r>> {
+    // SAFETY: per the function's contract; the plugin calls back only from
+    // the thread running the request and only while it is running.
+    unsafe { (req as *mut Exchange<'r>).as_mut() }
+}
+
+unsafe extern "C" fn host_start_response(
+    req: *mut nwsgi_request,
+    status: nwsgi_str,
+    headers: *const nwsgi_header,
+    n_headers: usize,
+    exc_info: *const nwsgi_exc_info,
+) -> i32 {
+    ffi_guard(NWSGI_ERROR, || {
+        // SAFETY: the header says req is the handle given to call; status,
+        // headers and exc_info are borrowed for this call.
+        let Some(ex) = (unsafe { exchange(req) }) else {
+            return NWSGI_E_INVALID;
+        };
+        if headers.is_null() && n_headers > 0 {
+            return NWSGI_E_INVALID;
+        }
+        let headers = if n_headers == 0 {
+            &[][..]
+        } else {
+            // SAFETY: non-null and `n_headers` long, per the contract.
+            unsafe { std::slice::from_raw_parts(headers, n_headers) }
+        };
+        // SAFETY: as above.
+        let exc = unsafe { exc_info.as_ref().map(|e| e.message.as_bytes()) };
+        // SAFETY: as above.
+        let status = unsafe { status.as_bytes() };
+        ex.start_response(status, headers, exc)
+    })
+}
+
+unsafe extern "C" fn host_write(req: *mut nwsgi_request, data: *const u8, len: usize) -> i32 {
+    ffi_guard(NWSGI_ERROR, || {
+        // SAFETY: see host_start_response.
+        let Some(ex) = (unsafe { exchange(req) }) else {
+            return NWSGI_E_INVALID;
+        };
+        if data.is_null() && len > 0 {
+            return NWSGI_E_INVALID;
+        }
+        // SAFETY: `len` readable bytes borrowed for the call.
+        let data = unsafe { nwsgi_str { ptr: data, len }.as_bytes() };
+        ex.write(data)
+    })
+}
+
+unsafe extern "C" fn host_read(req: *mut nwsgi_request, buf: *mut u8, cap: usize) -> i64 {
+    ffi_guard(NWSGI_ERROR as i64, || {
+        // SAFETY: see host_start_response.
+        let Some(ex) = (unsafe { exchange(req) }) else {
+            return NWSGI_E_INVALID as i64;
+        };
+        if cap == 0 {
+            return 0;
+        }
+        if buf.is_null() {
+            return NWSGI_E_INVALID as i64;
+        }
+        // SAFETY: the app provides `cap` writable bytes for the call.
+        let buf = unsafe { std::slice::from_raw_parts_mut(buf, cap) };
+        ex.read(buf)
+    })
+}
+
+unsafe extern "C" fn host_log(
+    _req: *mut nwsgi_request,
+    level: i32,
+    target: nwsgi_str,
+    message: nwsgi_str,
+) {
+    ffi_guard((), || {
+        // SAFETY: both strings are borrowed for the call.
+        let (target, message) = unsafe { (target.as_bytes(), message.as_bytes()) };
+        let target = String::from_utf8_lossy(target);
+        let message = String::from_utf8_lossy(message);
+        let message = message.trim_end_matches('\n');
+        match level {
+            i32::MIN..=1 => tracing::error!(target: "app", app = %target, "{message}"),
+            2 => tracing::warn!(target: "app", app = %target, "{message}"),
+            3 => tracing::info!(target: "app", app = %target, "{message}"),
+            4 => tracing::debug!(target: "app", app = %target, "{message}"),
+            _ => tracing::trace!(target: "app", app = %target, "{message}"),
+        }
+    })
+}

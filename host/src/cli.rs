@@ -1,0 +1,160 @@
+//! The command line, gunicorn's flags where they exist.
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::parse::{
+    DEFAULT_LIMIT_REQUEST_FIELDS, DEFAULT_LIMIT_REQUEST_FIELD_SIZE, DEFAULT_LIMIT_REQUEST_LINE,
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "host",
+    version,
+    about = "Serve native web applications (NWSGI plugins) over HTTP/1.1"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Load a plugin and serve it.
+    Serve(ServeArgs),
+    /// Load and validate a plugin, print its ABI version and flags; serve nothing.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// The plugin: PATH[:SYMBOL] (the symbol defaults to `app`).
+    pub plugin: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The plugin: PATH[:SYMBOL] (the symbol defaults to `app`).
+    pub plugin: String,
+
+    /// Address to listen on, HOST:PORT (repeatable).
+    #[arg(short = 'b', long = "bind", value_name = "ADDRESS", default_value = "127.0.0.1:8000")]
+    pub bind: Vec<String>,
+
+    /// App threads: how many requests run in the plugin at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub threads: u32,
+
+    /// Seconds an idle keep-alive connection is kept open (0 disables keep-alive).
+    #[arg(long = "keep-alive", value_name = "SECONDS", default_value_t = 2)]
+    pub keep_alive: u64,
+
+    /// Seconds TERM waits for in-flight requests before exiting anyway.
+    #[arg(long = "graceful-timeout", value_name = "SECONDS", default_value_t = 30)]
+    pub graceful_timeout: u64,
+
+    /// Seconds a client may take to send a request head (and each part of a body).
+    #[arg(long = "header-timeout", value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
+
+    /// Access log file, `-` for stderr. No access log without it.
+    #[arg(long = "access-logfile", value_name = "FILE")]
+    pub access_logfile: Option<String>,
+
+    /// Error log verbosity.
+    #[arg(long = "log-level", value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+
+    /// A KEY=VALUE pair handed to the plugin's init (repeatable, in order).
+    #[arg(long = "app-arg", value_name = "KEY=VALUE", value_parser = parse_app_arg)]
+    pub app_arg: Vec<(String, String)>,
+
+    /// Longest request line, in bytes (414 beyond).
+    #[arg(long = "limit-request-line", default_value_t = DEFAULT_LIMIT_REQUEST_LINE as u64,
+          value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    pub limit_request_line: u64,
+
+    /// Most header fields in a request (431 beyond).
+    #[arg(long = "limit-request-fields", default_value_t = DEFAULT_LIMIT_REQUEST_FIELDS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=32768))]
+    pub limit_request_fields: u64,
+
+    /// Longest header field line, in bytes (431 beyond).
+    #[arg(long = "limit-request-field_size", alias = "limit-request-field-size",
+          default_value_t = DEFAULT_LIMIT_REQUEST_FIELD_SIZE as u64,
+          value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    pub limit_request_field_size: u64,
+
+    /// Largest request body, in bytes; 0 for no limit (413 beyond).
+    #[arg(long = "limit-request-body", default_value_t = 0)]
+    pub limit_request_body: u64,
+}
+
+/// gunicorn's level names.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+fn parse_app_arg(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("'{s}' is not KEY=VALUE")),
+    }
+}
+
+/// Resolves one `-b` value: `HOST:PORT`, `[V6]:PORT`, or `HOST` alone
+/// (port 8000, as gunicorn).
+pub fn resolve_bind(spec: &str) -> Result<Vec<SocketAddr>, String> {
+    if spec.starts_with("unix:") || spec.starts_with("fd://") {
+        return Err(format!("invalid bind address '{spec}': unix: and fd:// binds are not supported yet"));
+    }
+    if let Ok(addr) = spec.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    let (host, port) = match spec.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.starts_with('[') => (h, p),
+        _ => (spec, "8000"),
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("invalid bind address '{spec}': port '{port}' is not a number from 0 to 65535"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("invalid bind address '{spec}': no host (use 0.0.0.0:{port} for all interfaces)"));
+    }
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("invalid bind address '{spec}': cannot resolve '{host}': {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("invalid bind address '{spec}': '{host}' has no address"));
+    }
+    Ok(addrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds() {
+        assert_eq!(resolve_bind("127.0.0.1:80").unwrap(), vec!["127.0.0.1:80".parse().unwrap()]);
+        assert_eq!(resolve_bind("[::1]:81").unwrap(), vec!["[::1]:81".parse().unwrap()]);
+        assert_eq!(resolve_bind("127.0.0.1").unwrap(), vec!["127.0.0.1:8000".parse().unwrap()]);
+        assert!(resolve_bind("nonsense:abc").unwrap_err().contains("nonsense:abc"));
+        assert!(resolve_bind(":80").is_err());
+    }
+
+    #[test]
+    fn app_args() {
+        assert_eq!(parse_app_arg("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert!(parse_app_arg("=x").is_err());
+        assert!(parse_app_arg("novalue").is_err());
+    }
+}

@@ -1,0 +1,239 @@
+//! A client connection, and serving it on an app thread: every complete
+//! request already in the receive buffer is parsed, turned into an environ,
+//! run through the plugin and answered; the responses share one write when
+//! the app allows it (NWSGI_BODY_LAST), then the connection goes back to the
+//! event loop to wait for more bytes.
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use abi::ffi::{nwsgi_header, nwsgi_str};
+use mio::net::TcpStream;
+
+use crate::access_log::Entry;
+use crate::body::BodyReader;
+use crate::call::{flush, run, Exchange};
+use crate::environ::{percent_decode, target_path, EnvironParts, HostEnviron, PeerText};
+use crate::parse::{parse_head, RequestHead};
+use crate::response::{encode_error, ResponseHead};
+use crate::server::Shared;
+
+/// Responses are batched (pipelining) until this much is pending.
+const FLUSH_AT: usize = 64 * 1024;
+/// An unread request body this small is read and dropped to keep the
+/// connection; a larger one closes it instead.
+const DRAIN_MAX: u64 = 64 * 1024;
+/// Header slots on the stack; larger --limit-request-fields use the heap.
+const STACK_HEADERS: usize = 100;
+
+/// One client connection. While idle it holds no buffer at all: `buf` is
+/// released when empty, so an idle keep-alive connection costs this struct.
+pub struct Conn {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// Received bytes not yet consumed: a partial head, or requests
+    /// pipelined behind the one being served.
+    pub buf: Vec<u8>,
+    /// When the connection started waiting for its next request; the
+    /// event loop's idle and header timeouts count from here.
+    pub waiting_since: Instant,
+    /// At least one request was answered (the idle timeout is then the
+    /// keep-alive timeout, not the header timeout).
+    pub served: bool,
+}
+
+/// What became of a connection after its turn on an app thread.
+pub enum Outcome {
+    /// Back to the event loop to wait for the next request.
+    Idle(Conn),
+    Closed,
+}
+
+/// Per-app-thread buffers, reused across requests and connections so that
+/// no connection owns them while idle.
+pub struct Scratch {
+    out: Vec<u8>,
+    head: ResponseHead,
+    headers: Vec<nwsgi_header>,
+    path: Vec<u8>,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch {
+            out: Vec::with_capacity(16 * 1024),
+            head: ResponseHead::new(),
+            headers: Vec::with_capacity(32),
+            path: Vec::new(),
+        }
+    }
+}
+
+/// Serves every complete request in `conn.buf`.
+pub fn serve(mut conn: Conn, shared: &Shared, scratch: &mut Scratch) -> Outcome {
+    let limits = &shared.config.limits;
+    loop {
+        let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+        let mut heap = Vec::new();
+        let storage: &mut [httparse::Header<'_>] = if limits.fields <= STACK_HEADERS {
+            &mut stack[..limits.fields]
+        } else {
+            heap.resize(limits.fields, httparse::EMPTY_HEADER);
+            &mut heap
+        };
+        let Conn {
+            stream,
+            buf,
+            peer,
+            local,
+            ..
+        } = &mut conn;
+        let head = match parse_head(buf, storage, limits) {
+            Ok(Some(head)) => head,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::info!(peer = %peer, "bad request: {e}");
+                encode_error(&mut scratch.out, e.status(), e.reason(), false);
+                let _ = flush(stream, &mut scratch.out, shared.config.write_timeout);
+                return Outcome::Closed;
+            }
+        };
+        let done = handle(&head, stream, buf, *peer, *local, shared, scratch);
+        let consumed = head.len + done.body_consumed;
+        drop(head);
+        conn.buf.drain(..consumed);
+        conn.buf.extend_from_slice(&done.leftover);
+        conn.served = true;
+        if !done.keep_alive {
+            let _ = flush(&mut conn.stream, &mut scratch.out, shared.config.write_timeout);
+            return Outcome::Closed;
+        }
+        if scratch.out.len() >= FLUSH_AT
+            && flush(&mut conn.stream, &mut scratch.out, shared.config.write_timeout).is_err()
+        {
+            return Outcome::Closed;
+        }
+    }
+    if flush(&mut conn.stream, &mut scratch.out, shared.config.write_timeout).is_err() {
+        return Outcome::Closed;
+    }
+    conn.waiting_since = Instant::now();
+    Outcome::Idle(conn)
+}
+
+struct Handled {
+    keep_alive: bool,
+    /// Body bytes taken from the receive buffer after the head.
+    body_consumed: usize,
+    /// Bytes read from the socket past the body: the next request's start.
+    leftover: Vec<u8>,
+}
+
+/// One request: environ → plugin call → response, then the body's rest.
+fn handle(
+    head: &RequestHead<'_, '_>,
+    stream: &mut TcpStream,
+    buf: &[u8],
+    peer: SocketAddr,
+    local: SocketAddr,
+    shared: &Shared,
+    scratch: &mut Scratch,
+) -> Handled {
+    let config = &shared.config;
+    let Scratch {
+        out,
+        head: response_head,
+        headers,
+        path,
+    } = scratch;
+
+    headers.clear();
+    headers.extend(head.headers.iter().map(|h| nwsgi_header {
+        name: nwsgi_str::from_bytes(h.name.as_bytes()),
+        value: nwsgi_str::from_bytes(h.value),
+    }));
+    let raw_path = target_path(head.target.as_bytes());
+    let path_info: &[u8] = if percent_decode(raw_path, path) {
+        path
+    } else {
+        raw_path
+    };
+    let peer_text = PeerText::new(peer, local);
+    let env = HostEnviron::new(
+        head,
+        EnvironParts {
+            headers,
+            path_info,
+            peer: &peer_text,
+            multithread: config.threads > 1,
+            multiprocess: false,
+        },
+    );
+    let keep_alive = head.keep_alive
+        && config.keep_alive_enabled()
+        && !shared.stopping.load(Ordering::Relaxed);
+    let body = BodyReader::new(
+        head.framing,
+        &buf[head.len..],
+        head.expect_continue,
+        config.limits.body,
+        config.body_timeout,
+    );
+    let mut ex = Exchange::new(
+        stream,
+        out,
+        response_head,
+        body,
+        head.version,
+        head.method == "HEAD",
+        keep_alive,
+        config.write_timeout,
+    );
+    run(&shared.plugin, &env, &mut ex);
+
+    let mut keep_alive = ex.keep_alive;
+    if keep_alive && !ex.body.is_done() {
+        keep_alive = ex.drain_body(DRAIN_MAX);
+    }
+    let (status, body_bytes) = (ex.status, ex.body_bytes);
+    if let Some(log) = &shared.access_log {
+        log.record(&Entry {
+            remote: peer_text.remote_addr(),
+            method: head.method,
+            target: head.target,
+            version: head.version,
+            status,
+            bytes: body_bytes,
+            referer: header(head, "referer"),
+            user_agent: header(head, "user-agent"),
+        });
+    }
+    let (body_consumed, leftover) = ex.body.into_leftover();
+    Handled {
+        keep_alive,
+        body_consumed,
+        leftover,
+    }
+}
+
+fn header<'b>(head: &RequestHead<'b, '_>, name: &str) -> Option<&'b [u8]> {
+    head.headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
+}
+
+/// Is a whole request head in `buf`? (The event loop's question before it
+/// lends a connection out; errors are answered by the loop itself.)
+pub fn head_complete(buf: &[u8], limits: &crate::parse::Limits) -> Result<bool, crate::error::HttpError> {
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let storage: &mut [httparse::Header<'_>] = if limits.fields <= STACK_HEADERS {
+        &mut stack[..limits.fields]
+    } else {
+        heap.resize(limits.fields, httparse::EMPTY_HEADER);
+        &mut heap
+    };
+    parse_head(buf, storage, limits).map(|h| h.is_some())
+}

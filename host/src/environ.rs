@@ -1,0 +1,412 @@
+//! Building the environ from a parsed request head, and the host callbacks
+//! that look variables up (`environ_get`) and enumerate them (`environ_each`).
+//!
+//! Nothing here copies the request: every string points into the
+//! connection's receive buffer, except a percent-decoded PATH_INFO (only
+//! when the path contains '%'), the peer address text (formatted into a
+//! small stack buffer) and values of repeated headers joined on demand.
+use std::cell::RefCell;
+use std::ffi::c_void;
+use std::io::Write as _;
+use std::net::SocketAddr;
+
+use abi::ffi::{
+    nwsgi_environ, nwsgi_environ_each_cb, nwsgi_header, nwsgi_str, NWSGI_ABI_MAJOR,
+    NWSGI_ABI_MINOR, NWSGI_OK,
+};
+
+use crate::call::{ffi_guard, HOST_API};
+use crate::parse::RequestHead;
+
+/// Where the connection came from and arrived, formatted once per request
+/// into fixed buffers that outlive the environ.
+pub struct PeerText {
+    remote_addr: [u8; 46],
+    remote_addr_len: usize,
+    remote_port: [u8; 5],
+    remote_port_len: usize,
+    local_addr: [u8; 46],
+    local_addr_len: usize,
+    local_port: [u8; 5],
+    local_port_len: usize,
+}
+
+impl PeerText {
+    pub fn new(peer: SocketAddr, local: SocketAddr) -> PeerText {
+        let mut t = PeerText {
+            remote_addr: [0; 46],
+            remote_addr_len: 0,
+            remote_port: [0; 5],
+            remote_port_len: 0,
+            local_addr: [0; 46],
+            local_addr_len: 0,
+            local_port: [0; 5],
+            local_port_len: 0,
+        };
+        t.remote_addr_len = fmt_into(&mut t.remote_addr, format_args!("{}", peer.ip()));
+        t.remote_port_len = fmt_into(&mut t.remote_port, format_args!("{}", peer.port()));
+        t.local_addr_len = fmt_into(&mut t.local_addr, format_args!("{}", local.ip()));
+        t.local_port_len = fmt_into(&mut t.local_port, format_args!("{}", local.port()));
+        t
+    }
+
+    pub fn remote_addr(&self) -> &[u8] {
+        &self.remote_addr[..self.remote_addr_len]
+    }
+}
+
+fn fmt_into(buf: &mut [u8], args: std::fmt::Arguments<'_>) -> usize {
+    let mut cursor = std::io::Cursor::new(buf);
+    // An IP address (at most 45 chars) and a port (at most 5) always fit.
+    let _ = cursor.write_fmt(args);
+    cursor.position() as usize
+}
+
+/// The environ handed to the plugin, followed by what the host needs to
+/// answer `environ_get`/`environ_each` for it. `raw` must stay the first
+/// field: the callbacks receive `&raw` and cast back to `HostEnviron`.
+#[repr(C)]
+pub struct HostEnviron<'a> {
+    pub raw: nwsgi_environ,
+    /// The raw header list `raw.headers` points to.
+    headers: &'a [nwsgi_header],
+    /// Values of repeated headers joined for `environ_get`; each box is
+    /// pushed once and never moved, so handed-out pointers stay valid until
+    /// the request ends (when this struct is dropped).
+    joined: RefCell<Vec<Box<[u8]>>>,
+}
+
+pub struct EnvironParts<'a> {
+    pub headers: &'a [nwsgi_header],
+    pub path_info: &'a [u8],
+    pub peer: &'a PeerText,
+    pub multithread: bool,
+    pub multiprocess: bool,
+}
+
+impl<'a> HostEnviron<'a> {
+    pub fn new(head: &RequestHead<'a, '_>, parts: EnvironParts<'a>) -> HostEnviron<'a> {
+        let target = head.target.as_bytes();
+        let query = match memchr(b'?', target) {
+            Some(i) => &target[i + 1..],
+            None => &[][..],
+        };
+        let server_name = head
+            .host
+            .map(host_without_port)
+            .filter(|h| !h.is_empty())
+            .unwrap_or(&parts.peer.local_addr[..parts.peer.local_addr_len]);
+        let s = nwsgi_str::from_bytes;
+        HostEnviron {
+            raw: nwsgi_environ {
+                struct_size: std::mem::size_of::<nwsgi_environ>() as u32,
+                abi_major: NWSGI_ABI_MAJOR,
+                abi_minor: NWSGI_ABI_MINOR,
+                request_method: s(head.method.as_bytes()),
+                script_name: nwsgi_str::EMPTY,
+                path_info: s(parts.path_info),
+                query_string: s(query),
+                content_type: s(head.content_type.unwrap_or_default()),
+                content_length: s(head.content_length.unwrap_or_default()),
+                server_name: s(server_name),
+                server_port: s(&parts.peer.local_port[..parts.peer.local_port_len]),
+                server_protocol: s(head.version.as_str().as_bytes()),
+                remote_addr: s(parts.peer.remote_addr()),
+                remote_port: s(&parts.peer.remote_port[..parts.peer.remote_port_len]),
+                url_scheme: s(b"http"),
+                request_uri: s(target),
+                headers: parts.headers.as_ptr(),
+                n_headers: parts.headers.len(),
+                multithread: parts.multithread as u8,
+                multiprocess: parts.multiprocess as u8,
+                run_once: 0,
+                has_body: !matches!(head.framing, crate::parse::Framing::Empty) as u8,
+                api: &HOST_API,
+            },
+            headers: parts.headers,
+            joined: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The fixed (non-HTTP_*) variables, in the order environ_each lists
+    /// them. CONTENT_TYPE and CONTENT_LENGTH are absent when the request
+    /// has no such header, as CGI has it.
+    fn fixed(&self) -> [(&'static [u8], nwsgi_str, bool); 13] {
+        let r = &self.raw;
+        [
+            (b"REQUEST_METHOD", r.request_method, true),
+            (b"SCRIPT_NAME", r.script_name, true),
+            (b"PATH_INFO", r.path_info, true),
+            (b"QUERY_STRING", r.query_string, true),
+            (b"CONTENT_TYPE", r.content_type, self.has_header(b"content-type")),
+            (b"CONTENT_LENGTH", r.content_length, self.has_header(b"content-length")),
+            (b"SERVER_NAME", r.server_name, true),
+            (b"SERVER_PORT", r.server_port, true),
+            (b"SERVER_PROTOCOL", r.server_protocol, true),
+            (b"REMOTE_ADDR", r.remote_addr, true),
+            (b"REMOTE_PORT", r.remote_port, true),
+            (b"REQUEST_URI", r.request_uri, true),
+            (b"wsgi.url_scheme", r.url_scheme, true),
+        ]
+    }
+
+    fn has_header(&self, lower: &[u8]) -> bool {
+        self.headers.iter().any(|h| {
+            // SAFETY: header strings point into the receive buffer, alive
+            // for 'a (the whole request).
+            unsafe { h.name.as_bytes() }.eq_ignore_ascii_case(lower)
+        })
+    }
+
+    /// The value of one variable; see `nwsgi_host_api.environ_get`.
+    pub fn get(&self, key: &[u8]) -> Option<nwsgi_str> {
+        if let Some(suffix) = key.strip_prefix(b"HTTP_") {
+            return self.http_var(suffix);
+        }
+        self.fixed()
+            .into_iter()
+            .find(|(k, _, present)| *present && *k == key)
+            .map(|(_, v, _)| v)
+    }
+
+    fn http_var(&self, suffix: &[u8]) -> Option<nwsgi_str> {
+        let mut matches = self
+            .headers
+            .iter()
+            // SAFETY: see has_header.
+            .filter(|h| cgi_name_matches(unsafe { h.name.as_bytes() }, suffix));
+        let first = matches.next()?;
+        let Some(second) = matches.next() else {
+            return Some(first.value);
+        };
+        let sep: &[u8] = if suffix == b"COOKIE" { b"; " } else { b", " };
+        let mut joined = Vec::new();
+        for (i, h) in [first, second].into_iter().chain(matches).enumerate() {
+            if i > 0 {
+                joined.extend_from_slice(sep);
+            }
+            // SAFETY: see has_header.
+            joined.extend_from_slice(unsafe { h.value.as_bytes() });
+        }
+        let boxed = joined.into_boxed_slice();
+        let out = nwsgi_str::from_bytes(&boxed);
+        // Moving the Box into the Vec does not move its heap bytes.
+        self.joined.borrow_mut().push(boxed);
+        Some(out)
+    }
+
+    /// Calls `f` for every variable; stops at the first non-zero return.
+    pub fn each(&self, mut f: impl FnMut(&[u8], nwsgi_str) -> i32) -> i32 {
+        for (k, v, present) in self.fixed() {
+            if present {
+                let rc = f(k, v);
+                if rc != 0 {
+                    return rc;
+                }
+            }
+        }
+        let mut key = Vec::with_capacity(64);
+        for (i, h) in self.headers.iter().enumerate() {
+            // SAFETY: see has_header.
+            let name = unsafe { h.name.as_bytes() };
+            if !exposed_as_http_var(name) {
+                continue;
+            }
+            key.clear();
+            key.extend_from_slice(b"HTTP_");
+            key.extend(name.iter().map(|&c| match c {
+                b'-' => b'_',
+                c => c.to_ascii_uppercase(),
+            }));
+            // One entry per distinct name: skip names seen earlier.
+            let seen = self.headers[..i].iter().any(|e| {
+                // SAFETY: see has_header.
+                unsafe { e.name.as_bytes() }.eq_ignore_ascii_case(name)
+            });
+            if seen {
+                continue;
+            }
+            let Some(value) = self.http_var(&key[5..]) else {
+                continue;
+            };
+            let rc = f(&key, value);
+            if rc != 0 {
+                return rc;
+            }
+        }
+        NWSGI_OK
+    }
+}
+
+/// CONTENT_TYPE/CONTENT_LENGTH have their own variables (CGI), and a name
+/// with '_' would collide with a '-' twin once mapped (the header-spoofing
+/// trick gunicorn and nginx also close): such headers stay in the raw list
+/// but get no HTTP_* variable.
+fn exposed_as_http_var(name: &[u8]) -> bool {
+    !name.contains(&b'_')
+        && !name.eq_ignore_ascii_case(b"content-type")
+        && !name.eq_ignore_ascii_case(b"content-length")
+}
+
+/// Does header `name` map to `HTTP_<suffix>`?
+fn cgi_name_matches(name: &[u8], suffix: &[u8]) -> bool {
+    name.len() == suffix.len()
+        && exposed_as_http_var(name)
+        && name.iter().zip(suffix).all(|(&n, &s)| match n {
+            b'-' => s == b'_',
+            n => n.to_ascii_uppercase() == s,
+        })
+}
+
+/// SERVER_NAME from a Host value: "example.com:8080" -> "example.com",
+/// "[::1]:80" -> "[::1]".
+fn host_without_port(host: &[u8]) -> &[u8] {
+    if host.starts_with(b"[") {
+        return match memchr(b']', host) {
+            Some(i) => &host[..=i],
+            None => host,
+        };
+    }
+    match memchr(b':', host) {
+        Some(i) => &host[..i],
+        None => host,
+    }
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b == needle)
+}
+
+/// The path part of a request-target (origin-form or absolute-form),
+/// without the query.
+pub fn target_path(target: &[u8]) -> &[u8] {
+    let end = memchr(b'?', target).unwrap_or(target.len());
+    let path = &target[..end];
+    if path.first() == Some(&b'/') || path == b"*" {
+        return path;
+    }
+    // absolute-form: scheme "://" authority path
+    if let Some(i) = path.windows(3).position(|w| w == b"://") {
+        let rest = &path[i + 3..];
+        return match memchr(b'/', rest) {
+            Some(j) => &rest[j..],
+            None => b"/",
+        };
+    }
+    // authority-form (CONNECT): no path.
+    &[]
+}
+
+/// Percent-decodes `path` into `out` if it needs it; returns whether it
+/// did. Invalid escapes are kept literally.
+pub fn percent_decode(path: &[u8], out: &mut Vec<u8>) -> bool {
+    if !path.contains(&b'%') {
+        return false;
+    }
+    out.clear();
+    let mut i = 0;
+    while i < path.len() {
+        if path[i] == b'%' && i + 2 < path.len() {
+            if let (Some(h), Some(l)) = (hex(path[i + 1]), hex(path[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(path[i]);
+        i += 1;
+    }
+    true
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// `nwsgi_host_api.environ_get`.
+pub unsafe extern "C" fn environ_get(
+    env: *const nwsgi_environ,
+    key: nwsgi_str,
+    value: *mut nwsgi_str,
+) -> i32 {
+    ffi_guard(0, || {
+        if env.is_null() || value.is_null() {
+            return 0;
+        }
+        // SAFETY: the only environs the host hands out are the `raw` field
+        // (first, repr(C)) of a live HostEnviron; the app may call this only
+        // while the request runs. `key` is borrowed for the call.
+        let (host_env, key) = unsafe { (&*(env as *const HostEnviron<'_>), key.as_bytes()) };
+        match host_env.get(key) {
+            Some(v) => {
+                // SAFETY: checked non-null; the app provides the slot.
+                unsafe { value.write(v) };
+                1
+            }
+            None => 0,
+        }
+    })
+}
+
+/// `nwsgi_host_api.environ_each`.
+pub unsafe extern "C" fn environ_each(
+    env: *const nwsgi_environ,
+    f: nwsgi_environ_each_cb,
+    user: *mut c_void,
+) -> i32 {
+    ffi_guard(abi::ffi::NWSGI_ERROR, || {
+        if env.is_null() {
+            return abi::ffi::NWSGI_E_INVALID;
+        }
+        // SAFETY: as in environ_get.
+        let host_env = unsafe { &*(env as *const HostEnviron<'_>) };
+        host_env.each(|k, v| {
+            // SAFETY: calling the app's callback with strings borrowed for
+            // the duration of the call, as the header promises.
+            unsafe { (f.func)(user, nwsgi_str::from_bytes(k), v) }
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_percent_escapes_and_keeps_invalid_ones() {
+        let mut out = Vec::new();
+        assert!(!percent_decode(b"/plain", &mut out));
+        assert!(percent_decode(b"/a%20b%2Fc%zz%4", &mut out));
+        assert_eq!(out, b"/a b/c%zz%4");
+        assert!(percent_decode(b"%41", &mut out));
+        assert_eq!(out, b"A");
+    }
+
+    #[test]
+    fn target_path_handles_each_form() {
+        assert_eq!(target_path(b"/a/b?x=1"), b"/a/b");
+        assert_eq!(target_path(b"http://h:80/p?q"), b"/p");
+        assert_eq!(target_path(b"http://h"), b"/");
+        assert_eq!(target_path(b"*"), b"*");
+        assert_eq!(target_path(b"h:443"), b"");
+    }
+
+    #[test]
+    fn host_port_is_stripped() {
+        assert_eq!(host_without_port(b"example.com:8080"), b"example.com");
+        assert_eq!(host_without_port(b"[::1]:80"), b"[::1]");
+        assert_eq!(host_without_port(b"x"), b"x");
+    }
+
+    #[test]
+    fn cgi_names() {
+        assert!(cgi_name_matches(b"X-Custom-Header", b"X_CUSTOM_HEADER"));
+        assert!(!cgi_name_matches(b"X_Custom", b"X_CUSTOM"));
+        assert!(!cgi_name_matches(b"Content-Type", b"CONTENT_TYPE"));
+    }
+}

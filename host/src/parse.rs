@@ -1,0 +1,1209 @@
+//! Request head parsing: request line, header section and body framing
+//! (RFC 9112 §2-§6).
+//!
+//! The request line is parsed here, strictly, because its failure modes need
+//! distinct statuses (414, 505) that httparse cannot tell apart. The header
+//! section goes to `httparse::parse_headers` with its default, strict
+//! configuration (no whitespace before the colon, no obs-fold, no invalid
+//! bytes), and its errors are converted in exactly one place,
+//! `from_httparse`. On top of that we refuse what httparse lets through: bare
+//! LF line endings, and every framing ambiguity a proxy in front of us might
+//! resolve differently (request smuggling, RFC 9112 §11.2).
+//!
+//! Partial input is never an error: `Ok(None)` means "read more". The only
+//! exceptions are the size limits, which must fire before the buffer holds
+//! the whole oversized head, or a client could make us buffer without bound.
+
+use crate::error::HttpError;
+
+/// gunicorn's `limit_request_line`: longest request line, CRLF excluded.
+pub const DEFAULT_LIMIT_REQUEST_LINE: usize = 4094;
+/// gunicorn's `limit_request_fields`: most header fields in one request.
+pub const DEFAULT_LIMIT_REQUEST_FIELDS: usize = 100;
+/// gunicorn's `limit_request_field_size`: longest header line, CRLF excluded.
+pub const DEFAULT_LIMIT_REQUEST_FIELD_SIZE: usize = 8190;
+
+const CRLF: &[u8] = b"\r\n";
+
+/// Size limits on one request, from the server configuration.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Longest request line in bytes, CRLF excluded (over it: 414).
+    pub request_line: usize,
+    /// Most header fields (over it: 431); also the `storage` length callers
+    /// pass to `parse_head`.
+    pub fields: usize,
+    /// Longest header field line in bytes, CRLF excluded (over it: 431).
+    pub field_size: usize,
+    /// Largest request body in bytes; 0 means unlimited (over it: 413).
+    pub body: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_line: DEFAULT_LIMIT_REQUEST_LINE,
+            fields: DEFAULT_LIMIT_REQUEST_FIELDS,
+            field_size: DEFAULT_LIMIT_REQUEST_FIELD_SIZE,
+            body: 0,
+        }
+    }
+}
+
+impl Limits {
+    /// The cap on a buffered head: request line, every field at its maximum,
+    /// and the CRLFs (two per line, two for the request line, two at the end).
+    /// Saturating so an absurd configuration means "no cap", not a panic.
+    pub fn max_head(&self) -> usize {
+        self.fields
+            .saturating_mul(self.field_size.saturating_add(2))
+            .saturating_add(self.request_line)
+            .saturating_add(4)
+    }
+}
+
+/// The protocol version of a request. A 1.x minor version above 1 is read as
+/// 1.1 (RFC 9110 §2.5), so these two are all the engine needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+impl Version {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
+/// How the request body is delimited (RFC 9112 §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No Content-Length and no Transfer-Encoding: no body (§6.3 item 7).
+    Empty,
+    /// Content-Length: exactly this many bytes follow the head.
+    Length(u64),
+    /// Transfer-Encoding: chunked, decoded by `chunked::ChunkedDecoder`.
+    Chunked,
+}
+
+/// A parsed and validated request head, borrowing the read buffer.
+#[derive(Debug)]
+pub struct RequestHead<'b, 'h> {
+    pub method: &'b str,
+    /// The raw request-target, in one of the forms `check_target` accepts.
+    pub target: &'b str,
+    pub version: Version,
+    /// Every header field, in order, as received.
+    pub headers: &'h [httparse::Header<'b>],
+    /// Bytes of the head including leading empty lines and the final CRLF;
+    /// the body (or the next pipelined request) starts at `buf[len..]`.
+    pub len: usize,
+    pub framing: Framing,
+    /// Whether the client allows the connection to persist (RFC 9112 §9.3).
+    pub keep_alive: bool,
+    /// The client waits for "100 Continue" before sending the body.
+    pub expect_continue: bool,
+    pub host: Option<&'b [u8]>,
+    pub content_type: Option<&'b [u8]>,
+    /// The raw value of the first Content-Length field, if any.
+    pub content_length: Option<&'b [u8]>,
+}
+
+/// Parses one request head from the start of `buf`.
+///
+/// `Ok(None)` = incomplete, read more. `storage.len()` is the header-count
+/// limit (callers pass `limits.fields` slots). Incomplete input becomes an
+/// error only once it is already longer than the limits allow: no CRLF within
+/// `limits.request_line + 2` bytes of the request line's start is 414, a
+/// header line or the whole head over its limit is 431.
+pub fn parse_head<'b, 'h>(
+    buf: &'b [u8],
+    storage: &'h mut [httparse::Header<'b>],
+    limits: &Limits,
+) -> Result<Option<RequestHead<'b, 'h>>, HttpError> {
+    // RFC 9112 §2.2: a server SHOULD ignore at least one empty line before
+    // the request-line (old clients send a CRLF after a POST body). Bounded,
+    // so a stream of CRLFs cannot grow the buffer forever.
+    let mut start = 0;
+    while buf[start..].starts_with(CRLF) {
+        start += CRLF.len();
+    }
+    if start > limits.request_line {
+        return Err(HttpError::BadRequest("too many empty lines before request"));
+    }
+    let rest = &buf[start..];
+
+    // The request line must end within its limit plus CRLF.
+    let window = &rest[..rest.len().min(limits.request_line.saturating_add(2))];
+    let Some(lf) = window.iter().position(|&b| b == b'\n') else {
+        if rest.len() >= limits.request_line.saturating_add(2) {
+            return Err(HttpError::UriTooLong);
+        }
+        check_partial_request_line(rest)?;
+        return Ok(None);
+    };
+    let line = match lf.checked_sub(1) {
+        Some(cr) if rest[cr] == b'\r' => &rest[..cr],
+        _ => return Err(HttpError::BadRequest("bare LF in request line")),
+    };
+    let (method, target, version) = parse_request_line(line)?;
+    check_target(method, target)?;
+
+    let headers_start = start + lf + 1;
+    let block = &buf[headers_start..];
+    let (block_len, headers) = match httparse::parse_headers(block, storage) {
+        Ok(httparse::Status::Complete(done)) => done,
+        Ok(httparse::Status::Partial) => {
+            check_partial_headers(buf.len() - start, block, limits)?;
+            return Ok(None);
+        }
+        Err(e) => return Err(from_httparse(e)),
+    };
+    check_header_lines(&block[..block_len], limits.field_size)?;
+    let len = headers_start + block_len;
+
+    let fields = Fields::collect(headers);
+    let host = fields.host(version)?;
+    let framing = fields.framing(version, limits)?;
+    Ok(Some(RequestHead {
+        method,
+        target,
+        version,
+        headers,
+        len,
+        framing,
+        keep_alive: fields.keep_alive(version),
+        expect_continue: fields.expect_continue(version)?,
+        host,
+        content_type: fields.content_type,
+        content_length: fields.content_length,
+    }))
+}
+
+/// The one place httparse's errors become ours. Only the header-section
+/// kinds can occur, since the request line is parsed here.
+fn from_httparse(e: httparse::Error) -> HttpError {
+    match e {
+        httparse::Error::TooManyHeaders => HttpError::HeaderFieldsTooLarge,
+        httparse::Error::HeaderName => {
+            HttpError::BadRequest("invalid header name (empty, space before colon, or obs-fold)")
+        }
+        httparse::Error::HeaderValue => HttpError::BadRequest("invalid byte in header value"),
+        httparse::Error::NewLine => HttpError::BadRequest("invalid line ending in header section"),
+        httparse::Error::Token | httparse::Error::Version | httparse::Error::Status => {
+            HttpError::BadRequest("malformed header section")
+        }
+    }
+}
+
+/// Refuses an incomplete request line early when its start already cannot
+/// be a request (a TLS handshake, binary noise), instead of waiting for the
+/// limit or the timeout.
+fn check_partial_request_line(rest: &[u8]) -> Result<(), HttpError> {
+    // A lone trailing CR may be the start of a CRLF (even an empty line's).
+    let rest = rest.strip_suffix(b"\r").unwrap_or(rest);
+    let method_end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+    if !rest[..method_end].iter().all(|&b| is_tchar(b)) {
+        return Err(HttpError::BadRequest("invalid method"));
+    }
+    Ok(())
+}
+
+/// request-line = method SP request-target SP HTTP-version (RFC 9112 §3),
+/// with exactly one SP between the parts.
+fn parse_request_line(line: &[u8]) -> Result<(&str, &str, Version), HttpError> {
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(HttpError::BadRequest("malformed request line"));
+    };
+    // The version first: "PRI * HTTP/2.0" is a 505, not a bad target.
+    let version = parse_version(version)?;
+    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
+        return Err(HttpError::BadRequest("invalid method"));
+    }
+    // VCHAR, plus obs-text if the whole target is UTF-8 (what httparse
+    // accepts; raw UTF-8 paths are common and the app sees them as a str).
+    // A SP inside the target ends up here as part of the version.
+    if target.is_empty() || !target.iter().all(|&b| is_vchar(b) || b >= 0x80) {
+        return Err(HttpError::BadRequest("invalid request-target"));
+    }
+    let target = std::str::from_utf8(target)
+        .map_err(|_| HttpError::BadRequest("request-target is not UTF-8"))?;
+    // `method` is all tchar, so ASCII.
+    let method =
+        std::str::from_utf8(method).map_err(|_| HttpError::BadRequest("invalid method"))?;
+    Ok((method, target, version))
+}
+
+/// HTTP-version = "HTTP" "/" DIGIT "." DIGIT, case-sensitive (RFC 9112 §2.3).
+fn parse_version(v: &[u8]) -> Result<Version, HttpError> {
+    match *v {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            match (major, minor) {
+                (b'1', b'0') => Ok(Version::Http10),
+                // RFC 9110 §2.5: a higher minor version of a major we
+                // implement is processed as our highest minor.
+                (b'1', _) => Ok(Version::Http11),
+                _ => Err(HttpError::VersionNotSupported),
+            }
+        }
+        _ => Err(HttpError::BadRequest("malformed HTTP version")),
+    }
+}
+
+/// RFC 9112 §3.2: origin-form and absolute-form for any method,
+/// authority-form only (and always) for CONNECT, asterisk-form only for
+/// OPTIONS.
+fn check_target(method: &str, target: &str) -> Result<(), HttpError> {
+    let target = target.as_bytes();
+    if method == "CONNECT" {
+        // RFC 9110 §9.3.6: CONNECT has no default port.
+        return if is_authority(target, true) {
+            Ok(())
+        } else {
+            Err(HttpError::BadRequest(
+                "CONNECT needs an authority-form target",
+            ))
+        };
+    }
+    if target == b"*" {
+        return if method == "OPTIONS" {
+            Ok(())
+        } else {
+            Err(HttpError::BadRequest(
+                "asterisk-form target outside OPTIONS",
+            ))
+        };
+    }
+    if target.starts_with(b"/") || is_absolute_form(target) {
+        return Ok(());
+    }
+    Err(HttpError::BadRequest("invalid request-target form"))
+}
+
+/// absolute-form, restricted to hierarchical URIs with a non-empty authority
+/// (`scheme "://" authority ...`): the only kind an HTTP server can serve
+/// (RFC 9110 §4.2.1 requires a host for http and https). Userinfo is refused
+/// (RFC 9110 §4.2.4: "treat its presence as an error").
+fn is_absolute_form(target: &[u8]) -> bool {
+    let Some(colon) = target.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let scheme = &target[..colon];
+    let scheme_ok = scheme.first().is_some_and(u8::is_ascii_alphabetic)
+        && scheme
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    let Some(after) = target[colon..].strip_prefix(b"://") else {
+        return false;
+    };
+    let authority_end = after
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(after.len());
+    let authority = &after[..authority_end];
+    scheme_ok && !authority.is_empty() && is_authority(authority, false)
+}
+
+/// uri-host [ ":" port ] (RFC 3986 §3.2.2-3.2.3), as in Host and
+/// authority-form. `need_port` requires a non-empty port. An empty host is
+/// allowed only for the Host field (RFC 9112 §3.2), so callers that need a
+/// host check for emptiness themselves, except here for `need_port`.
+fn is_authority(value: &[u8], need_port: bool) -> bool {
+    let (host, port) = if value.starts_with(b"[") {
+        // IP-literal: "[" ( IPv6address / IPvFuture ) "]"
+        let Some(close) = value.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let inner = &value[1..close];
+        if inner.is_empty()
+            || !inner
+                .iter()
+                .all(|&b| is_unreserved(b) || is_sub_delim(b) || b == b':')
+        {
+            return false;
+        }
+        match &value[close + 1..] {
+            [] => (&value[..=close], None),
+            [b':', port @ ..] => (&value[..=close], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
+            None => (value, None),
+        }
+    };
+    let port_ok = match port {
+        Some(port) => port.iter().all(u8::is_ascii_digit) && !(need_port && port.is_empty()),
+        None => !need_port,
+    };
+    port_ok && (!need_port || !host.is_empty()) && (host.starts_with(b"[") || is_reg_name(host))
+}
+
+/// reg-name = *( unreserved / pct-encoded / sub-delims ) (RFC 3986 §3.2.2).
+fn is_reg_name(host: &[u8]) -> bool {
+    let mut i = 0;
+    while i < host.len() {
+        let b = host[i];
+        if b == b'%' {
+            let pct_ok = host.len() > i + 2
+                && host[i + 1].is_ascii_hexdigit()
+                && host[i + 2].is_ascii_hexdigit();
+            if !pct_ok {
+                return false;
+            }
+            i += 3;
+        } else if is_unreserved(b) || is_sub_delim(b) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// Once httparse reports an incomplete header section, decides whether
+/// what is buffered already breaks a limit. `head_so_far` counts from the
+/// request line's start.
+fn check_partial_headers(
+    head_so_far: usize,
+    block: &[u8],
+    limits: &Limits,
+) -> Result<(), HttpError> {
+    if head_so_far > limits.max_head() {
+        return Err(HttpError::HeaderFieldsTooLarge);
+    }
+    // The line being received: longer than a field may be (plus a CR that
+    // waits for its LF) means 431 now, not after max_head more bytes.
+    let budget = limits.field_size.saturating_add(1);
+    let tail_has_lf = block.iter().rev().take(budget + 1).any(|&b| b == b'\n');
+    if !tail_has_lf && block.len() > budget {
+        return Err(HttpError::HeaderFieldsTooLarge);
+    }
+    Ok(())
+}
+
+/// What httparse accepts but we must not: a bare LF as line ending (RFC 9112
+/// §2.2 allows it, but a proxy that disagrees would split the head
+/// differently), and field lines over `field_size`. `block` is the complete
+/// header section including its final CRLF. httparse has already refused a
+/// CR not followed by LF.
+fn check_header_lines(block: &[u8], field_size: usize) -> Result<(), HttpError> {
+    let mut line_start = 0;
+    for (i, &b) in block.iter().enumerate() {
+        if b != b'\n' {
+            continue;
+        }
+        match i.checked_sub(1) {
+            Some(cr) if block[cr] == b'\r' => {
+                if cr - line_start > field_size {
+                    return Err(HttpError::HeaderFieldsTooLarge);
+                }
+            }
+            _ => return Err(HttpError::BadRequest("bare LF in header section")),
+        }
+        line_start = i + 1;
+    }
+    Ok(())
+}
+
+/// The header fields that matter to the engine, gathered in one pass.
+/// List-valued fields that are rare (Content-Length, Transfer-Encoding,
+/// Expect) are only noted here and re-read from `headers` when present, so
+/// the common request allocates nothing.
+struct Fields<'b, 'h> {
+    headers: &'h [httparse::Header<'b>],
+    hosts: usize,
+    host: Option<&'b [u8]>,
+    content_type: Option<&'b [u8]>,
+    /// The first Content-Length value, raw.
+    content_length: Option<&'b [u8]>,
+    has_transfer_encoding: bool,
+    connection_close: bool,
+    connection_keep_alive: bool,
+}
+
+impl<'b, 'h> Fields<'b, 'h> {
+    fn collect(headers: &'h [httparse::Header<'b>]) -> Self {
+        let mut f = Fields {
+            headers,
+            hosts: 0,
+            host: None,
+            content_type: None,
+            content_length: None,
+            has_transfer_encoding: false,
+            connection_close: false,
+            connection_keep_alive: false,
+        };
+        for h in headers {
+            let name = h.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"host") {
+                f.hosts += 1;
+                f.host.get_or_insert(h.value);
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                f.content_length.get_or_insert(h.value);
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                f.has_transfer_encoding = true;
+            } else if name.eq_ignore_ascii_case(b"content-type") {
+                f.content_type.get_or_insert(h.value);
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                for option in list_elements(h.value) {
+                    f.connection_close |= option.eq_ignore_ascii_case(b"close");
+                    f.connection_keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+                }
+            }
+        }
+        f
+    }
+
+    /// The values of every field called `name`, in order.
+    fn values(&self, name: &'static str) -> impl Iterator<Item = &'b [u8]> + 'h {
+        self.headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+
+    /// RFC 9112 §3.2: exactly one valid Host in HTTP/1.1, at most one in 1.0.
+    fn host(&self, version: Version) -> Result<Option<&'b [u8]>, HttpError> {
+        match (self.hosts, self.host) {
+            (0, _) if version == Version::Http11 => Err(HttpError::BadRequest("missing Host")),
+            (0, _) => Ok(None),
+            (1, Some(host)) if is_authority(host, false) => Ok(Some(host)),
+            (1, _) => Err(HttpError::BadRequest("invalid Host")),
+            _ => Err(HttpError::BadRequest("more than one Host")),
+        }
+    }
+
+    /// RFC 9112 §6.1-6.3: decides the body framing, refusing every ambiguity.
+    fn framing(&self, version: Version, limits: &Limits) -> Result<Framing, HttpError> {
+        if self.has_transfer_encoding {
+            // §6.1: MAY reject CL together with TE; we do, since the pair is
+            // the classic smuggling shape (CL.TE / TE.CL).
+            if self.content_length.is_some() {
+                return Err(HttpError::BadRequest(
+                    "both Transfer-Encoding and Content-Length",
+                ));
+            }
+            // §6.1: TE in HTTP/1.0 means faulty framing.
+            if version == Version::Http10 {
+                return Err(HttpError::BadRequest("Transfer-Encoding in HTTP/1.0"));
+            }
+            return self.transfer_coding().map(|()| Framing::Chunked);
+        }
+        match self.content_length()? {
+            None => Ok(Framing::Empty),
+            Some(n) if limits.body > 0 && n > limits.body => Err(HttpError::PayloadTooLarge),
+            Some(n) => Ok(Framing::Length(n)),
+        }
+    }
+
+    /// Checks the combined Transfer-Encoding list; Ok means exactly
+    /// "chunked". Precedence: malformed or "chunked" twice is 400; any other
+    /// coding is 501 (§6.1: SHOULD 501 for a coding we do not understand),
+    /// even when it follows "chunked" (e.g. "chunked, identity"), where
+    /// §6.3 item 4 would also allow 400. Either way the request is refused.
+    fn transfer_coding(&self) -> Result<(), HttpError> {
+        let mut chunked = 0usize;
+        let mut unknown = false;
+        let mut last_is_chunked = false;
+        for coding in self.values("transfer-encoding").flat_map(list_elements) {
+            let (name, params) = match coding.iter().position(|&b| b == b';') {
+                Some(semi) => (trim_ows(&coding[..semi]), Some(&coding[semi..])),
+                None => (coding, None),
+            };
+            if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+                return Err(HttpError::BadRequest("malformed transfer-coding"));
+            }
+            last_is_chunked = name.eq_ignore_ascii_case(b"chunked");
+            if last_is_chunked {
+                if params.is_some() {
+                    return Err(HttpError::BadRequest("parameters on chunked"));
+                }
+                chunked += 1;
+            } else {
+                unknown = true;
+            }
+        }
+        if chunked > 1 {
+            return Err(HttpError::BadRequest("chunked applied more than once"));
+        }
+        if unknown {
+            return Err(HttpError::NotImplemented(
+                "transfer-coding other than chunked",
+            ));
+        }
+        if !last_is_chunked {
+            // Also covers an empty list ("Transfer-Encoding: ,").
+            return Err(HttpError::BadRequest(
+                "chunked is not the final transfer-coding",
+            ));
+        }
+        Ok(())
+    }
+
+    /// RFC 9110 §8.6: Content-Length = 1*DIGIT. Several fields, or a list
+    /// like "5, 5", are accepted only when every value is the same.
+    fn content_length(&self) -> Result<Option<u64>, HttpError> {
+        let mut found: Option<u64> = None;
+        for value in self.values("content-length") {
+            // Split by hand (not `list_elements`) so that an empty element,
+            // as in "5,,5" or an empty field, is an error, not skipped.
+            for element in value.split(|&b| b == b',') {
+                let n = parse_decimal(trim_ows(element))
+                    .ok_or(HttpError::BadRequest("invalid Content-Length"))?;
+                if found.is_some_and(|prev| prev != n) {
+                    return Err(HttpError::BadRequest("conflicting Content-Length values"));
+                }
+                found = Some(n);
+            }
+        }
+        Ok(found)
+    }
+
+    /// RFC 9112 §9.3: 1.1 persists unless "close"; 1.0 only with "keep-alive".
+    fn keep_alive(&self, version: Version) -> bool {
+        match version {
+            Version::Http11 => !self.connection_close,
+            Version::Http10 => self.connection_keep_alive && !self.connection_close,
+        }
+    }
+
+    /// RFC 9110 §10.1.1: "100-continue" is the only expectation; any other
+    /// is 417. In HTTP/1.0 a 100-continue MUST be ignored.
+    fn expect_continue(&self, version: Version) -> Result<bool, HttpError> {
+        let mut wants = false;
+        for expectation in self.values("expect").flat_map(list_elements) {
+            if !expectation.eq_ignore_ascii_case(b"100-continue") {
+                return Err(HttpError::ExpectationFailed);
+            }
+            wants = true;
+        }
+        Ok(wants && version == Version::Http11)
+    }
+}
+
+/// The non-empty elements of a comma-separated list, OWS trimmed
+/// (RFC 9110 §5.6.1: a recipient ignores empty elements). Values come from
+/// httparse, so they hold no CR, LF or other CTL besides HTAB.
+fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|e| !e.is_empty())
+}
+
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// 1*DIGIT as u64 with overflow checked: no sign, no "0x", no spaces.
+fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.iter().try_fold(0u64, |acc, &b| {
+        let digit = u64::from(b.checked_sub(b'0').filter(|d| *d <= 9)?);
+        acc.checked_mul(10)?.checked_add(digit)
+    })
+}
+
+/// tchar (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn is_vchar(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b)
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn is_sub_delim(b: u8) -> bool {
+    b"!$&'()*+,;=".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_with(
+        req: &[u8],
+        limits: &Limits,
+    ) -> Result<Option<(Framing, bool, bool, usize)>, HttpError> {
+        let mut storage = vec![httparse::EMPTY_HEADER; limits.fields];
+        parse_head(req, &mut storage, limits)
+            .map(|h| h.map(|h| (h.framing, h.keep_alive, h.expect_continue, h.len)))
+    }
+
+    fn parse(req: &[u8]) -> Result<Option<(Framing, bool, bool, usize)>, HttpError> {
+        parse_with(req, &Limits::default())
+    }
+
+    fn ok(req: &[u8]) -> (Framing, bool, bool, usize) {
+        match parse(req) {
+            Ok(Some(h)) => h,
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(req)),
+        }
+    }
+
+    fn err(req: &[u8]) -> HttpError {
+        match parse(req) {
+            Err(e) => e,
+            other => panic!("{:?} should fail: {other:?}", String::from_utf8_lossy(req)),
+        }
+    }
+
+    fn status(req: &[u8]) -> u16 {
+        err(req).status()
+    }
+
+    /// A 1.1 request with Host and the given extra header lines.
+    fn with_headers(lines: &str) -> Vec<u8> {
+        format!("POST /x HTTP/1.1\r\nHost: example.com\r\n{lines}\r\n").into_bytes()
+    }
+
+    #[test]
+    fn simple_get() {
+        let req = b"GET /index.html?q=1 HTTP/1.1\r\nHost: example.com\r\nContent-Type: text/plain\r\nAccept: */*\r\n\r\nNEXT";
+        let mut storage = [httparse::EMPTY_HEADER; 8];
+        let head = parse_head(req, &mut storage, &Limits::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.method, "GET");
+        assert_eq!(head.target, "/index.html?q=1");
+        assert_eq!(head.version, Version::Http11);
+        assert_eq!(head.headers.len(), 3);
+        assert_eq!(head.headers[2].name, "Accept");
+        assert_eq!(&req[head.len..], b"NEXT");
+        assert_eq!(head.framing, Framing::Empty);
+        assert!(head.keep_alive);
+        assert!(!head.expect_continue);
+        assert_eq!(head.host, Some(&b"example.com"[..]));
+        assert_eq!(head.content_type, Some(&b"text/plain"[..]));
+        assert_eq!(head.content_length, None);
+    }
+
+    /// Partial input is "read more" at every split point (RFC 9112 §2.1).
+    #[test]
+    fn every_prefix_is_incomplete_not_an_error() {
+        let req = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n";
+        for end in 0..req.len() {
+            assert_eq!(parse(&req[..end]), Ok(None), "prefix {end}");
+        }
+        assert_eq!(ok(req).0, Framing::Length(3));
+    }
+
+    /// RFC 9112 §2.2: at least one empty line before the request is ignored.
+    #[test]
+    fn leading_empty_lines_are_skipped_but_bounded() {
+        let (_, _, _, len) = ok(b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(len, 4 + 16 + 9 + 2);
+        let flood = b"\r\n".repeat(DEFAULT_LIMIT_REQUEST_LINE);
+        assert_eq!(status(&flood), 400);
+        // A bare LF is not an empty line.
+        assert_eq!(status(b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+    }
+
+    /// RFC 9112 §3: method = token, single SP separators.
+    #[test]
+    fn request_line_shape() {
+        assert_eq!(status(b"G@T / HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status(b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status(b"GET /  HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status(b" GET / HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status(b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.1 \r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status(b"GET /\x7f HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status(b"GET /\tx HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status(b"GET /\xff HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.1\rX\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status(b"GET\r\n\r\n"), 400);
+        // Extension methods are tokens too; raw UTF-8 targets are accepted.
+        ok(b"PURGE-ALL /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n");
+    }
+
+    #[test]
+    fn garbage_is_refused_before_a_full_line_arrives() {
+        assert_eq!(status(b"\x16\x03\x01\x02\x00\x01"), 400);
+        assert_eq!(parse(b"GET /partial-with-\x01"), Ok(None));
+    }
+
+    /// RFC 9112 §2.3 and RFC 9110 §2.5, §15.6.6.
+    #[test]
+    fn versions() {
+        let (_, ka, _, _) = ok(b"GET / HTTP/1.0\r\n\r\n");
+        assert!(!ka, "1.0 defaults to close");
+        // A higher 1.x minor is treated as 1.1.
+        let mut storage = [httparse::EMPTY_HEADER; 4];
+        let head = parse_head(
+            b"GET / HTTP/1.2\r\nHost: a\r\n\r\n",
+            &mut storage,
+            &Limits::default(),
+        );
+        assert_eq!(head.unwrap().unwrap().version, Version::Http11);
+        assert_eq!(
+            err(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"),
+            HttpError::VersionNotSupported
+        );
+        assert_eq!(
+            err(b"GET / HTTP/3.0\r\n\r\n"),
+            HttpError::VersionNotSupported
+        );
+        assert_eq!(
+            err(b"GET / HTTP/0.9\r\n\r\n"),
+            HttpError::VersionNotSupported
+        );
+        assert_eq!(
+            err(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+            HttpError::VersionNotSupported
+        );
+        for bad in [
+            "HTTP/1",
+            "HTTP/1.1.1",
+            "http/1.1",
+            "HTTP/11",
+            "HTTP/1.x",
+            "HTTPS/1.1",
+            "",
+        ] {
+            let req = format!("GET / {bad}\r\nHost: a\r\n\r\n");
+            assert_eq!(status(req.as_bytes()), 400, "{bad:?}");
+        }
+    }
+
+    /// RFC 9112 §3.2.1-3.2.4: which target form goes with which method.
+    #[test]
+    fn request_target_forms() {
+        ok(b"GET /a/b?c HTTP/1.1\r\nHost: a\r\n\r\n");
+        ok(b"GET //double HTTP/1.1\r\nHost: a\r\n\r\n");
+        ok(b"GET http://example.com/a HTTP/1.1\r\nHost: example.com\r\n\r\n");
+        ok(b"GET https://example.com:8443 HTTP/1.1\r\nHost: x\r\n\r\n");
+        ok(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
+        ok(b"CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\n\r\n");
+        ok(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
+        ok(b"OPTIONS /x HTTP/1.1\r\nHost: a\r\n\r\n");
+        for bad in [
+            "GET * HTTP/1.1",
+            "GET example.com:443 HTTP/1.1",
+            "GET example.com HTTP/1.1",
+            "GET ?q HTTP/1.1",
+            "GET http:/x HTTP/1.1",
+            "GET http:// HTTP/1.1",
+            "GET http://user@example.com/ HTTP/1.1",
+            "GET 1http://a/ HTTP/1.1",
+            "CONNECT / HTTP/1.1",
+            "CONNECT * HTTP/1.1",
+            "CONNECT example.com HTTP/1.1",
+            "CONNECT example.com: HTTP/1.1",
+            "CONNECT http://example.com:443 HTTP/1.1",
+            "CONNECT :443 HTTP/1.1",
+            "OPTIONS ** HTTP/1.1",
+        ] {
+            let req = format!("{bad}\r\nHost: a\r\n\r\n");
+            assert_eq!(status(req.as_bytes()), 400, "{bad:?}");
+        }
+    }
+
+    /// RFC 9112 §3.2: a 1.1 request has exactly one valid Host.
+    #[test]
+    fn host_rules() {
+        assert_eq!(status(b"GET / HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nhOsT: b\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
+        ok(b"GET / HTTP/1.0\r\n\r\n");
+        // §3.2: an empty Host is what a client sends when there is no authority.
+        ok(b"GET / HTTP/1.1\r\nHost:\r\n\r\n");
+        for good in [
+            "example.com",
+            "example.com:8080",
+            "a-b.c_d~e",
+            "127.0.0.1:1",
+            "[::1]",
+            "[::1]:80",
+            "%41b",
+            "host:",
+        ] {
+            let req = format!("GET / HTTP/1.1\r\nHost: {good}\r\n\r\n");
+            ok(req.as_bytes());
+        }
+        for bad in [
+            "exa mple.com",
+            "a/b",
+            "user@example.com",
+            "a:b:c",
+            "a:8x",
+            "[::1",
+            "[::1]x",
+            "[]",
+            "%4",
+            "%zz",
+            "a\"b",
+            "a<b>",
+            "a\\b",
+        ] {
+            let req = format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n");
+            assert_eq!(status(req.as_bytes()), 400, "{bad:?}");
+        }
+    }
+
+    /// RFC 9112 §5.1, §5.2 and §2.2: strict field lines.
+    #[test]
+    fn header_syntax() {
+        // Whitespace between name and colon: MUST be rejected (§5.1).
+        assert_eq!(status(&with_headers("Content-Length : 5\r\n")), 400);
+        assert_eq!(status(&with_headers("X-A\t: 5\r\n")), 400);
+        // obs-fold (§5.2).
+        assert_eq!(status(&with_headers("X-A: b\r\n c\r\n")), 400);
+        assert_eq!(status(&with_headers("X-A: b\r\n\tc\r\n")), 400);
+        // Whitespace before the first field would be obs-fold on the request line.
+        assert_eq!(status(b"GET / HTTP/1.1\r\n Host: a\r\n\r\n"), 400);
+        // Empty names, invalid name bytes.
+        assert_eq!(status(&with_headers(": v\r\n")), 400);
+        assert_eq!(status(&with_headers("X(A): v\r\n")), 400);
+        // NUL, bare CR, other CTLs in values (RFC 9110 §5.5).
+        assert_eq!(status(&with_headers("X-A: a\0b\r\n")), 400);
+        assert_eq!(status(&with_headers("X-A: a\rb\r\n")), 400);
+        assert_eq!(status(&with_headers("X-A: a\x01b\r\n")), 400);
+        assert_eq!(status(&with_headers("X-A: a\x7fb\r\n")), 400);
+        // HTAB and obs-text are allowed in values; OWS is trimmed.
+        let req = b"GET / HTTP/1.1\r\nHost: a\r\nX-A: \t a\tb\xff \t\r\n\r\n";
+        let mut storage = [httparse::EMPTY_HEADER; 4];
+        let head = parse_head(req, &mut storage, &Limits::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.headers[1].value, b"a\tb\xff");
+    }
+
+    /// RFC 9112 §2.2: we refuse bare LF as a line terminator everywhere.
+    #[test]
+    fn bare_lf_is_refused() {
+        assert_eq!(status(b"GET / HTTP/1.1\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\n\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.1\r\n\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\nX: b\n\n"), 400);
+    }
+
+    /// RFC 9112 §6.3 item 5, RFC 9110 §8.6.
+    #[test]
+    fn content_length_values() {
+        assert_eq!(
+            ok(&with_headers("Content-Length: 5\r\n")).0,
+            Framing::Length(5)
+        );
+        assert_eq!(
+            ok(&with_headers("Content-Length: 0\r\n")).0,
+            Framing::Length(0)
+        );
+        assert_eq!(
+            ok(&with_headers("Content-Length: 007\r\n")).0,
+            Framing::Length(7)
+        );
+        assert_eq!(
+            ok(&with_headers("Content-Length: 18446744073709551615\r\n")).0,
+            Framing::Length(u64::MAX)
+        );
+        // Identical repeats, as separate fields or as a list, are accepted.
+        assert_eq!(
+            ok(&with_headers("Content-Length: 5\r\nContent-Length: 5\r\n")).0,
+            Framing::Length(5)
+        );
+        assert_eq!(
+            ok(&with_headers("Content-Length: 5, 5\r\n")).0,
+            Framing::Length(5)
+        );
+        assert_eq!(
+            ok(&with_headers("Content-Length: 5,5 ,\t5\r\n")).0,
+            Framing::Length(5)
+        );
+        for bad in [
+            "Content-Length: +5",
+            "Content-Length: -5",
+            "Content-Length: 0x5",
+            "Content-Length: 5.0",
+            "Content-Length: 5 5",
+            "Content-Length: 1_000",
+            "Content-Length:",
+            "Content-Length: ",
+            "Content-Length: 5,",
+            "Content-Length: 5,,5",
+            "Content-Length: ,5",
+            "Content-Length: 5, 6",
+            "Content-Length: 5\r\nContent-Length: 6",
+            "Content-Length: 5\r\nContent-Length: ",
+            "Content-Length: 18446744073709551616",
+            "Content-Length: \u{663}",
+        ] {
+            assert_eq!(status(&with_headers(&format!("{bad}\r\n"))), 400, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn raw_content_length_is_exposed() {
+        let req = with_headers("Content-Length: 05\r\n");
+        let mut storage = [httparse::EMPTY_HEADER; 4];
+        let head = parse_head(&req, &mut storage, &Limits::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.content_length, Some(&b"05"[..]));
+    }
+
+    #[test]
+    fn body_limit_is_413() {
+        let limits = Limits {
+            body: 10,
+            ..Limits::default()
+        };
+        let req = with_headers("Content-Length: 10\r\n");
+        assert_eq!(
+            parse_with(&req, &limits).unwrap().unwrap().0,
+            Framing::Length(10)
+        );
+        let req = with_headers("Content-Length: 11\r\n");
+        assert_eq!(parse_with(&req, &limits), Err(HttpError::PayloadTooLarge));
+        // A malformed value is still a 400, not a 413.
+        let req = with_headers("Content-Length: 99999999999999999999\r\n");
+        assert_eq!(parse_with(&req, &limits).unwrap_err().status(), 400);
+        // Chunked bodies are limited while decoding, not here.
+        let req = with_headers("Transfer-Encoding: chunked\r\n");
+        assert_eq!(
+            parse_with(&req, &limits).unwrap().unwrap().0,
+            Framing::Chunked
+        );
+    }
+
+    /// RFC 9112 §6.1, §6.3 items 3-4, §7.
+    #[test]
+    fn transfer_encoding() {
+        for good in [
+            "Transfer-Encoding: chunked",
+            "Transfer-Encoding: CHUNKED",
+            "Transfer-Encoding: Chunked",
+            "Transfer-Encoding:  \t chunked \t ",
+            "Transfer-Encoding:chunked",
+            "Transfer-Encoding: , chunked ,",
+            "Transfer-Encoding: \r\nTransfer-Encoding: chunked",
+        ] {
+            assert_eq!(
+                ok(&with_headers(&format!("{good}\r\n"))).0,
+                Framing::Chunked,
+                "{good:?}"
+            );
+        }
+        let cases: [(&str, u16); 16] = [
+            ("Transfer-Encoding: gzip", 501),
+            ("Transfer-Encoding: gzip, chunked", 501),
+            (
+                "Transfer-Encoding: deflate\r\nTransfer-Encoding: chunked",
+                501,
+            ),
+            // identity was removed from the registry; here it is just unknown.
+            ("Transfer-Encoding: identity", 501),
+            ("Transfer-Encoding: chunked, identity", 501),
+            ("Transfer-Encoding: chunked, gzip", 501),
+            ("Transfer-Encoding: chunked, chunked", 400),
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+                400,
+            ),
+            ("Transfer-Encoding: chunked;q=1", 400),
+            ("Transfer-Encoding:", 400),
+            ("Transfer-Encoding: ,", 400),
+            ("Transfer-Encoding: chunked\x0b", 400),
+            ("Transfer-Encoding: chun ked", 400),
+            ("Transfer-Encoding: \"chunked\"", 400),
+            ("Transfer-Encoding : chunked", 400),
+            ("Transfer-Encoding: chunked\r\n chunked", 400),
+        ];
+        for (te, want) in cases {
+            assert_eq!(status(&with_headers(&format!("{te}\r\n"))), want, "{te:?}");
+        }
+    }
+
+    /// RFC 9112 §6.1 and §11.2: the request smuggling shapes.
+    #[test]
+    fn smuggling_shapes_are_refused() {
+        // CL.TE and TE.CL: both framings present, in either order.
+        assert_eq!(
+            status(&with_headers(
+                "Content-Length: 6\r\nTransfer-Encoding: chunked\r\n"
+            )),
+            400
+        );
+        assert_eq!(
+            status(&with_headers(
+                "Transfer-Encoding: chunked\r\nContent-Length: 6\r\n"
+            )),
+            400
+        );
+        // TE with an odd spelling a proxy might not recognise, plus CL.
+        assert_eq!(
+            status(&with_headers(
+                "Content-Length: 6\r\nTransfer-Encoding:  chunked\r\n"
+            )),
+            400
+        );
+        assert_eq!(
+            status(&with_headers(
+                "Content-Length: 6\r\nTransfer-Encoding: xchunked\r\n"
+            )),
+            400
+        );
+        // TE in HTTP/1.0 is faulty framing, even without CL.
+        assert_eq!(
+            status(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
+        );
+        // A header name with trailing space must not be read as TE.
+        assert_eq!(
+            status(&with_headers(
+                "Transfer-Encoding : chunked\r\nContent-Length: 3\r\n"
+            )),
+            400
+        );
+        // Bare LF could hide a TE header from a CRLF-only proxy.
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: a\r\nX: y\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
+        );
+    }
+
+    /// RFC 9112 §9.3: persistence defaults and the Connection token list.
+    #[test]
+    fn keep_alive_rules() {
+        assert!(ok(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").1);
+        assert!(!ok(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").1);
+        assert!(!ok(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, CLOSE\r\n\r\n").1);
+        assert!(!ok(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: x\r\nconnection: close\r\n\r\n").1);
+        assert!(ok(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: closed\r\n\r\n").1);
+        assert!(!ok(b"GET / HTTP/1.0\r\n\r\n").1);
+        assert!(ok(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").1);
+        assert!(ok(b"GET / HTTP/1.0\r\nConnection: te, keep-alive\r\n\r\n").1);
+        assert!(!ok(b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n").1);
+    }
+
+    /// RFC 9110 §10.1.1.
+    #[test]
+    fn expect_rules() {
+        assert!(
+            ok(&with_headers(
+                "Expect: 100-continue\r\nContent-Length: 1\r\n"
+            ))
+            .2
+        );
+        assert!(ok(&with_headers("Expect: 100-Continue\r\n")).2);
+        assert_eq!(
+            err(&with_headers("Expect: 200-ok\r\n")),
+            HttpError::ExpectationFailed
+        );
+        assert_eq!(
+            err(&with_headers("Expect: 100-continue, x\r\n")),
+            HttpError::ExpectationFailed
+        );
+        // HTTP/1.0: a 100-continue expectation MUST be ignored.
+        assert!(!ok(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").2);
+    }
+
+    /// gunicorn's limits: 414 for the request line, 431 for fields.
+    #[test]
+    fn request_line_limit() {
+        let limits = Limits {
+            request_line: 20,
+            ..Limits::default()
+        };
+        // "GET /" + pad + " HTTP/1.1" = exactly 20 bytes.
+        let at = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(6));
+        assert!(parse_with(at.as_bytes(), &limits).unwrap().is_some());
+        let over = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(7));
+        assert_eq!(
+            parse_with(over.as_bytes(), &limits),
+            Err(HttpError::UriTooLong)
+        );
+        // Incomplete: 22 bytes without a CRLF can no longer fit.
+        let partial = format!("GET /{}", "a".repeat(17));
+        assert_eq!(parse_with(&partial.as_bytes()[..21], &limits), Ok(None));
+        assert_eq!(
+            parse_with(partial.as_bytes(), &limits),
+            Err(HttpError::UriTooLong)
+        );
+    }
+
+    #[test]
+    fn field_count_limit() {
+        let limits = Limits {
+            fields: 3,
+            ..Limits::default()
+        };
+        let req = b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n";
+        assert!(parse_with(req, &limits).unwrap().is_some());
+        let req = b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
+        assert_eq!(
+            parse_with(req, &limits),
+            Err(HttpError::HeaderFieldsTooLarge)
+        );
+    }
+
+    #[test]
+    fn field_size_limit() {
+        let limits = Limits {
+            field_size: 10,
+            ..Limits::default()
+        };
+        // "X-A: " + 5 bytes = exactly 10.
+        let req = b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 12345\r\n\r\n";
+        assert!(parse_with(req, &limits).unwrap().is_some());
+        let req = b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 123456\r\n\r\n";
+        assert_eq!(
+            parse_with(req, &limits),
+            Err(HttpError::HeaderFieldsTooLarge)
+        );
+        // An incomplete line already over the limit is refused right away.
+        let req = b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 12345\r";
+        assert_eq!(parse_with(req, &limits), Ok(None));
+        let req = b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 123456\r";
+        assert_eq!(
+            parse_with(req, &limits),
+            Err(HttpError::HeaderFieldsTooLarge)
+        );
+    }
+
+    #[test]
+    fn whole_head_limit() {
+        let limits = Limits {
+            request_line: 20,
+            fields: 2,
+            field_size: 10,
+            body: 0,
+        };
+        assert_eq!(limits.max_head(), 20 + 2 * 12 + 4);
+        // Short lines, but more bytes than the head may have, still incomplete.
+        let mut req = b"GET / HTTP/1.1\r\n".to_vec();
+        while req.len() <= limits.max_head() {
+            req.extend_from_slice(b"A: b\r\n");
+        }
+        let mut storage = vec![httparse::EMPTY_HEADER; 100];
+        assert_eq!(
+            parse_head(&req, &mut storage, &limits).map(|h| h.is_some()),
+            Err(HttpError::HeaderFieldsTooLarge)
+        );
+        assert_eq!(Limits::default().max_head(), 4094 + 100 * 8192 + 4);
+    }
+}

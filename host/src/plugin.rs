@@ -1,0 +1,501 @@
+//! Loading and validating an application plugin, and calling into it.
+//!
+//! This is the one place where the host touches the plugin's code and data
+//! through raw pointers: every `unsafe` block that crosses into the plugin is
+//! here, with the descriptor checked (magic, major version, struct size)
+//! before any plugin function runs.
+use std::ffi::{c_void, CStr};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use abi::ffi::{
+    nwsgi_app, nwsgi_body, nwsgi_environ, nwsgi_header, nwsgi_init_args, nwsgi_request, nwsgi_str,
+    NWSGI_ABI_MAJOR, NWSGI_ABI_MINOR, NWSGI_APP_SIZE_1_0, NWSGI_APP_THREAD_SAFE, NWSGI_MAGIC,
+    NWSGI_OK,
+};
+use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+
+/// `PATH[:SYMBOL]` as typed on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginSpec {
+    pub path: PathBuf,
+    pub symbol: String,
+}
+
+pub const DEFAULT_SYMBOL: &str = "app";
+
+impl PluginSpec {
+    /// Splits at the last ':' when what follows is a C identifier, so paths
+    /// that merely contain a colon still work.
+    pub fn parse(s: &str) -> PluginSpec {
+        if let Some((path, sym)) = s.rsplit_once(':') {
+            let is_ident = !sym.is_empty()
+                && !sym.starts_with(|c: char| c.is_ascii_digit())
+                && sym.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if is_ident && !path.is_empty() {
+                return PluginSpec {
+                    path: PathBuf::from(path),
+                    symbol: sym.to_string(),
+                };
+            }
+        }
+        PluginSpec {
+            path: PathBuf::from(s),
+            symbol: DEFAULT_SYMBOL.to_string(),
+        }
+    }
+}
+
+/// Why a plugin was refused. Each message names the file, the symbol and,
+/// where versions are involved, both versions.
+#[derive(Debug)]
+pub enum LoadError {
+    NotFound {
+        path: PathBuf,
+    },
+    NotLibrary {
+        path: PathBuf,
+        detail: String,
+    },
+    NoSymbol {
+        path: PathBuf,
+        symbol: String,
+    },
+    BadMagic {
+        path: PathBuf,
+        symbol: String,
+        found: u32,
+    },
+    WrongMajor {
+        path: PathBuf,
+        symbol: String,
+        major: u16,
+        minor: u16,
+    },
+    TooSmall {
+        path: PathBuf,
+        symbol: String,
+        major: u16,
+        minor: u16,
+        size: u32,
+        need: usize,
+    },
+    NoCall {
+        path: PathBuf,
+        symbol: String,
+    },
+    InitFailed {
+        path: PathBuf,
+        symbol: String,
+        code: i32,
+        message: String,
+    },
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host = format!("{NWSGI_ABI_MAJOR}.{NWSGI_ABI_MINOR}");
+        match self {
+            LoadError::NotFound { path } => {
+                write!(f, "cannot load plugin {}: no such file", path.display())
+            }
+            LoadError::NotLibrary { path, detail } => write!(
+                f,
+                "cannot load plugin {}: not a loadable shared library ({detail})",
+                path.display()
+            ),
+            LoadError::NoSymbol { path, symbol } => write!(
+                f,
+                "plugin {} has no symbol '{symbol}' (name another with {}:SYMBOL)",
+                path.display(),
+                path.display()
+            ),
+            LoadError::BadMagic {
+                path,
+                symbol,
+                found,
+            } => write!(
+                f,
+                "plugin {}: symbol '{symbol}' is not an NWSGI app descriptor \
+                 (magic 0x{found:08x}, expected 0x{NWSGI_MAGIC:08x}); host ABI {host}",
+                path.display()
+            ),
+            LoadError::WrongMajor {
+                path,
+                symbol,
+                major,
+                minor,
+            } => write!(
+                f,
+                "plugin {}: symbol '{symbol}' was built for NWSGI ABI {major}.{minor}, \
+                 but this host speaks ABI {host} (major versions must match)",
+                path.display()
+            ),
+            LoadError::TooSmall {
+                path,
+                symbol,
+                major,
+                minor,
+                size,
+                need,
+            } => write!(
+                f,
+                "plugin {}: symbol '{symbol}' descriptor is too small: {size} bytes, \
+                 ABI {major}.{minor} needs at least {need} (host ABI {host})",
+                path.display()
+            ),
+            LoadError::NoCall { path, symbol } => write!(
+                f,
+                "plugin {}: symbol '{symbol}' has no call function (it is required)",
+                path.display()
+            ),
+            LoadError::InitFailed {
+                path,
+                symbol,
+                code,
+                message,
+            } => write!(
+                f,
+                "plugin {}: symbol '{symbol}' init failed (code {code}): {message}",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// A loaded, validated plugin. The library stays loaded for the life of the
+/// process (`lib` is never dropped while `desc` or `state` are in use: they
+/// are fields of the same struct and the struct owns the library).
+pub struct Plugin {
+    /// Keeps the code and the descriptor mapped. Declared first is not
+    /// required; what matters is that nothing copies `desc` out of `self`.
+    _lib: Library,
+    /// Points into `_lib`'s static data; valid while `_lib` is loaded.
+    /// Checked by `validate` before anything else reads it.
+    desc: *const nwsgi_app,
+    pub spec: PluginSpec,
+    pub abi_major: u16,
+    pub abi_minor: u16,
+    pub flags: u32,
+    pub name: Option<String>,
+    /// The app's own pointer from init (null when it has none or no init).
+    state: *mut c_void,
+    /// Serialises calls into apps that are not thread-safe.
+    serial: Option<Mutex<()>>,
+    shut_down: bool,
+}
+
+// SAFETY: the descriptor and library handle are immutable after load; the
+// app state is only handed back to the plugin, which promised (through
+// NWSGI_APP_THREAD_SAFE) to accept concurrent calls or gets them serialised
+// through `serial`.
+unsafe impl Send for Plugin {}
+// SAFETY: as above: shared access only ever calls through the descriptor.
+unsafe impl Sync for Plugin {}
+
+impl Plugin {
+    /// dlopen the file and validate the descriptor. Runs no plugin code
+    /// except the library's own constructors (which dlopen always runs).
+    pub fn load(spec: &PluginSpec) -> Result<Plugin, LoadError> {
+        let path = &spec.path;
+        if !path.exists() {
+            return Err(LoadError::NotFound { path: path.clone() });
+        }
+        // dlopen searches the library path for names without a slash; a user
+        // who typed `libx.so` means the file in this directory.
+        let open_path: PathBuf = if path.components().count() == 1 && !path.is_absolute() {
+            Path::new(".").join(path)
+        } else {
+            path.clone()
+        };
+        // SAFETY: loading a library runs its initialisers; that is the
+        // contract of a plugin. RTLD_NOW makes missing symbols fail here
+        // rather than at the first request.
+        let lib = unsafe { Library::open(Some(&open_path), RTLD_NOW | RTLD_LOCAL) }.map_err(
+            |e| LoadError::NotLibrary {
+                path: path.clone(),
+                detail: dl_detail(&e),
+            },
+        )?;
+        let mut sym_name = spec.symbol.clone().into_bytes();
+        sym_name.push(0);
+        // SAFETY: we only take the symbol's address here, typed as a
+        // pointer to bytes; nothing is read until validate() checks it.
+        let addr: *const u8 = match unsafe { lib.get::<*const u8>(&sym_name) } {
+            Ok(sym) => sym.into_raw() as *const u8,
+            Err(_) => {
+                return Err(LoadError::NoSymbol {
+                    path: path.clone(),
+                    symbol: spec.symbol.clone(),
+                })
+            }
+        };
+        if addr.is_null() {
+            return Err(LoadError::NoSymbol {
+                path: path.clone(),
+                symbol: spec.symbol.clone(),
+            });
+        }
+        let desc = addr as *const nwsgi_app;
+        // SAFETY: `desc` is the address of an exported symbol in a library
+        // that stays loaded (we own `lib`); validate reads only the header
+        // fields first and the rest only if struct_size covers them.
+        let checked = unsafe { validate(desc, spec)? };
+        Ok(Plugin {
+            _lib: lib,
+            desc,
+            spec: spec.clone(),
+            abi_major: checked.major,
+            abi_minor: checked.minor,
+            flags: checked.flags,
+            name: checked.name,
+            state: std::ptr::null_mut(),
+            serial: if checked.flags & NWSGI_APP_THREAD_SAFE == 0 {
+                Some(Mutex::new(()))
+            } else {
+                None
+            },
+            shut_down: false,
+        })
+    }
+
+    pub fn thread_safe(&self) -> bool {
+        self.flags & NWSGI_APP_THREAD_SAFE != 0
+    }
+
+    pub fn flags_text(&self) -> String {
+        if self.thread_safe() {
+            "thread-safe".into()
+        } else {
+            "none".into()
+        }
+    }
+
+    /// Runs the plugin's init with the `--app-arg` pairs.
+    pub fn init(&mut self, config: &[(String, String)]) -> Result<(), LoadError> {
+        // SAFETY: validated in load(); the descriptor lives as long as `self`.
+        let init = unsafe { (*self.desc).init };
+        let Some(init) = init else { return Ok(()) };
+        let pairs: Vec<nwsgi_header> = config
+            .iter()
+            .map(|(k, v)| nwsgi_header {
+                name: nwsgi_str::from_bytes(k.as_bytes()),
+                value: nwsgi_str::from_bytes(v.as_bytes()),
+            })
+            .collect();
+        let mut failure: Option<String> = None;
+        let args = nwsgi_init_args {
+            struct_size: std::mem::size_of::<nwsgi_init_args>() as u32,
+            abi_major: NWSGI_ABI_MAJOR,
+            abi_minor: NWSGI_ABI_MINOR,
+            api: &crate::call::HOST_API,
+            config: pairs.as_ptr(),
+            n_config: pairs.len(),
+            fail: record_init_failure,
+            fail_ctx: &mut failure as *mut Option<String> as *mut c_void,
+        };
+        let mut state: *mut c_void = std::ptr::null_mut();
+        // SAFETY: `args`, the config strings and `failure` outlive the call,
+        // as the header promises (borrowed for the duration of init).
+        let code = unsafe { init(&args, &mut state) };
+        if code != NWSGI_OK {
+            return Err(LoadError::InitFailed {
+                path: self.spec.path.clone(),
+                symbol: self.spec.symbol.clone(),
+                code,
+                message: failure.unwrap_or_else(|| "no reason given".into()),
+            });
+        }
+        self.state = state;
+        Ok(())
+    }
+
+    /// The per-request call. `env` and `req` must stay valid until the
+    /// body is closed; `body` starts zeroed.
+    pub fn call(
+        &self,
+        env: *const nwsgi_environ,
+        req: *mut nwsgi_request,
+        body: &mut nwsgi_body,
+    ) -> i32 {
+        let _serial = self.serial.as_ref().map(lock);
+        // SAFETY: validate() guaranteed `call` is non-null; the environ and
+        // request handle are valid for the call (the caller owns them).
+        unsafe {
+            let call = (*self.desc).call.unwrap_unchecked();
+            call(self.state, env, req, body)
+        }
+    }
+
+    /// Pulls the next chunk from a body the app returned.
+    pub fn next(&self, body: &nwsgi_body, req: *mut nwsgi_request, chunk: &mut nwsgi_str) -> i32 {
+        let Some(next) = body.next else {
+            return abi::ffi::NWSGI_BODY_END;
+        };
+        let _serial = self.serial.as_ref().map(lock);
+        // SAFETY: `body` came from this plugin's call, which returned OK,
+        // and close has not run yet (the caller closes exactly once, last).
+        unsafe { next(body.state, req, chunk) }
+    }
+
+    /// Closes a body exactly once (the caller guarantees "once").
+    pub fn close(&self, body: &nwsgi_body, req: *mut nwsgi_request) {
+        if let Some(close) = body.close {
+            let _serial = self.serial.as_ref().map(lock);
+            // SAFETY: as for next(); after this the state is never used.
+            unsafe { close(body.state, req) }
+        }
+    }
+
+    /// Runs the plugin's shutdown once, after the last request.
+    pub fn shutdown(&mut self) {
+        if self.shut_down {
+            return;
+        }
+        self.shut_down = true;
+        // SAFETY: validated descriptor; no request is running any more (the
+        // caller joined the app threads).
+        if let Some(shutdown) = unsafe { (*self.desc).shutdown } {
+            // SAFETY: `state` is what init gave us, handed back unchanged.
+            unsafe { shutdown(self.state) }
+        }
+    }
+}
+
+fn lock(m: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+    // A panic while holding this lock happened in host code between plugin
+    // calls; the guard protects no data, so poisoning means nothing here.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `nwsgi_init_args.fail`: copies the app's reason for failing.
+unsafe extern "C" fn record_init_failure(ctx: *mut c_void, message: nwsgi_str) {
+    let _ = std::panic::catch_unwind(|| {
+        if ctx.is_null() {
+            return;
+        }
+        // SAFETY: ctx is the `&mut Option<String>` Plugin::init passed in
+        // fail_ctx, alive for the duration of init; message is borrowed
+        // for this call per the header.
+        let (slot, text) = unsafe {
+            (
+                &mut *(ctx as *mut Option<String>),
+                message.as_bytes(),
+            )
+        };
+        *slot = Some(String::from_utf8_lossy(text).into_owned());
+    });
+}
+
+struct Checked {
+    major: u16,
+    minor: u16,
+    flags: u32,
+    name: Option<String>,
+}
+
+/// Checks the descriptor in the order that makes each read safe: the
+/// 12-byte prefix (magic, versions, size) first, then only fields that
+/// `struct_size` covers.
+///
+/// # Safety
+/// `desc` must point to at least 12 readable bytes inside a loaded library
+/// (an exported data symbol).
+unsafe fn validate(desc: *const nwsgi_app, spec: &PluginSpec) -> Result<Checked, LoadError> {
+    let path = spec.path.clone();
+    let symbol = spec.symbol.clone();
+    // SAFETY: the caller guarantees the prefix is readable; unaligned reads
+    // because a symbol that is not a descriptor may have any alignment.
+    let (magic, major, minor, size) = unsafe {
+        (
+            std::ptr::addr_of!((*desc).magic).read_unaligned(),
+            std::ptr::addr_of!((*desc).abi_major).read_unaligned(),
+            std::ptr::addr_of!((*desc).abi_minor).read_unaligned(),
+            std::ptr::addr_of!((*desc).struct_size).read_unaligned(),
+        )
+    };
+    if magic != NWSGI_MAGIC {
+        return Err(LoadError::BadMagic {
+            path,
+            symbol,
+            found: magic,
+        });
+    }
+    if major != NWSGI_ABI_MAJOR {
+        return Err(LoadError::WrongMajor {
+            path,
+            symbol,
+            major,
+            minor,
+        });
+    }
+    // Every 1.x descriptor has at least the 1.0 fields.
+    if (size as usize) < NWSGI_APP_SIZE_1_0 {
+        return Err(LoadError::TooSmall {
+            path,
+            symbol,
+            major,
+            minor,
+            size,
+            need: NWSGI_APP_SIZE_1_0,
+        });
+    }
+    // SAFETY: struct_size covers the 1.0 fields, so they are readable.
+    let (flags, call) = unsafe { ((*desc).flags, (*desc).call) };
+    if call.is_none() {
+        return Err(LoadError::NoCall { path, symbol });
+    }
+    let name_end = std::mem::offset_of!(nwsgi_app, name) + std::mem::size_of::<*const u8>();
+    let name = if size as usize >= name_end {
+        // SAFETY: the plugin declared a struct that includes `name`, a
+        // pointer to a static NUL-terminated string or null.
+        unsafe {
+            let p = (*desc).name;
+            (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
+        }
+    } else {
+        None
+    };
+    Ok(Checked {
+        major,
+        minor,
+        flags,
+        name,
+    })
+}
+
+/// dlerror text without the repeated path prefix.
+fn dl_detail(e: &libloading::Error) -> String {
+    let text = match e {
+        libloading::Error::DlOpen { desc } => format!("{desc:?}"),
+        other => other.to_string(),
+    };
+    let text = text.trim_matches('"').to_string();
+    // "path: invalid ELF header" -> "invalid ELF header"
+    match text.rsplit_once(": ") {
+        Some((_, tail)) if !tail.is_empty() => tail.to_string(),
+        _ => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_splits_symbol_only_when_it_is_an_identifier() {
+        assert_eq!(
+            PluginSpec::parse("./libx.so:other"),
+            PluginSpec {
+                path: "./libx.so".into(),
+                symbol: "other".into()
+            }
+        );
+        assert_eq!(PluginSpec::parse("./libx.so").symbol, "app");
+        assert_eq!(PluginSpec::parse("/a:b/libx.so").path, Path::new("/a:b/libx.so"));
+        assert_eq!(PluginSpec::parse("./x.so:9").symbol, "app");
+    }
+}

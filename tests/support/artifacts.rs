@@ -1,0 +1,213 @@
+//! Where the binaries under test are, and building the C ones.
+//!
+//! The host and the Rust plugins come from `cargo build --workspace`: they sit
+//! in the target directory of the current profile, which is found from the
+//! test binary's own path (`target/<profile>/deps/<test>-<hash>`), so
+//! `CARGO_TARGET_DIR` and `--release` are honoured without looking at them.
+//!
+//! The C plugins and fixtures are compiled here with the system C compiler
+//! (`$CC`, else `cc`), once per test process. Several test binaries run at
+//! the same time and may compile the same library: each compiles to a file
+//! name of its own and renames it into place, which is atomic, so a host
+//! never loads a half-written library.
+
+use std::collections::HashMap;
+use std::env::consts::{DLL_PREFIX, DLL_SUFFIX};
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+/// The workspace root.
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives inside the workspace")
+}
+
+/// The target directory of the current profile, e.g. `target/debug`.
+pub fn target_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test binary knows its own path");
+        let mut dir = exe
+            .parent()
+            .expect("the test binary is in a directory")
+            .to_path_buf();
+        if dir.ends_with("deps") {
+            dir.pop();
+        }
+        dir
+    })
+}
+
+fn built(file: &str) -> PathBuf {
+    let path = target_dir().join(file);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace` first",
+        path.display()
+    );
+    path
+}
+
+/// The `host` binary.
+pub fn host() -> PathBuf {
+    built(&format!("host{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// A Rust plugin built by the workspace, by crate name (`"echo"`).
+pub fn rust_plugin(crate_name: &str) -> PathBuf {
+    built(&format!("{DLL_PREFIX}{crate_name}{DLL_SUFFIX}"))
+}
+
+/// `plugins/hello-c`, exporting `app`.
+pub fn hello_c() -> PathBuf {
+    compile_c("hello_c", "plugins/hello-c/hello.c", "abi/include")
+}
+
+/// `plugins/testapps-c`, exporting `app`.
+pub fn testapps_c() -> PathBuf {
+    compile_c("testapps_c", "plugins/testapps-c/testapps.c", "abi/include")
+}
+
+/// The frozen ABI 1.0 application, built against the 1.0 header.
+pub fn app10() -> PathBuf {
+    compile_c(
+        "app10",
+        "tests/fixtures/abi-1.0/app10.c",
+        "tests/fixtures/abi-1.0",
+    )
+}
+
+/// One of the broken plugins in `tests/fixtures/bad/` (`"bad_magic"`, ...).
+pub fn bad_plugin(name: &str) -> PathBuf {
+    compile_c(name, &format!("tests/fixtures/bad/{name}.c"), "abi/include")
+}
+
+/// A text file named like a shared library.
+pub fn not_a_library() -> PathBuf {
+    let dest = c_output_dir().join(format!("{DLL_PREFIX}not_a_library{DLL_SUFFIX}"));
+    let tmp = unique_sibling(&dest);
+    let src = repo_root().join("tests/fixtures/bad/not-a-library.txt");
+    fs::copy(&src, &tmp).unwrap_or_else(|e| panic!("copying {}: {e}", src.display()));
+    fs::rename(&tmp, &dest).unwrap_or_else(|e| panic!("renaming to {}: {e}", dest.display()));
+    dest
+}
+
+fn c_output_dir() -> PathBuf {
+    let dir = target_dir().join("c-plugins");
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
+}
+
+/// A file name next to `path` that no other process or thread uses.
+fn unique_sibling(path: &Path) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut name = OsString::from(".");
+    name.push(path.file_name().expect("a file path"));
+    name.push(format!(".{}.{n}.tmp", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Compiles `source` (relative to the repository root) into
+/// `<target>/c-plugins/lib<stem>.so`, once per process.
+fn compile_c(stem: &str, source: &str, include: &str) -> PathBuf {
+    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+    // Held while compiling so a library is compiled once even when several
+    // tests of this process ask for it at the same moment.
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let built = built.get_or_insert_with(HashMap::new);
+    if let Some(path) = built.get(stem) {
+        return path.clone();
+    }
+    let root = repo_root();
+    let dest = c_output_dir().join(format!("{DLL_PREFIX}{stem}{DLL_SUFFIX}"));
+    let tmp = unique_sibling(&dest);
+    cc(
+        &["-shared", "-fPIC"],
+        &root.join(source),
+        &root.join(include),
+        &tmp,
+    );
+    fs::rename(&tmp, &dest).unwrap_or_else(|e| panic!("renaming to {}: {e}", dest.display()));
+    built.insert(stem.to_owned(), dest.clone());
+    dest
+}
+
+/// Compiles and runs a C program (`code`, with `include` relative to the
+/// repository root on the include path); returns its standard output.
+pub fn run_c_program(code: &str, include: &str) -> String {
+    let dir = c_output_dir();
+    let exe = unique_sibling(&dir.join("program"));
+    let source = exe.with_extension("c");
+    fs::write(&source, code).unwrap_or_else(|e| panic!("writing {}: {e}", source.display()));
+    cc(&[], &source, &repo_root().join(include), &exe);
+    let output = Command::new(&exe).output();
+    let _ = fs::remove_file(&source);
+    let _ = fs::remove_file(&exe);
+    let output = output.unwrap_or_else(|e| panic!("running the compiled program: {e}"));
+    assert!(
+        output.status.success(),
+        "the compiled program failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("the program prints UTF-8")
+}
+
+/// Runs the C compiler (`$CC`, else `cc`); panics with its diagnostics.
+fn cc(flags: &[&str], source: &Path, include: &Path, output: &Path) {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    let mut words = cc.split_whitespace();
+    let program = words.next().unwrap_or("cc");
+    let result = Command::new(program)
+        .args(words)
+        .args(flags)
+        .args(["-O2", "-std=c11", "-o"])
+        .arg(output)
+        .arg(source)
+        .arg(format!("-I{}", include.display()))
+        .output()
+        .unwrap_or_else(|e| panic!("running the C compiler `{cc}`: {e}"));
+    if !result.status.success() {
+        let _ = fs::remove_file(output);
+        panic!(
+            "`{cc}` failed to compile {} ({}):\n{}",
+            source.display(),
+            result.status,
+            String::from_utf8_lossy(&result.stderr)
+        );
+    }
+}
+
+/// A path for a scratch file, removed when dropped.
+pub struct TempFile {
+    pub path: PathBuf,
+}
+
+impl TempFile {
+    pub fn new(label: &str) -> TempFile {
+        let dir = target_dir().join("test-tmp");
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        TempFile {
+            path: unique_sibling(&dir.join(label)),
+        }
+    }
+
+    /// The file's contents, or "" while it does not exist.
+    pub fn read(&self) -> String {
+        fs::read_to_string(&self.path).unwrap_or_default()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
