@@ -717,6 +717,9 @@ mod tests {
         assert_eq!(len, 4 + 16 + 9 + 2);
         let flood = b"\r\n".repeat(DEFAULT_LIMIT_REQUEST_LINE);
         assert_eq!(status(&flood), 400);
+        // A lone CR may still become an empty line.
+        assert_eq!(parse(b"\r"), Ok(None));
+        assert_eq!(parse(b"\r\n\r"), Ok(None));
         // A bare LF is not an empty line.
         assert_eq!(status(b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
     }

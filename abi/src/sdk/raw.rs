@@ -148,8 +148,12 @@ fn entry<R>(
     }
     // AssertUnwindSafe: after a panic nothing `f` touched is used again
     // except a body state, which the caller poisons.
-    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-        let message = format!("{site} panicked: {}", panic_message(payload.as_ref()));
+    let (result, at) = super::log::in_entry(|| catch_unwind(AssertUnwindSafe(f)));
+    result.map_err(|payload| {
+        let message = match at {
+            Some(at) => format!("{site} panicked at {at}: {}", panic_message(payload.as_ref())),
+            None => format!("{site} panicked: {}", panic_message(payload.as_ref())),
+        };
         if let Some(api) = host_api() {
             // SAFETY: every pointer checked above; `req` is the request the
             // host is running on this thread (or NULL).
@@ -221,6 +225,7 @@ pub unsafe extern "C" fn init<A: App>(
         let api = unsafe { check_api(args.api) }?;
         remember_api(api);
         super::log::install_subscriber();
+        super::log::install_panic_hook();
         // SAFETY: `args` came from the host, config borrowed during init.
         let config = unsafe { copy_config(args) }?;
         let app = A::init(&config)?;
