@@ -3,12 +3,12 @@
 //! `Expect: 100-continue`, malformed requests and the idle timeout.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use integration_tests::artifacts;
-use integration_tests::client::{is_imf_fixdate, Conn, Response};
+use integration_tests::client::{is_imf_fixdate, Chunk, Conn, Response};
 use integration_tests::json;
 use integration_tests::server::{self, Server};
 
@@ -214,6 +214,47 @@ fn pipelined_requests_are_answered_in_order() {
         })
         .collect();
     assert_eq!(uris, ["/one", "/two", "/three"]);
+}
+
+/// Each chunk of a slow body goes out as soon as it is produced: the first
+/// arrives long before the last is made.
+fn assert_streamed(route: &str) {
+    let server = server::serve(artifacts::rust_plugin("stream")).start();
+    let mut conn = server.connect();
+    let started = Instant::now();
+    conn.send(format!("GET /{route}?n=3&delay_ms=400 HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+    let head = conn.read_head();
+    assert_eq!(head.status, 200, "{}", head.raw_head);
+    assert_eq!(
+        head.header("transfer-encoding"),
+        Some("chunked"),
+        "{}",
+        head.raw_head
+    );
+    assert_eq!(conn.read_chunk(), Chunk::Data(b"chunk 0\n".to_vec()));
+    let first = started.elapsed();
+    assert!(
+        first < Duration::from_millis(300),
+        "first chunk after {first:?}: held back"
+    );
+    assert_eq!(conn.read_chunk(), Chunk::Data(b"chunk 1\n".to_vec()));
+    assert_eq!(conn.read_chunk(), Chunk::Data(b"chunk 2\n".to_vec()));
+    assert_eq!(conn.read_chunk(), Chunk::End);
+    let all = started.elapsed();
+    assert!(
+        all >= Duration::from_millis(750),
+        "the whole body took only {all:?}"
+    );
+}
+
+#[test]
+fn iterator_chunks_are_sent_as_produced() {
+    assert_streamed("iter");
+}
+
+#[test]
+fn written_chunks_are_sent_as_produced() {
+    assert_streamed("write");
 }
 
 // ---------------------------------------------------------------------------

@@ -340,6 +340,22 @@ fn sleeping_requests_do_not_stall_others(app: App) {
     }
 }
 
+fn sleeping_app_does_not_stall_the_server(app: App) {
+    // One app thread, and it is asleep: requests the server answers by
+    // itself must still be answered at once.
+    let server = app.start();
+    let mut sleeper = send_get(&server, "/sleep?ms=1500");
+    let started = Instant::now();
+    let resp = client::request(server.addr(), b"GET / HTTP/2.0\r\nHost: x\r\n\r\n");
+    let took = started.elapsed();
+    assert_eq!(resp.status, 505, "{}", resp.raw_head);
+    assert!(
+        took < Duration::from_millis(500),
+        "a malformed request waited {took:?} for the busy app thread"
+    );
+    assert_ok(&sleeper.read_response(), "slept 1500");
+}
+
 fn app_threads_bound_concurrency(app: App) {
     let server = app.serve().args(["--threads", "2"]).start();
     let started = Instant::now();
@@ -427,5 +443,6 @@ for_both_plugins!(
     init_failure_is_reported,
     threads_route_reports_multithread,
     sleeping_requests_do_not_stall_others,
+    sleeping_app_does_not_stall_the_server,
     app_threads_bound_concurrency,
 );

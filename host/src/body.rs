@@ -31,7 +31,7 @@ pub enum BodyError {
 
 enum Decode {
     Length { remaining: u64 },
-    Chunked(Box<ChunkedDecoder>),
+    Chunked(ChunkedDecoder),
 }
 
 /// Whether the client waits for `100 Continue` before sending the body.
@@ -71,7 +71,7 @@ impl<'a> BodyReader<'a> {
         let (decode, done) = match framing {
             Framing::Empty => (Decode::Length { remaining: 0 }, true),
             Framing::Length(n) => (Decode::Length { remaining: n }, n == 0),
-            Framing::Chunked => (Decode::Chunked(Box::new(ChunkedDecoder::new())), false),
+            Framing::Chunked => (Decode::Chunked(ChunkedDecoder::new()), false),
         };
         let expect = if expect_continue && !done && buffered.is_empty() {
             Continue::Expected
@@ -159,7 +159,10 @@ impl<'a> BodyReader<'a> {
             };
             let (consumed, written) = match &mut self.decode {
                 Decode::Length { remaining } => {
-                    let n = input.len().min(dst.len()).min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                    let n = input
+                        .len()
+                        .min(dst.len())
+                        .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
                     dst[..n].copy_from_slice(&input[..n]);
                     *remaining -= n as u64;
                     if *remaining == 0 {
@@ -178,7 +181,7 @@ impl<'a> BodyReader<'a> {
                 }
             };
             self.consume(consumed);
-            self.total += written as u64;
+            self.total = self.total.saturating_add(written as u64);
             if self.limit > 0 && self.total > self.limit {
                 return Err(BodyError::Malformed(HttpError::PayloadTooLarge));
             }

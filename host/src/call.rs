@@ -14,10 +14,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use abi::ffi::{
-    nwsgi_body, nwsgi_environ_each_cb, nwsgi_exc_info, nwsgi_header, nwsgi_host_api,
-    nwsgi_request, nwsgi_str, NWSGI_ABI_MAJOR, NWSGI_ABI_MINOR, NWSGI_BODY_END, NWSGI_BODY_LAST,
-    NWSGI_BODY_MORE, NWSGI_ERROR, NWSGI_E_BAD_BODY, NWSGI_E_DISCONNECTED, NWSGI_E_HEADERS_SENT,
-    NWSGI_E_INVALID, NWSGI_E_STATE, NWSGI_OK,
+    nwsgi_body, nwsgi_environ_each_cb, nwsgi_exc_info, nwsgi_header, nwsgi_host_api, nwsgi_request,
+    nwsgi_str, NWSGI_ABI_MAJOR, NWSGI_ABI_MINOR, NWSGI_BODY_END, NWSGI_BODY_LAST, NWSGI_BODY_MORE,
+    NWSGI_ERROR, NWSGI_E_BAD_BODY, NWSGI_E_DISCONNECTED, NWSGI_E_HEADERS_SENT, NWSGI_E_INVALID,
+    NWSGI_E_STATE, NWSGI_OK,
 };
 use mio::net::TcpStream;
 

@@ -41,7 +41,7 @@ pub const MAX_TRAILER_LEN: usize = 8192;
 pub enum ChunkedError {
     /// The size line is empty or holds a byte that is not a hex digit.
     BadSize,
-    /// The chunk size, or the decoded total, does not fit in a `u64`.
+    /// The chunk size does not fit in a `u64`.
     SizeOverflow,
     /// A chunk extension does not follow the grammar.
     BadExtension,
@@ -80,7 +80,7 @@ impl std::error::Error for ChunkedError {}
 
 /// Every chunked error is a 400, the *TooLong ones included: 431 is about the
 /// request's header section, and 413 about the body size limit (which the
-/// caller enforces on `decoded_total()`). Oversized framing inside the body
+/// body reader enforces on what it decoded). Oversized framing inside the body
 /// is simply a malformed message (RFC 9112 §7.1: "a server ... ought to
 /// limit" extensions and answer 400 or close).
 impl From<ChunkedError> for HttpError {
@@ -158,8 +158,6 @@ pub struct ChunkedDecoder {
     ext_total: usize,
     /// Trailer section bytes so far.
     trailer_len: usize,
-    /// Data bytes produced, for the caller's body size limit.
-    decoded: u64,
 }
 
 impl Default for ChunkedDecoder {
@@ -176,7 +174,6 @@ impl ChunkedDecoder {
             ext_len: 0,
             ext_total: 0,
             trailer_len: 0,
-            decoded: 0,
         }
     }
 
@@ -206,10 +203,6 @@ impl ChunkedDecoder {
                     read += n;
                     written += n;
                     let n = n as u64; // usize always fits in u64
-                    self.decoded = self
-                        .decoded
-                        .checked_add(n)
-                        .ok_or(ChunkedError::SizeOverflow)?;
                     self.state = match remaining - n {
                         0 => State::DataCr,
                         left => State::Data(left),
@@ -227,14 +220,6 @@ impl ChunkedDecoder {
     /// True once the final CRLF after the trailer section was consumed.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
-    }
-
-    /// Body bytes produced so far (for the body size limit).
-    // Part of the decoder's contract even while `body.rs` keeps its own
-    // count; the allow keeps `-D warnings` green until a caller uses it.
-    #[allow(dead_code)]
-    pub fn decoded_total(&self) -> u64 {
-        self.decoded
     }
 
     /// Consumes one framing byte: the current state's step function picks
@@ -423,7 +408,6 @@ mod tests {
         let mut out = vec![0; input.len() + 16];
         let (read, written) = dec.decode(input, &mut out)?;
         out.truncate(written);
-        assert_eq!(dec.decoded_total(), written as u64);
         Ok((read, out, dec.is_done()))
     }
 

@@ -38,7 +38,12 @@ pub struct ServeArgs {
     pub plugin: String,
 
     /// Address to listen on, HOST:PORT (repeatable).
-    #[arg(short = 'b', long = "bind", value_name = "ADDRESS", default_value = "127.0.0.1:8000")]
+    #[arg(
+        short = 'b',
+        long = "bind",
+        value_name = "ADDRESS",
+        default_value = "127.0.0.1:8000"
+    )]
     pub bind: Vec<String>,
 
     /// App threads: how many requests run in the plugin at once.
@@ -50,7 +55,11 @@ pub struct ServeArgs {
     pub keep_alive: u64,
 
     /// Seconds TERM waits for in-flight requests before exiting anyway.
-    #[arg(long = "graceful-timeout", value_name = "SECONDS", default_value_t = 30)]
+    #[arg(
+        long = "graceful-timeout",
+        value_name = "SECONDS",
+        default_value_t = 30
+    )]
     pub graceful_timeout: u64,
 
     /// Seconds a client may take to send a request head (and each part of a body).
@@ -112,7 +121,9 @@ fn parse_app_arg(s: &str) -> Result<(String, String), String> {
 /// (port 8000, as gunicorn).
 pub fn resolve_bind(spec: &str) -> Result<Vec<SocketAddr>, String> {
     if spec.starts_with("unix:") || spec.starts_with("fd://") {
-        return Err(format!("invalid bind address '{spec}': unix: and fd:// binds are not supported yet"));
+        return Err(format!(
+            "invalid bind address '{spec}': unix: and fd:// binds are not supported yet"
+        ));
     }
     if let Ok(addr) = spec.parse::<SocketAddr>() {
         return Ok(vec![addr]);
@@ -121,19 +132,23 @@ pub fn resolve_bind(spec: &str) -> Result<Vec<SocketAddr>, String> {
         Some((h, p)) if !h.contains(':') || h.starts_with('[') => (h, p),
         _ => (spec, "8000"),
     };
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("invalid bind address '{spec}': port '{port}' is not a number from 0 to 65535"))?;
+    let port: u16 = port.parse().map_err(|_| {
+        format!("invalid bind address '{spec}': port '{port}' is not a number from 0 to 65535")
+    })?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
-        return Err(format!("invalid bind address '{spec}': no host (use 0.0.0.0:{port} for all interfaces)"));
+        return Err(format!(
+            "invalid bind address '{spec}': no host (use 0.0.0.0:{port} for all interfaces)"
+        ));
     }
     let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .map_err(|e| format!("invalid bind address '{spec}': cannot resolve '{host}': {e}"))?
         .collect();
     if addrs.is_empty() {
-        return Err(format!("invalid bind address '{spec}': '{host}' has no address"));
+        return Err(format!(
+            "invalid bind address '{spec}': '{host}' has no address"
+        ));
     }
     Ok(addrs)
 }
@@ -144,10 +159,21 @@ mod tests {
 
     #[test]
     fn binds() {
-        assert_eq!(resolve_bind("127.0.0.1:80").unwrap(), vec!["127.0.0.1:80".parse().unwrap()]);
-        assert_eq!(resolve_bind("[::1]:81").unwrap(), vec!["[::1]:81".parse().unwrap()]);
-        assert_eq!(resolve_bind("127.0.0.1").unwrap(), vec!["127.0.0.1:8000".parse().unwrap()]);
-        assert!(resolve_bind("nonsense:abc").unwrap_err().contains("nonsense:abc"));
+        assert_eq!(
+            resolve_bind("127.0.0.1:80").unwrap(),
+            vec!["127.0.0.1:80".parse().unwrap()]
+        );
+        assert_eq!(
+            resolve_bind("[::1]:81").unwrap(),
+            vec!["[::1]:81".parse().unwrap()]
+        );
+        assert_eq!(
+            resolve_bind("127.0.0.1").unwrap(),
+            vec!["127.0.0.1:8000".parse().unwrap()]
+        );
+        assert!(resolve_bind("nonsense:abc")
+            .unwrap_err()
+            .contains("nonsense:abc"));
         assert!(resolve_bind(":80").is_err());
     }
 

@@ -70,18 +70,21 @@ impl Scratch {
     }
 }
 
+/// What parsing the buffer's next request led to.
+enum Step {
+    /// Answered; the request took `consumed` bytes of the buffer.
+    Served { consumed: usize, done: Handled },
+    /// No complete head yet: wait for more bytes.
+    Incomplete,
+    /// Refused before the app saw it: answer and close.
+    Refused(crate::error::HttpError),
+}
+
 /// Serves every complete request in `conn.buf`.
 pub fn serve(mut conn: Conn, shared: &Shared, scratch: &mut Scratch) -> Outcome {
     let limits = &shared.config.limits;
+    let timeout = shared.config.write_timeout;
     loop {
-        let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
-        let mut heap = Vec::new();
-        let storage: &mut [httparse::Header<'_>] = if limits.fields <= STACK_HEADERS {
-            &mut stack[..limits.fields]
-        } else {
-            heap.resize(limits.fields, httparse::EMPTY_HEADER);
-            &mut heap
-        };
         let Conn {
             stream,
             buf,
@@ -89,37 +92,56 @@ pub fn serve(mut conn: Conn, shared: &Shared, scratch: &mut Scratch) -> Outcome 
             local,
             ..
         } = &mut conn;
-        let head = match parse_head(buf, storage, limits) {
-            Ok(Some(head)) => head,
-            Ok(None) => break,
-            Err(e) => {
-                tracing::info!(peer = %peer, "bad request: {e}");
+        let step = with_header_slots(limits.fields, |slots| {
+            match parse_head(buf, slots, limits) {
+                Ok(Some(head)) => Step::Served {
+                    consumed: head.len,
+                    done: handle(&head, stream, buf, *peer, *local, shared, scratch),
+                },
+                Ok(None) => Step::Incomplete,
+                Err(e) => Step::Refused(e),
+            }
+        });
+        match step {
+            Step::Incomplete => break,
+            Step::Refused(e) => {
+                tracing::info!(peer = %conn.peer, "bad request: {e}");
                 encode_error(&mut scratch.out, e.status(), e.reason(), false);
-                let _ = flush(stream, &mut scratch.out, shared.config.write_timeout);
+                let _ = flush(&mut conn.stream, &mut scratch.out, timeout);
                 return Outcome::Closed;
             }
-        };
-        let done = handle(&head, stream, buf, *peer, *local, shared, scratch);
-        let consumed = head.len + done.body_consumed;
-        drop(head);
-        conn.buf.drain(..consumed);
-        conn.buf.extend_from_slice(&done.leftover);
-        conn.served = true;
-        if !done.keep_alive {
-            let _ = flush(&mut conn.stream, &mut scratch.out, shared.config.write_timeout);
-            return Outcome::Closed;
-        }
-        if scratch.out.len() >= FLUSH_AT
-            && flush(&mut conn.stream, &mut scratch.out, shared.config.write_timeout).is_err()
-        {
-            return Outcome::Closed;
+            Step::Served { consumed, done } => {
+                conn.buf.drain(..consumed + done.body_consumed);
+                conn.buf.extend_from_slice(&done.leftover);
+                conn.served = true;
+                if !done.keep_alive {
+                    let _ = flush(&mut conn.stream, &mut scratch.out, timeout);
+                    return Outcome::Closed;
+                }
+                if scratch.out.len() >= FLUSH_AT
+                    && flush(&mut conn.stream, &mut scratch.out, timeout).is_err()
+                {
+                    return Outcome::Closed;
+                }
+            }
         }
     }
-    if flush(&mut conn.stream, &mut scratch.out, shared.config.write_timeout).is_err() {
+    if flush(&mut conn.stream, &mut scratch.out, timeout).is_err() {
         return Outcome::Closed;
     }
     conn.waiting_since = Instant::now();
     Outcome::Idle(conn)
+}
+
+/// Runs `f` with `n` httparse header slots: on the stack up to
+/// STACK_HEADERS (the default limit), on the heap beyond.
+fn with_header_slots<'b, R>(n: usize, f: impl FnOnce(&mut [httparse::Header<'b>]) -> R) -> R {
+    if n <= STACK_HEADERS {
+        let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+        f(&mut stack[..n])
+    } else {
+        f(&mut vec![httparse::EMPTY_HEADER; n])
+    }
 }
 
 struct Handled {
@@ -170,9 +192,8 @@ fn handle(
             multiprocess: false,
         },
     );
-    let keep_alive = head.keep_alive
-        && config.keep_alive_enabled()
-        && !shared.stopping.load(Ordering::Relaxed);
+    let keep_alive =
+        head.keep_alive && config.keep_alive_enabled() && !shared.stopping.load(Ordering::Relaxed);
     let body = BodyReader::new(
         head.framing,
         &buf[head.len..],
@@ -226,14 +247,11 @@ fn header<'b>(head: &RequestHead<'b, '_>, name: &str) -> Option<&'b [u8]> {
 
 /// Is a whole request head in `buf`? (The event loop's question before it
 /// lends a connection out; errors are answered by the loop itself.)
-pub fn head_complete(buf: &[u8], limits: &crate::parse::Limits) -> Result<bool, crate::error::HttpError> {
-    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
-    let mut heap = Vec::new();
-    let storage: &mut [httparse::Header<'_>] = if limits.fields <= STACK_HEADERS {
-        &mut stack[..limits.fields]
-    } else {
-        heap.resize(limits.fields, httparse::EMPTY_HEADER);
-        &mut heap
-    };
-    parse_head(buf, storage, limits).map(|h| h.is_some())
+pub fn head_complete(
+    buf: &[u8],
+    limits: &crate::parse::Limits,
+) -> Result<bool, crate::error::HttpError> {
+    with_header_slots(limits.fields, |slots| {
+        parse_head(buf, slots, limits).map(|h| h.is_some())
+    })
 }

@@ -138,8 +138,16 @@ impl<'a> HostEnviron<'a> {
             (b"SCRIPT_NAME", r.script_name, true),
             (b"PATH_INFO", r.path_info, true),
             (b"QUERY_STRING", r.query_string, true),
-            (b"CONTENT_TYPE", r.content_type, self.has_header(b"content-type")),
-            (b"CONTENT_LENGTH", r.content_length, self.has_header(b"content-length")),
+            (
+                b"CONTENT_TYPE",
+                r.content_type,
+                self.has_header(b"content-type"),
+            ),
+            (
+                b"CONTENT_LENGTH",
+                r.content_length,
+                self.has_header(b"content-length"),
+            ),
             (b"SERVER_NAME", r.server_name, true),
             (b"SERVER_PORT", r.server_port, true),
             (b"SERVER_PROTOCOL", r.server_protocol, true),

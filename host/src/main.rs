@@ -143,7 +143,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         access_log,
         stopping: AtomicBool::new(false),
     });
-    let stop = server::run(listeners, Arc::clone(&shared)).map_err(|e| format!("server failed: {e}"))?;
+    let stop =
+        server::run(listeners, Arc::clone(&shared)).map_err(|e| format!("server failed: {e}"))?;
     match stop {
         Stop::Graceful { drained: true } => {
             // All app threads have exited: ours is the last reference.

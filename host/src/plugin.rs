@@ -214,12 +214,13 @@ impl Plugin {
         // SAFETY: loading a library runs its initialisers; that is the
         // contract of a plugin. RTLD_NOW makes missing symbols fail here
         // rather than at the first request.
-        let lib = unsafe { Library::open(Some(&open_path), RTLD_NOW | RTLD_LOCAL) }.map_err(
-            |e| LoadError::NotLibrary {
-                path: path.clone(),
-                detail: dl_detail(&e),
-            },
-        )?;
+        let lib =
+            unsafe { Library::open(Some(&open_path), RTLD_NOW | RTLD_LOCAL) }.map_err(|e| {
+                LoadError::NotLibrary {
+                    path: path.clone(),
+                    detail: dl_detail(&e),
+                }
+            })?;
         let mut sym_name = spec.symbol.clone().into_bytes();
         sym_name.push(0);
         // SAFETY: we only take the symbol's address here, typed as a
@@ -380,12 +381,7 @@ unsafe extern "C" fn record_init_failure(ctx: *mut c_void, message: nwsgi_str) {
         // SAFETY: ctx is the `&mut Option<String>` Plugin::init passed in
         // fail_ctx, alive for the duration of init; message is borrowed
         // for this call per the header.
-        let (slot, text) = unsafe {
-            (
-                &mut *(ctx as *mut Option<String>),
-                message.as_bytes(),
-            )
-        };
+        let (slot, text) = unsafe { (&mut *(ctx as *mut Option<String>), message.as_bytes()) };
         *slot = Some(String::from_utf8_lossy(text).into_owned());
     });
 }
@@ -495,7 +491,10 @@ mod tests {
             }
         );
         assert_eq!(PluginSpec::parse("./libx.so").symbol, "app");
-        assert_eq!(PluginSpec::parse("/a:b/libx.so").path, Path::new("/a:b/libx.so"));
+        assert_eq!(
+            PluginSpec::parse("/a:b/libx.so").path,
+            Path::new("/a:b/libx.so")
+        );
         assert_eq!(PluginSpec::parse("./x.so:9").symbol, "app");
     }
 }

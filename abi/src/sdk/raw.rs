@@ -151,7 +151,10 @@ fn entry<R>(
     let (result, at) = super::log::in_entry(|| catch_unwind(AssertUnwindSafe(f)));
     result.map_err(|payload| {
         let message = match at {
-            Some(at) => format!("{site} panicked at {at}: {}", panic_message(payload.as_ref())),
+            Some(at) => format!(
+                "{site} panicked at {at}: {}",
+                panic_message(payload.as_ref())
+            ),
             None => format!("{site} panicked: {}", panic_message(payload.as_ref())),
         };
         if let Some(api) = host_api() {
