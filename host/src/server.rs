@@ -194,7 +194,10 @@ pub fn run(listeners: Vec<StdListener>, shared: Arc<Shared>) -> io::Result<Stop>
                             let _ = lp.poll.registry().deregister(&mut l);
                         }
                         shared.stopping.store(true, Ordering::SeqCst);
-                        lp.close_idle();
+                        // Serve what already arrived; connections with
+                        // nothing to say are closed (on_readable does both
+                        // once `stopping` is set).
+                        lp.read_all_waiting();
                         stop_deadline = Some(Instant::now() + shared.config.graceful_timeout);
                     }
                 }
@@ -461,16 +464,16 @@ impl Loop {
         }
     }
 
-    fn close_idle(&mut self) {
-        let idle: Vec<usize> = self
+    fn read_all_waiting(&mut self) {
+        let waiting: Vec<usize> = self
             .slots
             .iter()
             .enumerate()
-            .filter(|(_, s)| matches!(s, Slot::Waiting(c) if c.buf.is_empty()))
+            .filter(|(_, s)| matches!(s, Slot::Waiting(_)))
             .map(|(i, _)| i)
             .collect();
-        for idx in idle {
-            self.close(idx);
+        for idx in waiting {
+            self.on_readable(idx);
         }
     }
 
