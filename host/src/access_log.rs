@@ -1,5 +1,5 @@
 //! The access log: one line per request in gunicorn's default format
-//! (Apache combined), to a file or stderr (`--access-logfile -`).
+//! (Apache combined), to a file or stdout (`--access-logfile -`).
 //!
 //! Written directly rather than through `tracing` so the line format is
 //! exactly the one log tools expect, whatever the log level.
@@ -28,10 +28,10 @@ pub struct Entry<'a> {
 }
 
 impl AccessLog {
-    /// `-` is stderr; anything else a file opened for appending.
+    /// `-` is stdout (as in gunicorn); anything else a file opened for appending.
     pub fn open(spec: &str) -> io::Result<AccessLog> {
         let out: Box<dyn Write + Send> = if spec == "-" {
-            Box::new(io::stderr())
+            Box::new(io::stdout())
         } else {
             let file: File = OpenOptions::new().create(true).append(true).open(spec)?;
             Box::new(LineWriter::new(file))

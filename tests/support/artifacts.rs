@@ -11,7 +11,7 @@
 //! name of its own and renames it into place, which is atomic, so a host
 //! never loads a half-written library.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::env::consts::{DLL_PREFIX, DLL_SUFFIX};
 use std::ffi::OsString;
 use std::fs;
@@ -116,60 +116,33 @@ fn unique_sibling(path: &Path) -> PathBuf {
 /// Compiles `source` (relative to the repository root) into
 /// `<target>/c-plugins/lib<stem>.so`, once per process.
 fn compile_c(stem: &str, source: &str, include: &str) -> PathBuf {
-    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
     // Held while compiling so a library is compiled once even when several
     // tests of this process ask for it at the same moment.
     let mut built = BUILT
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let built = built.get_or_insert_with(HashMap::new);
     if let Some(path) = built.get(stem) {
         return path.clone();
     }
     let root = repo_root();
     let dest = c_output_dir().join(format!("{DLL_PREFIX}{stem}{DLL_SUFFIX}"));
     let tmp = unique_sibling(&dest);
-    cc(
-        &["-shared", "-fPIC"],
-        &root.join(source),
-        &root.join(include),
-        &tmp,
-    );
+    cc(&root.join(source), &root.join(include), &tmp);
     fs::rename(&tmp, &dest).unwrap_or_else(|e| panic!("renaming to {}: {e}", dest.display()));
     built.insert(stem.to_owned(), dest.clone());
     dest
 }
 
-/// Compiles and runs a C program (`code`, with `include` relative to the
-/// repository root on the include path); returns its standard output.
-pub fn run_c_program(code: &str, include: &str) -> String {
-    let dir = c_output_dir();
-    let exe = unique_sibling(&dir.join("program"));
-    let source = exe.with_extension("c");
-    fs::write(&source, code).unwrap_or_else(|e| panic!("writing {}: {e}", source.display()));
-    cc(&[], &source, &repo_root().join(include), &exe);
-    let output = Command::new(&exe).output();
-    let _ = fs::remove_file(&source);
-    let _ = fs::remove_file(&exe);
-    let output = output.unwrap_or_else(|e| panic!("running the compiled program: {e}"));
-    assert!(
-        output.status.success(),
-        "the compiled program failed ({}): {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("the program prints UTF-8")
-}
-
-/// Runs the C compiler (`$CC`, else `cc`); panics with its diagnostics.
-fn cc(flags: &[&str], source: &Path, include: &Path, output: &Path) {
+/// Runs the C compiler (`$CC`, else `cc`) to build a shared library;
+/// panics with its diagnostics.
+fn cc(source: &Path, include: &Path, output: &Path) {
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
     let mut words = cc.split_whitespace();
     let program = words.next().unwrap_or("cc");
     let result = Command::new(program)
         .args(words)
-        .args(flags)
-        .args(["-O2", "-std=c11", "-o"])
+        .args(["-shared", "-fPIC", "-O2", "-std=c11", "-o"])
         .arg(output)
         .arg(source)
         .arg(format!("-I{}", include.display()))
