@@ -410,6 +410,30 @@ mod rust_only {
     }
 }
 
+/// TERM lets the last request finish, then runs the plugin's shutdown
+/// (once), which still reaches the host's log, and the host exits 0.
+fn term_runs_shutdown_after_the_last_request(app: App) {
+    let mut server = app.serve().args(["--app-arg", "k=v"]).start();
+    let addr = server.addr();
+    let slow = thread::spawn(move || client::get(addr, "/sleep?ms=400"));
+    // Let the request reach the app before TERM.
+    thread::sleep(Duration::from_millis(150));
+    server.terminate();
+    assert_ok(&slow.join().expect("client thread"), "slept 400");
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "exit {status}; log:\n{}", server.logs());
+    let logs = server.logs();
+    assert_eq!(
+        logs.matches("testapps-shutdown-marker").count(),
+        1,
+        "shutdown must run exactly once; log:\n{logs}"
+    );
+    assert!(
+        logs.contains("(1 args)"),
+        "shutdown saw init's state; log:\n{logs}"
+    );
+}
+
 /// Runs each listed test for the Rust plugin and for the C plugin.
 macro_rules! for_both_plugins {
     ($($name:ident),* $(,)?) => {
@@ -448,4 +472,5 @@ for_both_plugins!(
     sleeping_requests_do_not_stall_others,
     busy_app_does_not_stall_the_server,
     app_threads_bound_concurrency,
+    term_runs_shutdown_after_the_last_request,
 );

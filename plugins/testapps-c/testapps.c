@@ -74,6 +74,10 @@ typedef struct config_pair {
     size_t value_len;
 } config_pair;
 
+/* The host's API table, kept from init (static while the library is loaded)
+ * so shutdown can log. */
+static const nwsgi_host_api *host_api = NULL;
+
 typedef struct app_config {
     config_pair *pairs;
     size_t n_pairs;
@@ -651,6 +655,7 @@ static uint8_t *copy_bytes(nwsgi_str s) {
 }
 
 static int32_t testapps_init(const nwsgi_init_args *args, void **app_state) {
+    host_api = args->api;
     for (size_t i = 0; i < args->n_config; i++) {
         if (str_eq(args->config[i].name, "fail") && str_eq(args->config[i].value, "1")) {
             args->fail(args->fail_ctx, str_of("init refused: fail=1"));
@@ -688,7 +693,15 @@ static int32_t testapps_init(const nwsgi_init_args *args, void **app_state) {
 }
 
 static void testapps_shutdown(void *app_state) {
-    config_free(app_state);
+    app_config *cfg = app_state;
+    if (host_api != NULL) {
+        char line[64];
+        int n = snprintf(line, sizeof line, "testapps-shutdown-marker from c (%zu args)",
+                         cfg != NULL ? cfg->n_pairs : (size_t)0);
+        nwsgi_str msg = {(const uint8_t *)line, n > 0 ? (size_t)n : 0};
+        host_api->log(NULL, NWSGI_LOG_INFO, str_of("testapps"), msg);
+    }
+    config_free(cfg);
 }
 
 static int32_t testapps_call(void *app_state, const nwsgi_environ *env, nwsgi_request *req,

@@ -154,6 +154,13 @@ impl App for TestApps {
             _ => respond(start, "404 Not Found", "not found"),
         }
     }
+
+    fn shutdown(&self) {
+        abi::tracing::info!(
+            "testapps-shutdown-marker from rust ({} args)",
+            self.config.len()
+        );
+    }
 }
 
 /// start("status", text/plain) and a single-chunk body.
