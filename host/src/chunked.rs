@@ -22,6 +22,7 @@
 //! drop trailers; merging them is how a body could smuggle in a header).
 
 use crate::error::HttpError;
+use crate::parse::is_tchar;
 
 /// Cap on the extension bytes of one size line (everything between the
 /// chunk-size and its CRLF). Nobody needs extensions; the cap only has to be
@@ -381,11 +382,6 @@ fn hex_value(b: u8) -> Option<u8> {
         b'A'..=b'F' => Some(b - b'A' + 10),
         _ => None,
     }
-}
-
-/// tchar (RFC 9110 §5.6.2).
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// VCHAR / obs-text: what a field value may hold besides SP and HTAB.

@@ -612,7 +612,7 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
 }
 
 /// 1*DIGIT as u64 with overflow checked: no sign, no "0x", no spaces.
-fn parse_decimal(s: &[u8]) -> Option<u64> {
+pub(crate) fn parse_decimal(s: &[u8]) -> Option<u64> {
     if s.is_empty() {
         return None;
     }
@@ -623,7 +623,7 @@ fn parse_decimal(s: &[u8]) -> Option<u64> {
 }
 
 /// tchar (RFC 9110 §5.6.2).
-fn is_tchar(b: u8) -> bool {
+pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 

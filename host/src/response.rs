@@ -11,7 +11,7 @@
 use std::fmt;
 
 use crate::date::with_date;
-use crate::parse::Version;
+use crate::parse::{is_tchar, parse_decimal, Version};
 
 /// The `Server` header value, unless the application sends its own.
 pub const SERVER: &[u8] = b"nwsgi-host";
@@ -369,22 +369,6 @@ fn format_hex(mut n: u64, buf: &mut [u8; 16]) -> &[u8] {
             return &buf[i..];
         }
     }
-}
-
-/// 1*DIGIT as u64 with overflow checked.
-fn parse_decimal(s: &[u8]) -> Option<u64> {
-    if s.is_empty() {
-        return None;
-    }
-    s.iter().try_fold(0u64, |acc, &b| {
-        let digit = u64::from(b.checked_sub(b'0').filter(|d| *d <= 9)?);
-        acc.checked_mul(10)?.checked_add(digit)
-    })
-}
-
-/// tchar (RFC 9110 §5.6.2).
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]
