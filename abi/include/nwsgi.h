@@ -159,7 +159,8 @@ typedef struct nwsgi_host_api {
     uint16_t abi_major;
     uint16_t abi_minor;
 
-    /* PEP 3333 start_response. `status` is "NNN Reason"; `headers` is an
+    /* PEP 3333 start_response. `status` is "NNN Reason", a final status
+     * (200-999: interim 1xx responses are the host's business); `headers` is an
      * array of `n_headers` fields. Everything is copied before it returns:
      * the arguments are borrowed for the duration of the call only.
      * Headers are not sent yet: they go out with the first non-empty body

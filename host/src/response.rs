@@ -31,7 +31,7 @@ const HOP_BY_HOP: [&str; 7] = [
 /// Why the application's status or headers were refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InvalidResponse {
-    /// The status is not "NNN reason" with NNN in 100..=999.
+    /// The status is not "NNN reason" with NNN in 200..=999.
     Status,
     /// A header name is empty or not a token.
     HeaderName,
@@ -47,7 +47,7 @@ impl fmt::Display for InvalidResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             InvalidResponse::Status => {
-                f.write_str("status is not a 3-digit code (100-999), a space and a reason")
+                f.write_str("status is not a final 3-digit code (200-999), a space and a reason")
             }
             InvalidResponse::HeaderName => f.write_str("header name is empty or not a token"),
             InvalidResponse::HeaderValue => {
@@ -97,7 +97,7 @@ impl ResponseHead {
 
     /// Validates and stores the application's status and headers.
     ///
-    /// status must be "NNN" SP reason (3 digits, 100..=999, reason = HTAB /
+    /// status must be "NNN" SP reason (3 digits, 200..=999, reason = HTAB /
     /// SP / VCHAR / obs-text); names must be tokens; values must not contain
     /// CR, LF, NUL or other CTLs except HTAB; hop-by-hop headers are refused;
     /// Content-Length must be 1*DIGIT without overflow (repeated identical
@@ -174,14 +174,17 @@ impl ResponseHead {
     }
 }
 
-/// "NNN" SP reason-phrase, NNN in 100..=999 (RFC 9112 §4, RFC 9110 §15:
+/// "NNN" SP reason-phrase, NNN in 200..=999 (RFC 9112 §4, RFC 9110 §15:
 /// a status code is three digits, the first 1-5 registered, but any
-/// 100-999 is well-formed; clients treat unknown ones as x00).
+/// 100-999 is well-formed; clients treat unknown ones as x00). An app gives
+/// the final response, so 1xx is refused: an interim status as the only
+/// answer would leave the client waiting for one that never comes, and
+/// 101 would claim a protocol switch the host never makes.
 fn parse_status(status: &[u8]) -> Result<u16, InvalidResponse> {
     let [h, t, o, b' ', reason @ ..] = status else {
         return Err(InvalidResponse::Status);
     };
-    if ![h, t, o].iter().all(|d| d.is_ascii_digit()) || *h == b'0' {
+    if ![h, t, o].iter().all(|d| d.is_ascii_digit()) || *h < b'2' {
         return Err(InvalidResponse::Status);
     }
     // reason-phrase = 1*( HTAB / SP / VCHAR / obs-text ); we also allow it
@@ -451,7 +454,7 @@ mod tests {
     /// RFC 9110 §8.6, §15.3.5, §15.4.5: no framing headers for 1xx/204/304.
     #[test]
     fn bodyless_statuses_send_no_framing() {
-        for status in ["204 No Content", "304 Not Modified", "103 Early Hints"] {
+        for status in ["204 No Content", "304 Not Modified"] {
             let h = head(status, &[("Content-Length", "0")]).unwrap();
             for framing in [BodyFraming::Length(0), BodyFraming::Chunked] {
                 let s = encode(&h, Version::Http11, framing, true, false);
@@ -545,7 +548,7 @@ mod tests {
             ("200 OK", 200),
             ("404 Not Found", 404),
             ("999 x", 999),
-            ("100 ", 100),
+            ("200 ", 200),
             ("200 caf\u{e9}\tok", 200),
         ] {
             assert_eq!(head(good, &[]).unwrap().status(), code, "{good:?}");
@@ -557,6 +560,9 @@ mod tests {
             "2000 OK",
             "099 X",
             "000 X",
+            "100 Continue",
+            "101 Switching Protocols",
+            "199 X",
             "abc OK",
             " 200 OK",
             "200 O\r\nX: y",
