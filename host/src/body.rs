@@ -9,15 +9,22 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
-
 use crate::chunked::ChunkedDecoder;
 use crate::error::HttpError;
-use crate::io::read_some;
 use crate::parse::Framing;
 
 /// How much one socket read may pull in for a body.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// Where body bytes come from once the buffered ones run out: the client's
+/// socket in the server (`call::Wire`), a byte slice in tests and the fuzzer.
+pub trait BodySource {
+    /// Appends at least one and at most `max` bytes to `buf`, waiting until
+    /// `deadline` (then `TimedOut`); Ok(0) means the peer closed its side.
+    fn read_more(&mut self, buf: &mut Vec<u8>, max: usize, deadline: Instant) -> io::Result<usize>;
+    /// Tells a client that sent `Expect: 100-continue` to go ahead.
+    fn send_continue(&mut self) -> io::Result<()>;
+}
 
 /// What a body read can fail with; the status mapping lives in
 /// `HttpError`, the rest means the connection is gone.
@@ -101,19 +108,18 @@ impl<'a> BodyReader<'a> {
         self.failed
     }
 
-    /// Reads body bytes into `dst`; Ok(0) at the end of the body.
-    /// `send_continue` is called (once) before the first socket read if
-    /// the client is waiting for `100 Continue`.
+    /// Reads body bytes into `dst`; Ok(0) at the end of the body. The
+    /// source is asked for `100 Continue` (once) before its first read if
+    /// the client is waiting for it.
     pub fn read(
         &mut self,
-        stream: &mut TcpStream,
+        source: &mut impl BodySource,
         dst: &mut [u8],
-        send_continue: &mut dyn FnMut(&mut TcpStream) -> io::Result<()>,
     ) -> Result<usize, BodyError> {
         if self.failed {
             return Err(BodyError::Closed);
         }
-        let r = self.read_inner(stream, dst, send_continue);
+        let r = self.read_inner(source, dst);
         if r.is_err() {
             self.failed = true;
         }
@@ -122,9 +128,8 @@ impl<'a> BodyReader<'a> {
 
     fn read_inner(
         &mut self,
-        stream: &mut TcpStream,
+        source: &mut impl BodySource,
         dst: &mut [u8],
-        send_continue: &mut dyn FnMut(&mut TcpStream) -> io::Result<()>,
     ) -> Result<usize, BodyError> {
         if dst.is_empty() {
             return Ok(0);
@@ -136,12 +141,12 @@ impl<'a> BodyReader<'a> {
             }
             if self.available().is_empty() {
                 if self.expect == Continue::Expected {
-                    send_continue(stream).map_err(BodyError::Io)?;
+                    source.send_continue().map_err(BodyError::Io)?;
                     self.expect = Continue::Sent;
                 }
                 self.extra.clear();
                 self.extra_pos = 0;
-                match read_some(stream, &mut self.extra, READ_CHUNK, deadline) {
+                match source.read_more(&mut self.extra, READ_CHUNK, deadline) {
                     Ok(0) => return Err(BodyError::Closed),
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::TimedOut => {
@@ -194,7 +199,7 @@ impl<'a> BodyReader<'a> {
     /// Reads and discards the rest of the body, up to `max` bytes; false
     /// if the body was longer, malformed or the client too slow (the
     /// connection must then close).
-    pub fn drain(&mut self, stream: &mut TcpStream, max: u64) -> bool {
+    pub fn drain(&mut self, source: &mut impl BodySource, max: u64) -> bool {
         if self.expect == Continue::Expected {
             // The client is still waiting for permission to send: never
             // sent, never to be read. Closing is the only safe answer.
@@ -203,7 +208,7 @@ impl<'a> BodyReader<'a> {
         let mut scratch = [0u8; 4096];
         let mut drained = 0u64;
         while !self.done {
-            match self.read(stream, &mut scratch, &mut |_| Ok(())) {
+            match self.read(source, &mut scratch) {
                 Ok(n) => drained += n as u64,
                 Err(_) => return false,
             }
@@ -236,5 +241,165 @@ impl<'a> BodyReader<'a> {
         let mut extra = self.extra;
         extra.drain(..self.extra_pos);
         (self.buffered_pos, extra)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes arriving in pieces, as a socket would deliver them.
+    struct Pieces {
+        pieces: Vec<Vec<u8>>,
+        continues: usize,
+    }
+
+    impl Pieces {
+        fn new(pieces: &[&[u8]]) -> Pieces {
+            Pieces {
+                pieces: pieces.iter().rev().map(|p| p.to_vec()).collect(),
+                continues: 0,
+            }
+        }
+    }
+
+    impl BodySource for Pieces {
+        fn read_more(&mut self, buf: &mut Vec<u8>, max: usize, _: Instant) -> io::Result<usize> {
+            match self.pieces.pop() {
+                None => Ok(0),
+                Some(mut p) => {
+                    if p.len() > max {
+                        self.pieces.push(p.split_off(max));
+                    }
+                    buf.extend_from_slice(&p);
+                    Ok(p.len())
+                }
+            }
+        }
+
+        fn send_continue(&mut self) -> io::Result<()> {
+            self.continues += 1;
+            Ok(())
+        }
+    }
+
+    fn reader(framing: Framing, buffered: &[u8]) -> BodyReader<'_> {
+        BodyReader::new(framing, buffered, false, 0, Duration::from_secs(1))
+    }
+
+    fn read_all(
+        r: &mut BodyReader<'_>,
+        src: &mut Pieces,
+        step: usize,
+    ) -> Result<Vec<u8>, BodyError> {
+        let mut out = Vec::new();
+        let mut buf = vec![0; step];
+        loop {
+            match r.read(src, &mut buf)? {
+                0 => return Ok(out),
+                n => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// RFC 9112 §6.2: the body is exactly Content-Length bytes; what follows
+    /// is the next request, handed back untouched.
+    #[test]
+    fn content_length_spans_buffer_and_socket_and_stops_exactly() {
+        let mut src = Pieces::new(&[b"lo wo", b"rldGET /next"]);
+        let mut r = reader(Framing::Length(11), b"hel");
+        assert_eq!(read_all(&mut r, &mut src, 4).unwrap(), b"hello world");
+        assert!(r.is_done());
+        let (used, leftover) = r.into_leftover();
+        assert_eq!((used, leftover.as_slice()), (3, &b"GET /next"[..]));
+    }
+
+    /// RFC 9112 §7.1: de-chunked across arbitrary splits; the next request
+    /// after the last chunk is left over.
+    #[test]
+    fn chunked_across_pieces_leaves_the_next_request() {
+        let wire = b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nT: 1\r\n\r\nGET / HTTP/1.1";
+        for split in 0..wire.len() {
+            let (a, b) = wire.split_at(split);
+            let mut src = Pieces::new(&[b]);
+            let mut r = reader(Framing::Chunked, a);
+            assert_eq!(
+                read_all(&mut r, &mut src, 3).unwrap(),
+                b"hello world",
+                "split {split}"
+            );
+            let (used, mut leftover) = r.into_leftover();
+            // Unconsumed buffer + what was read past the body + what is still
+            // unread in the socket = exactly the next request.
+            let mut rest = a[used..].to_vec();
+            rest.append(&mut leftover);
+            rest.extend(src.pieces.iter().rev().flatten());
+            assert_eq!(rest, b"GET / HTTP/1.1", "split {split}");
+        }
+    }
+
+    #[test]
+    fn malformed_chunk_is_an_error_and_sticks() {
+        let mut src = Pieces::new(&[]);
+        let mut r = reader(Framing::Chunked, b"zz\r\n");
+        assert!(matches!(
+            read_all(&mut r, &mut src, 8),
+            Err(BodyError::Malformed(_))
+        ));
+        assert!(r.failed());
+        assert!(matches!(
+            r.read(&mut src, &mut [0; 4]),
+            Err(BodyError::Closed)
+        ));
+    }
+
+    #[test]
+    fn a_short_body_is_a_closed_connection() {
+        let mut src = Pieces::new(&[b"abc"]);
+        let mut r = reader(Framing::Length(10), b"");
+        assert!(matches!(
+            read_all(&mut r, &mut src, 8),
+            Err(BodyError::Closed)
+        ));
+    }
+
+    #[test]
+    fn the_limit_gives_413() {
+        let mut src = Pieces::new(&[b"0123456789"]);
+        let mut r = BodyReader::new(Framing::Chunked, b"a\r\n", false, 5, Duration::from_secs(1));
+        assert!(matches!(
+            read_all(&mut r, &mut src, 64),
+            Err(BodyError::Malformed(HttpError::PayloadTooLarge))
+        ));
+    }
+
+    /// RFC 9110 §10.1.1: 100 Continue once, and only if the client is
+    /// still waiting (nothing of the body arrived with the head).
+    #[test]
+    fn continue_is_sent_once_and_only_when_waited_for() {
+        let mut src = Pieces::new(&[b"ab", b"cd"]);
+        let mut r = BodyReader::new(Framing::Length(4), b"", true, 0, Duration::from_secs(1));
+        assert_eq!(read_all(&mut r, &mut src, 1).unwrap(), b"abcd");
+        assert_eq!(src.continues, 1);
+
+        let mut src = Pieces::new(&[b"cd"]);
+        let mut r = BodyReader::new(Framing::Length(4), b"ab", true, 0, Duration::from_secs(1));
+        assert_eq!(read_all(&mut r, &mut src, 8).unwrap(), b"abcd");
+        assert_eq!(src.continues, 0);
+    }
+
+    /// An unanswered `Expect: 100-continue` cannot be drained: the client
+    /// never sends the body, so the connection must close instead.
+    #[test]
+    fn drain_refuses_a_body_never_asked_for() {
+        let mut src = Pieces::new(&[]);
+        let mut r = BodyReader::new(Framing::Length(4), b"", true, 0, Duration::from_secs(1));
+        assert!(!r.drain(&mut src, 1024));
+        let mut src = Pieces::new(&[b"xyz"]);
+        let mut r = reader(Framing::Length(4), b"w");
+        assert!(r.drain(&mut src, 1024));
+        let mut src = Pieces::new(&[&[0; 100]]);
+        let mut r = reader(Framing::Length(100), b"");
+        assert!(!r.drain(&mut src, 10), "longer than the drain limit");
     }
 }

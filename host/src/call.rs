@@ -21,7 +21,7 @@ use abi::ffi::{
 };
 use mio::net::TcpStream;
 
-use crate::body::{BodyError, BodyReader};
+use crate::body::{BodyError, BodyReader, BodySource};
 use crate::environ::HostEnviron;
 use crate::error::HttpError;
 use crate::parse::Version;
@@ -143,7 +143,13 @@ impl<'a> Exchange<'a> {
     /// Reads and drops what the app left of the request body (bounded);
     /// false if the connection cannot be reused.
     pub fn drain_body(&mut self, max: u64) -> bool {
-        self.body.drain(self.stream, max)
+        let mut wire = Wire {
+            stream: self.stream,
+            out: self.out,
+            timeout: self.write_timeout,
+            may_continue: false,
+        };
+        self.body.drain(&mut wire, max)
     }
 
     /// Sends everything pending in `out`.
@@ -323,18 +329,19 @@ impl<'a> Exchange<'a> {
     }
 
     fn read(&mut self, buf: &mut [u8]) -> i64 {
-        let phase = self.phase;
-        let out = &mut *self.out;
-        let timeout = self.write_timeout;
-        let mut send_continue = |stream: &mut TcpStream| -> io::Result<()> {
-            // Only while the final response has not begun (RFC 9110 §10.1.1).
-            if matches!(phase, Phase::NotStarted | Phase::Invalid | Phase::Started) {
-                encode_continue(out);
-                flush(stream, out, timeout)?;
-            }
-            Ok(())
+        // `100 Continue` only while the final response has not begun
+        // (RFC 9110 §10.1.1).
+        let may_continue = matches!(
+            self.phase,
+            Phase::NotStarted | Phase::Invalid | Phase::Started
+        );
+        let mut wire = Wire {
+            stream: self.stream,
+            out: self.out,
+            timeout: self.write_timeout,
+            may_continue,
         };
-        match self.body.read(self.stream, buf, &mut send_continue) {
+        match self.body.read(&mut wire, buf) {
             Ok(n) => n as i64,
             Err(BodyError::Malformed(e)) => {
                 tracing::info!("bad request body: {e}");
@@ -427,6 +434,29 @@ impl<'a> Exchange<'a> {
     }
 }
 
+/// The client's socket as the request body's source.
+struct Wire<'w> {
+    stream: &'w mut TcpStream,
+    /// Pending responses go out before a `100 Continue`, keeping order.
+    out: &'w mut Vec<u8>,
+    timeout: Duration,
+    may_continue: bool,
+}
+
+impl BodySource for Wire<'_> {
+    fn read_more(&mut self, buf: &mut Vec<u8>, max: usize, deadline: Instant) -> io::Result<usize> {
+        crate::io::read_some(self.stream, buf, max, deadline)
+    }
+
+    fn send_continue(&mut self) -> io::Result<()> {
+        if self.may_continue {
+            encode_continue(self.out);
+            flush(self.stream, self.out, self.timeout)?;
+        }
+        Ok(())
+    }
+}
+
 /// Writes out `out` and empties it.
 pub fn flush(stream: &mut TcpStream, out: &mut Vec<u8>, timeout: Duration) -> io::Result<()> {
     if out.is_empty() {
@@ -444,12 +474,16 @@ pub fn run(plugin: &Plugin, env: &HostEnviron<'_>, ex: &mut Exchange<'_>) {
     // From here the exchange is reached only through `req` (by the host
     // callbacks while the plugin runs, and by us between plugin calls), so
     // no `&mut` to it is live while the plugin holds the pointer.
+    //
+    // SAFETY (every block below): `req` comes from the `&mut` we were given
+    // and `env` from a live reference, both outliving this function, so the
+    // handle and environ stay valid until close returns; everything runs on
+    // this thread; we dereference `req` only while the plugin is not running;
+    // next is never called after the body ended, and close exactly once.
     let req: *mut Exchange<'_> = ex;
     let handle = req as *mut nwsgi_request;
     let mut body = nwsgi_body::EMPTY;
-    let rc = plugin.call(&env.raw, handle, &mut body);
-    // SAFETY (for every `(*req)` below): `req` comes from the `&mut` we were
-    // given, which outlives this function, and the plugin is not running.
+    let rc = unsafe { plugin.call(&env.raw, handle, &mut body) };
     if rc != NWSGI_OK {
         unsafe { (*req).fail(&format!("app call failed (status {rc})")) };
         return;
@@ -459,9 +493,9 @@ pub fn run(plugin: &Plugin, env: &HostEnviron<'_>, ex: &mut Exchange<'_>) {
             break;
         }
         let mut chunk = nwsgi_str::EMPTY;
-        let r = plugin.next(&body, handle, &mut chunk);
-        // SAFETY: the chunk is borrowed until the next call to next/close;
-        // it is copied into `out` before either happens.
+        let r = unsafe { plugin.next(&body, handle, &mut chunk) };
+        // The chunk is borrowed until the next call to next/close; it is
+        // copied into `out` before either happens.
         let data = unsafe { chunk.as_bytes() };
         match r {
             NWSGI_BODY_MORE => {
@@ -483,7 +517,7 @@ pub fn run(plugin: &Plugin, env: &HostEnviron<'_>, ex: &mut Exchange<'_>) {
             }
         }
     }
-    plugin.close(&body, handle);
+    unsafe { plugin.close(&body, handle) };
     unsafe { (*req).finish() };
 }
 

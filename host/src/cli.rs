@@ -3,7 +3,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::parse::{
+use host::parse::{
     DEFAULT_LIMIT_REQUEST_FIELDS, DEFAULT_LIMIT_REQUEST_FIELD_SIZE, DEFAULT_LIMIT_REQUEST_LINE,
 };
 
@@ -62,10 +62,15 @@ pub struct ServeArgs {
     )]
     pub graceful_timeout: u64,
 
-    /// Seconds a client may take to send a request head (and each part of a body).
+    /// Seconds a client may take to send a whole request head (slowloris).
     #[arg(long = "header-timeout", value_name = "SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub header_timeout: u64,
+
+    /// Seconds the app waits for the next bytes of a request body before 408.
+    #[arg(long = "body-timeout", value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout: u64,
 
     /// Access log file, `-` for stderr. No access log without it.
     #[arg(long = "access-logfile", value_name = "FILE")]

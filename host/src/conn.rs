@@ -59,8 +59,8 @@ pub struct Scratch {
     path: Vec<u8>,
 }
 
-impl Scratch {
-    pub fn new() -> Scratch {
+impl Default for Scratch {
+    fn default() -> Scratch {
         Scratch {
             out: Vec::with_capacity(16 * 1024),
             head: ResponseHead::new(),

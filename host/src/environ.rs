@@ -337,7 +337,11 @@ fn hex(c: u8) -> Option<u8> {
 }
 
 /// `nwsgi_host_api.environ_get`.
-pub unsafe extern "C" fn environ_get(
+///
+/// # Safety
+/// Called by plugins through the host API, with the header's contract:
+/// `env` is the environ of the request running on this thread.
+pub(crate) unsafe extern "C" fn environ_get(
     env: *const nwsgi_environ,
     key: nwsgi_str,
     value: *mut nwsgi_str,
@@ -362,7 +366,10 @@ pub unsafe extern "C" fn environ_get(
 }
 
 /// `nwsgi_host_api.environ_each`.
-pub unsafe extern "C" fn environ_each(
+///
+/// # Safety
+/// As for `environ_get`; `f` is called with strings borrowed for the call.
+pub(crate) unsafe extern "C" fn environ_each(
     env: *const nwsgi_environ,
     f: nwsgi_environ_each_cb,
     user: *mut c_void,

@@ -1,23 +1,5 @@
-//! `host`: serves NWSGI application plugins over HTTP/1.1.
-//!
-//! The request path, one file a step: accept and wait for a head
-//! (`server`) → parse it (`parse`, `chunked`, `body`) → build the environ
-//! (`environ`) → call the plugin (`plugin`, `call`) → encode the response
-//! (`response`, `date`) — with `conn` walking one connection through it.
-mod access_log;
-mod body;
-mod call;
-mod chunked;
+//! `host`: the command line around the serving core in `lib.rs`.
 mod cli;
-mod conn;
-mod date;
-mod environ;
-mod error;
-mod io;
-mod parse;
-mod plugin;
-mod response;
-mod server;
 
 use std::io::IsTerminal;
 use std::net::TcpListener;
@@ -30,9 +12,11 @@ use abi::ffi::{NWSGI_ABI_MAJOR, NWSGI_ABI_MINOR};
 use clap::Parser;
 use tracing::level_filters::LevelFilter;
 
+use host::plugin::{Plugin, PluginSpec};
+use host::server::{self, Config, Shared, Stop};
+use host::{access_log, parse};
+
 use crate::cli::{CheckArgs, Cli, Command, LogLevel, ServeArgs};
-use crate::plugin::{Plugin, PluginSpec};
-use crate::server::{Config, Shared, Stop};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -127,7 +111,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         threads: args.threads as usize,
         keep_alive: Duration::from_secs(args.keep_alive),
         header_timeout: Duration::from_secs(args.header_timeout),
-        body_timeout: Duration::from_secs(args.header_timeout),
+        body_timeout: Duration::from_secs(args.body_timeout),
         write_timeout: Duration::from_secs(30),
         graceful_timeout: Duration::from_secs(args.graceful_timeout),
         limits: parse::Limits {

@@ -314,9 +314,14 @@ impl Plugin {
         Ok(())
     }
 
-    /// The per-request call. `env` and `req` must stay valid until the
-    /// body is closed; `body` starts zeroed.
-    pub fn call(
+    /// The per-request call; `body` starts zeroed.
+    ///
+    /// # Safety
+    /// `env` must point to a live environ and `req` be the host's handle for
+    /// this request; both must stay valid until the body is closed (the
+    /// header's lifetime rules), and the calling thread must be the one that
+    /// will run next/close for this request.
+    pub unsafe fn call(
         &self,
         env: *const nwsgi_environ,
         req: *mut nwsgi_request,
@@ -324,7 +329,7 @@ impl Plugin {
     ) -> i32 {
         let _serial = self.serial.as_ref().map(lock);
         // SAFETY: validate() guaranteed `call` is non-null; the environ and
-        // request handle are valid for the call (the caller owns them).
+        // request handle are valid per this function's contract.
         unsafe {
             let call = (*self.desc).call.unwrap_unchecked();
             call(self.state, env, req, body)
@@ -332,21 +337,33 @@ impl Plugin {
     }
 
     /// Pulls the next chunk from a body the app returned.
-    pub fn next(&self, body: &nwsgi_body, req: *mut nwsgi_request, chunk: &mut nwsgi_str) -> i32 {
+    ///
+    /// # Safety
+    /// `body` must come from this plugin's `call` (which returned OK), not be
+    /// closed yet, and not have ended; `req` as for `call`.
+    pub unsafe fn next(
+        &self,
+        body: &nwsgi_body,
+        req: *mut nwsgi_request,
+        chunk: &mut nwsgi_str,
+    ) -> i32 {
         let Some(next) = body.next else {
             return abi::ffi::NWSGI_BODY_END;
         };
         let _serial = self.serial.as_ref().map(lock);
-        // SAFETY: `body` came from this plugin's call, which returned OK,
-        // and close has not run yet (the caller closes exactly once, last).
+        // SAFETY: per this function's contract.
         unsafe { next(body.state, req, chunk) }
     }
 
-    /// Closes a body exactly once (the caller guarantees "once").
-    pub fn close(&self, body: &nwsgi_body, req: *mut nwsgi_request) {
+    /// Closes a body.
+    ///
+    /// # Safety
+    /// As for `next`, and at most once per body: its state is never used
+    /// again afterwards.
+    pub unsafe fn close(&self, body: &nwsgi_body, req: *mut nwsgi_request) {
         if let Some(close) = body.close {
             let _serial = self.serial.as_ref().map(lock);
-            // SAFETY: as for next(); after this the state is never used.
+            // SAFETY: per this function's contract.
             unsafe { close(body.state, req) }
         }
     }

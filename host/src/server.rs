@@ -38,7 +38,8 @@ pub struct Config {
     /// How long a client may take to send a complete request head,
     /// counted from the first moment we waited for it (slowloris).
     pub header_timeout: Duration,
-    /// How long the app may wait for the next piece of a request body.
+    /// How long the app may wait for the next piece of a request body
+    /// (`--body-timeout`; a gap between reads, not the whole body).
     pub body_timeout: Duration,
     /// How long a response write may wait for the client to read.
     pub write_timeout: Duration,
@@ -271,14 +272,14 @@ fn spawn_app_threads(
 }
 
 fn app_thread(shared: &Shared, pool: &Pool, returns: &Sender<(usize, Outcome)>, waker: &Waker) {
-    let mut scratch = Scratch::new();
+    let mut scratch = Scratch::default();
     while let Some((idx, conn)) = pool.pop() {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             serve(conn, shared, &mut scratch)
         }))
         .unwrap_or_else(|_| {
             tracing::error!("internal error while serving a connection; it was closed");
-            scratch = Scratch::new();
+            scratch = Scratch::default();
             Outcome::Closed
         });
         if returns.send((idx, outcome)).is_err() {

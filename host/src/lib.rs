@@ -1,0 +1,20 @@
+//! The NWSGI server's serving core, as a library a worker process runs
+//! (`server::run`) and the fuzzer and benchmarks reach into.
+//!
+//! The request path, one module a step: accept and wait for a head
+//! (`server`) → parse it (`parse`, `chunked`, `body`) → build the environ
+//! (`environ`) → call the plugin (`plugin`, `call`) → encode the response
+//! (`response`, `date`) — with `conn` walking one connection through it.
+pub mod access_log;
+pub mod body;
+pub mod call;
+pub mod chunked;
+pub mod conn;
+pub mod date;
+pub mod environ;
+pub mod error;
+pub mod io;
+pub mod parse;
+pub mod plugin;
+pub mod response;
+pub mod server;
