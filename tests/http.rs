@@ -589,3 +589,43 @@ fn unknown_expectation_is_417() {
         417,
     );
 }
+
+/// RFC 9112 §9.6: a server that closes while the client may still be
+/// sending closes in stages: it half-closes (the client reads its 413, then
+/// a clean EOF, not a reset) and keeps reading and dropping what is in
+/// flight for a while, so the client's unfinished upload is not reset — a
+/// reset can destroy the response before the client reads it.
+#[test]
+fn a_rejected_upload_is_closed_in_stages() {
+    use std::io::{Read, Write};
+    let server = server::serve(artifacts::rust_plugin("echo"))
+        .args(["--limit-request-body", "1000"])
+        .start();
+    let mut s = std::net::TcpStream::connect(server.addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        .unwrap();
+    s.write_all(&[b'x'; 2000]).unwrap();
+    let mut response = Vec::new();
+    let eof = loop {
+        let mut buf = [0u8; 4096];
+        match s.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => response.extend_from_slice(&buf[..n]),
+            Err(e) => break Err(e),
+        }
+    };
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 413 "), "got {text:?}");
+    assert!(text.contains("Connection: close\r\n"), "got {text:?}");
+    assert!(
+        eof.is_ok(),
+        "expected a clean EOF after the 413, got {eof:?}"
+    );
+    // The rest of the upload is still accepted (and dropped) for a moment.
+    for _ in 0..10 {
+        s.write_all(&[b'x'; 4096])
+            .expect("the server reset the connection instead of draining it");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -47,7 +47,12 @@ pub struct Conn {
 pub enum Outcome {
     /// Back to the event loop to wait for the next request.
     Idle(Conn),
-    Closed,
+    /// The server ends the connection (an error answered, `Connection:
+    /// close`, HTTP/1.0): everything is flushed; the event loop closes it
+    /// gracefully (see `server::Loop::linger`).
+    Close(Conn),
+    /// The client is gone (reset, or too slow to read): just drop it.
+    Gone,
 }
 
 /// Per-app-thread buffers, reused across requests and connections so that
@@ -107,30 +112,36 @@ pub fn serve(mut conn: Conn, shared: &Shared, scratch: &mut Scratch) -> Outcome 
             Step::Refused(e) => {
                 tracing::info!(peer = %conn.peer, "bad request: {e}");
                 encode_error(&mut scratch.out, e.status(), e.reason(), false);
-                let _ = flush(&mut conn.stream, &mut scratch.out, timeout);
-                return Outcome::Closed;
+                return close(conn, scratch, timeout);
             }
             Step::Served { consumed, done } => {
                 conn.buf.drain(..consumed + done.body_consumed);
                 conn.buf.extend_from_slice(&done.leftover);
                 conn.served = true;
                 if !done.keep_alive {
-                    let _ = flush(&mut conn.stream, &mut scratch.out, timeout);
-                    return Outcome::Closed;
+                    return close(conn, scratch, timeout);
                 }
                 if scratch.out.len() >= FLUSH_AT
                     && flush(&mut conn.stream, &mut scratch.out, timeout).is_err()
                 {
-                    return Outcome::Closed;
+                    return Outcome::Gone;
                 }
             }
         }
     }
     if flush(&mut conn.stream, &mut scratch.out, timeout).is_err() {
-        return Outcome::Closed;
+        return Outcome::Gone;
     }
     conn.waiting_since = Instant::now();
     Outcome::Idle(conn)
+}
+
+/// Sends what is pending and hands the connection back for closing.
+fn close(mut conn: Conn, scratch: &mut Scratch, timeout: std::time::Duration) -> Outcome {
+    match flush(&mut conn.stream, &mut scratch.out, timeout) {
+        Ok(()) => Outcome::Close(conn),
+        Err(_) => Outcome::Gone,
+    }
 }
 
 /// Runs `f` with `n` httparse header slots: on the stack up to

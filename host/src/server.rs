@@ -79,7 +79,19 @@ enum Slot {
     Waiting(Conn),
     /// Lent to an app thread.
     Busy,
+    /// Closing: our side is shut down for writing, and what the client
+    /// still sends is read and dropped until it closes too (or LINGER
+    /// passes). Closing with unread input would make the kernel send a
+    /// reset, which can destroy the response we just sent before the client
+    /// reads it — the 400 or 413 it most needs to see.
+    /// The count is the bytes dropped so far.
+    Lingering(Conn, usize),
 }
+
+/// How long a closing connection may keep sending before we hang up.
+const LINGER: Duration = Duration::from_secs(2);
+/// How much a closing connection may send before we hang up anyway.
+const LINGER_MAX_BYTES: usize = 1024 * 1024;
 
 /// Connections handed to app threads, and the way back.
 struct Pool {
@@ -280,7 +292,7 @@ fn app_thread(shared: &Shared, pool: &Pool, returns: &Sender<(usize, Outcome)>, 
         .unwrap_or_else(|_| {
             tracing::error!("internal error while serving a connection; it was closed");
             scratch = Scratch::default();
-            Outcome::Closed
+            Outcome::Gone
         });
         if returns.send((idx, outcome)).is_err() {
             return;
@@ -350,8 +362,15 @@ impl Loop {
     fn on_readable(&mut self, idx: usize) {
         let limits = &self.shared.config.limits;
         let cap = limits.max_head() + 64 * 1024;
-        let Some(Slot::Waiting(conn)) = self.slots.get_mut(idx) else {
-            return;
+        let conn = match self.slots.get_mut(idx) {
+            Some(Slot::Waiting(conn)) => conn,
+            Some(Slot::Lingering(conn, dropped)) => {
+                if !discard_input(conn, dropped) {
+                    self.close(idx);
+                }
+                return;
+            }
+            _ => return,
         };
         let mut eof = false;
         loop {
@@ -407,12 +426,7 @@ impl Loop {
             }
             Err(e) => {
                 tracing::info!(peer = %conn.peer, "bad request: {e}");
-                let mut out = Vec::new();
-                encode_error(&mut out, e.status(), e.reason(), false);
-                // Best effort: the socket buffer of a fresh connection
-                // takes a small error response whole.
-                let _ = conn.stream.write(&out);
-                self.close(idx);
+                self.answer_and_close(idx, e.status(), e.reason());
             }
         }
     }
@@ -426,11 +440,38 @@ impl Loop {
                 // went by unseen).
                 self.on_readable(idx);
             }
-            Outcome::Closed => {
+            Outcome::Close(conn) => self.linger(idx, conn),
+            Outcome::Gone => {
                 self.slots[idx] = Slot::Free;
                 self.free.push(idx);
             }
         }
+    }
+
+    /// Answers a waiting connection with a canned error and closes it.
+    fn answer_and_close(&mut self, idx: usize, status: u16, reason: &str) {
+        let Slot::Waiting(mut conn) = std::mem::replace(&mut self.slots[idx], Slot::Busy) else {
+            return;
+        };
+        let mut out = Vec::new();
+        encode_error(&mut out, status, reason, false);
+        // Best effort, without blocking the loop: a connection that has
+        // sent at most a head has an empty send buffer, which takes a small
+        // error response whole.
+        let _ = conn.stream.write(&out);
+        self.linger(idx, conn);
+    }
+
+    /// Closes gracefully: FIN first, then drop whatever the client still
+    /// sends until it closes its side (see `Slot::Lingering`).
+    fn linger(&mut self, idx: usize, mut conn: Conn) {
+        let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+        conn.buf = Vec::new();
+        conn.waiting_since = Instant::now();
+        self.slots[idx] = Slot::Lingering(conn, 0);
+        // Input may already be waiting (its edge went by while the
+        // connection was lent out).
+        self.on_readable(idx);
     }
 
     fn close(&mut self, idx: usize) {
@@ -444,24 +485,35 @@ impl Loop {
     fn sweep(&mut self, now: Instant) {
         let cfg = &self.shared.config;
         let mut expired = Vec::new();
-        for (idx, slot) in self.slots.iter_mut().enumerate() {
-            let Slot::Waiting(conn) = slot else { continue };
-            let limit = if conn.buf.is_empty() && conn.served {
-                cfg.keep_alive
-            } else {
-                cfg.header_timeout
-            };
-            if now.duration_since(conn.waiting_since) >= limit {
-                if !conn.buf.is_empty() {
-                    let mut out = Vec::new();
-                    encode_error(&mut out, 408, "Request Timeout", false);
-                    let _ = conn.stream.write(&out);
+        let mut timed_out = Vec::new();
+        for (idx, slot) in self.slots.iter().enumerate() {
+            match slot {
+                Slot::Waiting(conn) => {
+                    let limit = if conn.buf.is_empty() && conn.served {
+                        cfg.keep_alive
+                    } else {
+                        cfg.header_timeout
+                    };
+                    if now.duration_since(conn.waiting_since) >= limit {
+                        if conn.buf.is_empty() {
+                            expired.push(idx);
+                        } else {
+                            // A head begun and never finished (slowloris).
+                            timed_out.push(idx);
+                        }
+                    }
                 }
-                expired.push(idx);
+                Slot::Lingering(conn, _) if now.duration_since(conn.waiting_since) >= LINGER => {
+                    expired.push(idx)
+                }
+                _ => {}
             }
         }
         for idx in expired {
             self.close(idx);
+        }
+        for idx in timed_out {
+            self.answer_and_close(idx, 408, "Request Timeout");
         }
     }
 
@@ -483,6 +535,26 @@ impl Loop {
             .iter()
             .filter(|s| matches!(s, Slot::Waiting(c) if !c.buf.is_empty()))
             .count()
+    }
+}
+
+/// Reads and drops what a closing connection sends, counting it in
+/// `dropped`; false once it is done (EOF, error, or LINGER_MAX_BYTES).
+fn discard_input(conn: &mut Conn, dropped: &mut usize) -> bool {
+    let mut scratch = [0u8; 4096];
+    loop {
+        match conn.stream.read(&mut scratch) {
+            Ok(0) => return false,
+            Ok(n) => {
+                *dropped += n;
+                if *dropped > LINGER_MAX_BYTES {
+                    return false;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
     }
 }
 
