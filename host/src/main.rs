@@ -75,6 +75,10 @@ fn check(args: CheckArgs) -> Result<(), String> {
 
 fn serve(args: ServeArgs) -> Result<(), String> {
     init_logging(args.log_level);
+    match host::io::raise_fd_limit() {
+        Ok(n) => tracing::debug!("open files limit: {n}"),
+        Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
+    }
     let mut addrs = Vec::new();
     for b in &args.bind {
         addrs.extend(cli::resolve_bind(b)?);
