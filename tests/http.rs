@@ -556,9 +556,20 @@ fn bad_chunk_size_is_400() {
 
 #[test]
 fn unknown_transfer_coding_is_501() {
+    // RFC 9110 §6.1: SHOULD 501 for a coding the server does not implement,
+    // when the framing itself (chunked last) is sound.
+    assert_rejected(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        501,
+    );
+}
+
+#[test]
+fn chunked_not_final_is_400() {
+    // RFC 9112 §6.3 item 4: MUST 400 and close.
     assert_rejected(
         b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nxxxx",
-        501,
+        400,
     );
 }
 

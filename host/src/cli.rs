@@ -46,6 +46,10 @@ pub struct ServeArgs {
     )]
     pub bind: Vec<String>,
 
+    /// Most connections waiting in the kernel to be accepted (listen backlog).
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(i32).range(1..=65535))]
+    pub backlog: i32,
+
     /// App threads: how many requests run in the plugin at once.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub threads: u32,

@@ -2,7 +2,7 @@
 mod cli;
 
 use std::io::IsTerminal;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -94,7 +94,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let mut plugin = Plugin::load(&spec).map_err(|e| e.to_string())?;
     let listeners = addrs
         .iter()
-        .map(|addr| TcpListener::bind(addr).map_err(|e| format!("cannot bind {addr}: {e}")))
+        .map(|addr| listen(*addr, args.backlog).map_err(|e| format!("cannot bind {addr}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
     plugin.init(&args.app_arg).map_err(|e| e.to_string())?;
     tracing::info!(
@@ -146,6 +146,21 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         Stop::Graceful { drained: false } | Stop::Fast => tracing::info!("stopped"),
     }
     Ok(())
+}
+
+/// A listening socket with gunicorn's options: SO_REUSEADDR (a restart
+/// does not wait out TIME_WAIT), the `--backlog`, and IPV6_V6ONLY on IPv6
+/// addresses so `-b [::]:8000 -b 0.0.0.0:8000` both bind, as in nginx.
+fn listen(addr: SocketAddr, backlog: i32) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
 }
 
 fn init_logging(level: LogLevel) {

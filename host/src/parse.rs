@@ -226,14 +226,12 @@ fn parse_request_line(line: &[u8]) -> Result<(&str, &str, Version), HttpError> {
     if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
         return Err(HttpError::BadRequest("invalid method"));
     }
-    // VCHAR, plus obs-text if the whole target is UTF-8 (what httparse
-    // accepts; raw UTF-8 paths are common and the app sees them as a str).
     // A SP inside the target ends up here as part of the version.
-    if target.is_empty() || !target.iter().all(|&b| is_vchar(b) || b >= 0x80) {
+    if target.is_empty() || !is_uri_text(target) {
         return Err(HttpError::BadRequest("invalid request-target"));
     }
-    let target = std::str::from_utf8(target)
-        .map_err(|_| HttpError::BadRequest("request-target is not UTF-8"))?;
+    let target =
+        std::str::from_utf8(target).map_err(|_| HttpError::BadRequest("invalid request-target"))?;
     // `method` is all tchar, so ASCII.
     let method =
         std::str::from_utf8(method).map_err(|_| HttpError::BadRequest("invalid method"))?;
@@ -266,7 +264,12 @@ fn check_target(method: &str, target: &str) -> Result<(), HttpError> {
     if method == "CONNECT" {
         // RFC 9110 §9.3.6: CONNECT has no default port.
         return if is_authority(target, true) {
-            Ok(())
+            // A well-formed tunnel request, but this server tunnels
+            // nowhere: an app's 2xx would claim a tunnel the connection
+            // then is not (its body read as tunnel data, RFC 9112 §6.3).
+            Err(HttpError::NotImplemented(
+                "CONNECT: this server is not a proxy",
+            ))
         } else {
             Err(HttpError::BadRequest(
                 "CONNECT needs an authority-form target",
@@ -507,10 +510,9 @@ impl<'b, 'h> Fields<'b, 'h> {
     }
 
     /// Checks the combined Transfer-Encoding list; Ok means exactly
-    /// "chunked". Precedence: malformed or "chunked" twice is 400; any other
-    /// coding is 501 (§6.1: SHOULD 501 for a coding we do not understand),
-    /// even when it follows "chunked" (e.g. "chunked, identity"), where
-    /// §6.3 item 4 would also allow 400. Either way the request is refused.
+    /// "chunked". Precedence: malformed, "chunked" twice, or chunked not
+    /// the final coding is 400 (§6.3 item 4 MUST); otherwise any other
+    /// coding, e.g. "gzip, chunked", is 501 (§6.1 SHOULD).
     fn transfer_coding(&self) -> Result<(), HttpError> {
         let mut chunked = 0usize;
         let mut unknown = false;
@@ -536,15 +538,19 @@ impl<'b, 'h> Fields<'b, 'h> {
         if chunked > 1 {
             return Err(HttpError::BadRequest("chunked applied more than once"));
         }
-        if unknown {
-            return Err(HttpError::NotImplemented(
-                "transfer-coding other than chunked",
-            ));
-        }
         if !last_is_chunked {
-            // Also covers an empty list ("Transfer-Encoding: ,").
+            // §6.3 item 4: the length cannot be determined; MUST 400 and
+            // close. Also covers "gzip" alone and an empty list.
             return Err(HttpError::BadRequest(
                 "chunked is not the final transfer-coding",
+            ));
+        }
+        if unknown {
+            // §6.1: SHOULD 501 for a coding we do not understand
+            // ("gzip, chunked": the framing is sound, the content is not
+            // something we can decode).
+            return Err(HttpError::NotImplemented(
+                "transfer-coding other than chunked",
             ));
         }
         Ok(())
@@ -622,13 +628,38 @@ pub(crate) fn parse_decimal(s: &[u8]) -> Option<u64> {
     })
 }
 
+/// The characters a request-target may hold (RFC 9112 §3.2 with RFC 3986
+/// §2-3): unreserved, sub-delims, ":", "@", "/", "?", and "%" only as the
+/// start of a pct-encoded octet. Everything else — "#" (fragments are
+/// never sent), '"', "<", ">", "\\", "^", "`", "{", "|", "}", raw non-ASCII,
+/// controls — is refused with 400, as §3.2 recommends, so apps never see a
+/// target that other parsers on the path would read differently. One
+/// leniency: "[" and "]" (IPv6 literals, and query conventions such as
+/// `a[]=1` that clients send unencoded).
+fn is_uri_text(target: &[u8]) -> bool {
+    let mut i = 0;
+    while i < target.len() {
+        match target[i] {
+            b'%' => {
+                let hex = |j: usize| target.get(j).is_some_and(u8::is_ascii_hexdigit);
+                if !(hex(i + 1) && hex(i + 2)) {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            b if is_unreserved(b) || is_sub_delim(b) => {}
+            b':' | b'@' | b'/' | b'?' | b'[' | b']' => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
+}
+
 /// tchar (RFC 9110 §5.6.2).
 pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-fn is_vchar(b: u8) -> bool {
-    (0x21..=0x7e).contains(&b)
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -738,8 +769,34 @@ mod tests {
         assert_eq!(status(b"GET /\xff HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
         assert_eq!(status(b"GET / HTTP/1.1\rX\r\nHost: a\r\n\r\n"), 400);
         assert_eq!(status(b"GET\r\n\r\n"), 400);
-        // Extension methods are tokens too; raw UTF-8 targets are accepted.
-        ok(b"PURGE-ALL /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n");
+        // Extension methods are tokens too.
+        ok(b"PURGE-ALL /caf%C3%A9 HTTP/1.1\r\nHost: a\r\n\r\n");
+    }
+
+    /// RFC 9112 §3.2 (SHOULD 400 for an invalid request-target) with the
+    /// RFC 3986 character set; "[" and "]" are the one leniency.
+    #[test]
+    fn target_characters() {
+        ok(b"GET /a-b._~!$&'()*+,;=:@/?q=%2F&x[]=1 HTTP/1.1\r\nHost: a\r\n\r\n");
+        for bad in [
+            &b"/caf\xc3\xa9"[..],
+            b"/a#frag",
+            b"/a\"b",
+            b"/a<b>",
+            b"/a\\b",
+            b"/a^b",
+            b"/a`b",
+            b"/a{b}",
+            b"/a|b",
+            b"/a%zz",
+            b"/a%4",
+            b"/a%",
+        ] {
+            let mut req = b"GET ".to_vec();
+            req.extend_from_slice(bad);
+            req.extend_from_slice(b" HTTP/1.1\r\nHost: a\r\n\r\n");
+            assert_eq!(status(&req), 400, "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]
@@ -798,8 +855,13 @@ mod tests {
         ok(b"GET //double HTTP/1.1\r\nHost: a\r\n\r\n");
         ok(b"GET http://example.com/a HTTP/1.1\r\nHost: example.com\r\n\r\n");
         ok(b"GET https://example.com:8443 HTTP/1.1\r\nHost: x\r\n\r\n");
-        ok(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
-        ok(b"CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\n\r\n");
+        // A well-formed CONNECT is understood, and refused: no tunnels here.
+        for connect in [
+            "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+            "CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\n\r\n",
+        ] {
+            assert_eq!(status(connect.as_bytes()), 501, "{connect:?}");
+        }
         ok(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
         ok(b"OPTIONS /x HTTP/1.1\r\nHost: a\r\n\r\n");
         for bad in [
@@ -1012,16 +1074,18 @@ mod tests {
             );
         }
         let cases: [(&str, u16); 16] = [
-            ("Transfer-Encoding: gzip", 501),
+            // §6.3 item 4: chunked not final is a MUST 400 ...
+            ("Transfer-Encoding: gzip", 400),
+            // ... chunked final with an unknown coding before it is 501 (§6.1).
             ("Transfer-Encoding: gzip, chunked", 501),
             (
                 "Transfer-Encoding: deflate\r\nTransfer-Encoding: chunked",
                 501,
             ),
             // identity was removed from the registry; here it is just unknown.
-            ("Transfer-Encoding: identity", 501),
-            ("Transfer-Encoding: chunked, identity", 501),
-            ("Transfer-Encoding: chunked, gzip", 501),
+            ("Transfer-Encoding: identity", 400),
+            ("Transfer-Encoding: chunked, identity", 400),
+            ("Transfer-Encoding: chunked, gzip", 400),
             ("Transfer-Encoding: chunked, chunked", 400),
             (
                 "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",

@@ -343,6 +343,65 @@ impl Conn {
     }
 }
 
+/// Byte-at-a-time sending and non-panicking waits, for the conformance
+/// corpus (`tests/corpus.rs`), which must report every case's outcome
+/// instead of stopping at the first surprise.
+impl Conn {
+    /// Writes `bytes` with one write call per byte (TCP_NODELAY is on, so
+    /// each byte tends to travel in a segment of its own), sleeping `pause`
+    /// after every `every` bytes so the server also sees them arrive apart.
+    /// Stops at the first error, e.g. when the server already answered and
+    /// closed (EPIPE, ECONNRESET).
+    pub fn send_bytewise(&mut self, bytes: &[u8], every: usize, pause: Duration) -> io::Result<()> {
+        for (i, byte) in bytes.iter().enumerate() {
+            self.try_send(std::slice::from_ref(byte))?;
+            if every > 0 && i % every == every - 1 {
+                std::thread::sleep(pause);
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the next response to begin. `Ok(true)` once
+    /// a byte of it is buffered, `Ok(false)` when the server closed (or reset)
+    /// the connection with nothing left to read, an error of kind
+    /// `TimedOut` when neither happened in time.
+    pub fn await_data(&mut self, timeout: Duration) -> io::Result<bool> {
+        if !self.buf.is_empty() {
+            return Ok(true);
+        }
+        self.stream.set_read_timeout(Some(timeout))?;
+        let mut chunk = [0u8; 16 * 1024];
+        let result = loop {
+            match self.stream.read(&mut chunk) {
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    break Ok(n > 0);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                    self.reset = true;
+                    break Ok(false);
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    break Err(io::Error::new(
+                        ErrorKind::TimedOut,
+                        format!("nothing received within {timeout:?}"),
+                    ));
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        self.stream.set_read_timeout(Some(TIMEOUT))?;
+        result
+    }
+
+    /// Bytes received but not consumed by any response read so far.
+    pub fn unread(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }

@@ -11,8 +11,11 @@
 //! - [`server`]: running `host serve` / `host check` and capturing its logs.
 //! - [`client`]: a raw HTTP/1.1 client and response parser.
 //! - [`json`]: just enough JSON to read the echo plugin's output.
+//! - [`cases`]: the case-file format of the HTTP/1.1 conformance corpus
+//!   (`tests/corpus/`).
 
 pub mod artifacts;
+pub mod cases;
 pub mod client;
 pub mod json;
 pub mod server;
