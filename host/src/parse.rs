@@ -381,6 +381,12 @@ fn check_partial_headers(
     block: &[u8],
     limits: &Limits,
 ) -> Result<(), HttpError> {
+    // The lines already complete first, with the same checks as in a whole
+    // head: an error in earlier bytes wins, so the answer never depends on
+    // how the bytes were split.
+    if let Some(lf) = block.iter().rposition(|&b| b == b'\n') {
+        check_header_lines(&block[..=lf], limits.field_size)?;
+    }
     if head_so_far > limits.max_head() {
         return Err(HttpError::HeaderFieldsTooLarge);
     }
@@ -796,6 +802,29 @@ mod tests {
             req.extend_from_slice(bad);
             req.extend_from_slice(b" HTTP/1.1\r\nHost: a\r\n\r\n");
             assert_eq!(status(&req), 400, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    /// A complete over-long field line is refused as soon as its CRLF is
+    /// in, not only while it is still arriving (found by the fuzzer).
+    #[test]
+    fn a_complete_long_line_is_refused_before_the_head_ends() {
+        let limits = Limits {
+            field_size: 10,
+            ..Limits::default()
+        };
+        let mut storage = [httparse::EMPTY_HEADER; 8];
+        for partial in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 123456\r"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 123456\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 123456\r\nX-B: 1",
+        ] {
+            assert_eq!(
+                parse_head(partial, &mut storage, &limits).map(|h| h.is_some()),
+                Err(HttpError::HeaderFieldsTooLarge),
+                "{:?}",
+                String::from_utf8_lossy(partial)
+            );
         }
     }
 
