@@ -12,6 +12,7 @@ use crate::date::format_imf;
 use crate::parse::Version;
 
 pub struct AccessLog {
+    spec: String,
     out: Mutex<Box<dyn Write + Send>>,
 }
 
@@ -28,17 +29,21 @@ pub struct Entry<'a> {
 }
 
 impl AccessLog {
-    /// `-` is stdout (as in gunicorn); anything else a file opened for appending.
+    /// `-` is stdout (as in gunicorn); anything else a file opened for
+    /// appending (each line one write, so workers can share the file).
     pub fn open(spec: &str) -> io::Result<AccessLog> {
-        let out: Box<dyn Write + Send> = if spec == "-" {
-            Box::new(io::stdout())
-        } else {
-            let file: File = OpenOptions::new().create(true).append(true).open(spec)?;
-            Box::new(LineWriter::new(file))
-        };
         Ok(AccessLog {
-            out: Mutex::new(out),
+            spec: spec.to_string(),
+            out: Mutex::new(writer(spec)?),
         })
+    }
+
+    /// USR1: opens the file again (after logrotate moved it).
+    pub fn reopen(&self) {
+        match writer(&self.spec) {
+            Ok(w) => *self.out.lock().unwrap_or_else(|p| p.into_inner()) = w,
+            Err(e) => tracing::warn!("cannot reopen the access log {}: {e}", self.spec),
+        }
     }
 
     pub fn record(&self, e: &Entry<'_>) {
@@ -63,6 +68,15 @@ impl AccessLog {
             tracing::warn!("cannot write the access log: {err}");
         }
     }
+}
+
+fn writer(spec: &str) -> io::Result<Box<dyn Write + Send>> {
+    Ok(if spec == "-" {
+        Box::new(io::stdout())
+    } else {
+        let file: File = OpenOptions::new().create(true).append(true).open(spec)?;
+        Box::new(LineWriter::new(file))
+    })
 }
 
 fn now_secs() -> u64 {

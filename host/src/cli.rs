@@ -24,6 +24,21 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load and validate a plugin, print its ABI version and flags; serve nothing.
     Check(CheckArgs),
+    /// Swap in the plugin file's current build (SIGHUP to the master) and wait for the outcome.
+    Reload(ControlArgs),
+    /// Stop the server gracefully (SIGTERM to the master) and wait until it exits.
+    Stop(ControlArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ControlArgs {
+    /// The pidfile the server was started with (`host serve -p FILE`).
+    #[arg(short = 'p', long = "pid", value_name = "FILE")]
+    pub pidfile: std::path::PathBuf,
+
+    /// Seconds to wait for the outcome.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub timeout: u64,
 }
 
 #[derive(Args, Debug)]
@@ -46,6 +61,36 @@ pub struct ServeArgs {
     )]
     pub bind: Vec<String>,
 
+    /// Worker processes.
+    #[arg(short = 'w', long = "workers", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=128))]
+    pub workers: u32,
+
+    /// Seconds a request may run before its worker is killed and replaced (0: never).
+    #[arg(
+        short = 't',
+        long = "timeout",
+        value_name = "SECONDS",
+        default_value_t = 30
+    )]
+    pub timeout: u64,
+
+    /// Recycle a worker after this many requests (0: never).
+    #[arg(long = "max-requests", default_value_t = 0)]
+    pub max_requests: u64,
+
+    /// Add up to this many to --max-requests, per worker, so they do not all recycle at once.
+    #[arg(long = "max-requests-jitter", default_value_t = 0)]
+    pub max_requests_jitter: u64,
+
+    /// Watch the plugin file and swap in each new build (development).
+    #[arg(long)]
+    pub reload: bool,
+
+    /// Write the master's pid to FILE (for `host reload`/`host stop -p FILE`).
+    #[arg(short = 'p', long = "pid", value_name = "FILE")]
+    pub pidfile: Option<std::path::PathBuf>,
+
     /// Most connections waiting in the kernel to be accepted (listen backlog).
     #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(i32).range(1..=65535))]
     pub backlog: i32,
@@ -58,7 +103,7 @@ pub struct ServeArgs {
     #[arg(long = "keep-alive", value_name = "SECONDS", default_value_t = 2)]
     pub keep_alive: u64,
 
-    /// Seconds TERM waits for in-flight requests before exiting anyway.
+    /// Seconds a stopping worker may take to finish its in-flight requests.
     #[arg(
         long = "graceful-timeout",
         value_name = "SECONDS",

@@ -16,6 +16,7 @@ use crate::call::{flush, run, Exchange};
 use crate::environ::{percent_decode, target_path, EnvironParts, HostEnviron, PeerText};
 use crate::parse::{parse_head, RequestHead};
 use crate::response::{encode_error, ResponseHead};
+use crate::scoreboard::ThreadSlot;
 use crate::server::Shared;
 
 /// Responses are batched (pipelining) until this much is pending.
@@ -62,6 +63,9 @@ pub struct Scratch {
     head: ResponseHead,
     headers: Vec<nwsgi_header>,
     path: Vec<u8>,
+    /// Where this app thread publishes its running request for the
+    /// master's timeout check.
+    slot: Option<&'static ThreadSlot>,
 }
 
 impl Default for Scratch {
@@ -71,7 +75,15 @@ impl Default for Scratch {
             head: ResponseHead::new(),
             headers: Vec::with_capacity(32),
             path: Vec::new(),
+            slot: None,
         }
+    }
+}
+
+impl Scratch {
+    pub fn reporting_to(mut self, slot: Option<&'static ThreadSlot>) -> Scratch {
+        self.slot = slot;
+        self
     }
 }
 
@@ -179,6 +191,7 @@ fn handle(
         head: response_head,
         headers,
         path,
+        slot,
     } = scratch;
 
     headers.clear();
@@ -222,7 +235,28 @@ fn handle(
         keep_alive,
         config.write_timeout,
     );
+    if let Some(slot) = slot {
+        let version = head.version.as_str().as_bytes();
+        slot.begin(&[
+            head.method.as_bytes(),
+            b" ",
+            head.target.as_bytes(),
+            b" ",
+            version,
+        ]);
+    }
     run(&shared.plugin, &env, &mut ex);
+    if let Some(slot) = slot {
+        slot.end();
+    }
+    if let Some(m) = &shared.monitor {
+        if m.slot().count_request(m.max_requests) {
+            tracing::info!(
+                requests = m.max_requests,
+                "worker reached --max-requests; the master will replace it"
+            );
+        }
+    }
 
     let mut keep_alive = ex.keep_alive;
     if keep_alive && !ex.body.is_done() {

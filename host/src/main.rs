@@ -4,19 +4,18 @@ mod cli;
 use std::io::IsTerminal;
 use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use abi::ffi::{NWSGI_ABI_MAJOR, NWSGI_ABI_MINOR};
 use clap::Parser;
 use tracing::level_filters::LevelFilter;
 
+use host::master::{self, Master, MasterConfig};
 use host::plugin::{Plugin, PluginSpec};
-use host::server::{self, Config, Shared, Stop};
-use host::{access_log, parse};
+use host::server::Config;
+use host::{access_log, parse, staging};
 
-use crate::cli::{CheckArgs, Cli, Command, LogLevel, ServeArgs};
+use crate::cli::{CheckArgs, Cli, Command, ControlArgs, LogLevel, ServeArgs};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -26,6 +25,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Check(args) => check(args),
+        Command::Reload(args) => reload(args),
+        Command::Stop(args) => stop(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -62,6 +63,8 @@ fn usage_error(e: clap::Error) -> ExitCode {
 fn check(args: CheckArgs) -> Result<(), String> {
     let spec = PluginSpec::parse(&args.plugin);
     let plugin = Plugin::load(&spec).map_err(|e| e.to_string())?;
+    let bytes = std::fs::read(&spec.path)
+        .map_err(|e| format!("cannot read plugin {}: {e}", spec.path.display()))?;
     println!("plugin: {}", spec.path.display());
     println!("symbol: {}", spec.symbol);
     println!(
@@ -70,6 +73,7 @@ fn check(args: CheckArgs) -> Result<(), String> {
     );
     println!("name: {}", plugin.name.as_deref().unwrap_or("-"));
     println!("flags: {}", plugin.flags_text());
+    println!("build: {}", &staging::hash(&bytes)[..12]);
     Ok(())
 }
 
@@ -83,35 +87,18 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     for b in &args.bind {
         addrs.extend(cli::resolve_bind(b)?);
     }
-    let access_log = match &args.access_logfile {
-        Some(path) => Some(
-            access_log::AccessLog::open(path)
-                .map_err(|e| format!("cannot open access log {path}: {e}"))?,
-        ),
-        None => None,
-    };
+    if let Some(path) = &args.access_logfile {
+        // Workers open it; opening it here first makes a bad path a
+        // start-up error rather than a worker that cannot boot.
+        access_log::AccessLog::open(path)
+            .map_err(|e| format!("cannot open access log {path}: {e}"))?;
+    }
     let spec = PluginSpec::parse(&args.plugin);
-    let mut plugin = Plugin::load(&spec).map_err(|e| e.to_string())?;
     let listeners = addrs
         .iter()
         .map(|addr| listen(*addr, args.backlog).map_err(|e| format!("cannot bind {addr}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
-    plugin.init(&args.app_arg).map_err(|e| e.to_string())?;
-    tracing::info!(
-        plugin = %spec.path.display(),
-        symbol = %spec.symbol,
-        abi = %format_args!("{}.{}", plugin.abi_major, plugin.abi_minor),
-        name = plugin.name.as_deref().unwrap_or("-"),
-        flags = %plugin.flags_text(),
-        threads = args.threads,
-        "loaded plugin"
-    );
-    for l in &listeners {
-        if let Ok(addr) = l.local_addr() {
-            tracing::info!("listening on http://{addr}");
-        }
-    }
-    let config = Config {
+    let server = Config {
         threads: args.threads as usize,
         keep_alive: Duration::from_secs(args.keep_alive),
         header_timeout: Duration::from_secs(args.header_timeout),
@@ -125,25 +112,101 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             body: args.limit_request_body,
         },
     };
-    let shared = Arc::new(Shared {
-        plugin,
-        config,
-        access_log,
-        stopping: AtomicBool::new(false),
-    });
-    let stop =
-        server::run(listeners, Arc::clone(&shared)).map_err(|e| format!("server failed: {e}"))?;
-    match stop {
-        Stop::Graceful { drained: true } => {
-            // All app threads have exited: ours is the last reference.
-            if let Ok(mut shared) = Arc::try_unwrap(shared) {
-                shared.plugin.shutdown();
+    let master = Master::start(
+        MasterConfig {
+            original: spec.path,
+            symbol: spec.symbol,
+            workers: args.workers as usize,
+            timeout: Duration::from_secs(args.timeout),
+            graceful_timeout: Duration::from_secs(args.graceful_timeout),
+            max_requests: args.max_requests,
+            max_requests_jitter: args.max_requests_jitter,
+            watch: args.reload,
+            pidfile: args.pidfile,
+            app_args: args.app_arg,
+            access_log: args.access_logfile,
+            server,
+        },
+        listeners,
+    )?;
+    master.run()
+}
+
+/// `host reload -p FILE`: HUP the master, then wait for the outcome it
+/// writes next to the pidfile.
+fn reload(args: ControlArgs) -> Result<(), String> {
+    let pid = read_pidfile(&args.pidfile)?;
+    let status_path = master::reload_status_path(&args.pidfile);
+    let seq_of = |text: &str| {
+        text.split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    let before = std::fs::read_to_string(&status_path)
+        .ok()
+        .and_then(|t| seq_of(&t))
+        .unwrap_or(0);
+    signal(pid, libc::SIGHUP, &args.pidfile)?;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(&status_path) {
+            if seq_of(&text).is_some_and(|n| n > before) {
+                let mut parts = text.trim_end().splitn(3, ' ');
+                let (_, outcome, detail) = (parts.next(), parts.next(), parts.next().unwrap_or(""));
+                return match outcome {
+                    Some("ok") => {
+                        println!("reloaded: {detail}");
+                        Ok(())
+                    }
+                    _ => Err(format!("reload failed: {detail}")),
+                };
             }
-            tracing::info!("stopped");
         }
-        // Requests may still be running in the plugin: its shutdown must
-        // not run under them.
-        Stop::Graceful { drained: false } | Stop::Fast => tracing::info!("stopped"),
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!(
+        "no reload outcome from master {pid} within {}s",
+        args.timeout
+    ))
+}
+
+/// `host stop -p FILE`: TERM the master and wait until it is gone.
+fn stop(args: ControlArgs) -> Result<(), String> {
+    let pid = read_pidfile(&args.pidfile)?;
+    signal(pid, libc::SIGTERM, &args.pidfile)?;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    while Instant::now() < deadline {
+        // SAFETY: signal 0 only checks that the process exists.
+        if unsafe { libc::kill(pid, 0) } != 0 {
+            println!("stopped: master {pid}");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!(
+        "master {pid} still running after {}s",
+        args.timeout
+    ))
+}
+
+fn read_pidfile(path: &std::path::Path) -> Result<i32, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read pidfile {}: {e}", path.display()))?;
+    text.trim()
+        .parse::<i32>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("pidfile {} does not hold a pid", path.display()))
+}
+
+fn signal(pid: i32, sig: i32, pidfile: &std::path::Path) -> Result<(), String> {
+    // SAFETY: kill has no memory effects.
+    if unsafe { libc::kill(pid, sig) } != 0 {
+        return Err(format!(
+            "no running host with pid {pid} (from {}): {}",
+            pidfile.display(),
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }

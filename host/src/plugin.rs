@@ -166,6 +166,24 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
+impl LoadError {
+    /// The same error naming `shown` instead of the file actually loaded
+    /// (a worker loads a private copy; the user knows the original).
+    pub fn shown_as(mut self, shown: &Path) -> LoadError {
+        match &mut self {
+            LoadError::NotFound { path }
+            | LoadError::NotLibrary { path, .. }
+            | LoadError::NoSymbol { path, .. }
+            | LoadError::BadMagic { path, .. }
+            | LoadError::WrongMajor { path, .. }
+            | LoadError::TooSmall { path, .. }
+            | LoadError::NoCall { path, .. }
+            | LoadError::InitFailed { path, .. } => *path = shown.to_path_buf(),
+        }
+        self
+    }
+}
+
 /// A loaded, validated plugin. The library stays loaded for the life of the
 /// process (`lib` is never dropped while `desc` or `state` are in use: they
 /// are fields of the same struct and the struct owns the library).

@@ -26,6 +26,7 @@ use crate::conn::{head_complete, serve, Conn, Outcome, Scratch};
 use crate::parse::Limits;
 use crate::plugin::Plugin;
 use crate::response::encode_error;
+use crate::scoreboard::Monitor;
 
 /// Everything the serving core needs to know, fixed at start.
 #[derive(Debug, Clone)]
@@ -61,11 +62,15 @@ pub struct Shared {
     pub access_log: Option<AccessLog>,
     /// Set on TERM: responses say `Connection: close` from now on.
     pub stopping: AtomicBool,
+    /// Where this worker reports to its master (heartbeat, running
+    /// requests, request count); None when serving without a master.
+    pub monitor: Option<Monitor>,
 }
 
 const WAKER: Token = Token(usize::MAX);
 const SIG_GRACEFUL: Token = Token(usize::MAX - 1);
 const SIG_FAST: Token = Token(usize::MAX - 2);
+const SIG_REOPEN: Token = Token(usize::MAX - 3);
 /// Listener i has token LISTENER_BASE + i; connections use 0..LISTENER_BASE.
 const LISTENER_BASE: usize = usize::MAX / 2;
 /// How often idle connections are checked against their timeouts.
@@ -162,6 +167,7 @@ pub fn run(listeners: Vec<StdListener>, shared: Arc<Shared>) -> io::Result<Stop>
         SIG_FAST,
         &[signal_hook::consts::SIGINT, signal_hook::consts::SIGQUIT],
     )?;
+    let mut reopen_pipe = signal_pipe(&poll, SIG_REOPEN, &[signal_hook::consts::SIGUSR1])?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let pool = Arc::new(Pool {
         queue: Mutex::new(PoolQueue {
@@ -207,11 +213,19 @@ pub fn run(listeners: Vec<StdListener>, shared: Arc<Shared>) -> io::Result<Stop>
                             let _ = lp.poll.registry().deregister(&mut l);
                         }
                         shared.stopping.store(true, Ordering::SeqCst);
-                        // Serve what already arrived; connections with
-                        // nothing to say are closed (on_readable does both
-                        // once `stopping` is set).
+                        // Serve what already arrived. Idle keep-alive
+                        // connections stay until their next request (answered
+                        // with `Connection: close`) or their keep-alive
+                        // timeout: closing them now could cross a request
+                        // already on its way.
                         lp.read_all_waiting();
                         stop_deadline = Some(Instant::now() + shared.config.graceful_timeout);
+                    }
+                }
+                SIG_REOPEN => {
+                    drain_pipe(&mut reopen_pipe);
+                    if let Some(log) = &shared.access_log {
+                        log.reopen();
                     }
                 }
                 SIG_FAST => {
@@ -227,6 +241,9 @@ pub fn run(listeners: Vec<StdListener>, shared: Arc<Shared>) -> io::Result<Stop>
                 Token(idx) => lp.on_readable(idx),
             }
         }
+        if let Some(m) = &shared.monitor {
+            m.slot().heartbeat();
+        }
         // Connections coming back from app threads.
         while let Ok((idx, outcome)) = returns.try_recv() {
             lp.on_returned(idx, outcome);
@@ -241,7 +258,7 @@ pub fn run(listeners: Vec<StdListener>, shared: Arc<Shared>) -> io::Result<Stop>
             next_sweep = now + SWEEP_EVERY;
         }
         if let Some(deadline) = stop_deadline {
-            if lp.busy == 0 && lp.waiting_with_data() == 0 {
+            if lp.busy == 0 && lp.waiting() == 0 {
                 break Stop::Graceful { drained: true };
             }
             if now >= deadline {
@@ -278,20 +295,27 @@ fn spawn_app_threads(
             );
             std::thread::Builder::new()
                 .name(format!("app-{i}"))
-                .spawn(move || app_thread(&shared, &pool, &returns, &waker))
+                .spawn(move || app_thread(i, &shared, &pool, &returns, &waker))
         })
         .collect()
 }
 
-fn app_thread(shared: &Shared, pool: &Pool, returns: &Sender<(usize, Outcome)>, waker: &Waker) {
-    let mut scratch = Scratch::default();
+fn app_thread(
+    index: usize,
+    shared: &Shared,
+    pool: &Pool,
+    returns: &Sender<(usize, Outcome)>,
+    waker: &Waker,
+) {
+    let slot = shared.monitor.and_then(|m| m.thread(index));
+    let mut scratch = Scratch::default().reporting_to(slot);
     while let Some((idx, conn)) = pool.pop() {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             serve(conn, shared, &mut scratch)
         }))
         .unwrap_or_else(|_| {
             tracing::error!("internal error while serving a connection; it was closed");
-            scratch = Scratch::default();
+            scratch = Scratch::default().reporting_to(slot);
             Outcome::Gone
         });
         if returns.send((idx, outcome)).is_err() {
@@ -405,7 +429,7 @@ impl Loop {
         if conn.buf.is_empty() {
             // Idle: give the buffer back so a held connection costs little.
             conn.buf = Vec::new();
-            if eof || self.shared.stopping.load(Ordering::Relaxed) {
+            if eof {
                 self.close(idx);
             }
             return;
@@ -489,7 +513,11 @@ impl Loop {
         for (idx, slot) in self.slots.iter().enumerate() {
             match slot {
                 Slot::Waiting(conn) => {
-                    let limit = if conn.buf.is_empty() && conn.served {
+                    // While stopping, a connection that has not begun a
+                    // request gets the keep-alive time, not the longer
+                    // header timeout.
+                    let stopping = self.shared.stopping.load(Ordering::Relaxed);
+                    let limit = if conn.buf.is_empty() && (conn.served || stopping) {
                         cfg.keep_alive
                     } else {
                         cfg.header_timeout
@@ -530,10 +558,10 @@ impl Loop {
         }
     }
 
-    fn waiting_with_data(&self) -> usize {
+    fn waiting(&self) -> usize {
         self.slots
             .iter()
-            .filter(|s| matches!(s, Slot::Waiting(c) if !c.buf.is_empty()))
+            .filter(|s| matches!(s, Slot::Waiting(_)))
             .count()
     }
 }

@@ -1,0 +1,303 @@
+//! The scoreboard: memory shared by the master and its workers (an
+//! anonymous shared mapping made before the first fork), through which
+//! workers report their state, heartbeat and running requests, and the
+//! master reads them. Heartbeats go through memory, not files: no syscall
+//! on a worker's hot path, nothing on disk.
+//!
+//! Everything in it is an atomic, so both sides may touch it at any time.
+//! A request line is published seqlock-style: `started_ms` is cleared,
+//! the bytes written, then `started_ms` set; a reader that sees the same
+//! non-zero `started_ms` before and after copying the bytes has a
+//! consistent line.
+use std::io;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+/// Most workers a master runs at once (`-w` plus TTIN, plus a reload's
+/// new generation booting beside the old one).
+pub const MAX_WORKERS: usize = 256;
+/// Bytes of a request line kept for the timeout log.
+const LINE_MAX: usize = 120;
+/// Bytes of a boot failure reason.
+const MESSAGE_MAX: usize = 480;
+
+/// What a worker is doing, as it reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum WorkerState {
+    Free = 0,
+    /// Forked; loading the plugin and running its init.
+    Booting = 1,
+    /// Serving.
+    Ready = 2,
+}
+
+/// One worker's public state.
+#[repr(C)]
+pub struct WorkerSlot {
+    state: AtomicU32,
+    /// Monotonic milliseconds (`now_ms`) of the event loop's last turn.
+    heartbeat_ms: AtomicU64,
+    /// Requests answered.
+    requests: AtomicU64,
+    /// Set once the worker reached `--max-requests`: replace me.
+    recycle: AtomicU32,
+    message_len: AtomicU32,
+    message: [AtomicU8; MESSAGE_MAX],
+}
+
+/// One app thread's running request.
+#[repr(C)]
+pub struct ThreadSlot {
+    /// Monotonic milliseconds when the running request started; 0 = idle.
+    started_ms: AtomicU64,
+    line_len: AtomicU32,
+    line: [AtomicU8; LINE_MAX],
+}
+
+/// The shared mapping: MAX_WORKERS worker slots, then `threads` thread
+/// slots per worker. Never unmapped: it lives as long as the process.
+pub struct Scoreboard {
+    workers: &'static [WorkerSlot],
+    threads: &'static [ThreadSlot],
+    per_worker: usize,
+}
+
+impl Scoreboard {
+    /// Maps the scoreboard for workers with `threads` app threads each.
+    pub fn new(threads: usize) -> io::Result<Scoreboard> {
+        let per_worker = threads.max(1);
+        let workers_len = MAX_WORKERS * std::mem::size_of::<WorkerSlot>();
+        let threads_len = MAX_WORKERS * per_worker * std::mem::size_of::<ThreadSlot>();
+        let len = workers_len + threads_len;
+        // SAFETY: a fresh anonymous mapping; no existing memory is touched.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the mapping is `len` bytes, page-aligned, zero-filled, and
+        // never unmapped, so 'static; all-zero bytes are valid atomics (and
+        // the Free state); WorkerSlot's size is a multiple of the
+        // ThreadSlot alignment (both 8), so the second array is aligned.
+        unsafe {
+            let workers = std::slice::from_raw_parts(base as *const WorkerSlot, MAX_WORKERS);
+            let threads = std::slice::from_raw_parts(
+                (base as *const u8).add(workers_len) as *const ThreadSlot,
+                MAX_WORKERS * per_worker,
+            );
+            Ok(Scoreboard {
+                workers,
+                threads,
+                per_worker,
+            })
+        }
+    }
+
+    pub fn worker(&self, index: usize) -> &'static WorkerSlot {
+        &self.workers[index]
+    }
+
+    pub fn thread(&self, worker: usize, thread: usize) -> &'static ThreadSlot {
+        &self.threads[worker * self.per_worker + thread]
+    }
+
+    pub fn threads_per_worker(&self) -> usize {
+        self.per_worker
+    }
+
+    /// A free worker slot, cleared for a new worker.
+    pub fn claim(&self) -> Option<usize> {
+        let index = self
+            .workers
+            .iter()
+            .position(|w| w.state() == WorkerState::Free)?;
+        self.reset(index);
+        // Marked booting by the master before the fork, so the slot is
+        // not handed out twice.
+        self.workers[index].set_state(WorkerState::Booting);
+        Some(index)
+    }
+
+    /// Clears a slot for reuse (after its worker exited).
+    pub fn reset(&self, index: usize) {
+        let w = &self.workers[index];
+        w.state.store(WorkerState::Free as u32, Ordering::Relaxed);
+        w.heartbeat_ms.store(0, Ordering::Relaxed);
+        w.requests.store(0, Ordering::Relaxed);
+        w.recycle.store(0, Ordering::Relaxed);
+        w.message_len.store(0, Ordering::Relaxed);
+        for t in 0..self.per_worker {
+            self.thread(index, t).end();
+        }
+    }
+}
+
+impl WorkerSlot {
+    pub fn state(&self) -> WorkerState {
+        match self.state.load(Ordering::Acquire) {
+            1 => WorkerState::Booting,
+            2 => WorkerState::Ready,
+            _ => WorkerState::Free,
+        }
+    }
+
+    pub fn set_state(&self, s: WorkerState) {
+        self.state.store(s as u32, Ordering::Release);
+    }
+
+    pub fn heartbeat(&self) {
+        self.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn last_heartbeat_ms(&self) -> u64 {
+        self.heartbeat_ms.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request; true the first time `max` is reached (0: never).
+    pub fn count_request(&self, max: u64) -> bool {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        max > 0 && n >= max && self.recycle.swap(1, Ordering::Relaxed) == 0
+    }
+
+    pub fn wants_recycle(&self) -> bool {
+        self.recycle.load(Ordering::Relaxed) != 0
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Leaves a reason for the master (a boot failure).
+    pub fn set_message(&self, text: &str) {
+        let bytes = text.as_bytes();
+        let n = bytes.len().min(MESSAGE_MAX);
+        for (slot, &b) in self.message.iter().zip(&bytes[..n]) {
+            slot.store(b, Ordering::Relaxed);
+        }
+        self.message_len.store(n as u32, Ordering::Release);
+    }
+
+    pub fn message(&self) -> Option<String> {
+        let n = self.message_len.load(Ordering::Acquire) as usize;
+        (n > 0).then(|| {
+            let bytes: Vec<u8> = self.message[..n.min(MESSAGE_MAX)]
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect();
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    }
+}
+
+impl ThreadSlot {
+    /// A request starts: publish its line.
+    pub fn begin(&self, line: &[&[u8]]) {
+        self.started_ms.store(0, Ordering::Release);
+        let mut n = 0;
+        for part in line.iter().flat_map(|p| p.iter()) {
+            if n == LINE_MAX {
+                break;
+            }
+            self.line[n].store(*part, Ordering::Relaxed);
+            n += 1;
+        }
+        self.line_len.store(n as u32, Ordering::Relaxed);
+        // `max(1)`: 0 means idle, and the clock starts near boot.
+        self.started_ms.store(now_ms().max(1), Ordering::Release);
+    }
+
+    pub fn end(&self) {
+        self.started_ms.store(0, Ordering::Release);
+    }
+
+    /// The running request: (start, line), if any and read consistently.
+    pub fn running(&self) -> Option<(u64, String)> {
+        let started = self.started_ms.load(Ordering::Acquire);
+        if started == 0 {
+            return None;
+        }
+        let n = (self.line_len.load(Ordering::Relaxed) as usize).min(LINE_MAX);
+        let bytes: Vec<u8> = self.line[..n]
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        if self.started_ms.load(Ordering::Acquire) != started {
+            return None;
+        }
+        Some((started, String::from_utf8_lossy(&bytes).into_owned()))
+    }
+}
+
+/// Milliseconds on the system-wide monotonic clock (the same in every
+/// process, unlike `Instant`, which cannot be shared).
+pub fn now_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// What a worker needs to report through the scoreboard.
+#[derive(Clone, Copy)]
+pub struct Monitor {
+    pub board: &'static Scoreboard,
+    pub worker: usize,
+    /// `--max-requests` plus this worker's jitter; 0 = unlimited.
+    pub max_requests: u64,
+}
+
+impl Monitor {
+    pub fn slot(&self) -> &'static WorkerSlot {
+        self.board.worker(self.worker)
+    }
+
+    pub fn thread(&self, t: usize) -> Option<&'static ThreadSlot> {
+        (t < self.board.threads_per_worker()).then(|| self.board.thread(self.worker, t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_round_trip() {
+        let board = Box::leak(Box::new(Scoreboard::new(2).unwrap()));
+        let i = board.claim().unwrap();
+        assert_eq!(board.worker(i).state(), WorkerState::Booting);
+        assert_ne!(
+            board.claim().unwrap(),
+            i,
+            "a claimed slot is not handed out twice"
+        );
+        let w = board.worker(i);
+        w.set_message("init failed: no database");
+        assert_eq!(w.message().as_deref(), Some("init failed: no database"));
+        assert!(!w.count_request(3));
+        assert!(!w.count_request(3));
+        assert!(w.count_request(3), "third request reaches the limit");
+        assert!(!w.count_request(3), "reported once");
+        assert!(w.wants_recycle());
+        let t = board.thread(i, 1);
+        assert_eq!(t.running(), None);
+        t.begin(&[b"GET", b" ", b"/hang", b" ", b"HTTP/1.1"]);
+        let (started, line) = t.running().unwrap();
+        assert!(started > 0);
+        assert_eq!(line, "GET /hang HTTP/1.1");
+        t.end();
+        assert_eq!(t.running(), None);
+        board.reset(i);
+        assert_eq!(board.worker(i).state(), WorkerState::Free);
+    }
+}

@@ -1,0 +1,135 @@
+//! A worker process: forked by the master, it loads one staged plugin
+//! build, runs the plugin's init, reports Ready on the scoreboard and
+//! serves until told to stop. Everything that touches the plugin happens
+//! here, after the fork, so the master never runs plugin code.
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::access_log::AccessLog;
+use crate::plugin::{Plugin, PluginSpec};
+use crate::scoreboard::{Monitor, Scoreboard, WorkerState};
+use crate::server::{self, Config, Shared, Stop};
+use crate::staging::Build;
+
+/// Exit status of a worker that could not start for reasons of its own
+/// (no memory, no event loop): the master retries it with backoff.
+pub const EXIT_BOOT_ERROR: i32 = 3;
+/// Exit status of a worker whose plugin could not be loaded or whose init
+/// failed: the master does not retry the same build in a loop; the reason
+/// is in the worker's scoreboard slot.
+pub const EXIT_LOAD_ERROR: i32 = 4;
+
+/// What the master hands a worker.
+pub struct WorkerSpec<'a> {
+    pub build: &'a Build,
+    pub symbol: &'a str,
+    /// The path the user gave, for messages (the worker loads the copy).
+    pub original: &'a std::path::Path,
+    pub app_args: &'a [(String, String)],
+    pub config: &'a Config,
+    pub access_log: Option<&'a str>,
+    pub board: &'static Scoreboard,
+    pub index: usize,
+    /// `--max-requests` plus this worker's jitter; 0 = unlimited.
+    pub max_requests: u64,
+    /// The master's signal handlers, inherited through fork, to remove.
+    pub master_signals: &'a [signal_hook::SigId],
+    pub master_pid: i32,
+}
+
+/// Runs a worker in the freshly forked child. Never returns.
+pub fn run(spec: WorkerSpec<'_>, listeners: &[TcpListener]) -> ! {
+    let slot = spec.board.worker(spec.index);
+    // A panic must not unwind into the master's frames copied into this
+    // process (their destructors would act on the master's resources).
+    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        match boot_and_serve(&spec, listeners) {
+            Ok(()) => 0,
+            Err((code, message)) => {
+                slot.set_message(&message);
+                code
+            }
+        }
+    }))
+    .unwrap_or(EXIT_BOOT_ERROR);
+    std::process::exit(code)
+}
+
+fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: &[TcpListener]) -> Result<(), (i32, String)> {
+    for id in spec.master_signals {
+        signal_hook::low_level::unregister(*id);
+    }
+    die_with_master(spec.master_pid);
+    let boot_error = |what: &str, e: std::io::Error| (EXIT_BOOT_ERROR, format!("{what}: {e}"));
+    let listeners = listeners
+        .iter()
+        .map(|l| l.try_clone())
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| boot_error("cannot share the listening sockets", e))?;
+
+    let plugin_spec = PluginSpec {
+        path: spec.build.path.clone(),
+        symbol: spec.symbol.to_string(),
+    };
+    let shown = PathBuf::from(spec.original);
+    let mut plugin = Plugin::load(&plugin_spec)
+        .map_err(|e| (EXIT_LOAD_ERROR, e.shown_as(&shown).to_string()))?;
+    plugin
+        .init(spec.app_args)
+        .map_err(|e| (EXIT_LOAD_ERROR, e.shown_as(&shown).to_string()))?;
+    let access_log = match spec.access_log {
+        Some(path) => Some(
+            AccessLog::open(path)
+                .map_err(|e| boot_error(&format!("cannot open access log {path}"), e))?,
+        ),
+        None => None,
+    };
+    let monitor = Monitor {
+        board: spec.board,
+        worker: spec.index,
+        max_requests: spec.max_requests,
+    };
+    monitor.slot().heartbeat();
+    monitor.slot().set_state(WorkerState::Ready);
+    tracing::info!(
+        "worker {} booted (build {}, generation {}, {} ABI {}.{})",
+        std::process::id(),
+        spec.build.short(),
+        spec.build.generation,
+        plugin.name.as_deref().unwrap_or("plugin"),
+        plugin.abi_major,
+        plugin.abi_minor,
+    );
+
+    let shared = Arc::new(Shared {
+        plugin,
+        config: spec.config.clone(),
+        access_log,
+        stopping: AtomicBool::new(false),
+        monitor: Some(monitor),
+    });
+    let stop = server::run(listeners, Arc::clone(&shared))
+        .map_err(|e| boot_error("the event loop failed", e))?;
+    if stop == (Stop::Graceful { drained: true }) {
+        // Every app thread has exited: ours is the last reference.
+        if let Ok(mut shared) = Arc::try_unwrap(shared) {
+            shared.plugin.shutdown();
+        }
+    }
+    Ok(())
+}
+
+/// Asks the kernel for TERM when the master dies, so orphaned workers
+/// finish their requests and exit instead of serving on unsupervised.
+fn die_with_master(master_pid: i32) {
+    // SAFETY: prctl with PR_SET_PDEATHSIG and a valid signal number has no
+    // memory effects.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+    // The master may have died between fork and prctl.
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } != master_pid {
+        std::process::exit(0);
+    }
+}
