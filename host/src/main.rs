@@ -176,8 +176,7 @@ fn stop(args: ControlArgs) -> Result<(), String> {
     signal(pid, libc::SIGTERM, &args.pidfile)?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     while Instant::now() < deadline {
-        // SAFETY: signal 0 only checks that the process exists.
-        if unsafe { libc::kill(pid, 0) } != 0 {
+        if !running(pid) {
             println!("stopped: master {pid}");
             return Ok(());
         }
@@ -187,6 +186,24 @@ fn stop(args: ControlArgs) -> Result<(), String> {
         "master {pid} still running after {}s",
         args.timeout
     ))
+}
+
+/// Is `pid` a live process? A zombie (exited, not yet reaped by its
+/// parent) has stopped, though `kill(pid, 0)` alone would still say yes.
+fn running(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return false;
+    }
+    // /proc/PID/stat: "pid (comm) S ...": the state follows the last ')'.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next()),
+            Some('Z' | 'X')
+        ),
+        Err(_) => false,
+    }
 }
 
 fn read_pidfile(path: &std::path::Path) -> Result<i32, String> {
