@@ -28,6 +28,8 @@ pub enum Command {
     Reload(ControlArgs),
     /// Stop the server gracefully (SIGTERM to the master) and wait until it exits.
     Stop(ControlArgs),
+    /// Show the master's workers and the plugin build each one runs.
+    Status(ControlArgs),
 }
 
 #[derive(Args, Debug)]

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check(args),
         Command::Reload(args) => reload(args),
         Command::Stop(args) => stop(args),
+        Command::Status(args) => status(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -204,6 +205,22 @@ fn running(pid: i32) -> bool {
         ),
         Err(_) => false,
     }
+}
+
+/// `host status -p FILE`: what the master last wrote about its workers.
+fn status(args: ControlArgs) -> Result<(), String> {
+    let pid = read_pidfile(&args.pidfile)?;
+    if !running(pid) {
+        return Err(format!(
+            "no running host with pid {pid} (from {})",
+            args.pidfile.display()
+        ));
+    }
+    let path = master::status_path(&args.pidfile);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    print!("{text}");
+    Ok(())
 }
 
 fn read_pidfile(path: &std::path::Path) -> Result<i32, String> {

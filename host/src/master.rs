@@ -119,6 +119,8 @@ pub struct Master {
     next_watch: Instant,
     /// Outcomes of reloads, numbered for `host reload`.
     reload_seq: u64,
+    /// What the status file says now.
+    last_status: String,
     flags: Vec<Arc<AtomicBool>>,
     signal_ids: Vec<signal_hook::SigId>,
     wake: std::os::unix::net::UnixStream,
@@ -175,6 +177,7 @@ impl Master {
             changed: None,
             next_watch: Instant::now() + WATCH_EVERY,
             reload_seq: 0,
+            last_status: String::new(),
             flags,
             signal_ids,
             wake,
@@ -266,9 +269,12 @@ impl Master {
             }
             self.watch_plugin();
             self.manage_workers();
+            self.write_status();
         }
         if let Some(p) = &self.cfg.pidfile {
             let _ = fs::remove_file(p);
+            let _ = fs::remove_file(status_path(p));
+            let _ = fs::remove_file(reload_status_path(p));
         }
         tracing::info!("master {} stopped", std::process::id());
         Ok(())
@@ -749,6 +755,44 @@ impl Master {
         }
     }
 
+    /// Rewrites the status file next to the pidfile when what it would
+    /// say changed: the master's build, then one line per worker.
+    fn write_status(&mut self) {
+        let Some(pidfile) = &self.cfg.pidfile else {
+            return;
+        };
+        let mut text = format!(
+            "master {} build {} generation {} workers {}\n",
+            std::process::id(),
+            self.current.short(),
+            self.current.generation,
+            self.target
+        );
+        for (pid, w) in &self.workers {
+            let state = match w.phase {
+                Phase::Booting => "booting",
+                Phase::Ready => "ready",
+                Phase::Retiring(_) => "retiring",
+            };
+            text.push_str(&format!(
+                "worker {pid} build {} generation {} {state}\n",
+                w.build.short(),
+                w.build.generation
+            ));
+        }
+        if text == self.last_status {
+            return;
+        }
+        let path = status_path(pidfile);
+        let tmp = path.with_extension("status-tmp");
+        if fs::write(&tmp, &text)
+            .and_then(|()| fs::rename(&tmp, &path))
+            .is_ok()
+        {
+            self.last_status = text;
+        }
+    }
+
     // --- helpers --------------------------------------------------------
 
     fn kill(&self, pid: i32, sig: i32) {
@@ -788,6 +832,13 @@ impl Master {
         self.rng ^= self.rng << 17;
         self.rng % (j + 1)
     }
+}
+
+/// The file next to the pidfile that lists the workers (`host status`).
+pub fn status_path(pidfile: &Path) -> PathBuf {
+    let mut name = pidfile.as_os_str().to_os_string();
+    name.push(".status");
+    PathBuf::from(name)
 }
 
 /// The file next to the pidfile where reload outcomes are written.
