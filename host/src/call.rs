@@ -11,6 +11,7 @@
 use std::ffi::c_void;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use abi::ffi::{
@@ -102,6 +103,8 @@ pub struct Exchange<'a> {
     /// A malformed or timed-out body: answered with its own status.
     body_error: Option<HttpError>,
     write_timeout: Duration,
+    /// The worker is stopping: the response must close the connection.
+    stopping: &'a AtomicBool,
     /// For the access log.
     pub status: u16,
     pub body_bytes: u64,
@@ -118,6 +121,7 @@ impl<'a> Exchange<'a> {
         is_head: bool,
         keep_alive: bool,
         write_timeout: Duration,
+        stopping: &'a AtomicBool,
     ) -> Exchange<'a> {
         Exchange {
             stream,
@@ -131,6 +135,7 @@ impl<'a> Exchange<'a> {
             remaining: 0,
             body_error: None,
             write_timeout,
+            stopping,
             status: 0,
             body_bytes: 0,
         }
@@ -207,6 +212,11 @@ impl<'a> Exchange<'a> {
     /// Puts the held head into `out`, fixing the body framing.
     /// `known_len` is the whole body's length when it is already known.
     fn commit(&mut self, known_len: Option<u64>) {
+        // Persistence is decided as late as possible: a worker told to stop
+        // while this request ran says `Connection: close` now.
+        if self.stopping.load(Ordering::Relaxed) {
+            self.keep_alive = false;
+        }
         let framing = if let Some(cl) = self.head.content_length() {
             BodyFraming::Length(cl)
         } else if let Some(n) = known_len {
@@ -380,7 +390,8 @@ impl<'a> Exchange<'a> {
                 if status == 500 {
                     tracing::error!("{why}; answering 500");
                 }
-                self.keep_alive &= self.body_error.is_none();
+                self.keep_alive &=
+                    self.body_error.is_none() && !self.stopping.load(Ordering::Relaxed);
                 encode_error(self.out, status, reason, self.keep_alive);
                 self.status = status;
                 self.phase = Phase::Done;

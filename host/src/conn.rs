@@ -234,6 +234,7 @@ fn handle(
         head.method == "HEAD",
         keep_alive,
         config.write_timeout,
+        &shared.stopping,
     );
     if let Some(slot) = slot {
         let version = head.version.as_str().as_bytes();

@@ -117,6 +117,8 @@ pub struct Master {
     watched: Option<FileStamp>,
     changed: Option<FileStamp>,
     next_watch: Instant,
+    /// A reload was asked for while a canary was booting.
+    reload_queued: bool,
     /// Outcomes of reloads, numbered for `host reload`.
     reload_seq: u64,
     /// What the status file says now.
@@ -176,6 +178,7 @@ impl Master {
             watched,
             changed: None,
             next_watch: Instant::now() + WATCH_EVERY,
+            reload_queued: false,
             reload_seq: 0,
             last_status: String::new(),
             flags,
@@ -375,9 +378,10 @@ impl Master {
 
     fn reload(&mut self) {
         if let Some(pid) = self.canary {
-            tracing::info!(
-                "a reload is already in progress (canary worker {pid}); this one joins it"
-            );
+            // The file may have changed again since that canary's build was
+            // staged: stage it again once this one is decided.
+            tracing::info!("a reload is in progress (canary worker {pid}); another follows it");
+            self.reload_queued = true;
             return;
         }
         let generation = self.current.generation + 1;
@@ -400,7 +404,20 @@ impl Master {
             "reload failed: {why}; build {} keeps serving",
             self.current.short()
         );
-        self.report_reload(false, why);
+        if !self.reload_again() {
+            self.report_reload(false, why);
+        }
+    }
+
+    /// Starts the reload that was asked for while another was running.
+    /// Only the last outcome is reported: `host reload` answers for the
+    /// file as it is now, never for a build already superseded.
+    fn reload_again(&mut self) -> bool {
+        if !std::mem::take(&mut self.reload_queued) || self.stopping.is_some() {
+            return false;
+        }
+        self.reload();
+        true
     }
 
     /// The canary is up: its build is current from now on.
@@ -417,8 +434,10 @@ impl Master {
             old.generation,
             old.short()
         );
-        let text = format!("build {}", self.current.short());
-        self.report_reload(true, &text);
+        if !self.reload_again() {
+            let text = format!("build {}", self.current.short());
+            self.report_reload(true, &text);
+        }
     }
 
     /// Tells a waiting `host reload` how the last reload went.
@@ -633,6 +652,7 @@ impl Master {
                 Phase::Booting => {
                     let why = boot_failure(&self.cfg.original, message, status, &cause);
                     if self.canary == Some(pid) {
+                        tracing::info!("worker {pid} exited while booting: {cause}");
                         self.canary = None;
                         self.reload_failed(&why);
                     } else {

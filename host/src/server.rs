@@ -93,6 +93,9 @@ enum Slot {
     Lingering(Conn, usize),
 }
 
+/// How long a stopping worker keeps an idle keep-alive connection open for
+/// a request that may already be on its way.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 /// How long a closing connection may keep sending before we hang up.
 const LINGER: Duration = Duration::from_secs(2);
 /// How much a closing connection may send before we hang up anyway.
@@ -184,6 +187,7 @@ pub fn run(listeners: Vec<StdListener>, shared: Arc<Shared>) -> io::Result<Stop>
         slots: Vec::new(),
         free: Vec::new(),
         busy: 0,
+        stopped_at: None,
         pool: Arc::clone(&pool),
         shared: Arc::clone(&shared),
     };
@@ -213,6 +217,7 @@ pub fn run(listeners: Vec<StdListener>, shared: Arc<Shared>) -> io::Result<Stop>
                             let _ = lp.poll.registry().deregister(&mut l);
                         }
                         shared.stopping.store(true, Ordering::SeqCst);
+                        lp.stopped_at = Some(Instant::now());
                         // Serve what already arrived. Idle keep-alive
                         // connections stay until their next request (answered
                         // with `Connection: close`) or their keep-alive
@@ -332,6 +337,8 @@ struct Loop {
     free: Vec<usize>,
     /// Connections currently lent to app threads.
     busy: usize,
+    /// When TERM arrived, if it did.
+    stopped_at: Option<Instant>,
     pool: Arc<Pool>,
     shared: Arc<Shared>,
 }
@@ -513,16 +520,19 @@ impl Loop {
         for (idx, slot) in self.slots.iter().enumerate() {
             match slot {
                 Slot::Waiting(conn) => {
-                    // While stopping, a connection that has not begun a
-                    // request gets the keep-alive time, not the longer
-                    // header timeout.
-                    let stopping = self.shared.stopping.load(Ordering::Relaxed);
-                    let limit = if conn.buf.is_empty() && (conn.served || stopping) {
-                        cfg.keep_alive
-                    } else {
-                        cfg.header_timeout
+                    // While stopping, an idle connection gets a short grace
+                    // from the stop for a request already on its way (it is
+                    // answered with `Connection: close`), then is closed.
+                    let (since, limit) = match self.stopped_at {
+                        Some(at) if conn.buf.is_empty() => {
+                            (conn.waiting_since.max(at), cfg.keep_alive.min(STOP_GRACE))
+                        }
+                        _ if conn.buf.is_empty() && conn.served => {
+                            (conn.waiting_since, cfg.keep_alive)
+                        }
+                        _ => (conn.waiting_since, cfg.header_timeout),
                     };
-                    if now.duration_since(conn.waiting_since) >= limit {
+                    if now.duration_since(since) >= limit {
                         if conn.buf.is_empty() {
                             expired.push(idx);
                         } else {

@@ -128,15 +128,37 @@ fn compile_c(stem: &str, source: &str, include: &str) -> PathBuf {
     let root = repo_root();
     let dest = c_output_dir().join(format!("{DLL_PREFIX}{stem}{DLL_SUFFIX}"));
     let tmp = unique_sibling(&dest);
-    cc(&root.join(source), &root.join(include), &tmp);
+    cc(&root.join(source), &root.join(include), &[], &tmp);
     fs::rename(&tmp, &dest).unwrap_or_else(|e| panic!("renaming to {}: {e}", dest.display()));
     built.insert(stem.to_owned(), dest.clone());
     dest
 }
 
+/// Compiles `source` (relative to the repository root) against
+/// `abi/include` into `output`, with one `-D` per entry of `defines`
+/// (`NAME` or `NAME=VALUE`). Not cached: each call compiles. The library is
+/// written under another name and renamed over `output`, so a host loading
+/// or watching `output` never sees a half-written file.
+pub fn compile_c_into(source: &str, defines: &[&str], output: &Path) {
+    let root = repo_root();
+    let tmp = unique_sibling(output);
+    cc(&root.join(source), &root.join("abi/include"), defines, &tmp);
+    fs::rename(&tmp, output).unwrap_or_else(|e| panic!("renaming to {}: {e}", output.display()));
+}
+
+/// `tests/fixtures/swap/app.c` built as `build_id` (what its answers and its
+/// shutdown log line name) with `extra` defines (`"INIT_FAIL"`,
+/// `"INIT_CRASH"`), into `output` (see [`compile_c_into`]).
+pub fn swap_plugin(build_id: &str, extra: &[&str], output: &Path) {
+    let build = format!("BUILD_ID=\"{build_id}\"");
+    let mut defines = vec![build.as_str()];
+    defines.extend_from_slice(extra);
+    compile_c_into("tests/fixtures/swap/app.c", &defines, output);
+}
+
 /// Runs the C compiler (`$CC`, else `cc`) to build a shared library;
 /// panics with its diagnostics.
-fn cc(source: &Path, include: &Path, output: &Path) {
+fn cc(source: &Path, include: &Path, defines: &[&str], output: &Path) {
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
     let mut words = cc.split_whitespace();
     let program = words.next().unwrap_or("cc");
@@ -146,6 +168,7 @@ fn cc(source: &Path, include: &Path, output: &Path) {
         .arg(output)
         .arg(source)
         .arg(format!("-I{}", include.display()))
+        .args(defines.iter().map(|d| format!("-D{d}")))
         .output()
         .unwrap_or_else(|e| panic!("running the C compiler `{cc}`: {e}"));
     if !result.status.success() {
@@ -182,5 +205,30 @@ impl TempFile {
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// A scratch directory, removed with everything in it when dropped.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        let dir = target_dir().join("test-tmp");
+        let path = unique_sibling(&dir.join(label));
+        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        TempDir { path }
+    }
+
+    /// `path` joined to the directory.
+    pub fn join(&self, path: impl AsRef<Path>) -> PathBuf {
+        self.path.join(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
     }
 }

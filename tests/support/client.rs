@@ -8,6 +8,7 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use crate::TIMEOUT;
@@ -399,6 +400,64 @@ impl Conn {
     /// Bytes received but not consumed by any response read so far.
     pub fn unread(&self) -> &[u8] {
         &self.buf
+    }
+}
+
+/// Non-panicking use, for load generators (`tests/process.rs`) that count
+/// failed requests instead of stopping at the first one.
+impl Conn {
+    /// [`Conn::connect`], returning the error instead of panicking.
+    pub fn try_connect(addr: SocketAddr) -> io::Result<Conn> {
+        let stream = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+        stream.set_read_timeout(Some(TIMEOUT))?;
+        stream.set_write_timeout(Some(TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            buf: Vec::new(),
+            raw: Vec::new(),
+            reset: false,
+        })
+    }
+
+    /// [`Conn::read_response`] for a response that must arrive whole:
+    /// `Err` says what happened instead (closed or reset before or in the
+    /// middle of the response, nothing within [`TIMEOUT`], a malformed
+    /// head). After an `Err` the connection is not usable any more.
+    pub fn try_read_response(&mut self) -> Result<Response, String> {
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| self.read_response()));
+        match outcome {
+            Ok(resp) if resp.complete => Ok(resp),
+            Ok(resp) => Err(format!(
+                "the connection was {} in the middle of the response: {:?}",
+                if self.reset { "reset" } else { "closed" },
+                String::from_utf8_lossy(&resp.raw)
+            )),
+            Err(payload) => Err(payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "reading the response panicked".to_owned())),
+        }
+    }
+
+    /// Whether the server already closed (or reset) the connection, without
+    /// waiting: for a client about to reuse an idle keep-alive connection.
+    /// Unread data counts as open.
+    pub fn peer_closed(&self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        if self.stream.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let peeked = self.stream.peek(&mut [0u8; 1]);
+        let restored = self.stream.set_nonblocking(false);
+        match peeked {
+            _ if restored.is_err() => true,
+            Ok(n) => n == 0,
+            Err(e) => e.kind() != ErrorKind::WouldBlock,
+        }
     }
 }
 

@@ -112,6 +112,19 @@ impl Output {
         }
     }
 
+    /// Waits until `needle` occurs at least `count` times in the text;
+    /// panics with the text at the deadline or if the pipe closes first.
+    pub fn wait_for_count(&self, needle: &str, count: usize, timeout: Duration) -> String {
+        let enough = |text: &str| text.matches(needle).count() >= count;
+        match self.wait_until(timeout, |text, closed| enough(text) || closed) {
+            Ok(text) if enough(&text) => text,
+            Ok(text) => panic!("output closed with fewer than {count} {needle:?}; it was:\n{text}"),
+            Err(text) => {
+                panic!("fewer than {count} {needle:?} within {timeout:?}; output so far:\n{text}")
+            }
+        }
+    }
+
     /// Waits for end of file; returns everything.
     pub fn wait_closed(&self, timeout: Duration) -> String {
         self.wait_until(timeout, |_, closed| closed)
@@ -145,6 +158,7 @@ pub fn serve(plugin: impl AsRef<OsStr>) -> Serve {
         plugin: plugin.as_ref().to_owned(),
         binds: Vec::new(),
         args: Vec::new(),
+        envs: Vec::new(),
     }
 }
 
@@ -153,6 +167,7 @@ pub struct Serve {
     plugin: OsString,
     binds: Vec<String>,
     args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
 }
 
 impl Serve {
@@ -170,6 +185,13 @@ impl Serve {
     pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Serve {
         self.args
             .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets an environment variable of the host process.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Serve {
+        self.envs
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
         self
     }
 
@@ -213,6 +235,7 @@ impl Serve {
             cmd.args(["-b", bind]);
         }
         cmd.args(&self.args);
+        cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
         // Its own process group, so dropping the server also ends any
         // worker processes it forked.
         cmd.process_group(0);
@@ -265,13 +288,30 @@ impl Server {
         self.stderr.wait_for(needle, timeout)
     }
 
+    /// Waits until the host's log contains `needle` at least `count` times;
+    /// returns the whole log.
+    pub fn wait_for_log_count(&self, needle: &str, count: usize, timeout: Duration) -> String {
+        self.stderr.wait_for_count(needle, count, timeout)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends signal `sig` (a name: `HUP`, `TTIN`, ...) to the host process
+    /// only, not to its workers.
+    pub fn send_signal(&self, sig: &str) {
+        signal(&self.pid().to_string(), sig);
     }
 
     /// Sends SIGTERM to the host process (not to its workers).
     pub fn terminate(&self) {
         signal(&self.pid().to_string(), "TERM");
+    }
+
+    /// Waits up to `timeout` for the host to exit; `None` if it still runs.
+    pub fn try_wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_with_deadline(&mut self.child, timeout)
     }
 
     /// Waits for the host to exit; panics with its log after `timeout`.

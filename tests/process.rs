@@ -1,0 +1,1101 @@
+//! The process model: a master that never loads the plugin and forks worker
+//! processes; hot swap (SIGHUP, `host reload`, `--reload`) without a dropped
+//! request; bad builds refused while the old one keeps serving; crashed and
+//! hung workers replaced; graceful stop; worker count signals; recycling.
+//!
+//! Every test serves the `swap` plugin (`tests/fixtures/swap/app.c`) from a
+//! scratch directory of its own, built as `v0`, `v1`, ...: its answer to
+//! `GET /` names the build and the worker's pid, and its shutdown logs
+//! `swap shutdown build <id>`. Deploys are what an operator does: build
+//! elsewhere and rename over the served file (or overwrite it in place), then
+//! signal the master.
+//!
+//! The load clients count a request that got no whole response as a failure
+//! (they never retry), but reconnect without counting anything when the
+//! server said `Connection: close`, or closed an idle keep-alive connection
+//! before the next request was sent.
+
+use std::collections::BTreeSet;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use integration_tests::artifacts::{self, TempDir};
+use integration_tests::client::{Conn, Response};
+use integration_tests::server::{self, Finished, Server};
+use integration_tests::TIMEOUT;
+
+/// A scratch directory holding the plugin file a server is started on.
+struct Site {
+    /// Removed with everything in it when the test ends.
+    _dir: TempDir,
+    /// The path given to `host serve`: what a deploy replaces.
+    plugin: PathBuf,
+    /// Where a build is compiled before it is renamed over `plugin`.
+    stage: PathBuf,
+    pidfile: PathBuf,
+    /// The host's `XDG_RUNTIME_DIR`, where the master keeps its private
+    /// copies of the builds (so a killed master leaves nothing elsewhere).
+    runtime_dir: PathBuf,
+}
+
+impl Site {
+    /// `<tmp>/live/libapp.so`, built as `build`.
+    fn new(label: &str, build: &str) -> Site {
+        let dir = TempDir::new(label);
+        for sub in ["live", "stage", "run"] {
+            fs::create_dir_all(dir.join(sub)).expect("creating a scratch directory");
+        }
+        let site = Site {
+            plugin: dir.join("live/libapp.so"),
+            stage: dir.join("stage/libapp.so"),
+            pidfile: dir.join("host.pid"),
+            runtime_dir: dir.join("run"),
+            _dir: dir,
+        };
+        site.deploy(build, &[]);
+        site
+    }
+
+    /// Compiles `build` (with `extra` defines) and renames it over the
+    /// served file.
+    fn deploy(&self, build: &str, extra: &[&str]) {
+        artifacts::swap_plugin(build, extra, &self.stage);
+        self.rename_stage();
+    }
+
+    /// Renames whatever is in the stage over the served file.
+    fn rename_stage(&self) {
+        fs::rename(&self.stage, &self.plugin).expect("renaming the new build into place");
+    }
+
+    fn plugin_str(&self) -> &str {
+        self.plugin.to_str().expect("a UTF-8 path")
+    }
+
+    fn pidfile_str(&self) -> &str {
+        self.pidfile.to_str().expect("a UTF-8 path")
+    }
+
+    /// `host serve <plugin> -p <pidfile> <args>`, once it listens.
+    fn serve(&self, args: &[&str]) -> Server {
+        server::serve(&self.plugin)
+            .env("XDG_RUNTIME_DIR", &self.runtime_dir)
+            .args(["-p", self.pidfile_str()])
+            .args(args)
+            .start()
+    }
+
+    /// `host reload -p <pidfile>`.
+    fn reload(&self) -> Finished {
+        server::run(["reload", "-p", self.pidfile_str()])
+    }
+
+    /// `host reload -p <pidfile>`, which must succeed with a `reloaded:`
+    /// line; returns that line.
+    fn reload_ok(&self) -> String {
+        let run = self.reload();
+        assert!(run.status.success(), "`host reload` failed: {run:#?}");
+        output_lines(&run)
+            .into_iter()
+            .find(|l| l.trim_start().starts_with("reloaded:"))
+            .unwrap_or_else(|| panic!("`host reload` printed no `reloaded:` line: {run:#?}"))
+    }
+}
+
+/// Every line a finished command printed, stdout first.
+fn output_lines(run: &Finished) -> Vec<String> {
+    run.stdout
+        .lines()
+        .chain(run.stderr.lines())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `host check <plugin>`'s `build: <12 hex>` value.
+fn build_hash(site: &Site) -> String {
+    let run = server::run(["check", site.plugin_str()]);
+    assert!(run.status.success(), "`host check` failed: {run:#?}");
+    let hash = output_lines(&run)
+        .iter()
+        .find_map(|l| {
+            let rest = &l[l.find("build: ")? + "build: ".len()..];
+            Some(
+                rest.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .unwrap_or_else(|| panic!("`host check` printed no `build: ` line: {run:#?}"));
+    assert!(
+        hash.len() == 12 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+        "the build should be 12 hex digits, got {hash:?}"
+    );
+    hash
+}
+
+/// `GET target` on a fresh connection (closed after the response); `Err`
+/// unless a whole response arrived.
+fn try_get(addr: SocketAddr, target: &str) -> Result<Response, String> {
+    let mut conn = Conn::try_connect(addr).map_err(|e| format!("connecting: {e}"))?;
+    let request = format!("GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    conn.try_send(request.as_bytes())
+        .map_err(|e| format!("sending: {e}"))?;
+    conn.try_read_response()
+}
+
+/// `GET target` on a fresh connection, which must answer 200.
+fn get_ok(server: &Server, target: &str) -> Response {
+    match try_get(server.addr(), target) {
+        Ok(resp) if resp.status == 200 => resp,
+        Ok(resp) => panic!(
+            "GET {target}: expected 200, got {:?}; log:\n{}",
+            resp.raw_head,
+            server.logs()
+        ),
+        Err(e) => panic!("GET {target} failed: {e}; log:\n{}", server.logs()),
+    }
+}
+
+/// The build and worker pid in an answer of `/`: `build v3 pid 1234`.
+fn build_and_pid(resp: &Response) -> Option<(String, u32)> {
+    let text = resp.text();
+    let mut words = text.split(' ');
+    match (words.next(), words.next(), words.next(), words.next()) {
+        (Some("build"), Some(build), Some("pid"), Some(pid)) => {
+            Some((build.to_owned(), pid.parse().ok()?))
+        }
+        _ => None,
+    }
+}
+
+/// The build that answers `GET /` on a fresh connection.
+fn current_build(server: &Server) -> String {
+    let resp = get_ok(server, "/");
+    build_and_pid(&resp)
+        .unwrap_or_else(|| panic!("unexpected answer to GET /: {:?}", resp.text()))
+        .0
+}
+
+/// Polls fresh `GET /` until `build` answers; panics at `timeout`.
+fn wait_for_build(server: &Server, build: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let seen = current_build(server);
+        if seen == build {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still answering {seen} instead of {build} after {timeout:?}; log:\n{}",
+            server.logs()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The pid in a log line `... worker PID ...`.
+fn worker_pid(line: &str) -> Option<u32> {
+    let rest = &line[line.find("worker ")? + "worker ".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// The pids of the `worker PID booted` lines, in order.
+fn booted_pids(log: &str) -> Vec<u32> {
+    log.lines()
+        .filter(|l| l.contains(" booted"))
+        .filter_map(worker_pid)
+        .collect()
+}
+
+/// The log lines containing `needle`.
+fn lines_with<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
+    log.lines().filter(|l| l.contains(needle)).collect()
+}
+
+/// The processes of process group `pgid` (the server and its workers: the
+/// test harness starts each server in a group of its own), with their
+/// states (`Z` for an exited process nobody reaped yet).
+fn group_members(pgid: u32) -> Vec<(u32, char)> {
+    let mut members = Vec::new();
+    for entry in fs::read_dir("/proc").expect("reading /proc").flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        // "pid (comm) state ppid pgrp ...": comm may hold anything, so
+        // split after its closing parenthesis.
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|at| &stat[at + 1..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid) {
+            let state = fields[0].chars().next().unwrap_or('?');
+            members.push((pid, state));
+        }
+    }
+    members
+}
+
+/// Waits until the server's process group has exactly `count` processes
+/// (the master and its workers); panics with them and the log at `timeout`.
+fn wait_for_group_size(server: &Server, pgid: u32, count: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let members = group_members(pgid);
+        if members.len() == count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {count} processes in the server's group after {timeout:?}, \
+             found {members:?}; log:\n{}",
+            server.logs()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What the load clients saw.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Whole 200 responses.
+    ok: usize,
+    /// Each request that got no whole 200 response, described.
+    failures: Vec<String>,
+    /// Connections opened.
+    connections: usize,
+    /// Responses with `Connection: close`.
+    closes: usize,
+    /// Idle keep-alive connections the server closed before the next
+    /// request was sent (seen before sending; not a failure).
+    closed_idle: usize,
+    builds: BTreeSet<String>,
+    pids: BTreeSet<u32>,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.ok += other.ok;
+        self.failures.extend(other.failures);
+        self.connections += other.connections;
+        self.closes += other.closes;
+        self.closed_idle += other.closed_idle;
+        self.builds.extend(other.builds);
+        self.pids.extend(other.pids);
+    }
+}
+
+/// Sends `GET target` on one keep-alive connection at a time, `pause`
+/// apart, until `stop` is set or `limit` requests were sent. `phase` says
+/// what the test is doing (e.g. the build being swapped in), for failure
+/// messages.
+fn client_loop(
+    addr: SocketAddr,
+    target: &str,
+    stop: &AtomicBool,
+    limit: Option<usize>,
+    pause: Duration,
+    phase: &AtomicUsize,
+) -> Tally {
+    let request = format!("GET {target} HTTP/1.1\r\nHost: test\r\n\r\n");
+    let mut tally = Tally::default();
+    let mut conn: Option<Conn> = None;
+    // Requests answered on the current connection.
+    let mut served_on_conn = 0;
+    let mut sent = 0;
+    while !stop.load(Ordering::Relaxed) && limit.is_none_or(|n| sent < n) {
+        if sent > 0 && !pause.is_zero() {
+            thread::sleep(pause);
+        }
+        if conn.as_ref().is_some_and(Conn::peer_closed) {
+            tally.closed_idle += 1;
+            conn = None;
+        }
+        let c = match conn {
+            Some(ref mut c) => c,
+            None => match Conn::try_connect(addr) {
+                Ok(c) => {
+                    tally.connections += 1;
+                    served_on_conn = 0;
+                    conn.insert(c)
+                }
+                Err(e) => {
+                    sent += 1;
+                    let phase = phase.load(Ordering::Relaxed);
+                    tally
+                        .failures
+                        .push(format!("request {sent} (phase {phase}): connecting: {e}"));
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            },
+        };
+        sent += 1;
+        let outcome = match c.try_send(request.as_bytes()) {
+            Ok(()) => c.try_read_response(),
+            Err(e) => Err(format!("sending: {e}")),
+        };
+        let described = |what: String| {
+            let phase = phase.load(Ordering::Relaxed);
+            format!(
+                "request {sent} (phase {phase}), #{} on its connection: {what}",
+                served_on_conn + 1
+            )
+        };
+        match outcome {
+            Ok(resp) => {
+                let close = resp.connection_has("close");
+                if resp.status == 200 {
+                    tally.ok += 1;
+                    if let Some((build, pid)) = build_and_pid(&resp).or_else(|| {
+                        // `slept N build vN`
+                        let text = resp.text();
+                        let build = text.rsplit(' ').next()?.to_owned();
+                        Some((build, 0)).filter(|_| text.starts_with("slept "))
+                    }) {
+                        tally.builds.insert(build);
+                        tally.pids.insert(pid);
+                    }
+                } else {
+                    tally
+                        .failures
+                        .push(described(format!("got {:?}", resp.raw_head)));
+                }
+                served_on_conn += 1;
+                if close {
+                    tally.closes += 1;
+                    conn = None;
+                }
+            }
+            Err(e) => {
+                tally.failures.push(described(e));
+                conn = None;
+            }
+        }
+    }
+    tally
+}
+
+/// Client threads running [`client_loop`] until [`Load::finish`] (or until
+/// dropped, when a test fails).
+struct Load {
+    stop: Arc<AtomicBool>,
+    phase: Arc<AtomicUsize>,
+    threads: Vec<JoinHandle<Tally>>,
+}
+
+impl Load {
+    /// `clients` threads sending `GET target` back to back.
+    fn start(addr: SocketAddr, clients: usize, target: &'static str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let phase = Arc::new(AtomicUsize::new(0));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, phase) = (Arc::clone(&stop), Arc::clone(&phase));
+                thread::spawn(move || {
+                    client_loop(addr, target, &stop, None, Duration::ZERO, &phase)
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            phase,
+            threads,
+        }
+    }
+
+    /// Tags later failures with `phase`.
+    fn set_phase(&self, phase: usize) {
+        self.phase.store(phase, Ordering::Relaxed);
+    }
+
+    fn finish(mut self) -> Tally {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut total = Tally::default();
+        for thread in self.threads.drain(..) {
+            total.merge(thread.join().expect("a load client panicked"));
+        }
+        total
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Panics with the failures and the log unless every request succeeded.
+fn assert_no_failures(tally: &Tally, server: &Server) {
+    assert!(
+        tally.failures.is_empty(),
+        "{} of {} requests failed:\n{}\n{tally:?}\nlog:\n{}",
+        tally.failures.len(),
+        tally.ok + tally.failures.len(),
+        tally.failures.join("\n"),
+        server.logs()
+    );
+}
+
+#[test]
+fn swap_ten_times_under_keep_alive_load() {
+    let site = Site::new("swap-ten", "v0");
+    let mut server = site.serve(&["-w", "2", "--threads", "4"]);
+    let load = Load::start(server.addr(), 4, "/");
+    for n in 1..=10 {
+        let build = format!("v{n}");
+        site.deploy(&build, &[]);
+        load.set_phase(n);
+        if n % 3 == 0 {
+            let line = site.reload_ok();
+            let hash = build_hash(&site);
+            assert!(
+                line.contains(&hash),
+                "the `reloaded:` line should name build {hash}: {line:?}"
+            );
+        } else {
+            server.send_signal("HUP");
+        }
+        wait_for_build(&server, &build, TIMEOUT);
+    }
+    // A moment of load on v10 alone, then stop the clients.
+    load.set_phase(11);
+    thread::sleep(Duration::from_millis(200));
+    let tally = load.finish();
+    assert_no_failures(&tally, &server);
+    assert!(
+        tally.ok >= 100,
+        "only {} requests in ten swaps: {tally:?}",
+        tally.ok
+    );
+
+    // Both v9 workers are gone once they shut down; from then on v10 alone
+    // answers.
+    server.wait_for_log_count("swap shutdown build v9", 2, TIMEOUT);
+    for i in 0..20 {
+        let build = current_build(&server);
+        assert_eq!(build, "v10", "fresh request {i} after the last swap");
+    }
+    let log = server.logs();
+    let hash = build_hash(&site);
+    assert!(
+        log.contains(&format!("booted (build {hash}")),
+        "no worker logged booting build {hash} (v10):\n{log}"
+    );
+    for old in ["v0", "v1", "v5"] {
+        assert!(
+            log.contains(&format!("swap shutdown build {old}")),
+            "the {old} workers did not run the plugin's shutdown:\n{log}"
+        );
+    }
+    assert!(
+        log.contains("retiring"),
+        "no worker was logged as retiring:\n{log}"
+    );
+    assert!(
+        !log.contains("killed by signal") && !log.contains("panicked"),
+        "a worker died during the swaps:\n{log}"
+    );
+    // No old worker lingers: the master and two workers.
+    wait_for_group_size(&server, server.pid(), 3, TIMEOUT);
+    server.terminate();
+    let status = server.wait_exit(TIMEOUT);
+    assert!(status.success(), "TERM after the swaps: {status}");
+}
+
+#[test]
+fn overwrite_in_place_does_not_crash() {
+    let site = Site::new("overwrite", "v1");
+    let server = site.serve(&["-w", "2", "--threads", "2"]);
+    let load = Load::start(server.addr(), 2, "/");
+    thread::sleep(Duration::from_millis(200));
+
+    // Overwrite the served file itself: same inode, truncated, rewritten.
+    artifacts::swap_plugin("v2", &[], &site.stage);
+    let bytes = fs::read(&site.stage).expect("reading the v2 build");
+    load.set_phase(1);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&site.plugin)
+        .expect("opening the served plugin for writing");
+    file.write_all(&bytes).expect("overwriting the plugin");
+    file.sync_all().expect("syncing the plugin");
+    drop(file);
+    // Running workers must not notice (they run on the master's copy).
+    thread::sleep(Duration::from_millis(500));
+    load.set_phase(2);
+    server.send_signal("HUP");
+    wait_for_build(&server, "v2", TIMEOUT);
+    thread::sleep(Duration::from_millis(200));
+    let tally = load.finish();
+
+    assert_no_failures(&tally, &server);
+    assert!(
+        tally.builds.contains("v2"),
+        "the load never saw v2: {tally:?}"
+    );
+    let log = server.logs();
+    assert!(
+        !log.contains("killed by signal"),
+        "overwriting the plugin file crashed a worker:\n{log}"
+    );
+}
+
+/// A reload of a broken build: `host reload` fails naming the plugin file
+/// and the cause (one of `causes`), the log says the old build keeps
+/// serving, it does, and a good build can still be swapped in afterwards.
+/// Returns the server's log.
+fn bad_reload(label: &str, break_it: impl FnOnce(&Site), causes: &[&str]) -> String {
+    let site = Site::new(label, "v1");
+    let server = site.serve(&["-w", "1"]);
+    server.wait_for_log_count(" booted", 1, TIMEOUT);
+    break_it(&site);
+
+    let run = site.reload();
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "`host reload` of a broken build should exit 1: {run:#?}\nserver log:\n{}",
+        server.logs()
+    );
+    let lines = output_lines(&run);
+    let error = lines
+        .iter()
+        .find(|l| l.contains("error: reload failed: "))
+        .unwrap_or_else(|| panic!("no `error: reload failed: ` line: {run:#?}"));
+    assert!(
+        error.contains(site.plugin_str()),
+        "the reason should name the plugin file {}: {error:?}",
+        site.plugin_str()
+    );
+    assert!(
+        causes.iter().any(|c| error.contains(c)),
+        "the reason should say {causes:?}: {error:?}"
+    );
+
+    let log = server.wait_for_log("keeps serving", TIMEOUT);
+    let failed = lines_with(&log, "reload failed");
+    assert!(
+        failed.iter().any(|l| causes.iter().any(|c| l.contains(c))),
+        "no `reload failed` log line saying {causes:?}:\n{log}"
+    );
+    for _ in 0..5 {
+        assert_eq!(current_build(&server), "v1", "after the failed reload");
+    }
+
+    // The master is not stuck: a good build still goes in.
+    site.deploy("v2", &[]);
+    site.reload_ok();
+    wait_for_build(&server, "v2", TIMEOUT);
+    server.logs()
+}
+
+#[test]
+fn bad_reload_missing_file() {
+    bad_reload(
+        "bad-missing",
+        |site| fs::remove_file(&site.plugin).expect("removing the plugin"),
+        &["no such file"],
+    );
+}
+
+#[test]
+fn bad_reload_not_a_library() {
+    bad_reload(
+        "bad-text",
+        |site| {
+            fs::write(&site.stage, "this is not a shared library\n").expect("writing text");
+            site.rename_stage();
+        },
+        &["not a loadable shared library"],
+    );
+}
+
+#[test]
+fn bad_reload_abi_2() {
+    bad_reload(
+        "bad-major2",
+        |site| {
+            artifacts::compile_c_into("tests/fixtures/bad/major2.c", &[], &site.stage);
+            site.rename_stage();
+        },
+        &["ABI 2.0"],
+    );
+}
+
+#[test]
+fn bad_reload_init_fails() {
+    bad_reload(
+        "bad-init",
+        |site| site.deploy("v2", &["INIT_FAIL"]),
+        &["swap init refused"],
+    );
+}
+
+#[test]
+fn bad_reload_crash_while_loading() {
+    let log = bad_reload(
+        "bad-crash",
+        |site| site.deploy("v2", &["INIT_CRASH"]),
+        &["crashed while loading", "killed by signal 11"],
+    );
+    // A build that crashes while loading is refused, not respawned forever.
+    let crashes = lines_with(&log, "killed by signal 11");
+    assert!(
+        crashes.len() <= 2,
+        "the crashing build was started {} times:\n{log}",
+        crashes.len()
+    );
+}
+
+#[test]
+fn segfault_and_abort_on_one_path() {
+    let site = Site::new("crash", "v1");
+    let server = site.serve(&["-w", "2", "--threads", "2"]);
+    server.wait_for_log_count(" booted", 2, TIMEOUT);
+    for (round, (path, cause)) in [
+        ("/segv", "killed by signal 11 (SIGSEGV)"),
+        ("/abort", "killed by signal 6 (SIGABRT)"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut conn = server.connect();
+        conn.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+        // The worker dies with the request: no response, the connection ends.
+        if let Ok(resp) = conn.try_read_response() {
+            assert_ne!(resp.status, 200, "GET {path} answered: {:?}", resp.raw);
+        }
+        // The other worker (or the replacement) answers at once.
+        for _ in 0..10 {
+            assert_eq!(current_build(&server), "v1", "right after GET {path}");
+        }
+        let log = server.wait_for_log(cause, TIMEOUT);
+        let exits = lines_with(&log, cause);
+        assert!(
+            exits
+                .iter()
+                .all(|l| worker_pid(l).is_some_and(|pid| booted_pids(&log).contains(&pid))),
+            "the exit line should name a worker that booted: {exits:?}\n{log}"
+        );
+        server.wait_for_log_count(" booted", 3 + round, TIMEOUT);
+    }
+    for _ in 0..10 {
+        assert_eq!(current_build(&server), "v1", "after the replacements");
+    }
+}
+
+#[test]
+fn hung_request_is_killed_and_named() {
+    let site = Site::new("hang", "v1");
+    let server = site.serve(&["-t", "2", "-w", "1", "--threads", "2"]);
+    let log = server.wait_for_log_count(" booted", 1, TIMEOUT);
+    let pid = booted_pids(&log)[0];
+
+    let mut hung = server.connect();
+    hung.send(b"GET /hang HTTP/1.1\r\nHost: test\r\n\r\n");
+    let sent = Instant::now();
+    // The worker's other thread still answers meanwhile.
+    assert_eq!(current_build(&server), "v1");
+
+    let log = server.wait_for_log("timed out", Duration::from_secs(8));
+    let waited = sent.elapsed();
+    let line = lines_with(&log, "timed out")[0];
+    assert!(
+        line.contains("GET /hang") && worker_pid(line) == Some(pid),
+        "the timeout line should name worker {pid} and the request: {line:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(1500) && waited <= Duration::from_secs(6),
+        "-t 2 killed the hung request after {waited:?}"
+    );
+    if let Ok(resp) = hung.try_read_response() {
+        assert_ne!(resp.status, 200, "the hung request was answered: {resp:?}");
+    }
+    let log = server.wait_for_log_count(" booted", 2, TIMEOUT);
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("worker {pid} exited"))),
+        "no exit line for the killed worker {pid}:\n{log}"
+    );
+    for _ in 0..5 {
+        assert_eq!(current_build(&server), "v1", "after the replacement");
+    }
+}
+
+#[test]
+fn term_drains_in_flight_and_queued() {
+    let site = Site::new("term", "v1");
+    let mut server = site.serve(&["-w", "1", "--threads", "1"]);
+    let mut slow = server.connect();
+    slow.send(b"GET /sleep?ms=1500 HTTP/1.1\r\nHost: test\r\n\r\n");
+    thread::sleep(Duration::from_millis(200));
+    let mut queued: Vec<Conn> = (0..5)
+        .map(|_| {
+            let mut conn = server.connect();
+            conn.send(b"GET /sleep?ms=100 HTTP/1.1\r\nHost: test\r\n\r\n");
+            conn
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    server.send_signal("TERM");
+    let termed = Instant::now();
+
+    for (conn, expected) in std::iter::once((&mut slow, "slept 1500 build v1"))
+        .chain(queued.iter_mut().map(|c| (c, "slept 100 build v1")))
+    {
+        let resp = conn.try_read_response().unwrap_or_else(|e| {
+            panic!(
+                "a request queued before TERM got no response: {e}; log:\n{}",
+                server.logs()
+            )
+        });
+        assert!(!conn.reset, "a connection was reset: {resp:?}");
+        assert_eq!((resp.status, resp.text().as_str()), (200, expected));
+    }
+    let status = server.wait_exit(TIMEOUT);
+    assert!(
+        status.success(),
+        "TERM should exit 0, got {status}; log:\n{}",
+        server.logs()
+    );
+    assert!(
+        termed.elapsed() < Duration::from_secs(6),
+        "draining 2 s of work took {:?}",
+        termed.elapsed()
+    );
+    wait_for_group_size(&server, server.pid(), 0, TIMEOUT);
+}
+
+#[test]
+fn reload_flag_picks_up_a_rebuilt_plugin() {
+    let site = Site::new("watch", "v1");
+    let server = site.serve(&["--reload"]);
+    assert_eq!(current_build(&server), "v1");
+    artifacts::swap_plugin("v2", &[], &site.stage);
+    site.rename_stage();
+    wait_for_build(&server, "v2", Duration::from_secs(10));
+    server.wait_for_log("swap shutdown build v1", TIMEOUT);
+}
+
+#[test]
+fn ttin_ttou_change_the_worker_count() {
+    let site = Site::new("ttin", "v1");
+    let server = site.serve(&["-w", "1"]);
+    server.wait_for_log_count(" booted", 1, TIMEOUT);
+    server.send_signal("TTIN");
+    server.wait_for_log_count(" booted", 2, TIMEOUT);
+    for _ in 0..5 {
+        assert_eq!(current_build(&server), "v1", "with two workers");
+    }
+    server.send_signal("TTOU");
+    server.wait_for_log("retiring", TIMEOUT);
+    for _ in 0..5 {
+        assert_eq!(current_build(&server), "v1", "after TTOU");
+    }
+    let log = server.wait_for_log("swap shutdown build v1", TIMEOUT);
+    assert_eq!(
+        booted_pids(&log).len(),
+        2,
+        "TTOU should not boot a replacement:\n{log}"
+    );
+    wait_for_group_size(&server, server.pid(), 2, TIMEOUT);
+}
+
+#[test]
+fn max_requests_recycles_without_drops() {
+    let site = Site::new("recycle", "v1");
+    let server = site.serve(&[
+        "-w",
+        "1",
+        "--threads",
+        "2",
+        "--max-requests",
+        "20",
+        "--max-requests-jitter",
+        "5",
+    ]);
+    // Paced (150 requests in 1.5 s and more), so the master, which replaces a
+    // worker that reached its limit on its next tick, has time to recycle.
+    let tally = client_loop(
+        server.addr(),
+        "/",
+        &AtomicBool::new(false),
+        Some(150),
+        Duration::from_millis(10),
+        &AtomicUsize::new(0),
+    );
+    assert_no_failures(&tally, &server);
+    assert_eq!(tally.ok, 150);
+    let log = server.logs();
+    let booted = booted_pids(&log).len();
+    assert!(
+        booted >= 4,
+        "150 requests at --max-requests 20 (jitter 5) booted {booted} workers:\n{log}"
+    );
+    assert!(
+        tally.pids.len() >= 3,
+        "the answers came from {} worker pids only: {tally:?}",
+        tally.pids.len()
+    );
+}
+
+#[test]
+fn stop_via_pidfile() {
+    let site = Site::new("stop", "v1");
+    let mut server = site.serve(&["-w", "2"]);
+    server.wait_for_log_count(" booted", 2, TIMEOUT);
+    let pid = fs::read_to_string(&site.pidfile).expect("reading the pidfile");
+    assert_eq!(pid.trim(), server.pid().to_string(), "the pidfile's pid");
+
+    // The master never loads the plugin: neither the served file nor the
+    // master's private copy (named by its build hash) is mapped into it.
+    let hash = build_hash(&site);
+    let staged: Vec<String> = fs::read_dir(&site.runtime_dir)
+        .expect("reading the runtime dir")
+        .flatten()
+        .flat_map(|dir| fs::read_dir(dir.path()).into_iter().flatten().flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        staged.iter().any(|name| name.starts_with(&hash)),
+        "no private copy of build {hash} under {}: {staged:?}",
+        site.runtime_dir.display()
+    );
+    let maps = fs::read_to_string(format!("/proc/{}/maps", server.pid()))
+        .expect("reading the master's memory map");
+    assert!(
+        !maps.contains("libapp") && !maps.contains(&hash),
+        "the master has the plugin (build {hash}) mapped:\n{maps}"
+    );
+
+    // `host stop` waits for the master to exit while this process, its
+    // parent, reaps it (as a shell or a service manager would).
+    let pidfile = site.pidfile_str().to_owned();
+    let stop = thread::spawn(move || server::run(["stop", "-p", &pidfile]));
+    let status = server.wait_exit(TIMEOUT);
+    assert!(status.success(), "the master exited with {status}");
+    let run = stop.join().expect("`host stop` ran");
+    assert!(run.status.success(), "`host stop` failed: {run:#?}");
+    let log = server.stderr.wait_closed(TIMEOUT);
+    assert_eq!(
+        log.matches("swap shutdown build v1").count(),
+        2,
+        "both workers should run the plugin's shutdown:\n{log}"
+    );
+    assert!(
+        !site.pidfile.exists(),
+        "the pidfile is left behind after a stop"
+    );
+    wait_for_group_size(&server, server.pid(), 0, TIMEOUT);
+    let left: Vec<_> = fs::read_dir(&site.runtime_dir)
+        .expect("reading the runtime dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the master's private build copies are left behind: {left:?}"
+    );
+}
+
+#[test]
+fn stop_returns_once_the_master_exited_even_unreaped() {
+    let site = Site::new("stop-zombie", "v1");
+    let mut server = site.serve(&[]);
+    // Nobody reaps the master until `host stop` returned: an exited but
+    // unreaped process (a zombie) still answers kill(pid, 0).
+    let run = server::run(["stop", "-p", site.pidfile_str()]);
+    assert!(run.status.success(), "`host stop` failed: {run:#?}");
+    assert!(
+        run.elapsed < Duration::from_secs(5),
+        "`host stop` took {:?}",
+        run.elapsed
+    );
+    assert!(server.wait_exit(TIMEOUT).success());
+}
+
+#[test]
+fn swap_finishes_in_flight_requests() {
+    let site = Site::new("in-flight", "v1");
+    let server = site.serve(&["-w", "1", "--threads", "2"]);
+    let mut slow = server.connect();
+    slow.send(b"GET /sleep?ms=1500 HTTP/1.1\r\nHost: test\r\n\r\n");
+    let sent = Instant::now();
+    thread::sleep(Duration::from_millis(200));
+    site.deploy("v2", &[]);
+    server.send_signal("HUP");
+    wait_for_build(&server, "v2", TIMEOUT);
+    server.wait_for_log("retiring", TIMEOUT);
+    // The old worker may not shut its plugin down under a running request.
+    let log = server.logs();
+    assert!(
+        sent.elapsed() >= Duration::from_millis(1500) || !log.contains("swap shutdown build v1"),
+        "v1 shut down while its request was running:\n{log}"
+    );
+    let resp = slow.try_read_response().unwrap_or_else(|e| {
+        panic!(
+            "the request in flight during the swap failed: {e}; log:\n{}",
+            server.logs()
+        )
+    });
+    assert_eq!(
+        (resp.status, resp.text().as_str()),
+        (200, "slept 1500 build v1")
+    );
+    assert!(
+        resp.connection_has("close"),
+        "a retiring worker should end keep-alive with Connection: close: {:?}",
+        resp.raw_head
+    );
+    slow.expect_closed(TIMEOUT);
+    server.wait_for_log("swap shutdown build v1", TIMEOUT);
+}
+
+#[test]
+fn two_reloads_in_a_row_end_on_the_last_build() {
+    let site = Site::new("double", "v1");
+    let server = site.serve(&["-w", "2"]);
+    server.wait_for_log_count(" booted", 2, TIMEOUT);
+    site.deploy("v2", &[]);
+    server.send_signal("HUP");
+    site.deploy("v3", &[]);
+    server.send_signal("HUP");
+    wait_for_build(&server, "v3", TIMEOUT);
+    server.wait_for_log_count("swap shutdown build v1", 2, TIMEOUT);
+    // Only v3 answers once the swaps settled, from exactly two workers.
+    let deadline = Instant::now() + TIMEOUT;
+    let mut streak = 0;
+    while streak < 20 {
+        if current_build(&server) == "v3" {
+            streak += 1;
+        } else {
+            streak = 0;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not only v3 answering after {TIMEOUT:?}; log:\n{}",
+            server.logs()
+        );
+    }
+    wait_for_group_size(&server, server.pid(), 3, TIMEOUT);
+}
+
+#[test]
+fn reload_flag_survives_a_slow_in_place_write() {
+    let site = Site::new("watch-slow", "v1");
+    let server = site.serve(&["--reload"]);
+    assert_eq!(current_build(&server), "v1");
+    artifacts::swap_plugin("v2", &[], &site.stage);
+    let bytes = fs::read(&site.stage).expect("reading the v2 build");
+    // Half the file, a pause long enough for the watcher to see it, the
+    // rest: the watcher must not swap in (or crash on) the torn file.
+    let mut file = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&site.plugin)
+        .expect("opening the served plugin for writing");
+    file.write_all(&bytes[..bytes.len() / 2])
+        .expect("writing the first half");
+    file.sync_all().expect("syncing");
+    thread::sleep(Duration::from_millis(2500));
+    assert_eq!(current_build(&server), "v1", "while the file is torn");
+    file.write_all(&bytes[bytes.len() / 2..])
+        .expect("writing the second half");
+    file.sync_all().expect("syncing");
+    drop(file);
+    wait_for_build(&server, "v2", Duration::from_secs(10));
+    // Trying the torn build may crash the worker loading it (a refused
+    // reload: its canary exits while booting), never one that serves.
+    let log = server.logs();
+    let crashes: Vec<&str> = lines_with(&log, "killed by signal")
+        .into_iter()
+        .filter(|l| !l.contains("reload failed") && !l.contains("while booting"))
+        .collect();
+    assert!(
+        crashes.is_empty(),
+        "a torn plugin file crashed a serving worker: {crashes:?}\n{log}"
+    );
+}
+
+#[test]
+fn int_and_quit_exit_at_once() {
+    for sig in ["INT", "QUIT"] {
+        let site = Site::new("int", "v1");
+        let mut server = site.serve(&["-w", "2", "--threads", "2"]);
+        server.wait_for_log_count(" booted", 2, TIMEOUT);
+        let mut hung = server.connect();
+        hung.send(b"GET /hang HTTP/1.1\r\nHost: test\r\n\r\n");
+        // The request is running (or queued) in a worker.
+        assert_eq!(current_build(&server), "v1");
+        server.send_signal(sig);
+        let signalled = Instant::now();
+        server.wait_exit(Duration::from_secs(5));
+        assert!(
+            signalled.elapsed() < Duration::from_secs(3),
+            "SIG{sig} took {:?} with a request hanging",
+            signalled.elapsed()
+        );
+        // The workers go with the master.
+        wait_for_group_size(&server, server.pid(), 0, Duration::from_secs(5));
+    }
+}
+
+#[test]
+fn swap_serves_connections_queued_in_a_busy_worker() {
+    // One app thread and four clients: the old worker has accepted
+    // connections waiting for its thread when it is told to retire.
+    let site = Site::new("queued", "v1");
+    let server = site.serve(&["-w", "1", "--threads", "1"]);
+    let load = Load::start(server.addr(), 4, "/sleep?ms=20");
+    thread::sleep(Duration::from_millis(200));
+    for n in 2..=4 {
+        let build = format!("v{n}");
+        site.deploy(&build, &[]);
+        load.set_phase(n);
+        server.send_signal("HUP");
+        wait_for_build(&server, &build, TIMEOUT);
+        thread::sleep(Duration::from_millis(100));
+    }
+    let tally = load.finish();
+    assert_no_failures(&tally, &server);
+    assert!(
+        tally.builds.contains("v1") && tally.builds.contains("v4"),
+        "the load should have seen the first and the last build: {tally:?}"
+    );
+}
+
+#[test]
+fn term_does_not_wait_for_idle_keep_alive_connections() {
+    let site = Site::new("term-idle", "v1");
+    let mut server = site.serve(&["-w", "1", "--keep-alive", "20"]);
+    let mut idle = server.connect();
+    idle.send(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+    let resp = idle.read_response();
+    assert_eq!(resp.status, 200);
+    assert!(!resp.connection_has("close"), "{:?}", resp.raw_head);
+    // The connection is idle (nothing in flight) when TERM comes.
+    server.send_signal("TERM");
+    let status = server
+        .try_wait_exit(Duration::from_secs(5))
+        .unwrap_or_else(|| {
+            panic!(
+                "still running 5 s after TERM: an idle keep-alive connection holds \
+                 the worker (--keep-alive 20); log:\n{}",
+                server.logs()
+            )
+        });
+    assert!(status.success(), "TERM should exit 0, got {status}");
+    idle.expect_closed(TIMEOUT);
+}
