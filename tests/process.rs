@@ -39,9 +39,6 @@ struct Site {
     /// Where a build is compiled before it is renamed over `plugin`.
     stage: PathBuf,
     pidfile: PathBuf,
-    /// The host's `XDG_RUNTIME_DIR`, where the master keeps its private
-    /// copies of the builds (so a killed master leaves nothing elsewhere).
-    runtime_dir: PathBuf,
 }
 
 impl Site {
@@ -55,7 +52,6 @@ impl Site {
             plugin: dir.join("live/libapp.so"),
             stage: dir.join("stage/libapp.so"),
             pidfile: dir.join("host.pid"),
-            runtime_dir: dir.join("run"),
             _dir: dir,
         };
         site.deploy(build, &[]);
@@ -85,7 +81,6 @@ impl Site {
     /// `host serve <plugin> -p <pidfile> <args>`, once it listens.
     fn serve(&self, args: &[&str]) -> Server {
         server::serve(&self.plugin)
-            .env("XDG_RUNTIME_DIR", &self.runtime_dir)
             .args(["-p", self.pidfile_str()])
             .args(args)
             .start()
@@ -859,19 +854,20 @@ fn stop_via_pidfile() {
     let pid = fs::read_to_string(&site.pidfile).expect("reading the pidfile");
     assert_eq!(pid.trim(), server.pid().to_string(), "the pidfile's pid");
 
-    // The master never loads the plugin: neither the served file nor the
-    // master's private copy (named by its build hash) is mapped into it.
+    // The master never loads the plugin; its workers load the master's
+    // private copy of the build (a sealed memfd named by the build hash),
+    // never the served file, which a deploy may overwrite.
     let hash = build_hash(&site);
-    let staged: Vec<String> = fs::read_dir(&site.runtime_dir)
-        .expect("reading the runtime dir")
-        .flatten()
-        .flat_map(|dir| fs::read_dir(dir.path()).into_iter().flatten().flatten())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let copy = format!("memfd:nwsgi-{hash}");
+    let worker = booted_pids(&server.logs())
+        .into_iter()
+        .next()
+        .expect("a booted worker");
+    let worker_maps =
+        fs::read_to_string(format!("/proc/{worker}/maps")).expect("reading a worker's memory map");
     assert!(
-        staged.iter().any(|name| name.starts_with(&hash)),
-        "no private copy of build {hash} under {}: {staged:?}",
-        site.runtime_dir.display()
+        worker_maps.contains(&copy) && !worker_maps.contains("libapp"),
+        "worker {worker} should map {copy}, not the served file:\n{worker_maps}"
     );
     let maps = fs::read_to_string(format!("/proc/{}/maps", server.pid()))
         .expect("reading the master's memory map");
@@ -898,16 +894,8 @@ fn stop_via_pidfile() {
         !site.pidfile.exists(),
         "the pidfile is left behind after a stop"
     );
+    // With every process gone, so is the copy: nothing is left on disk.
     wait_for_group_size(&server, server.pid(), 0, TIMEOUT);
-    let left: Vec<_> = fs::read_dir(&site.runtime_dir)
-        .expect("reading the runtime dir")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    assert!(
-        left.is_empty(),
-        "the master's private build copies are left behind: {left:?}"
-    );
 }
 
 #[test]

@@ -29,7 +29,7 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SI
 
 use crate::scoreboard::{now_ms, Scoreboard, WorkerState, MAX_WORKERS};
 use crate::server::Config;
-use crate::staging::{stage, Build, StageDir};
+use crate::staging::{stage, Build};
 use crate::worker::{self, WorkerSpec, EXIT_LOAD_ERROR};
 
 /// How often the loop turns when nothing wakes it.
@@ -100,7 +100,6 @@ pub struct Master {
     cfg: MasterConfig,
     listeners: Vec<TcpListener>,
     board: &'static Scoreboard,
-    stage: StageDir,
     workers: BTreeMap<i32, Worker>,
     /// The build new workers get.
     current: Build,
@@ -134,9 +133,7 @@ impl Master {
     /// first worker. An Err is the one-line reason the plugin cannot be
     /// served (the caller exits non-zero with it).
     pub fn start(cfg: MasterConfig, listeners: Vec<TcpListener>) -> Result<Master, String> {
-        let stage_dir = StageDir::create()
-            .map_err(|e| format!("cannot create a directory for plugin builds: {e}"))?;
-        let current = stage(&cfg.original, &stage_dir.path, 1)?;
+        let current = stage(&cfg.original, 1)?;
         let threads = cfg.server.threads;
         let board: &'static Scoreboard = Box::leak(Box::new(
             Scoreboard::new(threads).map_err(|e| format!("cannot map the scoreboard: {e}"))?,
@@ -167,7 +164,6 @@ impl Master {
             cfg,
             listeners,
             board,
-            stage: stage_dir,
             workers: BTreeMap::new(),
             current,
             canary: None,
@@ -385,7 +381,7 @@ impl Master {
             return;
         }
         let generation = self.current.generation + 1;
-        let build = match stage(&self.cfg.original, &self.stage.path, generation) {
+        let build = match stage(&self.cfg.original, generation) {
             Ok(b) => b,
             Err(why) => return self.reload_failed(&why),
         };

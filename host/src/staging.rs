@@ -1,27 +1,33 @@
 //! Plugin builds: private, content-addressed copies of the plugin file.
 //!
-//! Workers never load the path the user gave: the master copies the file
-//! into its own directory under the name of its SHA-256, and workers load
-//! that copy. A deploy that overwrites the original later — even in place,
-//! which would corrupt a library mapped by running processes — touches
-//! nothing that is running, and each worker generation can say exactly which
-//! build it runs.
-use std::fs;
+//! Workers never load the path the user gave. The master copies the file's
+//! bytes into a sealed memory file (memfd) named by their SHA-256, and
+//! workers, which inherit it through fork, load that. A deploy that
+//! overwrites the original later — even in place, which would corrupt a
+//! library mapped by running processes — touches nothing that is running;
+//! the seals make the copy itself immutable; each worker generation can say
+//! exactly which build it runs; and nothing is left on disk, whatever way
+//! the master ends: the copy lives as long as a process holds it.
+use std::ffi::CString;
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 /// One staged build of the plugin.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Build {
     /// Hex SHA-256 of the library file.
     pub hash: String,
-    /// The private copy workers load.
+    /// Where a process that holds the copy open loads it from.
     pub path: PathBuf,
     /// Counts the builds this master staged: 1 for the first.
     pub generation: u32,
+    /// The sealed copy; closed when the last clone of this build is gone.
+    _copy: Arc<File>,
 }
 
 impl Build {
@@ -39,9 +45,9 @@ pub fn hash(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Copies `original` into `dir` as `<sha256>.so` (once per content) and
-/// describes the build. The error is a one-line reason naming `original`.
-pub fn stage(original: &Path, dir: &Path, generation: u32) -> Result<Build, String> {
+/// Copies `original` into a sealed memfd and describes the build. The
+/// error is a one-line reason naming `original`.
+pub fn stage(original: &Path, generation: u32) -> Result<Build, String> {
     let bytes = fs::read(original).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => {
             format!("cannot load plugin {}: no such file", original.display())
@@ -49,57 +55,35 @@ pub fn stage(original: &Path, dir: &Path, generation: u32) -> Result<Build, Stri
         _ => format!("cannot read plugin {}: {e}", original.display()),
     })?;
     let hash = hash(&bytes);
-    let path = dir.join(format!("{hash}.so"));
-    if !path.exists() {
-        // Written under a temporary name and renamed, so a worker never
-        // maps a half-written copy.
-        let tmp = dir.join(format!(".{hash}.{}.tmp", std::process::id()));
-        let write = || -> io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.set_permissions(fs::Permissions::from_mode(0o500))?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            format!(
-                "cannot stage plugin {} in {}: {e}",
-                original.display(),
-                dir.display()
-            )
-        })?;
-    }
+    let copy = sealed_copy(&hash, &bytes)
+        .map_err(|e| format!("cannot stage plugin {}: {e}", original.display()))?;
     Ok(Build {
+        path: PathBuf::from(format!("/proc/self/fd/{}", copy.as_raw_fd())),
         hash,
-        path,
         generation,
+        _copy: Arc::new(copy),
     })
 }
 
-/// The master's private directory for staged builds, removed when it
-/// exits (see `Drop`).
-pub struct StageDir {
-    pub path: PathBuf,
-}
-
-impl StageDir {
-    pub fn create() -> io::Result<StageDir> {
-        let base = std::env::var_os("XDG_RUNTIME_DIR")
-            .map(PathBuf::from)
-            .filter(|p| p.is_dir())
-            .unwrap_or_else(std::env::temp_dir);
-        let path = base.join(format!("nwsgi-host-{}", std::process::id()));
-        fs::create_dir_all(&path)?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o700))?;
-        Ok(StageDir { path })
+/// A memfd holding `bytes`, sealed against any change.
+fn sealed_copy(hash: &str, bytes: &[u8]) -> io::Result<File> {
+    let name = CString::new(format!("nwsgi-{}", &hash[..12])).expect("hex has no NUL");
+    // SAFETY: a valid NUL-terminated name and flags; the new descriptor is
+    // owned by the File below and nowhere else.
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
     }
-}
-
-impl Drop for StageDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
+    // SAFETY: `fd` is a fresh descriptor we own.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    file.write_all(bytes)?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl on our own descriptor with an integer argument.
+    if unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(io::Error::last_os_error());
     }
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -107,20 +91,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stages_by_content() {
-        let dir = StageDir::create().unwrap();
-        let src = dir.path.join("lib.so");
+    fn stages_by_content_and_the_copy_is_immutable() {
+        let dir = std::env::temp_dir().join(format!("staging-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("lib.so");
         fs::write(&src, b"v1").unwrap();
-        let a = stage(&src, &dir.path, 1).unwrap();
+        let a = stage(&src, 1).unwrap();
         assert_eq!(a.hash, hash(b"v1"));
         assert_eq!(fs::read(&a.path).unwrap(), b"v1");
-        // Overwriting the original in place leaves the copy alone.
+        // Overwriting the original in place leaves the copy alone ...
         fs::write(&src, b"v2").unwrap();
-        let b = stage(&src, &dir.path, 2).unwrap();
+        let b = stage(&src, 2).unwrap();
         assert_ne!(a.path, b.path);
         assert_eq!(fs::read(&a.path).unwrap(), b"v1");
+        assert_eq!(fs::read(&b.path).unwrap(), b"v2");
+        // ... and the copy cannot be changed at all.
+        assert!(fs::OpenOptions::new()
+            .write(true)
+            .open(&a.path)
+            .and_then(|mut f| f.write_all(b"x"))
+            .is_err());
         assert_eq!(b.short().len(), 12);
-        let missing = stage(&dir.path.join("nope.so"), &dir.path, 3).unwrap_err();
+        let missing = stage(&dir.join("nope.so"), 3).unwrap_err();
         assert!(missing.contains("no such file"), "{missing}");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
