@@ -691,6 +691,64 @@ fn segfault_and_abort_on_one_path() {
     }
 }
 
+/// A worker that keeps dying young is restarted with growing delays, and
+/// the master says so instead of spinning.
+#[test]
+fn crash_loops_back_off() {
+    let site = Site::new("backoff", "v1");
+    let server = site.serve(&["-w", "1"]);
+    server.wait_for_log_count(" booted", 1, TIMEOUT);
+    for crash in 1..=3 {
+        let mut conn = server.connect();
+        conn.send(b"GET /segv HTTP/1.1\r\nHost: test\r\n\r\n");
+        let _ = conn.try_read_response();
+        server.wait_for_log_count("killed by signal 11 (SIGSEGV)", crash, TIMEOUT);
+        server.wait_for_log_count(" booted", crash + 1, TIMEOUT);
+    }
+    let log = server.logs();
+    assert!(
+        log.contains("times in a row; next restart in"),
+        "no backoff announced after three quick crashes:\n{log}"
+    );
+    assert_eq!(current_build(&server), "v1", "the replacement serves");
+}
+
+/// USR1: workers reopen the access log, so a rotated file is let go and
+/// new lines land in a fresh one.
+#[test]
+fn usr1_reopens_the_access_log() {
+    let site = Site::new("usr1", "v1");
+    let log_path = site.pidfile.with_file_name("access.log");
+    let rotated = site.pidfile.with_file_name("access.log.1");
+    let server = site.serve(&["-w", "2", "--access-logfile", log_path.to_str().unwrap()]);
+    server.wait_for_log_count(" booted", 2, TIMEOUT);
+    assert_eq!(current_build(&server), "v1");
+    fs::rename(&log_path, &rotated).expect("rotating the access log");
+    server.send_signal("USR1");
+    server.wait_for_log("USR1", TIMEOUT);
+    // Every worker has reopened once the new file exists and fills up.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        for _ in 0..4 {
+            assert_eq!(current_build(&server), "v1");
+        }
+        let fresh = fs::read_to_string(&log_path).unwrap_or_default();
+        if fresh.matches("\"GET / HTTP/1.1\" 200").count() >= 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "requests after USR1 did not reach the new access log"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let old = fs::read_to_string(&rotated).expect("reading the rotated log");
+    assert!(
+        old.contains("\"GET / HTTP/1.1\" 200"),
+        "the rotated log kept its lines"
+    );
+}
+
 #[test]
 fn hung_request_is_killed_and_named() {
     let site = Site::new("hang", "v1");
