@@ -134,7 +134,8 @@ impl Master {
     /// served (the caller exits non-zero with it).
     pub fn start(cfg: MasterConfig, listeners: Vec<TcpListener>) -> Result<Master, String> {
         let current = stage(&cfg.original, 1)?;
-        let threads = cfg.server.threads;
+        // A worker runs one thread more than --threads (see server.rs).
+        let threads = cfg.server.threads + 1;
         let board: &'static Scoreboard = Box::leak(Box::new(
             Scoreboard::new(threads).map_err(|e| format!("cannot map the scoreboard: {e}"))?,
         ));

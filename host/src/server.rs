@@ -13,9 +13,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpListener as StdListener;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Sender};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, UnixStream};
@@ -75,6 +73,14 @@ const SIG_REOPEN: Token = Token(usize::MAX - 3);
 const LISTENER_BASE: usize = usize::MAX / 2;
 /// How often idle connections are checked against their timeouts.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
+/// How long the loop may stay unattended while its last leader serves a
+/// request: the spare thread takes it over after this. It bounds how long
+/// a blocking plugin call can hold up other connections, and costs one
+/// wakeup per interval while calls run.
+const TAKEOVER: Duration = Duration::from_millis(1);
+/// After this long without a plugin call the spare stops watching (no
+/// wakeups on an idle server); the next call wakes it instead.
+const QUIET: Duration = Duration::from_secs(1);
 
 /// A connection slot: connections are addressed by their slot index,
 /// which is also their poll token.
@@ -82,8 +88,11 @@ enum Slot {
     Free,
     /// Owned by the event loop, waiting for a complete request head.
     Waiting(Conn),
-    /// Lent to an app thread.
-    Busy,
+    /// Lent out to be served; `missed` when an event for it was taken
+    /// meanwhile (its edge is gone: read it when it comes back).
+    Busy {
+        missed: bool,
+    },
     /// Closing: our side is shut down for writing, and what the client
     /// still sends is read and dropped until it closes too (or LINGER
     /// passes). Closing with unread input would make the kernel send a
@@ -101,41 +110,75 @@ const LINGER: Duration = Duration::from_secs(2);
 /// How much a closing connection may send before we hang up anyway.
 const LINGER_MAX_BYTES: usize = 1024 * 1024;
 
-/// Connections handed to app threads, and the way back.
-struct Pool {
-    queue: Mutex<PoolQueue>,
-    ready: Condvar,
+/// What the threads share. Exactly one of them leads at a time: it owns
+/// the event loop (`Loop`), turns it until connections are ready, keeps one
+/// for itself, queues the rest for the others, hands the loop on and serves
+/// its connection inline. So a plugin call never runs while the loop waits
+/// on it: a blocked call holds its own thread, and whichever thread is free
+/// leads meanwhile. With one thread nothing ever crosses threads: it polls,
+/// serves, polls.
+struct Core {
+    state: Mutex<CoreState>,
+    /// Signalled when a job or the loop becomes free for an idle thread.
+    changed: Condvar,
+    /// Signalled once `stop` is set (only `run` waits on it, so a
+    /// `notify_one` on `changed` always reaches a thread that can serve).
+    stopped: Condvar,
+    /// Connections coming back from serving, for the leader to take in.
+    returns: Mutex<Vec<(usize, Outcome)>>,
+    /// The leader is (about to be) blocked in poll and must be woken for
+    /// returns. Set before the leader looks at `returns`, checked after a
+    /// return is pushed (SeqCst both), so no return waits for a timeout.
+    polling: AtomicBool,
+    waker: Waker,
+    /// `--threads`: how many plugin calls may run at once.
+    threads: usize,
 }
 
-struct PoolQueue {
+struct CoreState {
+    /// The event loop, when no thread leads.
+    lp: Option<Box<Loop>>,
+    /// When the loop was last put down (its leader went to serve).
+    lp_down_at: Instant,
+    /// Connections with a complete request, waiting for a thread.
     jobs: VecDeque<(usize, Conn)>,
-    closed: bool,
+    /// Plugin calls that may start now: `--threads` minus those running.
+    permits: usize,
+    /// An idle thread watches the loop while calls run (the spare).
+    spare: Spare,
+    /// When the last plugin call started: the spare keeps watching while
+    /// the server is busy, and sleeps once it has been quiet a while.
+    last_call: Instant,
+    /// Set once the loop decided to stop: every thread exits.
+    stop: Option<Stop>,
 }
 
-impl Pool {
-    fn push(&self, job: (usize, Conn)) {
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        q.jobs.push_back(job);
-        drop(q);
-        self.ready.notify_one();
+/// The one idle thread that keeps the loop attended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spare {
+    /// No thread is idle: every one leads or serves.
+    None,
+    /// Waiting with a TAKEOVER timeout: it picks up a loop left unattended
+    /// by a leader that went to serve, within TAKEOVER.
+    Watching,
+    /// Waiting without a timeout (nothing was running): a leader putting
+    /// the loop down must wake it.
+    Sleeping,
+}
+
+impl Core {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CoreState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn pop(&self) -> Option<(usize, Conn)> {
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(job) = q.jobs.pop_front() {
-                return Some(job);
-            }
-            if q.closed {
-                return None;
-            }
-            q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+    fn give_back(&self, idx: usize, outcome: Outcome) {
+        self.returns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((idx, outcome));
+        if self.polling.load(Ordering::SeqCst) {
+            let _ = self.waker.wake();
         }
-    }
-
-    fn close(&self) {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
-        self.ready.notify_all();
     }
 }
 
@@ -149,11 +192,11 @@ pub enum Stop {
 }
 
 /// Serves on `listeners` until TERM, INT or QUIT. Returns after in-flight
-/// requests are done (TERM) and the plugin's shutdown has run, or at once
-/// (INT/QUIT).
+/// requests are done (TERM), or at once (INT/QUIT, or TERM's graceful
+/// timeout: then requests may still be running in the plugin).
 pub fn run(listeners: Vec<StdListener>, shared: Arc<Shared>) -> io::Result<Stop> {
     let poll = Poll::new()?;
-    let mut listeners = listeners
+    let listeners = listeners
         .into_iter()
         .enumerate()
         .map(|(i, l)| {
@@ -164,118 +207,67 @@ pub fn run(listeners: Vec<StdListener>, shared: Arc<Shared>) -> io::Result<Stop>
             Ok(l)
         })
         .collect::<io::Result<Vec<_>>>()?;
-    let mut graceful_pipe = signal_pipe(&poll, SIG_GRACEFUL, &[signal_hook::consts::SIGTERM])?;
-    let mut fast_pipe = signal_pipe(
+    let graceful_pipe = signal_pipe(&poll, SIG_GRACEFUL, &[signal_hook::consts::SIGTERM])?;
+    let fast_pipe = signal_pipe(
         &poll,
         SIG_FAST,
         &[signal_hook::consts::SIGINT, signal_hook::consts::SIGQUIT],
     )?;
-    let mut reopen_pipe = signal_pipe(&poll, SIG_REOPEN, &[signal_hook::consts::SIGUSR1])?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-    let pool = Arc::new(Pool {
-        queue: Mutex::new(PoolQueue {
-            jobs: VecDeque::new(),
-            closed: false,
-        }),
-        ready: Condvar::new(),
-    });
-    let (returns_tx, returns) = channel();
-    let threads = spawn_app_threads(&shared, &pool, &returns_tx, &waker)?;
-
-    let mut lp = Loop {
+    let reopen_pipe = signal_pipe(&poll, SIG_REOPEN, &[signal_hook::consts::SIGUSR1])?;
+    let waker = Waker::new(poll.registry(), WAKER)?;
+    let lp = Box::new(Loop {
         poll,
+        events: Events::with_capacity(1024),
         slots: Vec::new(),
         free: Vec::new(),
         busy: 0,
+        ready: Vec::new(),
+        listeners,
+        graceful_pipe,
+        fast_pipe,
+        reopen_pipe,
+        next_sweep: Instant::now() + SWEEP_EVERY,
         stopped_at: None,
-        pool: Arc::clone(&pool),
+        stop_deadline: None,
+        stop: None,
         shared: Arc::clone(&shared),
-    };
-    let mut events = Events::with_capacity(1024);
-    let mut next_sweep = Instant::now() + SWEEP_EVERY;
-    let mut stop_deadline: Option<Instant> = None;
-    let stop = 'serve: loop {
-        let timeout = next_sweep.saturating_duration_since(Instant::now());
-        if let Err(e) = lp.poll.poll(&mut events, Some(timeout)) {
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+    });
+    let core = Arc::new(Core {
+        state: Mutex::new(CoreState {
+            lp: Some(lp),
+            lp_down_at: Instant::now(),
+            jobs: VecDeque::new(),
+            permits: shared.config.threads.max(1),
+            spare: Spare::None,
+            last_call: Instant::now(),
+            stop: None,
+        }),
+        changed: Condvar::new(),
+        stopped: Condvar::new(),
+        returns: Mutex::new(Vec::new()),
+        polling: AtomicBool::new(false),
+        waker,
+        threads: shared.config.threads.max(1),
+    });
+    // One thread more than calls may run, so one is always free to lead
+    // the loop, whatever the plugin's calls are doing.
+    let threads = (0..=shared.config.threads.max(1))
+        .map(|i| {
+            let (shared, core) = (Arc::clone(&shared), Arc::clone(&core));
+            std::thread::Builder::new()
+                .name(format!("app-{i}"))
+                .spawn(move || app_thread(i, &shared, &core))
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    let stop = {
+        let mut st = core.lock();
+        loop {
+            if let Some(stop) = st.stop {
+                break stop;
             }
-        }
-        for event in events.iter() {
-            match event.token() {
-                WAKER => {}
-                SIG_GRACEFUL => {
-                    drain_pipe(&mut graceful_pipe);
-                    if stop_deadline.is_none() {
-                        tracing::info!("TERM: finishing in-flight requests, then exiting");
-                        // Take what is already queued in the backlog:
-                        // those clients were promised an answer.
-                        for l in &mut listeners {
-                            lp.accept_all(l);
-                        }
-                        for mut l in listeners.drain(..) {
-                            let _ = lp.poll.registry().deregister(&mut l);
-                        }
-                        shared.stopping.store(true, Ordering::SeqCst);
-                        lp.stopped_at = Some(Instant::now());
-                        // Serve what already arrived. Idle keep-alive
-                        // connections stay until their next request (answered
-                        // with `Connection: close`) or their keep-alive
-                        // timeout: closing them now could cross a request
-                        // already on its way.
-                        lp.read_all_waiting();
-                        stop_deadline = Some(Instant::now() + shared.config.graceful_timeout);
-                    }
-                }
-                SIG_REOPEN => {
-                    drain_pipe(&mut reopen_pipe);
-                    if let Some(log) = &shared.access_log {
-                        log.reopen();
-                    }
-                }
-                SIG_FAST => {
-                    drain_pipe(&mut fast_pipe);
-                    tracing::info!("INT/QUIT: exiting now");
-                    break 'serve Stop::Fast;
-                }
-                Token(t) if t >= LISTENER_BASE => {
-                    if let Some(l) = listeners.get_mut(t - LISTENER_BASE) {
-                        lp.accept_all(l);
-                    }
-                }
-                Token(idx) => lp.on_readable(idx),
-            }
-        }
-        if let Some(m) = &shared.monitor {
-            m.slot().heartbeat();
-        }
-        // Connections coming back from app threads.
-        while let Ok((idx, outcome)) = returns.try_recv() {
-            lp.on_returned(idx, outcome);
-        }
-        let now = Instant::now();
-        if now >= next_sweep {
-            lp.sweep(now);
-            // Retry accepting in case an earlier accept hit EMFILE.
-            for l in &mut listeners {
-                lp.accept_all(l);
-            }
-            next_sweep = now + SWEEP_EVERY;
-        }
-        if let Some(deadline) = stop_deadline {
-            if lp.busy == 0 && lp.waiting() == 0 {
-                break Stop::Graceful { drained: true };
-            }
-            if now >= deadline {
-                tracing::warn!(
-                    in_flight = lp.busy,
-                    "graceful timeout reached with requests still running; exiting"
-                );
-                break Stop::Graceful { drained: false };
-            }
+            st = core.stopped.wait(st).unwrap_or_else(|p| p.into_inner());
         }
     };
-    pool.close();
     if stop == (Stop::Graceful { drained: true }) {
         for t in threads {
             let _ = t.join();
@@ -284,37 +276,82 @@ pub fn run(listeners: Vec<StdListener>, shared: Arc<Shared>) -> io::Result<Stop>
     Ok(stop)
 }
 
-fn spawn_app_threads(
-    shared: &Arc<Shared>,
-    pool: &Arc<Pool>,
-    returns: &Sender<(usize, Outcome)>,
-    waker: &Arc<Waker>,
-) -> io::Result<Vec<JoinHandle<()>>> {
-    (0..shared.config.threads.max(1))
-        .map(|i| {
-            let (shared, pool, returns, waker) = (
-                Arc::clone(shared),
-                Arc::clone(pool),
-                returns.clone(),
-                Arc::clone(waker),
-            );
-            std::thread::Builder::new()
-                .name(format!("app-{i}"))
-                .spawn(move || app_thread(i, &shared, &pool, &returns, &waker))
-        })
-        .collect()
+/// What a thread does next.
+enum Turn {
+    Serve(usize, Conn),
+    Lead(Box<Loop>),
 }
 
-fn app_thread(
-    index: usize,
-    shared: &Shared,
-    pool: &Pool,
-    returns: &Sender<(usize, Outcome)>,
-    waker: &Waker,
-) {
+fn app_thread(index: usize, shared: &Shared, core: &Core) {
     let slot = shared.monitor.and_then(|m| m.thread(index));
     let mut scratch = Scratch::default().reporting_to(slot);
-    while let Some((idx, conn)) = pool.pop() {
+    loop {
+        let turn = {
+            let mut st = core.lock();
+            // Whether this thread just woke as the spare: it takes over only
+            // a loop left down for TAKEOVER (a leader stuck in a long call),
+            // not one put down for a call of a few microseconds.
+            let mut as_spare = false;
+            loop {
+                if st.stop.is_some() {
+                    return;
+                }
+                if st.permits > 0 {
+                    if let Some((idx, conn)) = st.jobs.pop_front() {
+                        st.permits -= 1;
+                        st.last_call = Instant::now();
+                        break Turn::Serve(idx, conn);
+                    }
+                }
+                let unattended = st.lp_down_at.elapsed() >= TAKEOVER;
+                if st.lp.is_some() && (!as_spare || unattended) {
+                    break Turn::Lead(st.lp.take().expect("checked"));
+                }
+                (st, as_spare) = idle_wait(core, st);
+            }
+        };
+        let (idx, conn) = match turn {
+            Turn::Serve(idx, conn) => (idx, conn),
+            Turn::Lead(mut lp) => {
+                // Turn the loop until it has work (or decides to stop).
+                while lp.ready.is_empty() && lp.stop.is_none() {
+                    lp.turn(core);
+                }
+                let mut st = core.lock();
+                if let Some(stop) = lp.stop {
+                    st.stop = Some(stop);
+                    core.changed.notify_all();
+                    core.stopped.notify_all();
+                    return;
+                }
+                st.jobs.extend(lp.ready.drain(..));
+                st.lp = Some(lp);
+                st.lp_down_at = Instant::now();
+                // Serve one here if a call may start. Otherwise every
+                // permit is in use: leave the jobs to the threads finishing
+                // their calls and wait (as the spare, this thread comes
+                // back for the loop after TAKEOVER) rather than poll beside
+                // them and wake for each connection they give back.
+                if st.permits == 0 {
+                    continue;
+                }
+                st.permits -= 1;
+                st.last_call = Instant::now();
+                let mine = st.jobs.pop_front().expect("the loop had work");
+                // Idle threads are woken only for what this one cannot do:
+                // more jobs with permits for them, or a loop no spare
+                // watches. The common case — one request, a spare
+                // watching, or no other thread at all — wakes nobody.
+                let helpers = st.jobs.len().min(st.permits);
+                for _ in 0..helpers {
+                    core.changed.notify_one();
+                }
+                if helpers == 0 && st.spare == Spare::Sleeping {
+                    core.changed.notify_one();
+                }
+                mine
+            }
+        };
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             serve(conn, shared, &mut scratch)
         }))
@@ -323,27 +360,174 @@ fn app_thread(
             scratch = Scratch::default().reporting_to(slot);
             Outcome::Gone
         });
-        if returns.send((idx, outcome)).is_err() {
-            return;
-        }
-        let _ = waker.wake();
+        core.lock().permits += 1;
+        core.give_back(idx, outcome);
     }
 }
 
-/// The event loop's state: connection slots and the pool to lend them to.
+/// An idle thread waits for a job or the loop. The first idle thread is
+/// the spare: while calls run (or ran within QUIET) it wakes every
+/// TAKEOVER to pick up a loop left unattended; the others, and a spare of
+/// a quiet server, sleep until woken.
+fn idle_wait<'a>(
+    core: &'a Core,
+    st: MutexGuard<'a, CoreState>,
+) -> (MutexGuard<'a, CoreState>, bool) {
+    if st.spare != Spare::None {
+        let st = core.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        return (st, false);
+    }
+    let active = st.permits < core.threads || st.last_call.elapsed() < QUIET;
+    let mut st = st;
+    if active {
+        st.spare = Spare::Watching;
+        let (mut st, _) = core
+            .changed
+            .wait_timeout(st, TAKEOVER)
+            .unwrap_or_else(|p| p.into_inner());
+        st.spare = Spare::None;
+        (st, true)
+    } else {
+        st.spare = Spare::Sleeping;
+        let mut st = core.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        st.spare = Spare::None;
+        (st, false)
+    }
+}
+
+/// The event loop: the listeners, every connection waiting for a
+/// request, the signal pipes, and the timers. Owned by the leading thread.
 struct Loop {
     poll: Poll,
+    events: Events,
     slots: Vec<Slot>,
     free: Vec<usize>,
-    /// Connections currently lent to app threads.
+    /// Connections lent out to be served.
     busy: usize,
-    /// When TERM arrived, if it did.
+    /// Connections with a complete request found by this turn.
+    ready: Vec<(usize, Conn)>,
+    listeners: Vec<TcpListener>,
+    graceful_pipe: UnixStream,
+    fast_pipe: UnixStream,
+    reopen_pipe: UnixStream,
+    next_sweep: Instant,
+    /// When TERM arrived, and when the graceful timeout ends.
     stopped_at: Option<Instant>,
-    pool: Arc<Pool>,
+    stop_deadline: Option<Instant>,
+    /// Set when the loop decides to stop.
+    stop: Option<Stop>,
     shared: Arc<Shared>,
 }
 
 impl Loop {
+    /// One turn: take connections back, wait for events (at most until
+    /// the next sweep), handle them, sweep timeouts, check for the end.
+    fn turn(&mut self, core: &Core) {
+        let shared = Arc::clone(&self.shared);
+        core.polling.store(true, Ordering::SeqCst);
+        self.take_returns(core);
+        let timeout = if self.ready.is_empty() {
+            self.next_sweep.saturating_duration_since(Instant::now())
+        } else {
+            Duration::ZERO
+        };
+        let polled = self.poll.poll(&mut self.events, Some(timeout));
+        core.polling.store(false, Ordering::SeqCst);
+        if let Err(e) = polled {
+            if e.kind() != io::ErrorKind::Interrupted {
+                tracing::error!("the event loop failed: {e}");
+                self.stop = Some(Stop::Fast);
+                return;
+            }
+        }
+        let tokens: Vec<Token> = self.events.iter().map(|e| e.token()).collect();
+        for token in tokens {
+            match token {
+                WAKER => {}
+                SIG_GRACEFUL => {
+                    drain_pipe(&mut self.graceful_pipe);
+                    self.begin_graceful_stop();
+                }
+                SIG_REOPEN => {
+                    drain_pipe(&mut self.reopen_pipe);
+                    if let Some(log) = &shared.access_log {
+                        log.reopen();
+                    }
+                }
+                SIG_FAST => {
+                    drain_pipe(&mut self.fast_pipe);
+                    tracing::info!("INT/QUIT: exiting now");
+                    self.stop = Some(Stop::Fast);
+                    return;
+                }
+                Token(t) if t >= LISTENER_BASE => self.accept_from(t - LISTENER_BASE),
+                Token(idx) => self.on_readable(idx),
+            }
+        }
+        if let Some(m) = &shared.monitor {
+            m.slot().heartbeat();
+        }
+        self.take_returns(core);
+        let now = Instant::now();
+        if now >= self.next_sweep {
+            self.sweep(now);
+            // Retry accepting in case an earlier accept hit EMFILE.
+            for i in 0..self.listeners.len() {
+                self.accept_from(i);
+            }
+            self.next_sweep = now + SWEEP_EVERY;
+        }
+        if let Some(deadline) = self.stop_deadline {
+            if self.busy == 0 && self.waiting() == 0 && self.ready.is_empty() {
+                self.stop = Some(Stop::Graceful { drained: true });
+            } else if now >= deadline {
+                tracing::warn!(
+                    in_flight = self.busy,
+                    "graceful timeout reached with requests still running; exiting"
+                );
+                self.stop = Some(Stop::Graceful { drained: false });
+            }
+        }
+    }
+
+    fn take_returns(&mut self, core: &Core) {
+        let returned = std::mem::take(&mut *core.returns.lock().unwrap_or_else(|p| p.into_inner()));
+        for (idx, outcome) in returned {
+            self.on_returned(idx, outcome);
+        }
+    }
+
+    /// TERM: take what the backlog holds, stop accepting, serve what
+    /// already arrived, and stop once nothing is left.
+    fn begin_graceful_stop(&mut self) {
+        if self.stop_deadline.is_some() {
+            return;
+        }
+        tracing::info!("TERM: finishing in-flight requests, then exiting");
+        // What is queued in the backlog was promised an answer.
+        for i in 0..self.listeners.len() {
+            self.accept_from(i);
+        }
+        for mut l in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.stopped_at = Some(Instant::now());
+        // Idle keep-alive connections get a short grace (see `sweep`) for
+        // a request already on its way, answered with `Connection: close`.
+        self.read_all_waiting();
+        self.stop_deadline = Some(Instant::now() + self.shared.config.graceful_timeout);
+    }
+
+    fn accept_from(&mut self, i: usize) {
+        // Taken out for the call: accept_all borrows the loop mutably.
+        let mut listeners = std::mem::take(&mut self.listeners);
+        if let Some(l) = listeners.get_mut(i) {
+            self.accept_all(l);
+        }
+        self.listeners = listeners;
+    }
+
     fn accept_all(&mut self, listener: &mut TcpListener) {
         loop {
             match listener.accept() {
@@ -401,6 +585,10 @@ impl Loop {
                 }
                 return;
             }
+            Some(Slot::Busy { missed }) => {
+                *missed = true;
+                return;
+            }
             _ => return,
         };
         let mut eof = false;
@@ -420,7 +608,15 @@ impl Loop {
                     eof = true;
                     break;
                 }
-                Ok(n) => conn.buf.truncate(len + n),
+                Ok(n) => {
+                    conn.buf.truncate(len + n);
+                    if n < spare {
+                        // A short read drained the socket; edge-triggered
+                        // epoll reports whatever arrives next, so the read
+                        // that would only say WouldBlock is skipped.
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     conn.buf.truncate(len);
                     break;
@@ -443,12 +639,12 @@ impl Loop {
         }
         match head_complete(&conn.buf, limits) {
             Ok(true) => {
-                let Slot::Waiting(conn) = std::mem::replace(&mut self.slots[idx], Slot::Busy)
-                else {
+                let busy = Slot::Busy { missed: false };
+                let Slot::Waiting(conn) = std::mem::replace(&mut self.slots[idx], busy) else {
                     unreachable!("checked above");
                 };
                 self.busy += 1;
-                self.pool.push((idx, conn));
+                self.ready.push((idx, conn));
             }
             Ok(false) => {
                 if eof {
@@ -464,12 +660,16 @@ impl Loop {
 
     fn on_returned(&mut self, idx: usize, outcome: Outcome) {
         self.busy -= 1;
+        let missed = matches!(self.slots[idx], Slot::Busy { missed: true });
         match outcome {
             Outcome::Idle(conn) => {
                 self.slots[idx] = Slot::Waiting(conn);
-                // Bytes may have arrived while it was lent out (their edge
-                // went by unseen).
-                self.on_readable(idx);
+                // Bytes that arrived while it was lent out produced an event
+                // this loop already took: read them now. Otherwise their
+                // event is still to come from poll.
+                if missed {
+                    self.on_readable(idx);
+                }
             }
             Outcome::Close(conn) => self.linger(idx, conn),
             Outcome::Gone => {
@@ -481,7 +681,7 @@ impl Loop {
 
     /// Answers a waiting connection with a canned error and closes it.
     fn answer_and_close(&mut self, idx: usize, status: u16, reason: &str) {
-        let Slot::Waiting(mut conn) = std::mem::replace(&mut self.slots[idx], Slot::Busy) else {
+        let Slot::Waiting(mut conn) = std::mem::replace(&mut self.slots[idx], Slot::Free) else {
             return;
         };
         let mut out = Vec::new();
