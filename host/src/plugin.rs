@@ -188,11 +188,13 @@ impl LoadError {
 /// process (`lib` is never dropped while `desc` or `state` are in use: they
 /// are fields of the same struct and the struct owns the library).
 pub struct Plugin {
-    /// Keeps the code and the descriptor mapped. Declared first is not
-    /// required; what matters is that nothing copies `desc` out of `self`.
-    _lib: Library,
-    /// Points into `_lib`'s static data; valid while `_lib` is loaded.
-    /// Checked by `validate` before anything else reads it.
+    /// Keeps the code and the descriptor mapped (None for an app linked
+    /// into this program, see `from_static`). What matters is that nothing
+    /// copies `desc` out of `self`.
+    _lib: Option<Library>,
+    /// Points into `_lib`'s static data (or to a `'static` descriptor);
+    /// valid while `_lib` is loaded. Checked by `validate` before anything
+    /// else reads it.
     desc: *const nwsgi_app,
     pub spec: PluginSpec,
     pub abi_major: u16,
@@ -263,7 +265,30 @@ impl Plugin {
         // that stays loaded (we own `lib`); validate reads only the header
         // fields first and the rest only if struct_size covers them.
         let checked = unsafe { validate(desc, spec)? };
-        Ok(Plugin {
+        Ok(Plugin::validated(Some(lib), desc, spec, checked))
+    }
+
+    /// An app linked into this program (benchmarks, embedding), checked
+    /// exactly as a loaded one; `label` names it in messages.
+    pub fn from_static(desc: &'static nwsgi_app, label: &str) -> Result<Plugin, LoadError> {
+        let spec = PluginSpec {
+            path: PathBuf::from(label),
+            symbol: DEFAULT_SYMBOL.to_string(),
+        };
+        let desc: *const nwsgi_app = desc;
+        // SAFETY: a 'static reference to a whole descriptor is readable
+        // for as long as validate (or anything after it) reads it.
+        let checked = unsafe { validate(desc, &spec)? };
+        Ok(Plugin::validated(None, desc, &spec, checked))
+    }
+
+    fn validated(
+        lib: Option<Library>,
+        desc: *const nwsgi_app,
+        spec: &PluginSpec,
+        checked: Checked,
+    ) -> Plugin {
+        Plugin {
             _lib: lib,
             desc,
             spec: spec.clone(),
@@ -278,7 +303,7 @@ impl Plugin {
                 None
             },
             shut_down: false,
-        })
+        }
     }
 
     pub fn thread_safe(&self) -> bool {

@@ -1,0 +1,136 @@
+//! The per-request path without the event loop: parse → environ → plugin
+//! call → response bytes → one write, for a hello app linked into this
+//! benchmark (the SDK's own, so the boundary is the real ABI), over a real
+//! loopback connection. `cargo bench -p host --bench request_path`.
+use std::hint::black_box;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use abi::{App, Body, Config as AppConfig, Environ, Error, StartResponse};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use host::conn::{serve, Conn, Outcome, Scratch};
+use host::parse::{parse_head, Limits};
+use host::plugin::Plugin;
+use host::server::{Config, Shared};
+
+struct Hello;
+
+impl App for Hello {
+    const NAME: &'static str = "bench-hello";
+
+    fn init(_config: &AppConfig) -> Result<Self, String> {
+        Ok(Hello)
+    }
+
+    fn call(&self, _env: &mut Environ<'_>, start: &mut StartResponse<'_>) -> Result<Body, Error> {
+        start.start("200 OK", &[("Content-Type", "text/plain")])?;
+        Ok(Body::from_static(b"Hello, World!"))
+    }
+}
+
+abi::export_app!(Hello);
+
+const REQUEST: &[u8] =
+    b"GET / HTTP/1.1\r\nHost: localhost:8000\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n";
+
+/// A served connection and the client end that drains its responses.
+struct Bench {
+    shared: Shared,
+    scratch: Scratch,
+    conn: Option<Conn>,
+    client: TcpStream,
+    sink: Vec<u8>,
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let mut plugin = Plugin::from_static(&app, "bench-hello").expect("a valid descriptor");
+        plugin.init(&[]).expect("init");
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        client.set_nonblocking(true).unwrap();
+        let local = server.local_addr().unwrap();
+        let conn = Conn {
+            stream: mio::net::TcpStream::from_std(server),
+            peer,
+            local,
+            buf: Vec::with_capacity(64 * 1024),
+            waiting_since: Instant::now(),
+            served: false,
+        };
+        let shared = Shared {
+            plugin,
+            config: Config {
+                threads: 1,
+                keep_alive: Duration::from_secs(2),
+                header_timeout: Duration::from_secs(10),
+                body_timeout: Duration::from_secs(30),
+                write_timeout: Duration::from_secs(30),
+                graceful_timeout: Duration::from_secs(30),
+                limits: Limits::default(),
+            },
+            access_log: None,
+            stopping: AtomicBool::new(false),
+            monitor: None,
+        };
+        Bench {
+            shared,
+            scratch: Scratch::default(),
+            conn: Some(conn),
+            client,
+            sink: vec![0; 1 << 20],
+        }
+    }
+
+    /// Serves `requests` already "received", then drains the answers.
+    fn round(&mut self, requests: usize) {
+        let mut conn = self.conn.take().expect("a connection");
+        for _ in 0..requests {
+            conn.buf.extend_from_slice(REQUEST);
+        }
+        match serve(conn, &self.shared, &mut self.scratch) {
+            Outcome::Idle(c) => self.conn = Some(c),
+            _ => panic!("the connection closed"),
+        }
+        loop {
+            match self.client.read(&mut self.sink) {
+                Ok(0) => panic!("server closed"),
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        black_box(&self.sink);
+    }
+}
+
+fn request_path(c: &mut Criterion) {
+    let mut group = c.benchmark_group("request_path");
+    group.throughput(Throughput::Elements(1));
+    let mut bench = Bench::new();
+    group.bench_function("parse_head", |b| {
+        let limits = Limits::default();
+        b.iter(|| {
+            let mut slots = [httparse::EMPTY_HEADER; 16];
+            black_box(
+                parse_head(black_box(REQUEST), &mut slots, &limits)
+                    .unwrap()
+                    .unwrap()
+                    .len,
+            )
+        })
+    });
+    group.bench_function("keep_alive_request", |b| b.iter(|| bench.round(1)));
+    group.throughput(Throughput::Elements(16));
+    group.bench_function("16_pipelined_requests", |b| b.iter(|| bench.round(16)));
+    group.finish();
+    // Keep the client end open until the benches are done.
+    let _ = bench.client.write(b"");
+}
+
+criterion_group!(benches, request_path);
+criterion_main!(benches);
