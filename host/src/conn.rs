@@ -101,19 +101,19 @@ enum Step {
 pub fn serve(mut conn: Conn, shared: &Shared, scratch: &mut Scratch) -> Outcome {
     let limits = &shared.config.limits;
     let timeout = shared.config.write_timeout;
+    // The peer's address as text, once for every request of this turn.
+    let peer_text = PeerText::new(conn.peer, conn.local);
+    // Requests are consumed by moving `start`; the buffer is compacted
+    // once, when this turn ends, not after every pipelined request.
+    let mut start = 0;
     loop {
-        let Conn {
-            stream,
-            buf,
-            peer,
-            local,
-            ..
-        } = &mut conn;
+        let Conn { stream, buf, .. } = &mut conn;
         let step = with_header_slots(limits.fields, |slots| {
-            match parse_head(buf, slots, limits) {
+            let pending = &buf[start..];
+            match parse_head(pending, slots, limits) {
                 Ok(Some(head)) => Step::Served {
                     consumed: head.len,
-                    done: handle(&head, stream, buf, *peer, *local, shared, scratch),
+                    done: handle(&head, stream, pending, &peer_text, shared, scratch),
                 },
                 Ok(None) => Step::Incomplete,
                 Err(e) => Step::Refused(e),
@@ -127,8 +127,14 @@ pub fn serve(mut conn: Conn, shared: &Shared, scratch: &mut Scratch) -> Outcome 
                 return close(conn, scratch, timeout);
             }
             Step::Served { consumed, done } => {
-                conn.buf.drain(..consumed + done.body_consumed);
-                conn.buf.extend_from_slice(&done.leftover);
+                start += consumed + done.body_consumed;
+                if !done.leftover.is_empty() {
+                    // Read past the body: the next request's start, which
+                    // goes after what the buffer still holds.
+                    conn.buf.drain(..start);
+                    start = 0;
+                    conn.buf.extend_from_slice(&done.leftover);
+                }
                 conn.served = true;
                 if !done.keep_alive {
                     return close(conn, scratch, timeout);
@@ -140,6 +146,11 @@ pub fn serve(mut conn: Conn, shared: &Shared, scratch: &mut Scratch) -> Outcome 
                 }
             }
         }
+    }
+    conn.buf.drain(..start);
+    if conn.buf.is_empty() {
+        // Idle until the next request: the connection keeps no buffer.
+        release_buffer(&mut conn.buf);
     }
     if flush(&mut conn.stream, &mut scratch.out, timeout).is_err() {
         return Outcome::Gone;
@@ -180,8 +191,7 @@ fn handle(
     head: &RequestHead<'_, '_>,
     stream: &mut TcpStream,
     buf: &[u8],
-    peer: SocketAddr,
-    local: SocketAddr,
+    peer_text: &PeerText,
     shared: &Shared,
     scratch: &mut Scratch,
 ) -> Handled {
@@ -205,13 +215,12 @@ fn handle(
     } else {
         raw_path
     };
-    let peer_text = PeerText::new(peer, local);
     let env = HostEnviron::new(
         head,
         EnvironParts {
             headers,
             path_info,
-            peer: &peer_text,
+            peer: peer_text,
             multithread: config.threads > 1,
             multiprocess: false,
         },
@@ -292,7 +301,8 @@ fn header<'b>(head: &RequestHead<'b, '_>, name: &str) -> Option<&'b [u8]> {
 }
 
 /// Is a whole request head in `buf`? (The event loop's question before it
-/// lends a connection out; errors are answered by the loop itself.)
+/// lends a connection out; a refusal is answered by the loop itself, so a
+/// malformed request never waits for a busy app thread.)
 pub fn head_complete(
     buf: &[u8],
     limits: &crate::parse::Limits,
@@ -300,4 +310,40 @@ pub fn head_complete(
     with_header_slots(limits.fields, |slots| {
         parse_head(buf, slots, limits).map(|h| h.is_some())
     })
+}
+
+/// Receive buffers, recycled per thread: an idle connection holds none,
+/// and a connection that becomes readable takes one from here instead of
+/// the allocator.
+const BUFFER_SIZE: usize = 4096;
+const POOLED_BUFFERS: usize = 64;
+
+thread_local! {
+    static BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A buffer for a connection that has none.
+pub fn take_buffer() -> Vec<u8> {
+    BUFFERS
+        .with(|b| b.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(BUFFER_SIZE))
+}
+
+/// Takes an idle connection's (empty) buffer back.
+pub fn release_buffer(buf: &mut Vec<u8>) {
+    if buf.capacity() == 0 {
+        return;
+    }
+    let mut spare = std::mem::take(buf);
+    if spare.capacity() > 4 * BUFFER_SIZE {
+        // A big pipelined burst grew it; do not keep that much around.
+        return;
+    }
+    spare.clear();
+    BUFFERS.with(|b| {
+        let mut pool = b.borrow_mut();
+        if pool.len() < POOLED_BUFFERS {
+            pool.push(spare);
+        }
+    });
 }

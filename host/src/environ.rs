@@ -43,10 +43,10 @@ impl PeerText {
             local_port: [0; 5],
             local_port_len: 0,
         };
-        t.remote_addr_len = fmt_into(&mut t.remote_addr, format_args!("{}", peer.ip()));
-        t.remote_port_len = fmt_into(&mut t.remote_port, format_args!("{}", peer.port()));
-        t.local_addr_len = fmt_into(&mut t.local_addr, format_args!("{}", local.ip()));
-        t.local_port_len = fmt_into(&mut t.local_port, format_args!("{}", local.port()));
+        t.remote_addr_len = ip_into(&mut t.remote_addr, peer.ip());
+        t.remote_port_len = decimal_into(&mut t.remote_port, peer.port());
+        t.local_addr_len = ip_into(&mut t.local_addr, local.ip());
+        t.local_port_len = decimal_into(&mut t.local_port, local.port());
         t
     }
 
@@ -55,11 +55,48 @@ impl PeerText {
     }
 }
 
-fn fmt_into(buf: &mut [u8], args: std::fmt::Arguments<'_>) -> usize {
-    let mut cursor = std::io::Cursor::new(buf);
-    // An IP address (at most 45 chars) and a port (at most 5) always fit.
-    let _ = cursor.write_fmt(args);
-    cursor.position() as usize
+/// Writes `n` in decimal at the start of `buf`; returns its length. (The
+/// formatting machinery of `fmt` costs more than the rest of building an
+/// environ: this runs for every request.)
+fn decimal_into(buf: &mut [u8], n: u16) -> usize {
+    let mut digits = [0u8; 5];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = digits.len() - i;
+    buf[..len].copy_from_slice(&digits[i..]);
+    len
+}
+
+/// An address as text: dotted quad by hand for IPv4 (the common case);
+/// `fmt` for IPv6, whose compressed form is not worth re-deriving.
+fn ip_into(buf: &mut [u8; 46], ip: std::net::IpAddr) -> usize {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                len += decimal_into(&mut buf[len..], u16::from(octet));
+            }
+            len
+        }
+        std::net::IpAddr::V6(_) => {
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            // An IPv6 address is at most 45 characters: it always fits.
+            let _ = write!(cursor, "{ip}");
+            cursor.position() as usize
+        }
+    }
 }
 
 /// The environ handed to the plugin, followed by what the host needs to
@@ -391,6 +428,32 @@ pub(crate) unsafe extern "C" fn environ_each(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_text_matches_std_formatting() {
+        for (peer, local) in [
+            ("127.0.0.1:53211", "10.0.0.254:8000"),
+            ("0.0.0.0:0", "255.255.255.255:65535"),
+            ("[::1]:9", "[2001:db8::1]:443"),
+        ] {
+            let (peer, local): (SocketAddr, SocketAddr) =
+                (peer.parse().unwrap(), local.parse().unwrap());
+            let t = PeerText::new(peer, local);
+            assert_eq!(t.remote_addr(), peer.ip().to_string().as_bytes());
+            assert_eq!(
+                &t.remote_port[..t.remote_port_len],
+                peer.port().to_string().as_bytes()
+            );
+            assert_eq!(
+                &t.local_addr[..t.local_addr_len],
+                local.ip().to_string().as_bytes()
+            );
+            assert_eq!(
+                &t.local_port[..t.local_port_len],
+                local.port().to_string().as_bytes()
+            );
+        }
+    }
 
     #[test]
     fn decodes_percent_escapes_and_keeps_invalid_ones() {

@@ -20,7 +20,7 @@ use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::access_log::AccessLog;
-use crate::conn::{head_complete, serve, Conn, Outcome, Scratch};
+use crate::conn::{head_complete, release_buffer, serve, take_buffer, Conn, Outcome, Scratch};
 use crate::parse::Limits;
 use crate::plugin::Plugin;
 use crate::response::encode_error;
@@ -596,7 +596,9 @@ impl Loop {
             if conn.buf.len() >= cap {
                 break;
             }
-            if conn.buf.capacity() - conn.buf.len() < 1024 {
+            if conn.buf.capacity() == 0 {
+                conn.buf = take_buffer();
+            } else if conn.buf.capacity() - conn.buf.len() < 1024 {
                 conn.buf.reserve(4096);
             }
             let len = conn.buf.len();
@@ -631,7 +633,7 @@ impl Loop {
         }
         if conn.buf.is_empty() {
             // Idle: give the buffer back so a held connection costs little.
-            conn.buf = Vec::new();
+            release_buffer(&mut conn.buf);
             if eof {
                 self.close(idx);
             }
@@ -697,7 +699,7 @@ impl Loop {
     /// sends until it closes its side (see `Slot::Lingering`).
     fn linger(&mut self, idx: usize, mut conn: Conn) {
         let _ = conn.stream.shutdown(std::net::Shutdown::Write);
-        conn.buf = Vec::new();
+        release_buffer(&mut conn.buf);
         conn.waiting_since = Instant::now();
         self.slots[idx] = Slot::Lingering(conn, 0);
         // Input may already be waiting (its edge went by while the

@@ -1,0 +1,9 @@
+"""Hello-world WSGI app: the optional gunicorn reference (bench/run --with-gunicorn)."""
+
+BODY = b"Hello, World!"
+HEADERS = [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))]
+
+
+def app(environ, start_response):
+    start_response("200 OK", HEADERS)
+    return [BODY]
