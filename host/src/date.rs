@@ -3,9 +3,10 @@
 //! Formatting a date for every response is wasteful, so each thread keeps the
 //! last formatted second. Unlike may_minihttp's shared cache (written by a
 //! timer thread while readers copy it: a data race), the cache here is
-//! thread-local, and every call compares the current whole second of
-//! `SystemTime` with the cached one, so the value is never stale by a second
-//! or more. Reading the clock is a vDSO call; the formatting is what we save.
+//! thread-local, and every call compares the current whole second of the
+//! realtime clock (the kernel's coarse one: at most a tick, a few
+//! milliseconds, behind) with the cached one, so the value is never stale by
+//! a second or more. Reading the clock is a vDSO call; the formatting is what we save.
 
 use std::cell::Cell;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -44,9 +45,7 @@ thread_local! {
 pub fn with_date<R>(f: impl FnOnce(&[u8; DATE_LEN]) -> R) -> R {
     // A clock before 1970 is a broken host; answering with the epoch keeps the
     // header well-formed instead of failing the response.
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = coarse_now_secs();
     let cached = CACHE.with(|cache| {
         let mut cached = cache.get();
         if cached.secs != now {
@@ -59,6 +58,24 @@ pub fn with_date<R>(f: impl FnOnce(&[u8; DATE_LEN]) -> R) -> R {
         cached
     });
     f(&cached.text)
+}
+
+/// Whole seconds since the epoch from the kernel's coarse realtime clock: a
+/// few milliseconds behind at most (one tick), read without the timestamp
+/// counter — this runs for every response, and a Date header only needs
+/// the second.
+fn coarse_now_secs() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to fill.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } == 0 {
+        return u64::try_from(ts.tv_sec).unwrap_or(0);
+    }
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Formats seconds since the Unix epoch as `Sun, 06 Nov 1994 08:49:37 GMT`.

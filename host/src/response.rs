@@ -88,6 +88,10 @@ pub struct ResponseHead {
     has_date: bool,
     /// The application gave a Server, which replaces ours.
     has_server: bool,
+    /// The input this head was built from (see `set`), and a scratch
+    /// buffer for the next input's key.
+    last_key: Vec<u8>,
+    key: Vec<u8>,
 }
 
 impl ResponseHead {
@@ -102,16 +106,39 @@ impl ResponseHead {
     /// CR, LF, NUL or other CTLs except HTAB; hop-by-hop headers are refused;
     /// Content-Length must be 1*DIGIT without overflow (repeated identical
     /// values allowed, and sent once). On error the head is left empty.
-    pub fn set<'a>(
-        &mut self,
-        status: &[u8],
-        headers: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
-    ) -> Result<(), InvalidResponse> {
+    pub fn set<'a, I>(&mut self, status: &[u8], headers: I) -> Result<(), InvalidResponse>
+    where
+        I: IntoIterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    {
+        // An app answers most requests with the same status and headers:
+        // when this head is the last one again, the validated and encoded
+        // form is still here. The key is every part length-prefixed, so two
+        // different inputs never share one (it is compared before any
+        // validation, so it must not rely on what validation refuses).
+        let mut key = std::mem::take(&mut self.key);
+        key.clear();
+        let mut part = |bytes: &[u8]| {
+            key.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            key.extend_from_slice(bytes);
+        };
+        part(status);
+        for (name, value) in headers.clone() {
+            part(name);
+            part(value);
+        }
+        if self.status != 0 && key == self.last_key {
+            self.key = key;
+            return Ok(());
+        }
         self.clear();
         let result = self.fill(status, headers);
         if result.is_err() {
             self.clear();
+            self.last_key.clear();
+        } else {
+            std::mem::swap(&mut self.last_key, &mut key);
         }
+        self.key = key;
         result
     }
 
@@ -539,6 +566,26 @@ mod tests {
         assert!(s.contains("date: Sun, 06 Nov 1994 08:49:37 GMT\r\n"));
         assert_eq!(s.to_ascii_lowercase().matches("server: ").count(), 1);
         assert!(!s.contains("nwsgi-host"));
+    }
+
+    /// The cache of the last head never accepts what validation refuses,
+    /// even input built to look like the cached one.
+    #[test]
+    fn repeated_heads_are_reused_and_lookalikes_are_not() {
+        let mut h = ResponseHead::new();
+        let ok: [(&[u8], &[u8]); 1] = [(b"A", b"b")];
+        h.set(b"200 OK", ok).unwrap();
+        h.set(b"200 OK", ok).unwrap();
+        assert_eq!(h.status(), 200);
+        let none: [(&[u8], &[u8]); 0] = [];
+        assert_eq!(
+            h.set(b"200 OK\0\0\0\0\0\0\0\x01A", none),
+            Err(InvalidResponse::Status)
+        );
+        let split: [(&[u8], &[u8]); 1] = [(b"A", b"b\r\nX: y")];
+        assert_eq!(h.set(b"200 OK", split), Err(InvalidResponse::HeaderValue));
+        h.set(b"404 Not Found", ok).unwrap();
+        assert_eq!(h.status(), 404);
     }
 
     /// RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason ].
