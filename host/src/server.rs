@@ -285,13 +285,16 @@ enum Turn {
 fn app_thread(index: usize, shared: &Shared, core: &Core) {
     let slot = shared.monitor.and_then(|m| m.thread(index));
     let mut scratch = Scratch::default().reporting_to(slot);
+    // Set when this thread put the loop down because no call could start:
+    // it then comes back for the loop only as the spare (below).
+    let mut yielded = false;
     loop {
         let turn = {
             let mut st = core.lock();
-            // Whether this thread just woke as the spare: it takes over only
-            // a loop left down for TAKEOVER (a leader stuck in a long call),
+            // Whether this thread comes as the spare: it takes over only a
+            // loop left down for TAKEOVER (a leader stuck in a long call),
             // not one put down for a call of a few microseconds.
-            let mut as_spare = false;
+            let mut as_spare = std::mem::take(&mut yielded);
             loop {
                 if st.stop.is_some() {
                     return;
@@ -333,6 +336,7 @@ fn app_thread(index: usize, shared: &Shared, core: &Core) {
                 // back for the loop after TAKEOVER) rather than poll beside
                 // them and wake for each connection they give back.
                 if st.permits == 0 {
+                    yielded = true;
                     continue;
                 }
                 st.permits -= 1;
