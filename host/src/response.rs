@@ -72,7 +72,7 @@ impl std::error::Error for InvalidResponse {}
 /// start_response time (the app's memory is only borrowed during that call).
 /// Reused across requests on a connection: `set()` clears it first, keeping
 /// the allocations.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ResponseHead {
     /// The numeric status, for framing decisions (1xx/204/304, HEAD).
     status: u16,
@@ -92,6 +92,21 @@ pub struct ResponseHead {
     /// buffer for the next input's key.
     last_key: Vec<u8>,
     key: Vec<u8>,
+}
+
+/// What the head says, without the cache behind `set` (two heads that
+/// would encode the same bytes print the same).
+impl fmt::Debug for ResponseHead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseHead")
+            .field("status", &self.status)
+            .field("status_line", &self.status_line)
+            .field("lines", &self.lines)
+            .field("content_length", &self.content_length)
+            .field("has_date", &self.has_date)
+            .field("has_server", &self.has_server)
+            .finish()
+    }
 }
 
 impl ResponseHead {
