@@ -218,6 +218,7 @@ pub fn run(listeners: Vec<StdListener>, shared: Arc<Shared>) -> io::Result<Stop>
     let lp = Box::new(Loop {
         poll,
         events: Events::with_capacity(1024),
+        tokens: Vec::with_capacity(1024),
         slots: Vec::new(),
         free: Vec::new(),
         busy: 0,
@@ -404,6 +405,8 @@ fn idle_wait<'a>(
 struct Loop {
     poll: Poll,
     events: Events,
+    /// The tokens of the last poll's events (a buffer kept across turns).
+    tokens: Vec<Token>,
     slots: Vec<Slot>,
     free: Vec<usize>,
     /// Connections lent out to be served.
@@ -444,8 +447,12 @@ impl Loop {
                 return;
             }
         }
-        let tokens: Vec<Token> = self.events.iter().map(|e| e.token()).collect();
-        for token in tokens {
+        // Copied out (into a buffer kept across turns) so the handlers below
+        // may borrow the loop mutably.
+        let mut tokens = std::mem::take(&mut self.tokens);
+        tokens.clear();
+        tokens.extend(self.events.iter().map(|e| e.token()));
+        for &token in &tokens {
             match token {
                 WAKER => {}
                 SIG_GRACEFUL => {
@@ -462,12 +469,14 @@ impl Loop {
                     drain_pipe(&mut self.fast_pipe);
                     tracing::info!("INT/QUIT: exiting now");
                     self.stop = Some(Stop::Fast);
+                    self.tokens = tokens;
                     return;
                 }
                 Token(t) if t >= LISTENER_BASE => self.accept_from(t - LISTENER_BASE),
                 Token(idx) => self.on_readable(idx),
             }
         }
+        self.tokens = tokens;
         if let Some(m) = &shared.monitor {
             m.slot().heartbeat();
         }
