@@ -381,22 +381,31 @@ static int32_t error_next(void *state, nwsgi_request *req, nwsgi_str *chunk) {
 /* Routes                                                                    */
 /* ------------------------------------------------------------------------ */
 
+/* Starts a 200 text/plain response whose body is a counted iterator over
+ * `state` (malloc'd by the caller; owned by the body from here on, freed by
+ * counted_close, or here if the response cannot start). */
+static int32_t start_counted_body(const nwsgi_environ *env, nwsgi_request *req, nwsgi_body *body,
+                                  void *state,
+                                  int32_t (*next)(void *, nwsgi_request *, nwsgi_str *)) {
+    int32_t rc = env->api->start_response(req, str_of("200 OK"), TEXT_PLAIN, N_TEXT_PLAIN, NULL);
+    if (rc != NWSGI_OK) {
+        free(state);
+        return rc;
+    }
+    body->state = state;
+    body->next = next;
+    body->close = counted_close;
+    atomic_fetch_add(&opened, 1);
+    return NWSGI_OK;
+}
+
 static int32_t route_iter(const nwsgi_environ *env, nwsgi_request *req, nwsgi_body *body) {
     iter_state *s = calloc(1, sizeof *s);
     if (s == NULL) {
         return NWSGI_ERROR;
     }
     s->n = query_ulong(env->query_string, "n");
-    int32_t rc = env->api->start_response(req, str_of("200 OK"), TEXT_PLAIN, N_TEXT_PLAIN, NULL);
-    if (rc != NWSGI_OK) {
-        free(s);
-        return rc;
-    }
-    body->state = s;
-    body->next = iter_next;
-    body->close = counted_close;
-    atomic_fetch_add(&opened, 1);
-    return NWSGI_OK;
+    return start_counted_body(env, req, body, s, iter_next);
 }
 
 static int32_t route_write(const nwsgi_environ *env, nwsgi_request *req) {
@@ -424,16 +433,7 @@ static int32_t route_error_next(const nwsgi_environ *env, nwsgi_request *req, nw
     if (s == NULL) {
         return NWSGI_ERROR;
     }
-    int32_t rc = env->api->start_response(req, str_of("200 OK"), TEXT_PLAIN, N_TEXT_PLAIN, NULL);
-    if (rc != NWSGI_OK) {
-        free(s);
-        return rc;
-    }
-    body->state = s;
-    body->next = error_next;
-    body->close = counted_close;
-    atomic_fetch_add(&opened, 1);
-    return NWSGI_OK;
+    return start_counted_body(env, req, body, s, error_next);
 }
 
 static int32_t route_endless(const nwsgi_environ *env, nwsgi_request *req, nwsgi_body *body) {
@@ -441,16 +441,7 @@ static int32_t route_endless(const nwsgi_environ *env, nwsgi_request *req, nwsgi
     if (s == NULL) {
         return NWSGI_ERROR;
     }
-    int32_t rc = env->api->start_response(req, str_of("200 OK"), TEXT_PLAIN, N_TEXT_PLAIN, NULL);
-    if (rc != NWSGI_OK) {
-        free(s);
-        return rc;
-    }
-    body->state = s;
-    body->next = endless_next;
-    body->close = counted_close;
-    atomic_fetch_add(&opened, 1);
-    return NWSGI_OK;
+    return start_counted_body(env, req, body, s, endless_next);
 }
 
 static int32_t route_twice(const nwsgi_environ *env, nwsgi_request *req, nwsgi_body *body) {
