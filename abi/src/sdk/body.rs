@@ -30,7 +30,8 @@ enum Kind {
     Iter(ChunkIter),
 }
 
-enum Single {
+/// A one-chunk body's bytes.
+pub(crate) enum Single {
     Static(&'static [u8]),
     Owned(Vec<u8>),
 }
@@ -83,18 +84,18 @@ impl Body {
         matches!(self.0, Kind::Empty)
     }
 
-    /// The state behind `nwsgi_body`, or `None` for "no iterator".
-    pub(crate) fn into_state(self) -> Option<BodyState> {
-        let source = match self.0 {
-            Kind::Empty => return None,
-            Kind::Single(single) => Source::Single(Some(single)),
-            Kind::Iter(iter) => Source::Iter(iter),
-        };
-        Some(BodyState {
-            source,
-            current: Vec::new(),
-            finished: false,
-        })
+    /// How `call` hands this body to the host.
+    pub(crate) fn into_handoff(self) -> Handoff {
+        match self.0 {
+            Kind::Empty => Handoff::None,
+            Kind::Single(Single::Static(bytes)) => Handoff::Static(StaticBody::new(bytes)),
+            Kind::Single(chunk) => Handoff::State(BodyState::Single { chunk, sent: false }),
+            Kind::Iter(iter) => Handoff::State(BodyState::Iter {
+                iter,
+                current: Vec::new(),
+                finished: false,
+            }),
+        }
     }
 }
 
@@ -152,64 +153,112 @@ pub(crate) enum Step<'a> {
     Failed(Error),
 }
 
-enum Source {
-    /// The single chunk, taken (moved into `current` or left static) by the
-    /// first `next`.
-    Single(Option<Single>),
-    Iter(ChunkIter),
+/// How `call` hands a [`Body`] to the host.
+pub(crate) enum Handoff {
+    /// No iterator: the `nwsgi_body` stays zeroed.
+    None,
+    /// One static chunk. Its whole state is plain `Copy` data, so the
+    /// boundary keeps it in per-thread storage instead of a heap box.
+    Static(StaticBody),
+    /// Everything else, boxed behind `nwsgi_body.state` until `close`.
+    State(BodyState),
 }
 
-/// What `nwsgi_body.state` points to. Dropping it is the body's `close`.
-pub(crate) struct BodyState {
-    source: Source,
-    /// The chunk last handed to the host: it must stay alive (and unmoved)
-    /// until the next `next` or `close`, so it is kept here.
-    current: Vec<u8>,
-    /// The iterator ended or failed (or a `next` panicked): `next` only
-    /// reports the end from now on. The iterator itself lives until close.
-    finished: bool,
+/// A body of one static chunk: `Last(bytes)` on the first `next`, `End`
+/// after. Nothing to drop, so closing it is forgetting it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StaticBody {
+    bytes: &'static [u8],
+    sent: bool,
+}
+
+impl StaticBody {
+    fn new(bytes: &'static [u8]) -> StaticBody {
+        StaticBody { bytes, sent: false }
+    }
+
+    /// Produce the next chunk (static: it outlives any `close`).
+    pub(crate) fn next(&mut self) -> Step<'static> {
+        if std::mem::replace(&mut self.sent, true) {
+            Step::End
+        } else {
+            Step::Last(self.bytes)
+        }
+    }
+
+    /// The same body as a [`BodyState`], for when no per-thread home is free.
+    pub(crate) fn into_state(self) -> BodyState {
+        BodyState::Single {
+            chunk: Single::Static(self.bytes),
+            sent: self.sent,
+        }
+    }
+}
+
+/// What a boxed `nwsgi_body.state` points to. Dropping it is the body's
+/// `close`.
+pub(crate) enum BodyState {
+    /// One chunk: `Last(chunk)` on the first `next`, `End` after. The chunk
+    /// stays here, unmoved, until close, as the header requires.
+    Single { chunk: Single, sent: bool },
+    Iter {
+        iter: ChunkIter,
+        /// The chunk last handed to the host: it must stay alive (and
+        /// unmoved) until the next `next` or `close`, so it is kept here.
+        current: Vec<u8>,
+        /// The iterator ended or failed (or a `next` panicked): `next` only
+        /// reports the end from now on. The iterator itself lives until close.
+        finished: bool,
+    },
 }
 
 impl BodyState {
     /// Produce the next chunk. The returned bytes are borrowed from `self`
     /// and stay valid until `self` is used again.
     pub(crate) fn next(&mut self) -> Step<'_> {
-        if self.finished {
-            return Step::End;
-        }
-        match &mut self.source {
-            Source::Single(single) => {
-                self.finished = true;
-                match single.take() {
-                    Some(Single::Static(bytes)) => Step::Last(bytes),
-                    Some(Single::Owned(bytes)) => {
-                        self.current = bytes;
-                        Step::Last(&self.current)
+        match self {
+            BodyState::Single { chunk, sent } => {
+                if std::mem::replace(sent, true) {
+                    return Step::End;
+                }
+                Step::Last(match chunk {
+                    Single::Static(bytes) => bytes,
+                    Single::Owned(bytes) => bytes.as_slice(),
+                })
+            }
+            BodyState::Iter {
+                iter,
+                current,
+                finished,
+            } => {
+                if *finished {
+                    return Step::End;
+                }
+                match iter.next() {
+                    Some(Ok(chunk)) => {
+                        *current = chunk;
+                        Step::More(current)
                     }
-                    None => Step::End,
+                    Some(Err(e)) => {
+                        *finished = true;
+                        Step::Failed(e)
+                    }
+                    None => {
+                        *finished = true;
+                        Step::End
+                    }
                 }
             }
-            Source::Iter(iter) => match iter.next() {
-                Some(Ok(chunk)) => {
-                    self.current = chunk;
-                    Step::More(&self.current)
-                }
-                Some(Err(e)) => {
-                    self.finished = true;
-                    Step::Failed(e)
-                }
-                None => {
-                    self.finished = true;
-                    Step::End
-                }
-            },
         }
     }
 
     /// After a panic in `next`: never call into the iterator again (it may be
     /// half-updated); it is still dropped on close.
     pub(crate) fn poison(&mut self) {
-        self.finished = true;
+        match self {
+            BodyState::Single { sent, .. } => *sent = true,
+            BodyState::Iter { finished, .. } => *finished = true,
+        }
     }
 }
 
@@ -219,20 +268,38 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
+    /// The boxed state of a body that has one.
+    fn state(body: Body) -> BodyState {
+        match body.into_handoff() {
+            Handoff::State(state) => state,
+            Handoff::Static(_) => panic!("a static body"),
+            Handoff::None => panic!("no body"),
+        }
+    }
+
     #[test]
     fn empty_has_no_state() {
-        assert!(Body::empty().into_state().is_none());
+        assert!(matches!(Body::empty().into_handoff(), Handoff::None));
         assert!(Body::default().is_empty());
     }
 
     #[test]
     fn single_chunk_is_last() {
-        let mut s = Body::from("hi").into_state().unwrap();
+        let Handoff::Static(mut s) = Body::from("hi").into_handoff() else {
+            panic!("static bytes stay static");
+        };
+        let mut boxed = s.into_state();
         assert_eq!(s.next(), Step::Last(b"hi"));
         assert_eq!(s.next(), Step::End);
-        let mut s = Body::from(String::from("owned")).into_state().unwrap();
+        assert_eq!(s.next(), Step::End);
+        assert_eq!(boxed.next(), Step::Last(b"hi"));
+        assert_eq!(boxed.next(), Step::End);
+        let mut s = state(Body::from(String::from("owned")));
         assert_eq!(s.next(), Step::Last(b"owned"));
         assert_eq!(s.next(), Step::End);
+        let mut s = state(Body::from(vec![1, 2]));
+        s.poison();
+        assert_eq!(s.next(), Step::End, "poisoned before the chunk went out");
     }
 
     #[test]
@@ -251,7 +318,7 @@ mod tests {
         }
         let closed = Arc::new(AtomicUsize::new(0));
         let it = Counted(closed.clone(), vec!["a", "", "b"].into_iter());
-        let mut s = Body::from_iter(it).into_state().unwrap();
+        let mut s = state(Body::from_iter(it));
         assert_eq!(s.next(), Step::More(b"a"));
         assert_eq!(s.next(), Step::More(b""));
         assert_eq!(s.next(), Step::More(b"b"));
@@ -265,7 +332,7 @@ mod tests {
     #[test]
     fn fallible_iterator_fails_once() {
         let items: Vec<Result<&str, &str>> = vec![Ok("x"), Err("bad"), Ok("never")];
-        let mut s = Body::from_fallible_iter(items).into_state().unwrap();
+        let mut s = state(Body::from_fallible_iter(items));
         assert_eq!(s.next(), Step::More(b"x"));
         assert_eq!(s.next(), Step::Failed(Error::from("bad")));
         assert_eq!(s.next(), Step::End);

@@ -4,7 +4,8 @@
 //! dispatcher), so the plugin installs its own subscriber during `init`:
 //! a [`HostLayer`] on a `Registry`, which formats each event into one line
 //! and hands it to `api->log` with no request attached. Every level is
-//! forwarded; the host filters.
+//! forwarded; the host filters. (Panics are the gate's business: see
+//! `raw::install_panic_hook`.)
 
 use std::fmt::{self, Write as _};
 use std::sync::Once;
@@ -35,46 +36,6 @@ pub(crate) fn install_subscriber() {
         let subscriber = tracing_subscriber::registry().with(HostLayer);
         let _ = tracing::subscriber::set_global_default(subscriber);
     });
-}
-
-thread_local! {
-    /// Set while this thread runs inside an SDK entry point (under
-    /// `catch_unwind`), where a panic becomes one host log line instead of
-    /// the default hook's stderr report.
-    static IN_ENTRY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// `file:line` of the last panic caught inside an entry point.
-    static PANIC_AT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Installs (once) a panic hook in this library's own copy of std: inside an
-/// entry point it only records where the panic happened, for the log line
-/// `entry` writes; anywhere else it defers to the previous hook. A cdylib has
-/// its own std, so this never touches the host's hook.
-pub(crate) fn install_panic_hook() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if IN_ENTRY.with(|f| f.get()) {
-                let at = info
-                    .location()
-                    .map(|l| format!("{}:{}", l.file(), l.line()));
-                PANIC_AT.with(|p| *p.borrow_mut() = at);
-            } else {
-                previous(info);
-            }
-        }));
-    });
-}
-
-/// Runs `f` marked as inside an entry point; returns where it panicked, if
-/// the hook saw a panic.
-pub(crate) fn in_entry<R>(f: impl FnOnce() -> R) -> (R, Option<String>) {
-    let was = IN_ENTRY.with(|c| c.replace(true));
-    PANIC_AT.with(|p| p.borrow_mut().take());
-    let r = f();
-    IN_ENTRY.with(|c| c.set(was));
-    (r, PANIC_AT.with(|p| p.borrow_mut().take()))
 }
 
 /// A layer that sends every event to the host's log as one line:

@@ -11,18 +11,21 @@
 //! Pointer invariants are written on the types that carry them.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::marker::PhantomData;
-use std::mem::size_of;
+use std::mem::{size_of, MaybeUninit};
 use std::ops::ControlFlow;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::Once;
 
 use super::app::App;
-use super::body::{BodyState, Step};
+use super::body::{BodyState, Handoff, StaticBody, Step};
 use super::config::Config;
 use super::environ::Environ;
+use super::error::Error;
 use super::response::StartResponse;
 use crate::ffi::{
     nwsgi_body, nwsgi_environ, nwsgi_environ_each_cb, nwsgi_exc_info, nwsgi_header, nwsgi_host_api,
@@ -88,6 +91,34 @@ unsafe fn check_api(api: *const nwsgi_host_api) -> Result<&'static nwsgi_host_ap
     Ok(table)
 }
 
+/// Validate and remember a host table not seen before (normally only the
+/// first `call` of a host that skipped `init`).
+///
+/// # Safety
+/// As [`check_api`].
+#[cold]
+#[inline(never)]
+unsafe fn first_sight(api: *const nwsgi_host_api) -> Result<&'static nwsgi_host_api, String> {
+    // SAFETY: this function's contract.
+    let api = unsafe { check_api(api) }?;
+    remember_api(api);
+    Ok(api)
+}
+
+/// Why an environ is refused: another major version, or smaller than ours.
+#[cold]
+#[inline(never)]
+fn environ_mismatch(env: &nwsgi_environ) -> String {
+    if env.abi_major != NWSGI_ABI_MAJOR {
+        format!(
+            "environ is ABI {}.{}, this plugin was built for {}.x",
+            env.abi_major, env.abi_minor, NWSGI_ABI_MAJOR
+        )
+    } else {
+        format!("environ is {} bytes", env.struct_size)
+    }
+}
+
 /// Send one line to the host's log with no request attached (`req` NULL).
 /// Dropped if no host table is known yet.
 pub(crate) fn log(level: i32, target: &str, message: &str) {
@@ -129,41 +160,145 @@ fn ptr_ok<T>(p: *const T) -> bool {
     !p.is_null() && p.is_aligned()
 }
 
+/// How many static single-chunk bodies one thread can have open at once
+/// without a heap box. Our host runs call → next → close of one request
+/// before the next on a thread, so it uses one; a host interleaving requests
+/// on a thread gets boxes once all are taken.
+const STATIC_BODIES: usize = 4;
+
+thread_local! {
+    /// This thread's side of the gate. One `thread_local`, without a
+    /// destructor, so an entry point pays for one TLS lookup: in a cdylib
+    /// each lookup is a `__tls_get_addr` call.
+    static GATE: Gate = const { Gate::new() };
+}
+
+/// The per-thread state of the entry points.
+struct Gate {
+    /// While an entry point runs on this thread: where the panic hook records
+    /// the location of a panic, a local of the innermost [`entry`] frame.
+    /// `entry` puts the previous value back before that local goes away, so
+    /// a non-null pointer here always points to a live `Option<String>` on
+    /// this thread's stack. Null outside entry points, where the hook defers
+    /// to the previous hook.
+    panic_at: Cell<*mut Option<String>>,
+    /// Homes of the static single-chunk bodies handed out on this thread
+    /// (`None`: free). The address of one is that body's `nwsgi_body.state`,
+    /// valid until its `close` empties it: the header runs call, next and
+    /// close of a request on the same thread, and `next`/`close` accept only
+    /// a home of the thread they run on.
+    statics: [Cell<Option<StaticBody>>; STATIC_BODIES],
+}
+
+impl Gate {
+    const fn new() -> Gate {
+        Gate {
+            panic_at: Cell::new(ptr::null_mut()),
+            statics: [const { Cell::new(None) }; STATIC_BODIES],
+        }
+    }
+
+    /// Put `body` in a free home; its address, or `None` if all are taken.
+    fn lend(&self, body: StaticBody) -> Option<*mut c_void> {
+        let home = self.statics.iter().find(|home| home.get().is_none())?;
+        home.set(Some(body));
+        Some(ptr::from_ref(home).cast_mut().cast())
+    }
+
+    /// The home `state` points to, if it is one of this thread's and holds a
+    /// body (not closed yet). Found by address: nothing is dereferenced.
+    fn home(&self, state: *mut c_void) -> Option<&Cell<Option<StaticBody>>> {
+        self.statics
+            .iter()
+            .find(|home| ptr::eq(ptr::from_ref(*home).cast(), state) && home.get().is_some())
+    }
+}
+
+/// Installs (once) a panic hook in this library's own copy of std: inside an
+/// entry point it only records where the panic happened, for the log line
+/// [`entry`] writes; anywhere else it defers to the previous hook. A cdylib
+/// has its own std, so this never touches the host's hook.
+pub(crate) fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let slot = GATE.with(|gate| gate.panic_at.get());
+            if slot.is_null() {
+                previous(info);
+                return;
+            }
+            let at = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()));
+            // SAFETY: non-null, so an `entry` frame on this thread (the one
+            // panicking) is running its closure and `slot` points to that
+            // frame's live local, which nothing else touches meanwhile (see
+            // `Gate::panic_at`).
+            unsafe { *slot = at };
+        }));
+    });
+}
+
 /// The one gate every host-called entry point goes through.
 ///
 /// Checks `checks` (name, pointer was valid) before running `f`, and runs `f`
-/// under `catch_unwind`. A bad pointer or a panic is logged to the host at
-/// ERROR level (with `req` attached if all pointers were valid) and comes back
-/// as `Err(message)`; the caller turns it into its failure value.
+/// under `catch_unwind`, with this thread's [`Gate`]. A bad pointer or a
+/// panic is logged to the host at ERROR level (with `req` attached if all
+/// pointers were valid) and comes back as `Err(message)`; the caller turns it
+/// into its failure value.
 fn entry<R>(
-    site: Site<'_>,
+    site: &Site<'_>,
     req: *mut nwsgi_request,
     checks: &[(&str, bool)],
-    f: impl FnOnce() -> R,
+    f: impl FnOnce(&Gate) -> R,
 ) -> Result<R, String> {
     if let Some((name, _)) = checks.iter().find(|(_, ok)| !ok) {
-        let message = format!("{site}: `{name}` is NULL or misaligned; refusing the call");
-        log(NWSGI_LOG_ERROR, SDK_TARGET, &message);
-        return Err(message);
+        return Err(refuse(site, name, "is NULL or misaligned"));
     }
-    // AssertUnwindSafe: after a panic nothing `f` touched is used again
-    // except a body state, which the caller poisons.
-    let (result, at) = super::log::in_entry(|| catch_unwind(AssertUnwindSafe(f)));
-    result.map_err(|payload| {
-        let message = match at {
-            Some(at) => format!(
-                "{site} panicked at {at}: {}",
-                panic_message(payload.as_ref())
-            ),
-            None => format!("{site} panicked: {}", panic_message(payload.as_ref())),
-        };
-        if let Some(api) = host_api() {
-            // SAFETY: every pointer checked above; `req` is the request the
-            // host is running on this thread (or NULL).
-            unsafe { log_with(api, req, NWSGI_LOG_ERROR, SDK_TARGET, &message) };
-        }
-        message
+    GATE.with(|gate| {
+        // Where the hook writes if `f` panics: a fresh local per entry, so a
+        // location is never stale (a panic the application caught itself
+        // only leaves its location here, dropped with the frame).
+        let mut at: Option<String> = None;
+        let outer = gate.panic_at.replace(ptr::addr_of_mut!(at));
+        // AssertUnwindSafe: after a panic nothing `f` touched is used again
+        // except a body state, which the caller poisons.
+        let result = catch_unwind(AssertUnwindSafe(|| f(gate)));
+        gate.panic_at.set(outer);
+        result.map_err(|payload| report_panic(site, req, at, payload.as_ref()))
     })
+}
+
+/// Log and describe a refused pointer (no request attached: it may be the
+/// bad one).
+#[cold]
+#[inline(never)]
+fn refuse(site: &Site<'_>, name: &str, problem: &str) -> String {
+    let message = format!("{site}: `{name}` {problem}; refusing the call");
+    log(NWSGI_LOG_ERROR, SDK_TARGET, &message);
+    message
+}
+
+/// Log and describe a panic `entry` caught.
+#[cold]
+#[inline(never)]
+fn report_panic(
+    site: &Site<'_>,
+    req: *mut nwsgi_request,
+    at: Option<String>,
+    payload: &(dyn Any + Send),
+) -> String {
+    let message = match at {
+        Some(at) => format!("{site} panicked at {at}: {}", panic_message(payload)),
+        None => format!("{site} panicked: {}", panic_message(payload)),
+    };
+    if let Some(api) = host_api() {
+        // SAFETY: `entry` checked every pointer before running; `req` is the
+        // request the host is running on this thread (or NULL).
+        unsafe { log_with(api, req, NWSGI_LOG_ERROR, SDK_TARGET, &message) };
+    }
+    message
 }
 
 /// Where a fault happened, for the log line: `app: function`.
@@ -216,7 +351,7 @@ pub unsafe extern "C" fn init<A: App>(
         ("args", ptr_ok(args)),
         ("app_state", ptr_ok(app_state.cast_const())),
     ];
-    let outcome = entry(site, ptr::null_mut(), &checks, || {
+    let outcome = entry(&site, ptr::null_mut(), &checks, |_| {
         // SAFETY: checked non-NULL and aligned by `entry`; the host keeps it
         // valid for the duration of init.
         let args = unsafe { &*args };
@@ -228,7 +363,7 @@ pub unsafe extern "C" fn init<A: App>(
         let api = unsafe { check_api(args.api) }?;
         remember_api(api);
         super::log::install_subscriber();
-        super::log::install_panic_hook();
+        install_panic_hook();
         // SAFETY: `args` came from the host, config borrowed during init.
         let config = unsafe { copy_config(args) }?;
         let app = A::init(&config)?;
@@ -300,7 +435,7 @@ pub unsafe extern "C" fn call<A: App>(
         ("req", !req.is_null()),
         ("body", ptr_ok(body)),
     ];
-    entry(site, req, &checks, || {
+    entry(&site, req, &checks, |gate| {
         // SAFETY: `app_state` is the `Box<A>` init leaked (checked non-NULL);
         // the host never runs call after shutdown, and `A: Sync` allows
         // concurrent shared use.
@@ -323,18 +458,21 @@ pub unsafe extern "C" fn call<A: App>(
         let mut start_response = StartResponse::new(raw);
         match app.call(&mut environ, &mut start_response) {
             Ok(out) => {
-                if let Some(state) = out.into_state() {
-                    let boxed = Box::into_raw(Box::new(state));
-                    // SAFETY: `body` checked non-NULL and aligned, ours to
-                    // fill; the box is owned by the host until `close`.
-                    unsafe {
-                        *body = nwsgi_body {
-                            state: boxed.cast(),
-                            next: Some(body_next),
-                            close: Some(body_close),
-                        }
-                    };
-                }
+                let filled = match out.into_handoff() {
+                    Handoff::None => return NWSGI_OK,
+                    Handoff::Static(single) => match gate.lend(single) {
+                        Some(home) => nwsgi_body {
+                            state: home,
+                            next: Some(static_next),
+                            close: Some(static_close),
+                        },
+                        None => boxed_body(single.into_state()),
+                    },
+                    Handoff::State(state) => boxed_body(state),
+                };
+                // SAFETY: `body` checked non-NULL and aligned, ours to fill;
+                // its state is the host's to pass back until `close`.
+                unsafe { *body = filled };
                 NWSGI_OK
             }
             Err(e) => {
@@ -357,7 +495,7 @@ pub unsafe extern "C" fn shutdown<A: App>(app_state: *mut c_void) {
         func: "shutdown",
     };
     let checks = [("app_state", ptr_ok(app_state.cast_const().cast::<A>()))];
-    let _ = entry(site, ptr::null_mut(), &checks, || {
+    let _ = entry(&site, ptr::null_mut(), &checks, |_| {
         // SAFETY: the box `init` leaked; the host calls shutdown once, after
         // the last request, so we own it again.
         let app = unsafe { Box::from_raw(app_state.cast::<A>()) };
@@ -370,7 +508,64 @@ pub unsafe extern "C" fn shutdown<A: App>(app_state: *mut c_void) {
 // The body iterator
 // ------------------------------------------------------------------------
 
-/// `nwsgi_body.next`.
+/// A heap-boxed body: the host holds the box (as `nwsgi_body.state`) until
+/// [`body_close`] drops it.
+fn boxed_body(state: BodyState) -> nwsgi_body {
+    nwsgi_body {
+        state: Box::into_raw(Box::new(state)).cast(),
+        next: Some(body_next),
+        close: Some(body_close),
+    }
+}
+
+const NEXT: Site<'static> = Site {
+    app: "",
+    func: "body next",
+};
+const CLOSE: Site<'static> = Site {
+    app: "",
+    func: "body close",
+};
+
+/// Hand `step` to the host: its code, with the bytes written to `chunk`.
+/// A failure is logged (with `req`) and becomes `NWSGI_ERROR`.
+///
+/// # Safety
+/// `chunk` is writable; `req` is NULL or the request this `next` runs for;
+/// the bytes of `step` stay put until the next `next` or `close`.
+#[inline]
+unsafe fn hand_over(step: Step<'_>, req: *mut nwsgi_request, chunk: *mut nwsgi_str) -> i32 {
+    let (code, bytes) = match step {
+        Step::More(bytes) => (NWSGI_BODY_MORE, bytes),
+        Step::Last(bytes) => (NWSGI_BODY_LAST, bytes),
+        Step::End => (NWSGI_BODY_END, &[][..]),
+        Step::Failed(e) => {
+            // SAFETY: `req` is the request this next runs for.
+            unsafe { log_failure(req, &e) };
+            return NWSGI_ERROR;
+        }
+    };
+    // SAFETY: `chunk` is writable and the bytes stay put until the next
+    // `next` or `close`, as the header requires (this function's contract).
+    unsafe { *chunk = nwsgi_str::from_bytes(bytes) };
+    code
+}
+
+/// Log a body iterator's error.
+///
+/// # Safety
+/// `req` is NULL or the request this `next` runs for.
+#[cold]
+#[inline(never)]
+unsafe fn log_failure(req: *mut nwsgi_request, e: &Error) {
+    if let Some(api) = host_api() {
+        let message = format!("body iterator failed: {e}");
+        // SAFETY: this function's contract.
+        unsafe { log_with(api, req, NWSGI_LOG_ERROR, SDK_TARGET, &message) };
+    }
+}
+
+/// `nwsgi_body.next` for a boxed [`BodyState`].
 ///
 /// # Safety
 /// `state` is a `BodyState` box that `call` handed out and that was not
@@ -385,32 +580,13 @@ unsafe extern "C" fn body_next(
         ("state", ptr_ok(state.cast_const())),
         ("chunk", ptr_ok(chunk)),
     ];
-    let site = Site {
-        app: "",
-        func: "body next",
-    };
-    let outcome = entry(site, req, &checks, || {
+    let outcome = entry(&NEXT, req, &checks, |_| {
         // SAFETY: a live box from `call` (not closed: the host never uses the
         // state after close), used by one thread at a time.
         let body = unsafe { &mut *state };
-        let (code, bytes) = match body.next() {
-            Step::More(bytes) => (NWSGI_BODY_MORE, bytes),
-            Step::Last(bytes) => (NWSGI_BODY_LAST, bytes),
-            Step::End => (NWSGI_BODY_END, &[][..]),
-            Step::Failed(e) => {
-                if let Some(api) = host_api() {
-                    let message = format!("body iterator failed: {e}");
-                    // SAFETY: `req` is the request this next runs for.
-                    unsafe { log_with(api, req, NWSGI_LOG_ERROR, SDK_TARGET, &message) };
-                }
-                return NWSGI_ERROR;
-            }
-        };
-        // SAFETY: `chunk` checked writable. `bytes` lives in the state box (or
-        // is static) and stays put until the next `next` or `close`, as the
-        // header requires.
-        unsafe { *chunk = nwsgi_str::from_bytes(bytes) };
-        code
+        // SAFETY: `chunk` checked writable; the bytes live in the state box
+        // (or are static) and stay put until the next `next` or `close`.
+        unsafe { hand_over(body.next(), req, chunk) }
     });
     outcome.unwrap_or_else(|_| {
         if ptr_ok(state.cast_const()) {
@@ -421,7 +597,8 @@ unsafe extern "C" fn body_next(
     })
 }
 
-/// `nwsgi_body.close`: drops the state (and so the application's iterator).
+/// `nwsgi_body.close` for a boxed [`BodyState`]: drops the state (and so the
+/// application's iterator).
 ///
 /// # Safety
 /// `state` is a `BodyState` box that `call` handed out; the host calls close
@@ -429,18 +606,49 @@ unsafe extern "C" fn body_next(
 unsafe extern "C" fn body_close(state: *mut c_void, req: *mut nwsgi_request) {
     let state = state.cast::<BodyState>();
     let checks = [("state", ptr_ok(state.cast_const()))];
-    let _ = entry(
-        Site {
-            app: "",
-            func: "body close",
-        },
-        req,
-        &checks,
-        || {
-            // SAFETY: the box `call` leaked, given back exactly once.
-            drop(unsafe { Box::from_raw(state) });
-        },
-    );
+    let _ = entry(&CLOSE, req, &checks, |_| {
+        // SAFETY: the box `call` leaked, given back exactly once.
+        drop(unsafe { Box::from_raw(state) });
+    });
+}
+
+/// Why [`static_next`]/[`static_close`] refuse a `state`.
+const NOT_A_HOME: &str = "is not an open static body of this thread";
+
+/// `nwsgi_body.next` for a [`StaticBody`] in one of this thread's homes
+/// (anything else is refused as a bad `state`).
+///
+/// # Safety
+/// `chunk` is writable; `req` is NULL or the current request.
+unsafe extern "C" fn static_next(
+    state: *mut c_void,
+    req: *mut nwsgi_request,
+    chunk: *mut nwsgi_str,
+) -> i32 {
+    let checks = [("chunk", ptr_ok(chunk))];
+    entry(&NEXT, req, &checks, |gate| {
+        let Some(home) = gate.home(state) else {
+            refuse(&NEXT, "state", NOT_A_HOME);
+            return NWSGI_ERROR;
+        };
+        let mut body = home.get().expect("`home` returns full homes only");
+        let step = body.next();
+        home.set(Some(body));
+        // SAFETY: `chunk` checked writable; the bytes are static.
+        unsafe { hand_over(step, req, chunk) }
+    })
+    .unwrap_or(NWSGI_ERROR)
+}
+
+/// `nwsgi_body.close` for a [`StaticBody`]: frees its home (there is nothing
+/// to drop). A `state` that is not a full home of this thread is refused.
+extern "C" fn static_close(state: *mut c_void, req: *mut nwsgi_request) {
+    let _ = entry(&CLOSE, req, &[], |gate| match gate.home(state) {
+        Some(home) => home.set(None),
+        None => {
+            refuse(&CLOSE, "state", NOT_A_HOME);
+        }
+    });
 }
 
 // ------------------------------------------------------------------------
@@ -465,6 +673,10 @@ pub(crate) enum Field {
     RequestUri,
 }
 
+/// Response headers `start_response` converts on the stack; more take one
+/// allocation.
+const INLINE_HEADERS: usize = 16;
+
 /// The host's view of one request: its environ, its handle and the API table.
 ///
 /// Invariants (established by [`RawRequest::new`], the only constructor):
@@ -485,19 +697,21 @@ impl<'r> RawRequest<'r> {
     /// # Safety
     /// `env` and `req` are what the host passed to the running `call`, and
     /// `'r` ends no later than that `call` returns.
+    #[inline]
     unsafe fn new(env: &'r nwsgi_environ, req: NonNull<nwsgi_request>) -> Result<Self, String> {
-        if env.abi_major != NWSGI_ABI_MAJOR {
-            return Err(format!(
-                "environ is ABI {}.{}, this plugin was built for {}.x",
-                env.abi_major, env.abi_minor, NWSGI_ABI_MAJOR
-            ));
+        if env.abi_major != NWSGI_ABI_MAJOR
+            || (env.struct_size as usize) < size_of::<nwsgi_environ>()
+        {
+            return Err(environ_mismatch(env));
         }
-        if (env.struct_size as usize) < size_of::<nwsgi_environ>() {
-            return Err(format!("environ is {} bytes", env.struct_size));
-        }
-        // SAFETY: the environ's api is the same static table init received.
-        let api = unsafe { check_api(env.api) }?;
-        remember_api(api);
+        let api = match host_api() {
+            // The table init (or an earlier call) validated: every request
+            // carries it, so only its address needs comparing.
+            Some(known) if ptr::eq(known, env.api) => known,
+            // SAFETY: the environ's api is the same static table init
+            // received (header), valid while the library is loaded.
+            _ => unsafe { first_sight(env.api) }?,
+        };
         Ok(RawRequest {
             env,
             req,
@@ -590,13 +804,26 @@ impl<'r> RawRequest<'r> {
         headers: &[(&str, &str)],
         exc_message: Option<&str>,
     ) -> i32 {
-        let list: Vec<nwsgi_header> = headers
-            .iter()
-            .map(|(name, value)| nwsgi_header {
-                name: nwsgi_str::from_bytes(name.as_bytes()),
-                value: nwsgi_str::from_bytes(value.as_bytes()),
-            })
-            .collect();
+        let header = |(name, value): &(&str, &str)| nwsgi_header {
+            name: nwsgi_str::from_bytes(name.as_bytes()),
+            value: nwsgi_str::from_bytes(value.as_bytes()),
+        };
+        // The C view of `headers`: on the stack unless there are many (and
+        // not zeroed first: only the part written is read).
+        let mut inline = [const { MaybeUninit::<nwsgi_header>::uninit() }; INLINE_HEADERS];
+        let spilled: Vec<nwsgi_header>;
+        let list: &[nwsgi_header] = if headers.len() <= INLINE_HEADERS {
+            for (slot, h) in inline.iter_mut().zip(headers) {
+                slot.write(header(h));
+            }
+            // SAFETY: the loop initialised the first `headers.len()`
+            // elements (`zip` stops at the shorter side, which is `headers`);
+            // `MaybeUninit<T>` has `T`'s layout.
+            unsafe { std::slice::from_raw_parts(inline.as_ptr().cast(), headers.len()) }
+        } else {
+            spilled = headers.iter().map(header).collect();
+            &spilled
+        };
         let exc = exc_message.map(|m| nwsgi_exc_info {
             message: nwsgi_str::from_bytes(m.as_bytes()),
         });

@@ -264,6 +264,23 @@ impl App for TestApp {
     fn call(&self, env: &mut Environ<'_>, start: &mut StartResponse<'_>) -> Result<Body, Error> {
         let text = [("Content-Type", "text/plain")];
         match env.path_info() {
+            b"/static" => {
+                start.start("200 OK", &text)?;
+                Ok(Body::from_static(b"static-body"))
+            }
+            p if p.starts_with(b"/headers/") => {
+                let n: usize = std::str::from_utf8(&p[9..])?.parse()?;
+                let names: Vec<String> = (0..n).map(|i| format!("X-H{i}")).collect();
+                let list: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+                start.start("200 OK", &list)?;
+                Ok(Body::empty())
+            }
+            b"/catch-own" => {
+                let caught = std::panic::catch_unwind(|| panic!("caught-marker"));
+                assert!(caught.is_err());
+                Ok(Body::empty())
+            }
+            b"/resume" => std::panic::resume_unwind(Box::new("resume-marker")),
             b"/single" => {
                 start.start("200 OK", &text)?;
                 Ok(Body::from(format!("{}single", self.prefix)))
@@ -445,6 +462,39 @@ fn request(
     Outcome { rc, req, chunks }
 }
 
+/// Only `call`, as a host would make it: the rc and the body handed out
+/// (next/close are the caller's business).
+fn call_only(state: *mut c_void, path: &'static str, req: &mut FakeReq) -> (i32, nwsgi_body) {
+    let env = fake_env("GET", path);
+    let mut body = nwsgi_body::EMPTY;
+    // SAFETY: pointers valid as the header requires; the environ is not kept
+    // past `call` by a body that borrows nothing from it.
+    let rc = unsafe {
+        (sdk_test_app.call.unwrap())(state, &env.env, ptr::from_mut(req).cast(), &mut body)
+    };
+    (rc, body)
+}
+
+/// One `next` on `body`: the code and the chunk's bytes.
+fn next_of(body: &nwsgi_body) -> (i32, Vec<u8>) {
+    let mut chunk = nwsgi_str::EMPTY;
+    // SAFETY: the body `call` returned, not closed yet (or deliberately
+    // closed, which the SDK must refuse).
+    let code = unsafe { (body.next.unwrap())(body.state, ptr::null_mut(), &mut chunk) };
+    // SAFETY: borrowed until the next next/close.
+    (code, unsafe { chunk.as_bytes() }.to_vec())
+}
+
+fn close_of(body: &nwsgi_body) {
+    // SAFETY: as in `next_of`.
+    unsafe { (body.close.unwrap())(body.state, ptr::null_mut()) };
+}
+
+/// Whether `state` is one of this thread's open static-body homes.
+fn is_home(state: *mut c_void) -> bool {
+    GATE.with(|gate| gate.home(state).is_some())
+}
+
 fn app() -> *mut c_void {
     init_app(&[("prefix", "p-")]).expect("init succeeds")
 }
@@ -570,8 +620,14 @@ fn errors_and_panics_become_nwsgi_error() {
     let out = request(app(), "/panic", b"", None);
     assert_eq!(out.rc, NWSGI_ERROR);
     let logged = logs_containing("call-panic-marker");
+    assert_eq!(logged.len(), 1, "one line per panic");
     assert_eq!(logged[0].0, NWSGI_LOG_ERROR);
-    assert!(logged[0].2.contains("sdk-test: call panicked"));
+    assert!(logged[0].3, "with the request attached");
+    assert!(
+        logged[0].2.starts_with("sdk-test: call panicked at ")
+            && logged[0].2.contains("raw_tests.rs:"),
+        "with its location: {logged:?}"
+    );
 
     let out = request(app(), "/foreach-panic", b"", None);
     assert_eq!(out.rc, NWSGI_ERROR);
@@ -588,7 +644,11 @@ fn body_faults_are_contained() {
     let out = request(app(), "/panic-next", b"", None);
     assert_eq!(out.rc, NWSGI_OK);
     assert_eq!(out.chunks, [(NWSGI_ERROR, vec![])]);
-    assert!(!logs_containing("next-panic-marker").is_empty());
+    let logged = logs_containing("next-panic-marker");
+    assert!(
+        logged[0].2.starts_with("body next panicked at ") && logged[0].2.contains("raw_tests.rs:"),
+        "{logged:?}"
+    );
     assert!(
         CLOSED.load(Ordering::SeqCst) > before,
         "closed after a panic"
@@ -630,4 +690,144 @@ fn null_pointers_are_refused() {
     // SAFETY: NULL state: refused.
     let rc = unsafe { body_next(ptr::null_mut(), ptr::null_mut(), &mut chunk) };
     assert_eq!(rc, NWSGI_ERROR);
+}
+
+#[test]
+fn a_caught_panic_leaves_no_stale_location() {
+    let state = app();
+    // The app catches its own panic: the hook records it, nobody reports it.
+    let out = request(state, "/catch-own", b"", None);
+    assert_eq!(out.rc, NWSGI_OK);
+    assert!(logs_containing("caught-marker").is_empty());
+    // A panic that skips the hook (resume_unwind) must not be reported at
+    // the earlier panic's location.
+    let out = request(state, "/resume", b"", None);
+    assert_eq!(out.rc, NWSGI_ERROR);
+    let logged = logs_containing("resume-marker");
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0].2, "sdk-test: call panicked: resume-marker");
+}
+
+#[test]
+fn static_body_lives_in_a_home_of_this_thread() {
+    let state = app();
+    let out = request(state, "/static", b"", None);
+    assert_eq!(out.rc, NWSGI_OK);
+    assert_eq!(out.chunks, [(NWSGI_BODY_LAST, b"static-body".to_vec())]);
+
+    let mut req = FakeReq::default();
+    let (rc, body) = call_only(state, "/static", &mut req);
+    assert_eq!(rc, NWSGI_OK);
+    assert_eq!(req.status.as_deref(), Some("200 OK"));
+    assert!(is_home(body.state), "no heap box for a static chunk");
+    assert_eq!(next_of(&body), (NWSGI_BODY_LAST, b"static-body".to_vec()));
+    assert_eq!(next_of(&body), (NWSGI_BODY_END, vec![]));
+    assert_eq!(next_of(&body), (NWSGI_BODY_END, vec![]));
+    close_of(&body);
+    assert!(!is_home(body.state), "close frees the home");
+
+    // A closed (or foreign) state is refused, not read.
+    assert_eq!(next_of(&body).0, NWSGI_ERROR);
+    close_of(&body);
+    let refused = logs_containing("is not an open static body of this thread");
+    assert!(refused
+        .iter()
+        .any(|l| l.2.starts_with("body next: `state`")));
+    assert!(refused
+        .iter()
+        .any(|l| l.2.starts_with("body close: `state`")));
+    let mut chunk = nwsgi_str::EMPTY;
+    // SAFETY: deliberately bogus pointers: refused before any use.
+    let rc = unsafe { static_next(ptr::null_mut(), ptr::null_mut(), &mut chunk) };
+    assert_eq!(rc, NWSGI_ERROR);
+    // SAFETY: as above.
+    let rc = unsafe { static_next(body.state, ptr::null_mut(), ptr::null_mut()) };
+    assert_eq!(rc, NWSGI_ERROR);
+}
+
+#[test]
+fn static_bodies_beyond_the_homes_are_boxed() {
+    let state = app();
+    let mut reqs: Vec<FakeReq> = (0..STATIC_BODIES + 2).map(|_| FakeReq::default()).collect();
+    let bodies: Vec<nwsgi_body> = reqs
+        .iter_mut()
+        .map(|req| call_only(state, "/static", req))
+        .map(|(rc, body)| {
+            assert_eq!(rc, NWSGI_OK);
+            body
+        })
+        .collect();
+    let homes = bodies.iter().filter(|b| is_home(b.state)).count();
+    assert_eq!(homes, STATIC_BODIES, "every home used, then boxes");
+    // Interleaved, as a host juggling requests on one thread might.
+    for body in bodies.iter().rev() {
+        assert_eq!(next_of(body), (NWSGI_BODY_LAST, b"static-body".to_vec()));
+    }
+    for body in &bodies {
+        assert_eq!(next_of(body), (NWSGI_BODY_END, vec![]));
+        close_of(body);
+    }
+    assert!(bodies.iter().all(|b| !is_home(b.state)));
+    // The homes are free again.
+    let mut req = FakeReq::default();
+    let (_, body) = call_only(state, "/static", &mut req);
+    assert!(is_home(body.state));
+    close_of(&body);
+}
+
+#[test]
+fn static_body_is_refused_on_another_thread() {
+    let state = app();
+    let mut req = FakeReq::default();
+    let (_, body) = call_only(state, "/static", &mut req);
+    let (addr, next, close) = (body.state as usize, body.next.unwrap(), body.close.unwrap());
+    std::thread::spawn(move || {
+        let mut chunk = nwsgi_str::EMPTY;
+        // SAFETY: a state of another thread: the SDK must refuse it.
+        let rc = unsafe { next(addr as *mut c_void, ptr::null_mut(), &mut chunk) };
+        assert_eq!(rc, NWSGI_ERROR);
+        // SAFETY: as above.
+        unsafe { close(addr as *mut c_void, ptr::null_mut()) };
+    })
+    .join()
+    .unwrap();
+    // Untouched on its own thread.
+    assert_eq!(next_of(&body), (NWSGI_BODY_LAST, b"static-body".to_vec()));
+    close_of(&body);
+    assert!(!is_home(body.state));
+}
+
+#[test]
+fn static_bodies_on_many_threads() {
+    let state = app() as usize;
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let (path, want) = if i % 2 == 0 {
+                        ("/static", &b"static-body"[..])
+                    } else {
+                        ("/single", &b"p-single"[..])
+                    };
+                    let out = request(state as *mut c_void, path, b"", None);
+                    assert_eq!(out.chunks, [(NWSGI_BODY_LAST, want.to_vec())]);
+                }
+                GATE.with(|gate| gate.statics.iter().all(|h| h.get().is_none()))
+            })
+        })
+        .collect();
+    for t in threads {
+        assert!(t.join().unwrap(), "every home closed");
+    }
+}
+
+#[test]
+fn headers_on_the_stack_and_beyond() {
+    for n in [0, INLINE_HEADERS, INLINE_HEADERS + 1, 40] {
+        let path: &'static str = Box::leak(format!("/headers/{n}").into_boxed_str());
+        let out = request(app(), path, b"", None);
+        assert_eq!(out.rc, NWSGI_OK);
+        let want: Vec<(String, String)> = (0..n).map(|i| (format!("X-H{i}"), "v".into())).collect();
+        assert_eq!(out.req.headers, want, "{n} headers");
+    }
 }
