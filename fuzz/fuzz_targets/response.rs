@@ -82,7 +82,11 @@ fuzz_target!(|data: &[u8]| {
                         is_head,
                         framing,
                     };
-                    check_encoding(&head, status, &headers, &case);
+                    // Both heads keep their last encoding: every case
+                    // here changes what it depended on, so a stale copy
+                    // would show.
+                    check_encoding(&mut head, status, &headers, &case);
+                    check_encoding(&mut reused, status, &headers, &case);
                 }
             }
         }
@@ -154,7 +158,7 @@ fn valid(status: &[u8], headers: &[(&[u8], &[u8])]) -> bool {
     status_ok
 }
 
-fn check_encoding(head: &ResponseHead, status: &[u8], app: &[(&[u8], &[u8])], case: &Case) {
+fn check_encoding(head: &mut ResponseHead, status: &[u8], app: &[(&[u8], &[u8])], case: &Case) {
     let mut out = Vec::new();
     encode_head(
         &mut out,

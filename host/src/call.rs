@@ -230,7 +230,7 @@ impl<'a> Exchange<'a> {
         encode_head(
             self.out,
             self.version,
-            self.head,
+            &mut *self.head,
             framing,
             self.keep_alive,
             self.is_head,
@@ -473,7 +473,7 @@ pub fn flush(stream: &mut TcpStream, out: &mut Vec<u8>, timeout: Duration) -> io
     if out.is_empty() {
         return Ok(());
     }
-    let r = crate::io::write_all(stream, out, Instant::now() + timeout);
+    let r = crate::io::write_all(stream, out, timeout);
     out.clear();
     r
 }

@@ -63,6 +63,7 @@ pub struct Scratch {
     head: ResponseHead,
     headers: Vec<nwsgi_header>,
     path: Vec<u8>,
+    peer: PeerText,
     /// Where this app thread publishes its running request for the
     /// master's timeout check.
     slot: Option<&'static ThreadSlot>,
@@ -75,6 +76,7 @@ impl Default for Scratch {
             head: ResponseHead::new(),
             headers: Vec::with_capacity(32),
             path: Vec::new(),
+            peer: PeerText::default(),
             slot: None,
         }
     }
@@ -98,26 +100,36 @@ enum Step {
 }
 
 /// Serves every complete request in `conn.buf`.
-pub fn serve(mut conn: Conn, shared: &Shared, scratch: &mut Scratch) -> Outcome {
+pub fn serve(conn: Conn, shared: &Shared, scratch: &mut Scratch) -> Outcome {
+    // The peer's address as text, once for every request of this turn.
+    let mut peer_text = std::mem::take(&mut scratch.peer);
+    peer_text.set(conn.peer, conn.local);
+    let outcome = serve_all(conn, shared, scratch, &peer_text);
+    scratch.peer = peer_text;
+    outcome
+}
+
+fn serve_all(
+    mut conn: Conn,
+    shared: &Shared,
+    scratch: &mut Scratch,
+    peer_text: &PeerText,
+) -> Outcome {
     let limits = &shared.config.limits;
     let timeout = shared.config.write_timeout;
-    // The peer's address as text, once for every request of this turn.
-    let peer_text = PeerText::new(conn.peer, conn.local);
     // Requests are consumed by moving `start`; the buffer is compacted
     // once, when this turn ends, not after every pipelined request.
     let mut start = 0;
     loop {
         let Conn { stream, buf, .. } = &mut conn;
-        let step = with_header_slots(limits.fields, |slots| {
-            let pending = &buf[start..];
-            match parse_head(pending, slots, limits) {
-                Ok(Some(head)) => Step::Served {
-                    consumed: head.len,
-                    done: handle(&head, stream, pending, &peer_text, shared, scratch),
-                },
-                Ok(None) => Step::Incomplete,
-                Err(e) => Step::Refused(e),
-            }
+        let pending = &buf[start..];
+        let step = parse_request(pending, limits, |parsed| match parsed {
+            Ok(Some(head)) => Step::Served {
+                consumed: head.len,
+                done: handle(&head, stream, pending, peer_text, shared, scratch),
+            },
+            Ok(None) => Step::Incomplete,
+            Err(e) => Step::Refused(e),
         });
         match step {
             Step::Incomplete => break,
@@ -155,7 +167,8 @@ pub fn serve(mut conn: Conn, shared: &Shared, scratch: &mut Scratch) -> Outcome 
     if flush(&mut conn.stream, &mut scratch.out, timeout).is_err() {
         return Outcome::Gone;
     }
-    conn.waiting_since = Instant::now();
+    // (`waiting_since` is set by the event loop when it takes the
+    // connection back.)
     Outcome::Idle(conn)
 }
 
@@ -165,6 +178,32 @@ fn close(mut conn: Conn, scratch: &mut Scratch, timeout: std::time::Duration) ->
         Ok(()) => Outcome::Close(conn),
         Err(_) => Outcome::Gone,
     }
+}
+
+/// Header slots tried first: enough for nearly every request, and cheap to
+/// set up. Slots are written before parsing, and a hundred of them would
+/// be 3 KiB of stores per request.
+const FEW_HEADERS: usize = 24;
+
+/// Parses the head at the start of `buf` and hands the outcome to `f`.
+/// Tries FEW_HEADERS slots first; a head with more fields than that (or
+/// any other 431) is parsed again with the full `--limit-request-fields`,
+/// which decides. The outcome is the same as one parse with the full
+/// limit: with fewer slots httparse either succeeds identically or stops
+/// at "too many headers".
+fn parse_request<'b, R>(
+    buf: &'b [u8],
+    limits: &crate::parse::Limits,
+    f: impl for<'h> FnOnce(Result<Option<RequestHead<'b, 'h>>, crate::error::HttpError>) -> R,
+) -> R {
+    if limits.fields > FEW_HEADERS {
+        let mut few = [httparse::EMPTY_HEADER; FEW_HEADERS];
+        match parse_head(buf, &mut few, limits) {
+            Err(crate::error::HttpError::HeaderFieldsTooLarge) => {}
+            parsed => return f(parsed),
+        }
+    }
+    with_header_slots(limits.fields, |slots| f(parse_head(buf, slots, limits)))
 }
 
 /// Runs `f` with `n` httparse header slots: on the stack up to
@@ -202,6 +241,7 @@ fn handle(
         headers,
         path,
         slot,
+        ..
     } = scratch;
 
     headers.clear();
@@ -307,9 +347,7 @@ pub fn head_complete(
     buf: &[u8],
     limits: &crate::parse::Limits,
 ) -> Result<bool, crate::error::HttpError> {
-    with_header_slots(limits.fields, |slots| {
-        parse_head(buf, slots, limits).map(|h| h.is_some())
-    })
+    parse_request(buf, limits, |parsed| parsed.map(|h| h.is_some()))
 }
 
 /// Receive buffers, recycled per thread: an idle connection holds none,

@@ -18,9 +18,15 @@ use abi::ffi::{
 use crate::call::{ffi_guard, HOST_API};
 use crate::parse::RequestHead;
 
-/// Where the connection came from and arrived, formatted once per request
-/// into fixed buffers that outlive the environ.
+/// Where the connection came from and arrived, as text in fixed buffers
+/// that outlive the environ. An app thread keeps one and re-formats only
+/// the parts that differ from the last connection it served: the local
+/// address never does, and clients often share an address (a proxy, a
+/// NAT), so usually only the remote port is new.
 pub struct PeerText {
+    /// The addresses the text below is for.
+    peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
     remote_addr: [u8; 46],
     remote_addr_len: usize,
     remote_port: [u8; 5],
@@ -31,9 +37,11 @@ pub struct PeerText {
     local_port_len: usize,
 }
 
-impl PeerText {
-    pub fn new(peer: SocketAddr, local: SocketAddr) -> PeerText {
-        let mut t = PeerText {
+impl Default for PeerText {
+    fn default() -> PeerText {
+        PeerText {
+            peer: None,
+            local: None,
             remote_addr: [0; 46],
             remote_addr_len: 0,
             remote_port: [0; 5],
@@ -42,12 +50,34 @@ impl PeerText {
             local_addr_len: 0,
             local_port: [0; 5],
             local_port_len: 0,
-        };
-        t.remote_addr_len = ip_into(&mut t.remote_addr, peer.ip());
-        t.remote_port_len = decimal_into(&mut t.remote_port, peer.port());
-        t.local_addr_len = ip_into(&mut t.local_addr, local.ip());
-        t.local_port_len = decimal_into(&mut t.local_port, local.port());
+        }
+    }
+}
+
+impl PeerText {
+    pub fn new(peer: SocketAddr, local: SocketAddr) -> PeerText {
+        let mut t = PeerText::default();
+        t.set(peer, local);
         t
+    }
+
+    /// Makes the text describe `peer` and `local`.
+    pub fn set(&mut self, peer: SocketAddr, local: SocketAddr) {
+        let (old_peer, old_local) = (self.peer, self.local);
+        if old_peer.map(|a| a.ip()) != Some(peer.ip()) {
+            self.remote_addr_len = ip_into(&mut self.remote_addr, peer.ip());
+        }
+        if old_peer.map(|a| a.port()) != Some(peer.port()) {
+            self.remote_port_len = decimal_into(&mut self.remote_port, peer.port());
+        }
+        if old_local.map(|a| a.ip()) != Some(local.ip()) {
+            self.local_addr_len = ip_into(&mut self.local_addr, local.ip());
+        }
+        if old_local.map(|a| a.port()) != Some(local.port()) {
+            self.local_port_len = decimal_into(&mut self.local_port, local.port());
+        }
+        self.peer = Some(peer);
+        self.local = Some(local);
     }
 
     pub fn remote_addr(&self) -> &[u8] {
@@ -439,20 +469,47 @@ mod tests {
             let (peer, local): (SocketAddr, SocketAddr) =
                 (peer.parse().unwrap(), local.parse().unwrap());
             let t = PeerText::new(peer, local);
-            assert_eq!(t.remote_addr(), peer.ip().to_string().as_bytes());
-            assert_eq!(
-                &t.remote_port[..t.remote_port_len],
-                peer.port().to_string().as_bytes()
-            );
-            assert_eq!(
-                &t.local_addr[..t.local_addr_len],
-                local.ip().to_string().as_bytes()
-            );
-            assert_eq!(
-                &t.local_port[..t.local_port_len],
-                local.port().to_string().as_bytes()
-            );
+            check(&t, peer, local);
         }
+    }
+
+    /// A kept PeerText re-formatted for each connection in turn reads as
+    /// a fresh one, whichever parts changed.
+    #[test]
+    fn peer_text_reused_across_connections() {
+        let addrs = [
+            "127.0.0.1:53211",
+            "127.0.0.1:53212",
+            "10.1.2.3:53212",
+            "[::1]:53212",
+            "[::1]:9",
+            "127.0.0.1:9",
+        ];
+        let mut t = PeerText::default();
+        for peer in addrs {
+            for local in addrs {
+                let (peer, local): (SocketAddr, SocketAddr) =
+                    (peer.parse().unwrap(), local.parse().unwrap());
+                t.set(peer, local);
+                check(&t, peer, local);
+            }
+        }
+    }
+
+    fn check(t: &PeerText, peer: SocketAddr, local: SocketAddr) {
+        assert_eq!(t.remote_addr(), peer.ip().to_string().as_bytes());
+        assert_eq!(
+            &t.remote_port[..t.remote_port_len],
+            peer.port().to_string().as_bytes()
+        );
+        assert_eq!(
+            &t.local_addr[..t.local_addr_len],
+            local.ip().to_string().as_bytes()
+        );
+        assert_eq!(
+            &t.local_port[..t.local_port_len],
+            local.port().to_string().as_bytes()
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use crate::date::with_date;
+use crate::date::DATE_LEN;
 use crate::parse::{is_tchar, parse_decimal, Version};
 
 /// The `Server` header value, unless the application sends its own.
@@ -92,6 +92,22 @@ pub struct ResponseHead {
     /// buffer for the next input's key.
     last_key: Vec<u8>,
     key: Vec<u8>,
+    /// The bytes `encode_head` last wrote from this head, and everything
+    /// besides the head they depended on: an app that answers alike gets
+    /// them again with one copy, rebuilt when the second (the Date) or the
+    /// framing changes.
+    encoded: Vec<u8>,
+    encoded_for: Option<Encoding>,
+}
+
+/// What an encoded head depends on besides the `ResponseHead` itself.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Encoding {
+    date_secs: u64,
+    version: Version,
+    framing: BodyFraming,
+    keep_alive: bool,
+    is_head_request: bool,
 }
 
 /// What the head says, without the cache behind `set` (two heads that
@@ -158,6 +174,7 @@ impl ResponseHead {
     }
 
     fn clear(&mut self) {
+        self.encoded_for = None;
         self.status = 0;
         self.status_line.clear();
         self.lines.clear();
@@ -270,17 +287,44 @@ pub enum BodyFraming {
 pub fn encode_head(
     out: &mut Vec<u8>,
     version: Version,
-    head: &ResponseHead,
+    head: &mut ResponseHead,
     framing: BodyFraming,
     keep_alive: bool,
     is_head_request: bool,
 ) {
+    let (date_secs, date) = crate::date::now();
+    let encoding = Encoding {
+        date_secs,
+        version,
+        framing,
+        keep_alive,
+        is_head_request,
+    };
+    if head.encoded_for != Some(encoding) {
+        let mut bytes = std::mem::take(&mut head.encoded);
+        bytes.clear();
+        write_head(&mut bytes, &date, head, encoding);
+        head.encoded = bytes;
+        head.encoded_for = Some(encoding);
+    }
+    out.extend_from_slice(&head.encoded);
+}
+
+/// `encode_head` without the cache.
+fn write_head(out: &mut Vec<u8>, date: &[u8; DATE_LEN], head: &ResponseHead, e: Encoding) {
+    let Encoding {
+        version,
+        framing,
+        keep_alive,
+        is_head_request,
+        ..
+    } = e;
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(&head.status_line);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&head.lines);
     if !head.has_date {
-        push_date(out);
+        push_line(out, b"Date", date);
     }
     if !head.has_server {
         push_line(out, b"Server", SERVER);
@@ -370,7 +414,7 @@ fn push_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 fn push_date(out: &mut Vec<u8>) {
-    with_date(|date| push_line(out, b"Date", date));
+    push_line(out, b"Date", &crate::date::now().1);
 }
 
 fn push_content_length(out: &mut Vec<u8>, n: u64) {
@@ -437,7 +481,14 @@ mod tests {
         is_head: bool,
     ) -> String {
         let mut out = Vec::new();
-        encode_head(&mut out, version, h, framing, keep_alive, is_head);
+        encode_head(
+            &mut out,
+            version,
+            &mut h.clone(),
+            framing,
+            keep_alive,
+            is_head,
+        );
         String::from_utf8(out).unwrap()
     }
 
@@ -453,6 +504,47 @@ mod tests {
             })
             .collect::<Vec<_>>()
             .join("\r\n")
+    }
+
+    /// A head keeps its last encoding; whatever changes in between (the
+    /// head itself, the framing, persistence, version, HEAD), the bytes are
+    /// those a fresh head encodes.
+    #[test]
+    fn a_kept_encoding_matches_a_fresh_one() {
+        let text = [("Content-Type", "text/plain")];
+        let heads: [(&str, &[(&str, &str)]); 4] = [
+            ("200 OK", &text),
+            ("404 Not Found", &[]),
+            ("200 OK", &text),
+            ("200 OK", &[("Content-Length", "7")]),
+        ];
+        let mut kept = ResponseHead::new();
+        for (status, headers) in heads {
+            kept.set(
+                status.as_bytes(),
+                headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+            )
+            .unwrap();
+            let fresh = head(status, headers).unwrap();
+            for version in [Version::Http10, Version::Http11] {
+                for framing in [
+                    BodyFraming::Length(5),
+                    BodyFraming::Length(6),
+                    BodyFraming::Chunked,
+                    BodyFraming::CloseDelimited,
+                ] {
+                    for keep_alive in [true, false] {
+                        for is_head in [false, true] {
+                            let mut out = Vec::new();
+                            encode_head(&mut out, version, &mut kept, framing, keep_alive, is_head);
+                            let out = String::from_utf8(out).unwrap();
+                            let want = encode(&fresh, version, framing, keep_alive, is_head);
+                            assert_eq!(without_date(&out), without_date(&want));
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// RFC 9112 §4 and §6: status line, app headers, Date, Server, framing.

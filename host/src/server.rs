@@ -21,6 +21,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::access_log::AccessLog;
 use crate::conn::{head_complete, release_buffer, serve, take_buffer, Conn, Outcome, Scratch};
+use crate::io::recv_append;
 use crate::parse::Limits;
 use crate::plugin::Plugin;
 use crate::response::encode_error;
@@ -138,17 +139,20 @@ struct Core {
 struct CoreState {
     /// The event loop, when no thread leads.
     lp: Option<Box<Loop>>,
-    /// When the loop was last put down (its leader went to serve).
-    lp_down_at: Instant,
+    /// How many times the loop was put down (its leader went to serve): the
+    /// spare knows the loop was left unattended for a whole wait when this
+    /// did not change meanwhile. A count, not a time, so that the request
+    /// path reads no clock.
+    lp_downs: u64,
     /// Connections with a complete request, waiting for a thread.
     jobs: VecDeque<(usize, Conn)>,
     /// Plugin calls that may start now: `--threads` minus those running.
     permits: usize,
     /// An idle thread watches the loop while calls run (the spare).
     spare: Spare,
-    /// When the last plugin call started: the spare keeps watching while
-    /// the server is busy, and sleeps once it has been quiet a while.
-    last_call: Instant,
+    /// Plugin calls started so far: the spare keeps watching while this
+    /// moves, and sleeps once it has stood still for QUIET.
+    calls: u64,
     /// Set once the loop decided to stop: every thread exits.
     stop: Option<Stop>,
 }
@@ -236,11 +240,11 @@ pub fn run(listeners: Vec<StdListener>, shared: Arc<Shared>) -> io::Result<Stop>
     let core = Arc::new(Core {
         state: Mutex::new(CoreState {
             lp: Some(lp),
-            lp_down_at: Instant::now(),
+            lp_downs: 0,
             jobs: VecDeque::new(),
             permits: shared.config.threads.max(1),
             spare: Spare::None,
-            last_call: Instant::now(),
+            calls: 0,
             stop: None,
         }),
         changed: Condvar::new(),
@@ -289,13 +293,29 @@ fn app_thread(index: usize, shared: &Shared, core: &Core) {
     // Set when this thread put the loop down because no call could start:
     // it then comes back for the loop only as the spare (below).
     let mut yielded = false;
+    // This thread's last call ended: its permit is returned at the next
+    // lock.
+    let mut finished_call = false;
+    let mut memory = SpareMemory {
+        calls: 0,
+        busy_at: Instant::now(),
+    };
     loop {
         let turn = {
             let mut st = core.lock();
+            if std::mem::take(&mut finished_call) {
+                st.permits += 1;
+            }
             // Whether this thread comes as the spare: it takes over only a
             // loop left down for TAKEOVER (a leader stuck in a long call),
             // not one put down for a call of a few microseconds.
-            let mut as_spare = std::mem::take(&mut yielded);
+            let mut woke = if std::mem::take(&mut yielded) {
+                Woke::AsSpare {
+                    unattended_since: None,
+                }
+            } else {
+                Woke::Plain
+            };
             loop {
                 if st.stop.is_some() {
                     return;
@@ -303,15 +323,18 @@ fn app_thread(index: usize, shared: &Shared, core: &Core) {
                 if st.permits > 0 {
                     if let Some((idx, conn)) = st.jobs.pop_front() {
                         st.permits -= 1;
-                        st.last_call = Instant::now();
+                        st.calls += 1;
                         break Turn::Serve(idx, conn);
                     }
                 }
-                let unattended = st.lp_down_at.elapsed() >= TAKEOVER;
-                if st.lp.is_some() && (!as_spare || unattended) {
+                let may_lead = match woke {
+                    Woke::Plain => true,
+                    Woke::AsSpare { unattended_since } => unattended_since == Some(st.lp_downs),
+                };
+                if st.lp.is_some() && may_lead {
                     break Turn::Lead(st.lp.take().expect("checked"));
                 }
-                (st, as_spare) = idle_wait(core, st);
+                (st, woke) = idle_wait(core, st, &mut memory);
             }
         };
         let (idx, conn) = match turn {
@@ -330,7 +353,7 @@ fn app_thread(index: usize, shared: &Shared, core: &Core) {
                 }
                 st.jobs.extend(lp.ready.drain(..));
                 st.lp = Some(lp);
-                st.lp_down_at = Instant::now();
+                st.lp_downs += 1;
                 // Serve one here if a call may start. Otherwise every
                 // permit is in use: leave the jobs to the threads finishing
                 // their calls and wait (as the spare, this thread comes
@@ -341,7 +364,7 @@ fn app_thread(index: usize, shared: &Shared, core: &Core) {
                     continue;
                 }
                 st.permits -= 1;
-                st.last_call = Instant::now();
+                st.calls += 1;
                 let mine = st.jobs.pop_front().expect("the loop had work");
                 // Idle threads are woken only for what this one cannot do:
                 // more jobs with permits for them, or a loop no spare
@@ -365,9 +388,31 @@ fn app_thread(index: usize, shared: &Shared, core: &Core) {
             scratch = Scratch::default().reporting_to(slot);
             Outcome::Gone
         });
-        core.lock().permits += 1;
         core.give_back(idx, outcome);
+        // The permit goes back under the lock the next turn takes anyway.
+        finished_call = true;
     }
+}
+
+/// How an idle thread came back from waiting.
+#[derive(Clone, Copy)]
+enum Woke {
+    /// Woken (or never waited): it may take a loop that is down.
+    Plain,
+    /// As the spare, or right after putting the loop down itself: it takes
+    /// the loop only if it was left unattended for a whole TAKEOVER wait —
+    /// `lp_downs` still equal to the count here — not a loop put down for a
+    /// call of a few microseconds.
+    AsSpare { unattended_since: Option<u64> },
+}
+
+/// What the spare remembers across its waits, so that it can tell a busy
+/// server from a quiet one without the request path reading the clock.
+struct SpareMemory {
+    /// `CoreState::calls` at its last look.
+    calls: u64,
+    /// When it last saw calls running or `calls` moving.
+    busy_at: Instant,
 }
 
 /// An idle thread waits for a job or the loop. The first idle thread is
@@ -377,26 +422,37 @@ fn app_thread(index: usize, shared: &Shared, core: &Core) {
 fn idle_wait<'a>(
     core: &'a Core,
     st: MutexGuard<'a, CoreState>,
-) -> (MutexGuard<'a, CoreState>, bool) {
+    memory: &mut SpareMemory,
+) -> (MutexGuard<'a, CoreState>, Woke) {
     if st.spare != Spare::None {
         let st = core.changed.wait(st).unwrap_or_else(|p| p.into_inner());
-        return (st, false);
+        return (st, Woke::Plain);
     }
-    let active = st.permits < core.threads || st.last_call.elapsed() < QUIET;
+    // One clock read per wait of the spare (at most one per TAKEOVER while
+    // the server is busy), none per request.
+    let now = Instant::now();
+    if st.permits < core.threads || st.calls != memory.calls {
+        memory.calls = st.calls;
+        memory.busy_at = now;
+    }
     let mut st = st;
-    if active {
+    if now.duration_since(memory.busy_at) < QUIET {
         st.spare = Spare::Watching;
-        let (mut st, _) = core
+        let downs = st.lp_downs;
+        let (mut st, waited) = core
             .changed
             .wait_timeout(st, TAKEOVER)
             .unwrap_or_else(|p| p.into_inner());
         st.spare = Spare::None;
-        (st, true)
+        // Only a wait that ran its whole TAKEOVER vouches for the loop
+        // having been down all along.
+        let unattended_since = (waited.timed_out() && st.lp.is_some()).then_some(downs);
+        (st, Woke::AsSpare { unattended_since })
     } else {
         st.spare = Spare::Sleeping;
         let mut st = core.changed.wait(st).unwrap_or_else(|p| p.into_inner());
         st.spare = Spare::None;
-        (st, false)
+        (st, Woke::Plain)
     }
 }
 
@@ -432,9 +488,13 @@ impl Loop {
     fn turn(&mut self, core: &Core) {
         let shared = Arc::clone(&self.shared);
         core.polling.store(true, Ordering::SeqCst);
-        self.take_returns(core);
+        // The clock is read twice per turn (here and after the poll) and
+        // never per request: a returned connection's idle time counts from
+        // the turn that takes it back.
+        let now = Instant::now();
+        self.take_returns(core, now);
         let timeout = if self.ready.is_empty() {
-            self.next_sweep.saturating_duration_since(Instant::now())
+            self.next_sweep.saturating_duration_since(now)
         } else {
             Duration::ZERO
         };
@@ -480,8 +540,8 @@ impl Loop {
         if let Some(m) = &shared.monitor {
             m.slot().heartbeat();
         }
-        self.take_returns(core);
         let now = Instant::now();
+        self.take_returns(core, now);
         if now >= self.next_sweep {
             self.sweep(now);
             // Retry accepting in case an earlier accept hit EMFILE.
@@ -503,10 +563,10 @@ impl Loop {
         }
     }
 
-    fn take_returns(&mut self, core: &Core) {
+    fn take_returns(&mut self, core: &Core, now: Instant) {
         let returned = std::mem::take(&mut *core.returns.lock().unwrap_or_else(|p| p.into_inner()));
         for (idx, outcome) in returned {
-            self.on_returned(idx, outcome);
+            self.on_returned(idx, outcome, now);
         }
     }
 
@@ -614,17 +674,13 @@ impl Loop {
             } else if conn.buf.capacity() - conn.buf.len() < 1024 {
                 conn.buf.reserve(4096);
             }
-            let len = conn.buf.len();
-            let spare = conn.buf.capacity() - len;
-            conn.buf.resize(len + spare, 0);
-            match conn.stream.read(&mut conn.buf[len..]) {
+            let spare = conn.buf.capacity() - conn.buf.len();
+            match recv_append(&conn.stream, &mut conn.buf, spare) {
                 Ok(0) => {
-                    conn.buf.truncate(len);
                     eof = true;
                     break;
                 }
                 Ok(n) => {
-                    conn.buf.truncate(len + n);
                     if n < spare {
                         // A short read drained the socket; edge-triggered
                         // epoll reports whatever arrives next, so the read
@@ -632,13 +688,9 @@ impl Loop {
                         break;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    conn.buf.truncate(len);
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => conn.buf.truncate(len),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
-                    conn.buf.truncate(len);
                     eof = true;
                     break;
                 }
@@ -673,11 +725,12 @@ impl Loop {
         }
     }
 
-    fn on_returned(&mut self, idx: usize, outcome: Outcome) {
+    fn on_returned(&mut self, idx: usize, outcome: Outcome, now: Instant) {
         self.busy -= 1;
         let missed = matches!(self.slots[idx], Slot::Busy { missed: true });
         match outcome {
-            Outcome::Idle(conn) => {
+            Outcome::Idle(mut conn) => {
+                conn.waiting_since = now;
                 self.slots[idx] = Slot::Waiting(conn);
                 // Bytes that arrived while it was lent out produced an event
                 // this loop already took: read them now. Otherwise their
