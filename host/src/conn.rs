@@ -340,14 +340,36 @@ fn header<'b>(head: &RequestHead<'b, '_>, name: &str) -> Option<&'b [u8]> {
         .map(|h| h.value)
 }
 
-/// Is a whole request head in `buf`? (The event loop's question before it
-/// lends a connection out; a refusal is answered by the loop itself, so a
-/// malformed request never waits for a busy app thread.)
-pub fn head_complete(
+/// Is a request head in `buf`, for the event loop to lend the connection
+/// out? The end of a head (an empty line) is enough: the app thread then
+/// parses it, once, and serves it or refuses it. Without an end, the start
+/// is parsed here, so that garbage and heads over the limits are refused at
+/// once rather than at the header timeout. (A malformed head queued behind
+/// calls that are all stuck is found by `check_head`.)
+pub fn head_ready(
     buf: &[u8],
     limits: &crate::parse::Limits,
 ) -> Result<bool, crate::error::HttpError> {
+    if has_blank_line(buf) {
+        return Ok(true);
+    }
     parse_request(buf, limits, |parsed| parsed.map(|h| h.is_some()))
+}
+
+/// Parses the head at the start of `buf` in full: Err if it is refused.
+pub fn check_head(
+    buf: &[u8],
+    limits: &crate::parse::Limits,
+) -> Result<(), crate::error::HttpError> {
+    parse_request(buf, limits, |parsed| parsed.map(|_| ()))
+}
+
+/// A line end followed by an empty line: CRLF or a bare LF (which the
+/// parser refuses, but only once it sees it). Every complete head has one.
+fn has_blank_line(buf: &[u8]) -> bool {
+    buf.iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && matches!(&buf[i + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
 }
 
 /// Receive buffers, recycled per thread: an idle connection holds none,
@@ -384,4 +406,50 @@ pub fn release_buffer(buf: &mut Vec<u8>) {
             pool.push(spare);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::Limits;
+
+    #[test]
+    fn head_ready_finds_every_complete_head_and_refuses_garbage_early() {
+        let limits = Limits::default();
+        let heads: [&[u8]; 5] = [
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"\r\n\r\nGET / HTTP/1.0\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi",
+            // Bare LF: lent out, and the app thread's parse refuses it.
+            b"GET / HTTP/1.1\nHost: x\n\n",
+        ];
+        for head in heads {
+            assert_eq!(head_ready(head, &limits), Ok(true), "{head:?}");
+            // Every shorter prefix that the parser calls complete is found
+            // too, and none is refused unless the parser refuses it.
+            for end in 0..head.len() {
+                let prefix = &head[..end];
+                let mut slots = [httparse::EMPTY_HEADER; 100];
+                match parse_head(prefix, &mut slots, &limits) {
+                    Ok(Some(_)) => assert_eq!(head_ready(prefix, &limits), Ok(true)),
+                    Ok(None) => assert!(head_ready(prefix, &limits).is_ok()),
+                    Err(e) => assert!(
+                        matches!(head_ready(prefix, &limits), Err(x) if x == e)
+                            || has_blank_line(prefix)
+                    ),
+                }
+            }
+        }
+        assert_eq!(
+            head_ready(b"GET / HTTP/1.1\r\nHost: x\r\n", &limits),
+            Ok(false)
+        );
+        assert!(head_ready(b"\x16\x03\x01\x02\x00\x01\x00", &limits).is_err());
+        assert!(check_head(b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", &limits).is_err());
+        assert_eq!(
+            check_head(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &limits),
+            Ok(())
+        );
+    }
 }

@@ -20,7 +20,9 @@ use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::access_log::AccessLog;
-use crate::conn::{head_complete, release_buffer, serve, take_buffer, Conn, Outcome, Scratch};
+use crate::conn::{
+    check_head, head_ready, release_buffer, serve, take_buffer, Conn, Outcome, Scratch,
+};
 use crate::io::recv_append;
 use crate::parse::Limits;
 use crate::plugin::Plugin;
@@ -145,7 +147,7 @@ struct CoreState {
     /// path reads no clock.
     lp_downs: u64,
     /// Connections with a complete request, waiting for a thread.
-    jobs: VecDeque<(usize, Conn)>,
+    jobs: VecDeque<Job>,
     /// Plugin calls that may start now: `--threads` minus those running.
     permits: usize,
     /// An idle thread watches the loop while calls run (the spare).
@@ -153,6 +155,10 @@ struct CoreState {
     /// Plugin calls started so far: the spare keeps watching while this
     /// moves, and sleeps once it has stood still for QUIET.
     calls: u64,
+    /// Plugin calls ended so far: when this stands still for a whole
+    /// TAKEOVER while no call may start, every call is stuck, and the
+    /// queued requests are checked (see `Loop::refuse_malformed`).
+    ended: u64,
     /// Set once the loop decided to stop: every thread exits.
     stop: Option<Stop>,
 }
@@ -245,6 +251,7 @@ pub fn run(listeners: Vec<StdListener>, shared: Arc<Shared>) -> io::Result<Stop>
             permits: shared.config.threads.max(1),
             spare: Spare::None,
             calls: 0,
+            ended: 0,
             stop: None,
         }),
         changed: Condvar::new(),
@@ -305,14 +312,13 @@ fn app_thread(index: usize, shared: &Shared, core: &Core) {
             let mut st = core.lock();
             if std::mem::take(&mut finished_call) {
                 st.permits += 1;
+                st.ended += 1;
             }
             // Whether this thread comes as the spare: it takes over only a
             // loop left down for TAKEOVER (a leader stuck in a long call),
             // not one put down for a call of a few microseconds.
             let mut woke = if std::mem::take(&mut yielded) {
-                Woke::AsSpare {
-                    unattended_since: None,
-                }
+                Woke::AsSpare { watched: None }
             } else {
                 Woke::Plain
             };
@@ -321,18 +327,26 @@ fn app_thread(index: usize, shared: &Shared, core: &Core) {
                     return;
                 }
                 if st.permits > 0 {
-                    if let Some((idx, conn)) = st.jobs.pop_front() {
+                    if let Some(job) = st.jobs.pop_front() {
                         st.permits -= 1;
                         st.calls += 1;
-                        break Turn::Serve(idx, conn);
+                        break Turn::Serve(job.idx, job.conn);
                     }
                 }
-                let may_lead = match woke {
-                    Woke::Plain => true,
-                    Woke::AsSpare { unattended_since } => unattended_since == Some(st.lp_downs),
+                let (may_lead, stuck) = match woke {
+                    Woke::Plain => (true, false),
+                    Woke::AsSpare { watched: None } => (false, false),
+                    Woke::AsSpare { watched: Some(w) } => (
+                        w.downs == st.lp_downs,
+                        w.ended == st.ended && st.permits == 0,
+                    ),
                 };
                 if st.lp.is_some() && may_lead {
-                    break Turn::Lead(st.lp.take().expect("checked"));
+                    let mut lp = st.lp.take().expect("checked");
+                    if stuck {
+                        lp.refuse_malformed(&mut st.jobs);
+                    }
+                    break Turn::Lead(lp);
                 }
                 (st, woke) = idle_wait(core, st, &mut memory);
             }
@@ -351,7 +365,11 @@ fn app_thread(index: usize, shared: &Shared, core: &Core) {
                     core.stopped.notify_all();
                     return;
                 }
-                st.jobs.extend(lp.ready.drain(..));
+                st.jobs.extend(lp.ready.drain(..).map(|(idx, conn)| Job {
+                    idx,
+                    conn,
+                    checked: false,
+                }));
                 st.lp = Some(lp);
                 st.lp_downs += 1;
                 // Serve one here if a call may start. Otherwise every
@@ -366,6 +384,7 @@ fn app_thread(index: usize, shared: &Shared, core: &Core) {
                 st.permits -= 1;
                 st.calls += 1;
                 let mine = st.jobs.pop_front().expect("the loop had work");
+                let mine = (mine.idx, mine.conn);
                 // Idle threads are woken only for what this one cannot do:
                 // more jobs with permits for them, or a loop no spare
                 // watches. The common case — one request, a spare
@@ -394,16 +413,33 @@ fn app_thread(index: usize, shared: &Shared, core: &Core) {
     }
 }
 
+/// A connection with a complete request head, waiting for a thread.
+struct Job {
+    idx: usize,
+    conn: Conn,
+    /// Its head was parsed while every call was stuck (it is not again).
+    checked: bool,
+}
+
 /// How an idle thread came back from waiting.
 #[derive(Clone, Copy)]
 enum Woke {
     /// Woken (or never waited): it may take a loop that is down.
     Plain,
     /// As the spare, or right after putting the loop down itself: it takes
-    /// the loop only if it was left unattended for a whole TAKEOVER wait —
-    /// `lp_downs` still equal to the count here — not a loop put down for a
-    /// call of a few microseconds.
-    AsSpare { unattended_since: Option<u64> },
+    /// the loop only if it was left unattended for a whole TAKEOVER wait,
+    /// not a loop put down for a call of a few microseconds.
+    AsSpare { watched: Option<Watch> },
+}
+
+/// The counts a spare saw when it began a TAKEOVER wait that ran out.
+/// `lp_downs` unchanged since: the loop was unattended all along. `ended`
+/// unchanged too, with no permit free: no call ended, so every call is
+/// stuck, and requests queued behind them would wait without end.
+#[derive(Clone, Copy)]
+struct Watch {
+    downs: u64,
+    ended: u64,
 }
 
 /// What the spare remembers across its waits, so that it can tell a busy
@@ -438,16 +474,18 @@ fn idle_wait<'a>(
     let mut st = st;
     if now.duration_since(memory.busy_at) < QUIET {
         st.spare = Spare::Watching;
-        let downs = st.lp_downs;
+        let seen = Watch {
+            downs: st.lp_downs,
+            ended: st.ended,
+        };
         let (mut st, waited) = core
             .changed
             .wait_timeout(st, TAKEOVER)
             .unwrap_or_else(|p| p.into_inner());
         st.spare = Spare::None;
-        // Only a wait that ran its whole TAKEOVER vouches for the loop
-        // having been down all along.
-        let unattended_since = (waited.timed_out() && st.lp.is_some()).then_some(downs);
-        (st, Woke::AsSpare { unattended_since })
+        // Only a wait that ran its whole TAKEOVER vouches for anything.
+        let watched = waited.timed_out().then_some(seen);
+        (st, Woke::AsSpare { watched })
     } else {
         st.spare = Spare::Sleeping;
         let mut st = core.changed.wait(st).unwrap_or_else(|p| p.into_inner());
@@ -704,7 +742,7 @@ impl Loop {
             }
             return;
         }
-        match head_complete(&conn.buf, limits) {
+        match head_ready(&conn.buf, limits) {
             Ok(true) => {
                 let busy = Slot::Busy { missed: false };
                 let Slot::Waiting(conn) = std::mem::replace(&mut self.slots[idx], busy) else {
@@ -723,6 +761,31 @@ impl Loop {
                 self.answer_and_close(idx, e.status(), e.reason());
             }
         }
+    }
+
+    /// Every call is stuck (see `Watch`): the requests queued behind them
+    /// were lent out on finding the end of their head, unparsed (the app
+    /// thread parses once). Parse them now, and answer the malformed ones
+    /// from here, as the loop does for a head it refuses early, instead of
+    /// leaving them to wait for a call that may never end.
+    fn refuse_malformed(&mut self, jobs: &mut VecDeque<Job>) {
+        let shared = Arc::clone(&self.shared);
+        let limits = &shared.config.limits;
+        let mut kept = VecDeque::with_capacity(jobs.len());
+        for mut job in jobs.drain(..) {
+            if !job.checked {
+                job.checked = true;
+                if let Err(e) = check_head(&job.conn.buf, limits) {
+                    tracing::info!(peer = %job.conn.peer, "bad request: {e}");
+                    self.busy -= 1;
+                    self.slots[job.idx] = Slot::Waiting(job.conn);
+                    self.answer_and_close(job.idx, e.status(), e.reason());
+                    continue;
+                }
+            }
+            kept.push_back(job);
+        }
+        *jobs = kept;
     }
 
     fn on_returned(&mut self, idx: usize, outcome: Outcome, now: Instant) {
