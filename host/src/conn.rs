@@ -104,8 +104,19 @@ pub fn serve(conn: Conn, shared: &Shared, scratch: &mut Scratch) -> Outcome {
     // The peer's address as text, once for every request of this turn.
     let mut peer_text = std::mem::take(&mut scratch.peer);
     peer_text.set(conn.peer, conn.local);
-    let outcome = serve_all(conn, shared, scratch, &peer_text);
+    let mut answered = 0;
+    let outcome = serve_all(conn, shared, scratch, &peer_text, &mut answered);
     scratch.peer = peer_text;
+    // Counted once per turn, not per request: the counter is shared by the
+    // worker's threads, so each count is a locked add.
+    if let Some(m) = &shared.monitor {
+        if answered > 0 && m.slot().count_requests(answered, m.max_requests) {
+            tracing::info!(
+                requests = m.max_requests,
+                "worker reached --max-requests; the master will replace it"
+            );
+        }
+    }
     outcome
 }
 
@@ -114,6 +125,7 @@ fn serve_all(
     shared: &Shared,
     scratch: &mut Scratch,
     peer_text: &PeerText,
+    answered: &mut u64,
 ) -> Outcome {
     let limits = &shared.config.limits;
     let timeout = shared.config.write_timeout;
@@ -126,7 +138,7 @@ fn serve_all(
         let step = parse_request(pending, limits, |parsed| match parsed {
             Ok(Some(head)) => Step::Served {
                 consumed: head.len,
-                done: handle(&head, stream, pending, peer_text, shared, scratch),
+                done: handle(&head, stream, pending, peer_text, shared, scratch, answered),
             },
             Ok(None) => Step::Incomplete,
             Err(e) => Step::Refused(e),
@@ -226,6 +238,8 @@ struct Handled {
 }
 
 /// One request: environ → plugin call → response, then the body's rest.
+/// Counts it in `answered`.
+#[allow(clippy::too_many_arguments)]
 fn handle(
     head: &RequestHead<'_, '_>,
     stream: &mut TcpStream,
@@ -233,6 +247,7 @@ fn handle(
     peer_text: &PeerText,
     shared: &Shared,
     scratch: &mut Scratch,
+    answered: &mut u64,
 ) -> Handled {
     let config = &shared.config;
     let Scratch {
@@ -299,14 +314,7 @@ fn handle(
     if let Some(slot) = slot {
         slot.end();
     }
-    if let Some(m) = &shared.monitor {
-        if m.slot().count_request(m.max_requests) {
-            tracing::info!(
-                requests = m.max_requests,
-                "worker reached --max-requests; the master will replace it"
-            );
-        }
-    }
+    *answered += 1;
 
     let mut keep_alive = ex.keep_alive;
     if keep_alive && !ex.body.is_done() {

@@ -165,9 +165,9 @@ impl WorkerSlot {
         self.heartbeat_ms.load(Ordering::Relaxed)
     }
 
-    /// Counts a request; true the first time `max` is reached (0: never).
-    pub fn count_request(&self, max: u64) -> bool {
-        let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    /// Counts `n` requests; true the first time `max` is reached (0: never).
+    pub fn count_requests(&self, n: u64, max: u64) -> bool {
+        let n = self.requests.fetch_add(n, Ordering::Relaxed) + n;
         max > 0 && n >= max && self.recycle.swap(1, Ordering::Relaxed) == 0
     }
 
@@ -205,24 +205,23 @@ impl ThreadSlot {
     /// A request starts: publish its line (cut at LINE_MAX bytes).
     pub fn begin(&self, line: &[&[u8]]) {
         self.started_ms.store(0, Ordering::Release);
-        let mut word = [0u8; 8];
-        let (mut n, mut w) = (0, 0);
-        'parts: for part in line {
-            for &b in *part {
-                if n == LINE_MAX {
-                    break 'parts;
-                }
-                word[n % 8] = b;
-                n += 1;
-                if n % 8 == 0 {
-                    self.line[w].store(u64::from_le_bytes(word), Ordering::Relaxed);
-                    w += 1;
-                }
-            }
+        // Gathered on the stack with slice copies, then stored a word at a
+        // time: this runs for every request.
+        let mut text = [0u8; LINE_WORDS * 8];
+        let mut n = 0;
+        for part in line {
+            let take = part.len().min(LINE_MAX - n);
+            text[n..n + take].copy_from_slice(&part[..take]);
+            n += take;
         }
-        if n % 8 != 0 {
-            word[n % 8..].fill(0);
-            self.line[w].store(u64::from_le_bytes(word), Ordering::Relaxed);
+        for (word, bytes) in self
+            .line
+            .iter()
+            .zip(text.chunks_exact(8))
+            .take(n.div_ceil(8))
+        {
+            let bytes: [u8; 8] = bytes.try_into().expect("chunks of 8");
+            word.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
         }
         self.line_len.store(n as u32, Ordering::Relaxed);
         // `max(1)`: 0 means idle, and the clock starts near boot.
@@ -304,10 +303,11 @@ mod tests {
         let w = board.worker(i);
         w.set_message("init failed: no database");
         assert_eq!(w.message().as_deref(), Some("init failed: no database"));
-        assert!(!w.count_request(3));
-        assert!(!w.count_request(3));
-        assert!(w.count_request(3), "third request reaches the limit");
-        assert!(!w.count_request(3), "reported once");
+        assert!(!w.count_requests(1, 3));
+        assert!(!w.count_requests(1, 3));
+        assert!(w.count_requests(1, 3), "third request reaches the limit");
+        assert!(!w.count_requests(1, 3), "reported once");
+        assert!(!w.count_requests(5, 3), "still reported once");
         assert!(w.wants_recycle());
         let t = board.thread(i, 1);
         assert_eq!(t.running(), None);
