@@ -152,6 +152,8 @@ struct CoreState {
     permits: usize,
     /// An idle thread watches the loop while calls run (the spare).
     spare: Spare,
+    /// Idle threads other than the spare, waiting to be woken.
+    idle: usize,
     /// Plugin calls started so far: the spare keeps watching while this
     /// moves, and sleeps once it has stood still for QUIET.
     calls: u64,
@@ -250,6 +252,7 @@ pub fn run(listeners: Vec<StdListener>, shared: Arc<Shared>) -> io::Result<Stop>
             jobs: VecDeque::new(),
             permits: shared.config.threads.max(1),
             spare: Spare::None,
+            idle: 0,
             calls: 0,
             ended: 0,
             stop: None,
@@ -330,6 +333,7 @@ fn app_thread(index: usize, shared: &Shared, core: &Core) {
                     if let Some(job) = st.jobs.pop_front() {
                         st.permits -= 1;
                         st.calls += 1;
+                        hand_on_spare(core, &st);
                         break Turn::Serve(job.idx, job.conn);
                     }
                 }
@@ -346,6 +350,7 @@ fn app_thread(index: usize, shared: &Shared, core: &Core) {
                     if stuck {
                         lp.refuse_malformed(&mut st.jobs);
                     }
+                    hand_on_spare(core, &st);
                     break Turn::Lead(lp);
                 }
                 (st, woke) = idle_wait(core, st, &mut memory);
@@ -396,6 +401,7 @@ fn app_thread(index: usize, shared: &Shared, core: &Core) {
                 if helpers == 0 && st.spare == Spare::Sleeping {
                     core.changed.notify_one();
                 }
+                hand_on_spare(core, &st);
                 mine
             }
         };
@@ -419,6 +425,16 @@ struct Job {
     conn: Conn,
     /// Its head was parsed while every call was stuck (it is not again).
     checked: bool,
+}
+
+/// A thread is about to serve or lead: if that leaves idle threads but no
+/// spare (this one was it, or the spare was just woken for a job), wake one
+/// to take the role. Otherwise a loop put down later would have nobody to
+/// pick it up while every busy thread sits in a long call.
+fn hand_on_spare(core: &Core, st: &CoreState) {
+    if st.spare == Spare::None && st.idle > 0 {
+        core.changed.notify_one();
+    }
 }
 
 /// How an idle thread came back from waiting.
@@ -461,7 +477,10 @@ fn idle_wait<'a>(
     memory: &mut SpareMemory,
 ) -> (MutexGuard<'a, CoreState>, Woke) {
     if st.spare != Spare::None {
-        let st = core.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        let mut st = st;
+        st.idle += 1;
+        let mut st = core.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        st.idle -= 1;
         return (st, Woke::Plain);
     }
     // One clock read per wait of the spare (at most one per TAKEOVER while
