@@ -55,12 +55,6 @@ impl Default for PeerText {
 }
 
 impl PeerText {
-    pub fn new(peer: SocketAddr, local: SocketAddr) -> PeerText {
-        let mut t = PeerText::default();
-        t.set(peer, local);
-        t
-    }
-
     /// Makes the text describe `peer` and `local`.
     pub fn set(&mut self, peer: SocketAddr, local: SocketAddr) {
         let (old_peer, old_local) = (self.peer, self.local);
@@ -468,7 +462,8 @@ mod tests {
         ] {
             let (peer, local): (SocketAddr, SocketAddr) =
                 (peer.parse().unwrap(), local.parse().unwrap());
-            let t = PeerText::new(peer, local);
+            let mut t = PeerText::default();
+            t.set(peer, local);
             check(&t, peer, local);
         }
     }
