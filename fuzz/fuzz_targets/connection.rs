@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use host::body::BodyReader;
 use host::chunked::ChunkedDecoder;
-use host::parse::{parse_head, Framing, Limits};
+use host::parse::{parse_head, Framing, Limits, EMPTY_FIELD};
 use host_fuzz::{small_limits, Sizes, Wire};
 use libfuzzer_sys::fuzz_target;
 
@@ -80,7 +80,7 @@ fn run(stream: &[u8], sizes: Sizes, read_size: usize, limits: &Limits) {
         assert!(buf.len() <= bound, "buffer of {} bytes", buf.len());
 
         // The event loop's `head_complete`.
-        let mut storage = vec![httparse::EMPTY_HEADER; limits.fields];
+        let mut storage = vec![EMPTY_FIELD; limits.fields];
         match parse_head(&buf, &mut storage, limits) {
             Ok(Some(_)) => {}
             // The server answers once and closes.
@@ -130,7 +130,7 @@ fn serve(
     read_size: usize,
     limits: &Limits,
 ) -> Served {
-    let mut storage = vec![httparse::EMPTY_HEADER; limits.fields];
+    let mut storage = vec![EMPTY_FIELD; limits.fields];
     let head = match parse_head(buf, &mut storage, limits) {
         Ok(Some(head)) => head,
         other => panic!("head_complete said complete, serve parsed {other:?}"),

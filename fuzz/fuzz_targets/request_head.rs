@@ -20,7 +20,7 @@
 #![no_main]
 
 use host::error::HttpError;
-use host::parse::{parse_head, Framing, Limits, RequestHead, Version};
+use host::parse::{parse_head, Framing, Limits, RequestHead, Version, EMPTY_FIELD};
 use host_fuzz::{is_within, only_crlf_line_ends, small_limits};
 use libfuzzer_sys::fuzz_target;
 
@@ -43,8 +43,8 @@ enum Outcome {
 
 #[derive(Debug, PartialEq)]
 struct Summary {
-    method: String,
-    target: String,
+    method: Vec<u8>,
+    target: Vec<u8>,
     version: Version,
     headers: Vec<(String, Vec<u8>)>,
     len: usize,
@@ -143,7 +143,7 @@ fn prefixes(buf: &[u8], full: &Outcome) -> Vec<usize> {
 }
 
 fn parse(buf: &[u8], limits: &Limits, check_invariants: bool) -> Outcome {
-    let mut storage = vec![httparse::EMPTY_HEADER; limits.fields];
+    let mut storage = vec![EMPTY_FIELD; limits.fields];
     match parse_head(buf, &mut storage, limits) {
         Ok(None) => Outcome::Incomplete,
         Err(e) => Outcome::Refused(e.status(), e),
@@ -166,16 +166,16 @@ fn check_head(buf: &[u8], head: &RequestHead<'_, '_>, limits: &Limits) {
     assert!(only_crlf_line_ends(bytes), "bare CR or LF inside the head");
 
     assert!(
-        is_within(bytes, head.method.as_bytes()),
+        is_within(bytes, head.method),
         "method outside the head"
     );
     assert!(
-        is_within(bytes, head.target.as_bytes()),
+        is_within(bytes, head.target),
         "target outside the head"
     );
     for h in head.headers {
         assert!(
-            is_within(bytes, h.name.as_bytes()),
+            is_within(bytes, h.name),
             "name {:?} outside",
             h.name
         );
@@ -192,6 +192,24 @@ fn check_head(buf: &[u8], head: &RequestHead<'_, '_>, limits: &Limits) {
     // bytes of them) aside, the head fits in `max_head`.
     assert!(head.headers.len() <= limits.fields);
     let leading = bytes.chunks(2).take_while(|c| *c == b"\r\n").count() * 2;
+
+    // The fields are httparse's reading of the section, whichever path
+    // (the fast one or httparse itself) parsed them.
+    let lf = leading
+        + bytes[leading..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .expect("a request line");
+    let mut reference = vec![httparse::EMPTY_HEADER; limits.fields];
+    match httparse::parse_headers(&bytes[lf + 1..], &mut reference) {
+        Ok(httparse::Status::Complete((n, fields))) => {
+            assert_eq!(lf + 1 + n, head.len, "section length");
+            let fields: Vec<_> = fields.iter().map(|h| (h.name.as_bytes(), h.value)).collect();
+            let ours: Vec<_> = head.headers.iter().map(|h| (h.name, h.value)).collect();
+            assert_eq!(ours, fields, "fields differ from httparse's");
+        }
+        other => panic!("httparse reads the section as {other:?}"),
+    }
     assert!(leading <= limits.request_line);
     assert!(
         head.len - leading <= limits.max_head(),
@@ -201,7 +219,7 @@ fn check_head(buf: &[u8], head: &RequestHead<'_, '_>, limits: &Limits) {
     let has = |name: &str| {
         head.headers
             .iter()
-            .any(|h| h.name.eq_ignore_ascii_case(name))
+            .any(|h| h.name.eq_ignore_ascii_case(name.as_bytes()))
     };
     let (te, cl) = (has("transfer-encoding"), has("content-length"));
     match head.framing {
@@ -226,13 +244,13 @@ fn check_head(buf: &[u8], head: &RequestHead<'_, '_>, limits: &Limits) {
 
 fn summary(head: &RequestHead<'_, '_>) -> Summary {
     Summary {
-        method: head.method.to_owned(),
-        target: head.target.to_owned(),
+        method: head.method.to_vec(),
+        target: head.target.to_vec(),
         version: head.version,
         headers: head
             .headers
             .iter()
-            .map(|h| (h.name.to_owned(), h.value.to_vec()))
+            .map(|h| (String::from_utf8_lossy(h.name).into_owned(), h.value.to_vec()))
             .collect(),
         len: head.len,
         framing: head.framing,

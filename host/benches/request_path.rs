@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use abi::{App, Body, Config as AppConfig, Environ, Error, StartResponse};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use host::conn::{serve, Conn, Outcome, Scratch};
-use host::parse::{parse_head, Limits};
+use host::parse::{parse_head, Limits, EMPTY_FIELD};
 use host::plugin::Plugin;
 use host::server::{Config, Shared};
 
@@ -115,7 +115,7 @@ fn request_path(c: &mut Criterion) {
     group.bench_function("parse_head", |b| {
         let limits = Limits::default();
         b.iter(|| {
-            let mut slots = [httparse::EMPTY_HEADER; 16];
+            let mut slots = [EMPTY_FIELD; 16];
             black_box(
                 parse_head(black_box(REQUEST), &mut slots, &limits)
                     .unwrap()

@@ -19,8 +19,8 @@ pub struct AccessLog {
 /// What one line says about a request.
 pub struct Entry<'a> {
     pub remote: &'a [u8],
-    pub method: &'a str,
-    pub target: &'a str,
+    pub method: &'a [u8],
+    pub target: &'a [u8],
     pub version: Version,
     pub status: u16,
     pub bytes: u64,
@@ -52,9 +52,9 @@ impl AccessLog {
         line.extend_from_slice(b" - - [");
         line.extend_from_slice(&clf_time(now_secs()));
         line.extend_from_slice(b"] \"");
-        line.extend_from_slice(e.method.as_bytes());
+        line.extend_from_slice(e.method);
         line.push(b' ');
-        escape_into(&mut line, e.target.as_bytes());
+        escape_into(&mut line, e.target);
         line.push(b' ');
         line.extend_from_slice(e.version.as_str().as_bytes());
         let _ = write!(line, "\" {} {} \"", e.status, e.bytes);

@@ -14,7 +14,7 @@ use crate::access_log::Entry;
 use crate::body::BodyReader;
 use crate::call::{flush, run, Exchange};
 use crate::environ::{percent_decode, target_path, EnvironParts, HostEnviron, PeerText};
-use crate::parse::{parse_head, RequestHead};
+use crate::parse::{parse_head, Field, RequestHead, EMPTY_FIELD};
 use crate::response::{encode_error, ResponseHead};
 use crate::scoreboard::ThreadSlot;
 use crate::server::Shared;
@@ -25,7 +25,7 @@ const FLUSH_AT: usize = 64 * 1024;
 /// connection; a larger one closes it instead.
 const DRAIN_MAX: u64 = 64 * 1024;
 /// Header slots on the stack; larger --limit-request-fields use the heap.
-const STACK_HEADERS: usize = 100;
+const STACK_FIELDS: usize = 100;
 
 /// One client connection. While idle it holds no buffer at all: `buf` is
 /// released when empty, so an idle keep-alive connection costs this struct.
@@ -195,37 +195,37 @@ fn close(mut conn: Conn, scratch: &mut Scratch, timeout: std::time::Duration) ->
 /// Header slots tried first: enough for nearly every request, and cheap to
 /// set up. Slots are written before parsing, and a hundred of them would
 /// be 3 KiB of stores per request.
-const FEW_HEADERS: usize = 24;
+const FEW_FIELDS: usize = 24;
 
 /// Parses the head at the start of `buf` and hands the outcome to `f`.
-/// Tries FEW_HEADERS slots first; a head with more fields than that (or
+/// Tries FEW_FIELDS slots first; a head with more fields than that (or
 /// any other 431) is parsed again with the full `--limit-request-fields`,
 /// which decides. The outcome is the same as one parse with the full
-/// limit: with fewer slots httparse either succeeds identically or stops
+/// limit: with fewer slots the parse either succeeds identically or stops
 /// at "too many headers".
 fn parse_request<'b, R>(
     buf: &'b [u8],
     limits: &crate::parse::Limits,
     f: impl for<'h> FnOnce(Result<Option<RequestHead<'b, 'h>>, crate::error::HttpError>) -> R,
 ) -> R {
-    if limits.fields > FEW_HEADERS {
-        let mut few = [httparse::EMPTY_HEADER; FEW_HEADERS];
+    if limits.fields > FEW_FIELDS {
+        let mut few = [EMPTY_FIELD; FEW_FIELDS];
         match parse_head(buf, &mut few, limits) {
             Err(crate::error::HttpError::HeaderFieldsTooLarge) => {}
             parsed => return f(parsed),
         }
     }
-    with_header_slots(limits.fields, |slots| f(parse_head(buf, slots, limits)))
+    with_field_slots(limits.fields, |slots| f(parse_head(buf, slots, limits)))
 }
 
-/// Runs `f` with `n` httparse header slots: on the stack up to
-/// STACK_HEADERS (the default limit), on the heap beyond.
-fn with_header_slots<'b, R>(n: usize, f: impl FnOnce(&mut [httparse::Header<'b>]) -> R) -> R {
-    if n <= STACK_HEADERS {
-        let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+/// Runs `f` with `n` header slots: on the stack up to STACK_FIELDS (the
+/// default limit), on the heap beyond.
+fn with_field_slots<'b, R>(n: usize, f: impl FnOnce(&mut [Field<'b>]) -> R) -> R {
+    if n <= STACK_FIELDS {
+        let mut stack = [EMPTY_FIELD; STACK_FIELDS];
         f(&mut stack[..n])
     } else {
-        f(&mut vec![httparse::EMPTY_HEADER; n])
+        f(&mut vec![EMPTY_FIELD; n])
     }
 }
 
@@ -261,10 +261,10 @@ fn handle(
 
     headers.clear();
     headers.extend(head.headers.iter().map(|h| nwsgi_header {
-        name: nwsgi_str::from_bytes(h.name.as_bytes()),
+        name: nwsgi_str::from_bytes(h.name),
         value: nwsgi_str::from_bytes(h.value),
     }));
-    let raw_path = target_path(head.target.as_bytes());
+    let raw_path = target_path(head.target);
     let path_info: &[u8] = if percent_decode(raw_path, path) {
         path
     } else {
@@ -295,20 +295,14 @@ fn handle(
         response_head,
         body,
         head.version,
-        head.method == "HEAD",
+        head.method == b"HEAD",
         keep_alive,
         config.write_timeout,
         &shared.stopping,
     );
     if let Some(slot) = slot {
         let version = head.version.as_str().as_bytes();
-        slot.begin(&[
-            head.method.as_bytes(),
-            b" ",
-            head.target.as_bytes(),
-            b" ",
-            version,
-        ]);
+        slot.begin(&[head.method, b" ", head.target, b" ", version]);
     }
     run(&shared.plugin, &env, &mut ex);
     if let Some(slot) = slot {
@@ -344,7 +338,7 @@ fn handle(
 fn header<'b>(head: &RequestHead<'b, '_>, name: &str) -> Option<&'b [u8]> {
     head.headers
         .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .find(|h| h.name.eq_ignore_ascii_case(name.as_bytes()))
         .map(|h| h.value)
 }
 
@@ -438,7 +432,7 @@ mod tests {
             // too, and none is refused unless the parser refuses it.
             for end in 0..head.len() {
                 let prefix = &head[..end];
-                let mut slots = [httparse::EMPTY_HEADER; 100];
+                let mut slots = [EMPTY_FIELD; 100];
                 match parse_head(prefix, &mut slots, &limits) {
                     Ok(Some(_)) => assert_eq!(head_ready(prefix, &limits), Ok(true)),
                     Ok(None) => assert!(head_ready(prefix, &limits).is_ok()),

@@ -147,7 +147,7 @@ pub struct EnvironParts<'a> {
 
 impl<'a> HostEnviron<'a> {
     pub fn new(head: &RequestHead<'a, '_>, parts: EnvironParts<'a>) -> HostEnviron<'a> {
-        let target = head.target.as_bytes();
+        let target = head.target;
         let query = match memchr(b'?', target) {
             Some(i) => &target[i + 1..],
             None => &[][..],
@@ -163,7 +163,7 @@ impl<'a> HostEnviron<'a> {
                 struct_size: std::mem::size_of::<nwsgi_environ>() as u32,
                 abi_major: NWSGI_ABI_MAJOR,
                 abi_minor: NWSGI_ABI_MINOR,
-                request_method: s(head.method.as_bytes()),
+                request_method: s(head.method),
                 script_name: nwsgi_str::EMPTY,
                 path_info: s(parts.path_info),
                 query_string: s(query),

@@ -3,12 +3,18 @@
 //!
 //! The request line is parsed here, strictly, because its failure modes need
 //! distinct statuses (414, 505) that httparse cannot tell apart. The header
-//! section goes to `httparse::parse_headers` with its default, strict
-//! configuration (no whitespace before the colon, no obs-fold, no invalid
-//! bytes), and its errors are converted in exactly one place,
-//! `from_httparse`. On top of that we refuse what httparse lets through: bare
-//! LF line endings, and every framing ambiguity a proxy in front of us might
-//! resolve differently (request smuggling, RFC 9112 §11.2).
+//! section is httparse's to judge (`httparse::parse_headers` with its
+//! default, strict configuration: no whitespace before the colon, no
+//! obs-fold, no invalid bytes), and its errors are converted in exactly one
+//! place, `from_httparse`. On top of that we refuse what httparse lets
+//! through: bare LF line endings, and every framing ambiguity a proxy in
+//! front of us might resolve differently (request smuggling, RFC 9112 §11.2).
+//!
+//! Both lines and fields have a one-pass fast path for the shape nearly
+//! every request has (`common_request_line`, `common_header_section`): it
+//! accepts only input the general path accepts, reads it the same way, and
+//! leaves everything else — every error included — to the general path, so
+//! which answer a request gets is decided in one place.
 //!
 //! Partial input is never an error: `Ok(None)` means "read more". The only
 //! exceptions are the size limits, which must fire before the buffer holds
@@ -90,15 +96,31 @@ pub enum Framing {
     Chunked,
 }
 
+/// One header field line as received: the name as sent (case kept), the
+/// value without the whitespace around it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field<'b> {
+    pub name: &'b [u8],
+    pub value: &'b [u8],
+}
+
+/// An unused slot for `parse_head`'s `storage`.
+pub const EMPTY_FIELD: Field<'static> = Field {
+    name: b"",
+    value: b"",
+};
+
 /// A parsed and validated request head, borrowing the read buffer.
 #[derive(Debug)]
 pub struct RequestHead<'b, 'h> {
-    pub method: &'b str,
-    /// The raw request-target, in one of the forms `check_target` accepts.
-    pub target: &'b str,
+    /// A token (RFC 9110 §9.1), so ASCII.
+    pub method: &'b [u8],
+    /// The raw request-target, in one of the forms `check_target` accepts
+    /// (ASCII: see `is_uri_text`).
+    pub target: &'b [u8],
     pub version: Version,
     /// Every header field, in order, as received.
-    pub headers: &'h [httparse::Header<'b>],
+    pub headers: &'h [Field<'b>],
     /// Bytes of the head including leading empty lines and the final CRLF;
     /// the body (or the next pipelined request) starts at `buf[len..]`.
     pub len: usize,
@@ -122,7 +144,7 @@ pub struct RequestHead<'b, 'h> {
 /// header line or the whole head over its limit is 431.
 pub fn parse_head<'b, 'h>(
     buf: &'b [u8],
-    storage: &'h mut [httparse::Header<'b>],
+    storage: &'h mut [Field<'b>],
     limits: &Limits,
 ) -> Result<Option<RequestHead<'b, 'h>>, HttpError> {
     // RFC 9112 §2.2: a server SHOULD ignore at least one empty line before
@@ -143,15 +165,15 @@ pub fn parse_head<'b, 'h>(
 
     let headers_start = start + lf + 1;
     let block = &buf[headers_start..];
-    let (block_len, headers) = match httparse::parse_headers(block, storage) {
-        Ok(httparse::Status::Complete(done)) => done,
-        Ok(httparse::Status::Partial) => {
-            check_partial_headers(buf.len() - start, block, limits)?;
-            return Ok(None);
-        }
-        Err(e) => return Err(from_httparse(e)),
+    let section = match common_header_section(block, storage, limits.field_size) {
+        Some(done) => done,
+        None => match header_section(block, storage, buf.len() - start, limits)? {
+            Some(done) => done,
+            None => return Ok(None),
+        },
     };
-    check_parsed_lines(&block[..block_len], headers, limits.field_size)?;
+    let (block_len, count) = section;
+    let headers = &storage[..count];
     let len = headers_start + block_len;
 
     let fields = Fields::collect(headers);
@@ -172,6 +194,136 @@ pub fn parse_head<'b, 'h>(
     }))
 }
 
+/// The header section of nearly every request, in one pass: field lines
+/// `token ":" OWS value CRLF` whose values are printable ASCII, SP and HTAB,
+/// each line at most `field_size` bytes without its CRLF, as many as
+/// `storage` holds, then CRLF. Stores the fields as httparse would read
+/// them (the value without leading and trailing SP/HTAB) and returns the
+/// section's length with its final CRLF, and the field count. Anything
+/// else — a section not complete yet, obs-text or a control in a value, a
+/// bare LF, obs-fold, a long line, too many fields, every error — is None,
+/// for `header_section` to decide.
+#[inline(always)]
+fn common_header_section<'b>(
+    block: &'b [u8],
+    storage: &mut [Field<'b>],
+    field_size: usize,
+) -> Option<(usize, usize)> {
+    let mut i = 0;
+    let mut count = 0;
+    loop {
+        if block.get(i) == Some(&b'\r') {
+            return (block.get(i + 1) == Some(&b'\n')).then_some((i + 2, count));
+        }
+        let line_start = i;
+        let name_len = block[i..].iter().position(|&b| !is_tchar(b))?;
+        if name_len == 0 || block[i + name_len] != b':' {
+            return None;
+        }
+        let name = &block[i..i + name_len];
+        i += name_len + 1;
+        while let Some(b' ' | b'\t') = block.get(i) {
+            i += 1;
+        }
+        let value_start = i;
+        i += value_run_len(&block[i..]);
+        if block.get(i..i + 2) != Some(CRLF) || i - line_start > field_size {
+            return None;
+        }
+        let mut value = &block[value_start..i];
+        while let [rest @ .., b' ' | b'\t'] = value {
+            value = rest;
+        }
+        *storage.get_mut(count)? = Field { name, value };
+        count += 1;
+        i += CRLF.len();
+    }
+}
+
+/// Bytes with every byte `b`.
+const fn splat(b: u8) -> u64 {
+    u64::from_le_bytes([b; 8])
+}
+
+/// The length of the run of field-value text (the VALUE class: VCHAR, SP,
+/// HTAB) at the start of `bytes`. Eight bytes at a time: a word of
+/// printable ASCII, which nearly every value is, is told apart with a few
+/// arithmetic operations instead of eight table loads.
+#[inline(always)]
+fn value_run_len(bytes: &[u8]) -> usize {
+    let mut i = 0;
+    while let Some(word) = bytes.get(i..i + 8) {
+        let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        // The high bit of every byte below SP, equal to DEL, or not ASCII.
+        // A subtraction's borrow can also mark a byte after a marked one,
+        // never before, so the first mark is exact.
+        let below_space = w.wrapping_sub(splat(0x20)) & !w;
+        let del = w ^ splat(0x7f);
+        let is_del = del.wrapping_sub(splat(0x01)) & !del;
+        let marks = (below_space | is_del | w) & splat(0x80);
+        if marks == 0 {
+            i += 8;
+            continue;
+        }
+        i += (marks.trailing_zeros() / 8) as usize;
+        if bytes[i] != b'\t' {
+            return i;
+        }
+        i += 1;
+    }
+    i + bytes[i..]
+        .iter()
+        .position(|&b| !has_class(b, VALUE))
+        .unwrap_or(bytes.len() - i)
+}
+
+/// The header section in general: httparse parses it, then we refuse
+/// what it lets through (see `check_parsed_lines`). Returns what
+/// `common_header_section` does, or `Ok(None)` for an incomplete section,
+/// refused early when it already breaks a limit (`check_partial_headers`;
+/// `head_so_far` counts from the request line's start).
+#[inline(never)]
+fn header_section<'b>(
+    block: &'b [u8],
+    storage: &mut [Field<'b>],
+    head_so_far: usize,
+    limits: &Limits,
+) -> Result<Option<(usize, usize)>, HttpError> {
+    with_header_slots(storage.len(), |slots| {
+        match httparse::parse_headers(block, slots) {
+            Ok(httparse::Status::Complete((len, headers))) => {
+                check_parsed_lines(&block[..len], headers, limits.field_size)?;
+                for (field, h) in storage.iter_mut().zip(headers) {
+                    *field = Field {
+                        name: h.name.as_bytes(),
+                        value: h.value,
+                    };
+                }
+                Ok(Some((len, headers.len())))
+            }
+            Ok(httparse::Status::Partial) => {
+                check_partial_headers(head_so_far, block, limits)?;
+                Ok(None)
+            }
+            Err(e) => Err(from_httparse(e)),
+        }
+    })
+}
+
+/// httparse header slots on the stack when there are at most this many;
+/// more (a large --limit-request-fields) use the heap.
+const STACK_HEADERS: usize = 100;
+
+/// Runs `f` with `n` httparse header slots.
+fn with_header_slots<'b, R>(n: usize, f: impl FnOnce(&mut [httparse::Header<'b>]) -> R) -> R {
+    if n <= STACK_HEADERS {
+        let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+        f(&mut stack[..n])
+    } else {
+        f(&mut vec![httparse::EMPTY_HEADER; n])
+    }
+}
+
 /// The one place httparse's errors become ours. Only the header-section
 /// kinds can occur, since the request line is parsed here.
 fn from_httparse(e: httparse::Error) -> HttpError {
@@ -188,12 +340,13 @@ fn from_httparse(e: httparse::Error) -> HttpError {
     }
 }
 
+/// A request line's method, target and version `V`, and the index of the
+/// LF that ends it.
+type Line<'b, V> = (&'b [u8], &'b [u8], V, usize);
+
 /// The request line at the start of `rest` and the index of its LF, or
 /// `Ok(None)` while it is incomplete. It must end within `limit` plus CRLF.
-fn request_line(
-    rest: &[u8],
-    limit: usize,
-) -> Result<Option<(&str, &str, Version, usize)>, HttpError> {
+fn request_line(rest: &[u8], limit: usize) -> Result<Option<Line<'_, Version>>, HttpError> {
     let window_len = limit.saturating_add(2);
     if let Some((method, target, version, lf)) = common_request_line(rest) {
         // `lf` is the first LF in `rest`: the search below finds it too,
@@ -226,7 +379,7 @@ fn request_line(
 /// LF, which is then the first LF in `rest` (no byte before it can be one).
 /// Any other shape, every error included, is `None`: `request_line` leaves
 /// it to `parse_request_line`, so which error wins is decided in one place.
-fn common_request_line(rest: &[u8]) -> Option<(&str, &str, &[u8], usize)> {
+fn common_request_line(rest: &[u8]) -> Option<Line<'_, &[u8]>> {
     // Most requests are GETs: no scan for them.
     let method_len = if rest.starts_with(b"GET ") {
         3
@@ -252,10 +405,7 @@ fn common_request_line(rest: &[u8]) -> Option<(&str, &str, &[u8], usize)> {
     if !version_ok || rest.get(i + 9..i + 11) != Some(CRLF) {
         return None;
     }
-    // Method and target are ASCII, so this cannot fail (and if it did, the
-    // general path would answer).
-    let line = std::str::from_utf8(&rest[..i]).ok()?;
-    Some((&line[..method_len], &line[target_start..], version, i + 10))
+    Some((&rest[..method_len], &rest[target_start..i], version, i + 10))
 }
 
 /// Whether `bytes[i]` exists and is a HEXDIG.
@@ -278,7 +428,7 @@ fn check_partial_request_line(rest: &[u8]) -> Result<(), HttpError> {
 
 /// request-line = method SP request-target SP HTTP-version (RFC 9112 §3),
 /// with exactly one SP between the parts.
-fn parse_request_line(line: &[u8]) -> Result<(&str, &str, Version), HttpError> {
+fn parse_request_line(line: &[u8]) -> Result<(&[u8], &[u8], Version), HttpError> {
     let mut parts = line.splitn(3, |&b| b == b' ');
     let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
     else {
@@ -293,11 +443,6 @@ fn parse_request_line(line: &[u8]) -> Result<(&str, &str, Version), HttpError> {
     if target.is_empty() || !is_uri_text(target) {
         return Err(HttpError::BadRequest("invalid request-target"));
     }
-    let target =
-        std::str::from_utf8(target).map_err(|_| HttpError::BadRequest("invalid request-target"))?;
-    // `method` is all tchar, so ASCII.
-    let method =
-        std::str::from_utf8(method).map_err(|_| HttpError::BadRequest("invalid method"))?;
     Ok((method, target, version))
 }
 
@@ -322,9 +467,8 @@ fn parse_version(v: &[u8]) -> Result<Version, HttpError> {
 /// RFC 9112 §3.2: origin-form and absolute-form for any method,
 /// authority-form only (and always) for CONNECT, asterisk-form only for
 /// OPTIONS.
-fn check_target(method: &str, target: &str) -> Result<(), HttpError> {
-    let target = target.as_bytes();
-    if method == "CONNECT" {
+fn check_target(method: &[u8], target: &[u8]) -> Result<(), HttpError> {
+    if method == b"CONNECT" {
         // RFC 9110 §9.3.6: CONNECT has no default port.
         return if is_authority(target, true) {
             // A well-formed tunnel request, but this server tunnels
@@ -340,7 +484,7 @@ fn check_target(method: &str, target: &str) -> Result<(), HttpError> {
         };
     }
     if target == b"*" {
-        return if method == "OPTIONS" {
+        return if method == b"OPTIONS" {
             Ok(())
         } else {
             Err(HttpError::BadRequest(
@@ -549,7 +693,7 @@ fn lines_end_in_crlf(block: &[u8], headers: &[httparse::Header<'_>], field_size:
 /// a struct copied in and out of calls; the re-reads are `#[inline(never)]`,
 /// so they do not bloat that path (each measured with callgrind).
 struct Fields<'b, 'h> {
-    headers: &'h [httparse::Header<'b>],
+    headers: &'h [Field<'b>],
     hosts: usize,
     host: Option<&'b [u8]>,
     content_type: Option<&'b [u8]>,
@@ -563,7 +707,7 @@ struct Fields<'b, 'h> {
 
 impl<'b, 'h> Fields<'b, 'h> {
     #[inline(always)]
-    fn collect(headers: &'h [httparse::Header<'b>]) -> Self {
+    fn collect(headers: &'h [Field<'b>]) -> Self {
         let mut f = Fields {
             headers,
             hosts: 0,
@@ -576,7 +720,7 @@ impl<'b, 'h> Fields<'b, 'h> {
             connection_keep_alive: false,
         };
         for h in headers {
-            let name = h.name.as_bytes();
+            let name = h.name;
             // Names of different lengths never match: one comparison at most.
             match name.len() {
                 4 if is_field_name(name, b"host") => {
@@ -612,7 +756,7 @@ impl<'b, 'h> Fields<'b, 'h> {
     fn values(&self, name: &'static str) -> impl Iterator<Item = &'b [u8]> + 'h {
         self.headers
             .iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .filter(move |h| h.name.eq_ignore_ascii_case(name.as_bytes()))
             .map(|h| h.value)
     }
 
@@ -834,6 +978,9 @@ const IP_LITERAL: u8 = 1 << 2;
 /// What `is_uri_text` accepts besides pct-encoded octets: unreserved,
 /// sub-delims, ":", "@", "/", "?", "[" and "]".
 const URI: u8 = 1 << 3;
+/// What `common_header_section` takes in a field value: VCHAR, SP and HTAB
+/// (RFC 9110 §5.5 without obs-text, which goes the general way).
+const VALUE: u8 = 1 << 4;
 
 /// The class bits of every byte; `tests::class_table_matches_definitions`
 /// checks it against the grammar, byte by byte.
@@ -869,6 +1016,9 @@ const fn class_table() -> [u8; 256] {
         if reg_name || one_of(b":@/?[]", b) {
             bits |= URI;
         }
+        if b.is_ascii_graphic() || b == b' ' || b == b'\t' {
+            bits |= VALUE;
+        }
         table[i] = bits;
         i += 1;
     }
@@ -888,7 +1038,7 @@ mod tests {
         req: &[u8],
         limits: &Limits,
     ) -> Result<Option<(Framing, bool, bool, usize)>, HttpError> {
-        let mut storage = vec![httparse::EMPTY_HEADER; limits.fields];
+        let mut storage = vec![EMPTY_FIELD; limits.fields];
         parse_head(req, &mut storage, limits)
             .map(|h| h.map(|h| (h.framing, h.keep_alive, h.expect_continue, h.len)))
     }
@@ -923,15 +1073,15 @@ mod tests {
     #[test]
     fn simple_get() {
         let req = b"GET /index.html?q=1 HTTP/1.1\r\nHost: example.com\r\nContent-Type: text/plain\r\nAccept: */*\r\n\r\nNEXT";
-        let mut storage = [httparse::EMPTY_HEADER; 8];
+        let mut storage = [EMPTY_FIELD; 8];
         let head = parse_head(req, &mut storage, &Limits::default())
             .unwrap()
             .unwrap();
-        assert_eq!(head.method, "GET");
-        assert_eq!(head.target, "/index.html?q=1");
+        assert_eq!(head.method, b"GET");
+        assert_eq!(head.target, b"/index.html?q=1");
         assert_eq!(head.version, Version::Http11);
         assert_eq!(head.headers.len(), 3);
-        assert_eq!(head.headers[2].name, "Accept");
+        assert_eq!(head.headers[2].name, b"Accept");
         assert_eq!(&req[head.len..], b"NEXT");
         assert_eq!(head.framing, Framing::Empty);
         assert!(head.keep_alive);
@@ -1017,7 +1167,7 @@ mod tests {
             field_size: 10,
             ..Limits::default()
         };
-        let mut storage = [httparse::EMPTY_HEADER; 8];
+        let mut storage = [EMPTY_FIELD; 8];
         for partial in [
             &b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 123456\r"[..],
             b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 123456\r\n",
@@ -1044,7 +1194,7 @@ mod tests {
         let (_, ka, _, _) = ok(b"GET / HTTP/1.0\r\n\r\n");
         assert!(!ka, "1.0 defaults to close");
         // A higher 1.x minor is treated as 1.1.
-        let mut storage = [httparse::EMPTY_HEADER; 4];
+        let mut storage = [EMPTY_FIELD; 4];
         let head = parse_head(
             b"GET / HTTP/1.2\r\nHost: a\r\n\r\n",
             &mut storage,
@@ -1183,7 +1333,7 @@ mod tests {
         assert_eq!(status(&with_headers("X-A: a\x7fb\r\n")), 400);
         // HTAB and obs-text are allowed in values; OWS is trimmed.
         let req = b"GET / HTTP/1.1\r\nHost: a\r\nX-A: \t a\tb\xff \t\r\n\r\n";
-        let mut storage = [httparse::EMPTY_HEADER; 4];
+        let mut storage = [EMPTY_FIELD; 4];
         let head = parse_head(req, &mut storage, &Limits::default())
             .unwrap()
             .unwrap();
@@ -1257,7 +1407,7 @@ mod tests {
     #[test]
     fn raw_content_length_is_exposed() {
         let req = with_headers("Content-Length: 05\r\n");
-        let mut storage = [httparse::EMPTY_HEADER; 4];
+        let mut storage = [EMPTY_FIELD; 4];
         let head = parse_head(&req, &mut storage, &Limits::default())
             .unwrap()
             .unwrap();
@@ -1499,7 +1649,7 @@ mod tests {
         while req.len() <= limits.max_head() {
             req.extend_from_slice(b"A: b\r\n");
         }
-        let mut storage = vec![httparse::EMPTY_HEADER; 100];
+        let mut storage = vec![EMPTY_FIELD; 100];
         assert_eq!(
             parse_head(&req, &mut storage, &limits).map(|h| h.is_some()),
             Err(HttpError::HeaderFieldsTooLarge)
@@ -1553,6 +1703,8 @@ mod tests {
                 "IP-literal {b:#04x}"
             );
             assert_eq!(has_class(b, URI), uri, "URI {b:#04x}");
+            let value = b == b' ' || b == b'\t' || (0x21..=0x7e).contains(&b);
+            assert_eq!(has_class(b, VALUE), value, "field value {b:#04x}");
         }
     }
 
@@ -1664,5 +1816,111 @@ mod tests {
             );
         }
         assert!(accepted > 2_000, "only {accepted} lines took the fast path");
+    }
+
+    /// Whatever `common_header_section` accepts, the general path
+    /// (httparse and our checks on top) reads the same way, field by field;
+    /// and it does accept the common shapes. Every byte value is tried in a
+    /// name and in a value.
+    #[test]
+    fn common_header_section_agrees_with_the_general_path() {
+        for block in [
+            &b"\r\n"[..],
+            b"Host: a\r\n\r\n",
+            b"Host:a\r\nX-Y: 1 \t2\t \r\nE:\r\n\r\nbody",
+        ] {
+            let mut fast = [EMPTY_FIELD; 8];
+            assert!(
+                common_header_section(block, &mut fast, 100).is_some(),
+                "{block:?}"
+            );
+        }
+        let agree = |block: &[u8], fields: usize, field_size: usize| -> bool {
+            let mut fast = vec![EMPTY_FIELD; fields];
+            let Some((len, count)) = common_header_section(block, &mut fast, field_size) else {
+                return false;
+            };
+            let limits = Limits {
+                fields,
+                field_size,
+                ..Limits::default()
+            };
+            let mut general = vec![EMPTY_FIELD; fields];
+            let shown = String::from_utf8_lossy(block);
+            assert_eq!(
+                header_section(block, &mut general, block.len(), &limits),
+                Ok(Some((len, count))),
+                "{shown:?} fields {fields} field_size {field_size}"
+            );
+            assert_eq!(fast[..count], general[..count], "{shown:?}");
+            true
+        };
+        for b in 0..=u8::MAX {
+            agree(&[b"X", &[b][..], b"Y: v\r\n\r\n"].concat(), 4, 100);
+            agree(&[b"X: v", &[b][..], b"w\r\n\r\n"].concat(), 4, 100);
+            agree(&[b"X: ", &[b][..], b"\r\n\r\n"].concat(), 4, 100);
+        }
+        let mut rng = Rng(0x5851_f42d_4c95_7f2d);
+        let mut accepted = 0;
+        for _ in 0..100_000 {
+            let mut block = Vec::new();
+            for _ in 0..rng.below(6) {
+                let name = rng.pick(&[b"Host", b"X-A", b"b", b"Content-Length"]);
+                let bad_names: &[&[u8]] = &[b"", b"X Y", b"\xc3\xa9", b" X", b"\tX", b"X\x00"];
+                block.extend_from_slice(rng.often(name, bad_names));
+                block.extend_from_slice(rng.often(b":", &[b" :", b"", b"::"]));
+                block.extend_from_slice(rng.pick(&[b"", b" ", b"\t", b"  \t"]));
+                for _ in 0..rng.below(4) {
+                    let part = rng.pick(&[b"v", b"a b", b"\t", b" ", b"1,2", b"\"q\""]);
+                    let bad: &[&[u8]] = &[b"\x7f", b"\xff", b"\x00", b"\r", b"\n", b"\x01"];
+                    block.extend_from_slice(rng.often(part, bad));
+                }
+                block.extend_from_slice(rng.pick(&[b"", b" ", b"\t "]));
+                block.extend_from_slice(rng.often(b"\r\n", &[b"\n", b"\r", b"", b"\r\n "]));
+            }
+            block.extend_from_slice(rng.often(b"\r\n", &[b"\n", b"", b"\r", b" \r\n"]));
+            block.extend_from_slice(rng.pick(&[b"", b"GET", b"\r\n"]));
+            if agree(&block, 1 + rng.below(6), rng.below(30)) {
+                accepted += 1;
+            }
+        }
+        assert!(
+            accepted > 5_000,
+            "only {accepted} sections took the fast path"
+        );
+    }
+
+    /// `value_run_len` against the VALUE class byte by byte: every byte
+    /// value at every offset of a word, behind runs of every length, and
+    /// random bytes.
+    #[test]
+    fn value_run_len_matches_the_class() {
+        let bytewise = |bytes: &[u8], class: u8| {
+            bytes
+                .iter()
+                .position(|&b| !has_class(b, class))
+                .unwrap_or(bytes.len())
+        };
+        let check = |bytes: &[u8]| {
+            assert_eq!(value_run_len(bytes), bytewise(bytes, VALUE), "{bytes:?}");
+        };
+        for b in 0..=u8::MAX {
+            for run in 0..20 {
+                for after in [&b""[..], b"a", b"\r\n", b"\x00\x7f\xff"] {
+                    check(&[&b"a\tb ~!".repeat(4)[..run], &[b][..], after].concat());
+                }
+            }
+        }
+        let mut rng = Rng(0x2127_599b_f432_5c37);
+        for _ in 0..50_000 {
+            let bytes: Vec<u8> = (0..rng.below(40))
+                .map(|_| match rng.below(8) {
+                    0 => rng.below(256) as u8,
+                    1 => b'\t',
+                    _ => b' ' + rng.below(95) as u8,
+                })
+                .collect();
+            check(&bytes);
+        }
     }
 }
