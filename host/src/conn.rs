@@ -107,10 +107,16 @@ pub fn serve(conn: Conn, shared: &Shared, scratch: &mut Scratch) -> Outcome {
     let mut answered = 0;
     let outcome = serve_all(conn, shared, scratch, &peer_text, &mut answered);
     scratch.peer = peer_text;
-    // Counted once per turn, not per request: the counter is shared by the
-    // worker's threads, so each count is a locked add.
+    // Counted once per turn, not per request, in this thread's own counter;
+    // toward --max-requests (a counter the worker's threads share, so a
+    // locked add) only when that is set.
+    if answered > 0 {
+        if let Some(slot) = scratch.slot {
+            slot.count(answered);
+        }
+    }
     if let Some(m) = &shared.monitor {
-        if answered > 0 && m.slot().count_requests(answered, m.max_requests) {
+        if answered > 0 && m.max_requests > 0 && m.slot().count_requests(answered, m.max_requests) {
             tracing::info!(
                 requests = m.max_requests,
                 "worker reached --max-requests; the master will replace it"

@@ -546,7 +546,7 @@ impl Master {
                 w.recycle = true;
                 tracing::info!(
                     "worker {pid} reached --max-requests ({} served); replacing it",
-                    self.board.worker(w.index).requests()
+                    self.board.requests(w.index)
                 );
             }
         }

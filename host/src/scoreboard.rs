@@ -39,7 +39,8 @@ pub struct WorkerSlot {
     state: AtomicU32,
     /// Monotonic milliseconds (`now_ms`) of the event loop's last turn.
     heartbeat_ms: AtomicU64,
-    /// Requests answered.
+    /// Requests counted toward `--max-requests` (only when it is set: the
+    /// threads share this counter, so each count is a locked add).
     requests: AtomicU64,
     /// Set once the worker reached `--max-requests`: replace me.
     recycle: AtomicU32,
@@ -52,6 +53,9 @@ pub struct WorkerSlot {
 pub struct ThreadSlot {
     /// Monotonic milliseconds when the running request started; 0 = idle.
     started_ms: AtomicU64,
+    /// Requests this thread answered. Its thread is the only writer, so
+    /// counting is a plain load and store, not a locked add.
+    requests: AtomicU64,
     line_len: AtomicU32,
     /// The line's bytes, eight to a word (little-endian order), so that
     /// publishing it costs a few stores rather than one per byte.
@@ -139,8 +143,17 @@ impl Scoreboard {
         w.recycle.store(0, Ordering::Relaxed);
         w.message_len.store(0, Ordering::Relaxed);
         for t in 0..self.per_worker {
-            self.thread(index, t).end();
+            let t = self.thread(index, t);
+            t.end();
+            t.requests.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// The requests a worker answered: the sum over its threads.
+    pub fn requests(&self, worker: usize) -> u64 {
+        (0..self.per_worker)
+            .map(|t| self.thread(worker, t).requests.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -165,7 +178,8 @@ impl WorkerSlot {
         self.heartbeat_ms.load(Ordering::Relaxed)
     }
 
-    /// Counts `n` requests; true the first time `max` is reached (0: never).
+    /// Counts `n` requests toward `--max-requests`; true the first time
+    /// `max` is reached (0: never).
     pub fn count_requests(&self, n: u64, max: u64) -> bool {
         let n = self.requests.fetch_add(n, Ordering::Relaxed) + n;
         max > 0 && n >= max && self.recycle.swap(1, Ordering::Relaxed) == 0
@@ -173,10 +187,6 @@ impl WorkerSlot {
 
     pub fn wants_recycle(&self) -> bool {
         self.recycle.load(Ordering::Relaxed) != 0
-    }
-
-    pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
     }
 
     /// Leaves a reason for the master (a boot failure).
@@ -230,6 +240,13 @@ impl ThreadSlot {
 
     pub fn end(&self) {
         self.started_ms.store(0, Ordering::Release);
+    }
+
+    /// Counts `n` more requests answered by this thread; only this
+    /// thread may call it.
+    pub fn count(&self, n: u64) {
+        let total = self.requests.load(Ordering::Relaxed) + n;
+        self.requests.store(total, Ordering::Relaxed);
     }
 
     /// The running request: (start, line), if any and read consistently.
@@ -317,8 +334,13 @@ mod tests {
         assert_eq!(line, "GET /hang HTTP/1.1");
         t.end();
         assert_eq!(t.running(), None);
+        t.count(3);
+        board.thread(i, 0).count(2);
+        t.count(1);
+        assert_eq!(board.requests(i), 6, "the sum over the worker's threads");
         board.reset(i);
         assert_eq!(board.worker(i).state(), WorkerState::Free);
+        assert_eq!(board.requests(i), 0);
     }
 
     #[test]

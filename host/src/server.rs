@@ -127,11 +127,10 @@ struct Core {
     /// Signalled once `stop` is set (only `run` waits on it, so a
     /// `notify_one` on `changed` always reaches a thread that can serve).
     stopped: Condvar,
-    /// Connections coming back from serving, for the leader to take in.
-    returns: Mutex<Vec<(usize, Outcome)>>,
     /// The leader is (about to be) blocked in poll and must be woken for
-    /// returns. Set before the leader looks at `returns`, checked after a
-    /// return is pushed (SeqCst both), so no return waits for a timeout.
+    /// returns. Set before the leader looks at `CoreState::returns`,
+    /// checked after a return is pushed (SeqCst both), so no return waits
+    /// for a timeout.
     polling: AtomicBool,
     waker: Waker,
     /// `--threads`: how many plugin calls may run at once.
@@ -148,6 +147,10 @@ struct CoreState {
     lp_downs: u64,
     /// Connections with a complete request, waiting for a thread.
     jobs: VecDeque<Job>,
+    /// Connections coming back from serving, for the leader to take in.
+    /// Under the same lock as the jobs: a thread gives its connection back
+    /// and takes its next job in one round.
+    returns: Vec<(usize, Outcome)>,
     /// Plugin calls that may start now: `--threads` minus those running.
     permits: usize,
     /// An idle thread watches the loop while calls run (the spare).
@@ -183,11 +186,10 @@ impl Core {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn give_back(&self, idx: usize, outcome: Outcome) {
-        self.returns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((idx, outcome));
+    /// Hands a served connection back to the loop (`st` is the state
+    /// lock's guard), waking the leader if it waits in poll.
+    fn give_back(&self, st: &mut CoreState, idx: usize, outcome: Outcome) {
+        st.returns.push((idx, outcome));
         if self.polling.load(Ordering::SeqCst) {
             let _ = self.waker.wake();
         }
@@ -235,6 +237,7 @@ pub fn run(listeners: Vec<StdListener>, shared: Arc<Shared>) -> io::Result<Stop>
         free: Vec::new(),
         busy: 0,
         ready: Vec::new(),
+        returned: Vec::new(),
         listeners,
         graceful_pipe,
         fast_pipe,
@@ -250,6 +253,7 @@ pub fn run(listeners: Vec<StdListener>, shared: Arc<Shared>) -> io::Result<Stop>
             lp: Some(lp),
             lp_downs: 0,
             jobs: VecDeque::new(),
+            returns: Vec::new(),
             permits: shared.config.threads.max(1),
             spare: Spare::None,
             idle: 0,
@@ -259,7 +263,6 @@ pub fn run(listeners: Vec<StdListener>, shared: Arc<Shared>) -> io::Result<Stop>
         }),
         changed: Condvar::new(),
         stopped: Condvar::new(),
-        returns: Mutex::new(Vec::new()),
         polling: AtomicBool::new(false),
         waker,
         threads: shared.config.threads.max(1),
@@ -303,9 +306,9 @@ fn app_thread(index: usize, shared: &Shared, core: &Core) {
     // Set when this thread put the loop down because no call could start:
     // it then comes back for the loop only as the spare (below).
     let mut yielded = false;
-    // This thread's last call ended: its permit is returned at the next
-    // lock.
-    let mut finished_call = false;
+    // This thread's last call ended: its connection and its permit are
+    // given back at the next lock.
+    let mut finished: Option<(usize, Outcome)> = None;
     let mut memory = SpareMemory {
         calls: 0,
         busy_at: Instant::now(),
@@ -313,7 +316,8 @@ fn app_thread(index: usize, shared: &Shared, core: &Core) {
     loop {
         let turn = {
             let mut st = core.lock();
-            if std::mem::take(&mut finished_call) {
+            if let Some((idx, outcome)) = finished.take() {
+                core.give_back(&mut st, idx, outcome);
                 st.permits += 1;
                 st.ended += 1;
             }
@@ -413,9 +417,8 @@ fn app_thread(index: usize, shared: &Shared, core: &Core) {
             scratch = Scratch::default().reporting_to(slot);
             Outcome::Gone
         });
-        core.give_back(idx, outcome);
-        // The permit goes back under the lock the next turn takes anyway.
-        finished_call = true;
+        // Given back under the lock the next turn takes anyway.
+        finished = Some((idx, outcome));
     }
 }
 
@@ -526,6 +529,8 @@ struct Loop {
     busy: usize,
     /// Connections with a complete request found by this turn.
     ready: Vec<(usize, Conn)>,
+    /// Returned connections being taken in (a buffer kept across turns).
+    returned: Vec<(usize, Outcome)>,
     listeners: Vec<TcpListener>,
     graceful_pipe: UnixStream,
     fast_pipe: UnixStream,
@@ -621,10 +626,12 @@ impl Loop {
     }
 
     fn take_returns(&mut self, core: &Core, now: Instant) {
-        let returned = std::mem::take(&mut *core.returns.lock().unwrap_or_else(|p| p.into_inner()));
-        for (idx, outcome) in returned {
+        let mut returned = std::mem::take(&mut self.returned);
+        std::mem::swap(&mut returned, &mut core.lock().returns);
+        for (idx, outcome) in returned.drain(..) {
             self.on_returned(idx, outcome, now);
         }
+        self.returned = returned;
     }
 
     /// TERM: take what the backlog holds, stop accepting, serve what
