@@ -88,10 +88,8 @@ pub struct ResponseHead {
     has_date: bool,
     /// The application gave a Server, which replaces ours.
     has_server: bool,
-    /// The input this head was built from (see `set`), and a scratch
-    /// buffer for the next input's key.
+    /// The input this head was built from (see `set`).
     last_key: Vec<u8>,
-    key: Vec<u8>,
     /// The bytes `encode_head` last wrote from this head, and everything
     /// besides the head they depended on: an app that answers alike gets
     /// them again with one copy, rebuilt when the second (the Date) or the
@@ -143,34 +141,56 @@ impl ResponseHead {
     {
         // An app answers most requests with the same status and headers:
         // when this head is the last one again, the validated and encoded
-        // form is still here. The key is every part length-prefixed, so two
-        // different inputs never share one (it is compared before any
-        // validation, so it must not rely on what validation refuses).
-        let mut key = std::mem::take(&mut self.key);
-        key.clear();
-        let mut part = |bytes: &[u8]| {
-            key.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-            key.extend_from_slice(bytes);
-        };
-        part(status);
-        for (name, value) in headers.clone() {
-            part(name);
-            part(value);
-        }
-        if self.status != 0 && key == self.last_key {
-            self.key = key;
+        // form is still here. The last input is kept as its parts, each
+        // length-prefixed, so two different inputs never match (it is
+        // compared before any validation, so it must not rely on what
+        // validation refuses), and compared in place: nothing is copied
+        // unless it differs.
+        if self.status != 0 && self.is_last_input(status, headers.clone()) {
             return Ok(());
         }
         self.clear();
-        let result = self.fill(status, headers);
+        let result = self.fill(status, headers.clone());
+        self.last_key.clear();
         if result.is_err() {
             self.clear();
-            self.last_key.clear();
         } else {
-            std::mem::swap(&mut self.last_key, &mut key);
+            let key = &mut self.last_key;
+            let mut part = |bytes: &[u8]| {
+                key.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+                key.extend_from_slice(bytes);
+            };
+            part(status);
+            for (name, value) in headers {
+                part(name);
+                part(value);
+            }
         }
-        self.key = key;
         result
+    }
+
+    /// Whether `status` and `headers` are the input `last_key` holds.
+    fn is_last_input<'a>(
+        &self,
+        status: &[u8],
+        headers: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> bool {
+        let mut rest = &self.last_key[..];
+        let mut same = |bytes: &[u8]| {
+            let Some((len, after)) = rest.split_first_chunk::<8>() else {
+                return false;
+            };
+            let Some((kept, after)) = after.split_at_checked(bytes.len()) else {
+                return false;
+            };
+            rest = after;
+            u64::from_le_bytes(*len) == bytes.len() as u64 && kept == bytes
+        };
+        same(status)
+            && headers
+                .into_iter()
+                .all(|(name, value)| same(name) && same(value))
+            && rest.is_empty()
     }
 
     fn clear(&mut self) {
