@@ -713,6 +713,24 @@ mod tests {
         assert_eq!(h.set(b"200 OK", split), Err(InvalidResponse::HeaderValue));
         h.set(b"404 Not Found", ok).unwrap();
         assert_eq!(h.status(), 404);
+        // Fewer or more headers than the kept input, which it begins with
+        // or which begins it, are a new head.
+        let two: [(&[u8], &[u8]); 2] = [(b"A", b"b"), (b"C", b"d")];
+        for (input, fresh) in [
+            (&ok[..], &two[..]),
+            (&two[..], &ok[..]),
+            (&ok[..], &none[..]),
+        ] {
+            h.set(b"200 OK", input.iter().copied()).unwrap();
+            h.set(b"200 OK", fresh.iter().copied()).unwrap();
+            let mut want = ResponseHead::new();
+            want.set(b"200 OK", fresh.iter().copied()).unwrap();
+            assert_eq!(
+                format!("{h:?}"),
+                format!("{want:?}"),
+                "{input:?} then {fresh:?}"
+            );
+        }
     }
 
     /// RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason ].
