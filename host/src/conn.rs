@@ -56,27 +56,33 @@ pub enum Outcome {
     Gone,
 }
 
-/// Per-app-thread buffers, reused across requests and connections so that
-/// no connection owns them while idle.
+/// Per-app-thread state, reused across requests and connections so that
+/// no connection owns it while idle.
+#[derive(Default)]
 pub struct Scratch {
+    /// The peer's address text, apart from the rest so that requests can
+    /// borrow it while they use the buffers.
+    peer: PeerText,
+    bufs: Buffers,
+}
+
+struct Buffers {
     out: Vec<u8>,
     head: ResponseHead,
     headers: Vec<nwsgi_header>,
     path: Vec<u8>,
-    peer: PeerText,
     /// Where this app thread publishes its running request for the
     /// master's timeout check.
     slot: Option<&'static ThreadSlot>,
 }
 
-impl Default for Scratch {
-    fn default() -> Scratch {
-        Scratch {
+impl Default for Buffers {
+    fn default() -> Buffers {
+        Buffers {
             out: Vec::with_capacity(16 * 1024),
             head: ResponseHead::new(),
             headers: Vec::with_capacity(32),
             path: Vec::new(),
-            peer: PeerText::default(),
             slot: None,
         }
     }
@@ -84,7 +90,7 @@ impl Default for Scratch {
 
 impl Scratch {
     pub fn reporting_to(mut self, slot: Option<&'static ThreadSlot>) -> Scratch {
-        self.slot = slot;
+        self.bufs.slot = slot;
         self
     }
 }
@@ -102,16 +108,15 @@ enum Step {
 /// Serves every complete request in `conn.buf`.
 pub fn serve(conn: Conn, shared: &Shared, scratch: &mut Scratch) -> Outcome {
     // The peer's address as text, once for every request of this turn.
-    let mut peer_text = std::mem::take(&mut scratch.peer);
-    peer_text.set(conn.peer, conn.local);
+    let Scratch { peer, bufs } = scratch;
+    peer.set(conn.peer, conn.local);
     let mut answered = 0;
-    let outcome = serve_all(conn, shared, scratch, &peer_text, &mut answered);
-    scratch.peer = peer_text;
+    let outcome = serve_all(conn, shared, bufs, peer, &mut answered);
     // Counted once per turn, not per request, in this thread's own counter;
     // toward --max-requests (a counter the worker's threads share, so a
     // locked add) only when that is set.
     if answered > 0 {
-        if let Some(slot) = scratch.slot {
+        if let Some(slot) = bufs.slot {
             slot.count(answered);
         }
     }
@@ -129,7 +134,7 @@ pub fn serve(conn: Conn, shared: &Shared, scratch: &mut Scratch) -> Outcome {
 fn serve_all(
     mut conn: Conn,
     shared: &Shared,
-    scratch: &mut Scratch,
+    scratch: &mut Buffers,
     peer_text: &PeerText,
     answered: &mut u64,
 ) -> Outcome {
@@ -141,6 +146,11 @@ fn serve_all(
     loop {
         let Conn { stream, buf, .. } = &mut conn;
         let pending = &buf[start..];
+        if pending.is_empty() {
+            // Every request answered: nothing to parse (and no header
+            // slots to set up for nothing).
+            break;
+        }
         let step = parse_request(pending, limits, |parsed| match parsed {
             Ok(Some(head)) => Step::Served {
                 consumed: head.len,
@@ -191,7 +201,7 @@ fn serve_all(
 }
 
 /// Sends what is pending and hands the connection back for closing.
-fn close(mut conn: Conn, scratch: &mut Scratch, timeout: std::time::Duration) -> Outcome {
+fn close(mut conn: Conn, scratch: &mut Buffers, timeout: std::time::Duration) -> Outcome {
     match flush(&mut conn.stream, &mut scratch.out, timeout) {
         Ok(()) => Outcome::Close(conn),
         Err(_) => Outcome::Gone,
@@ -252,17 +262,16 @@ fn handle(
     buf: &[u8],
     peer_text: &PeerText,
     shared: &Shared,
-    scratch: &mut Scratch,
+    scratch: &mut Buffers,
     answered: &mut u64,
 ) -> Handled {
     let config = &shared.config;
-    let Scratch {
+    let Buffers {
         out,
         head: response_head,
         headers,
         path,
         slot,
-        ..
     } = scratch;
 
     headers.clear();
@@ -375,6 +384,10 @@ pub fn check_head(
 /// A line end followed by an empty line: CRLF or a bare LF (which the
 /// parser refuses, but only once it sees it). Every complete head has one.
 fn has_blank_line(buf: &[u8]) -> bool {
+    // Nearly always the head just arrived whole and ends the buffer.
+    if buf.ends_with(b"\r\n\r\n") {
+        return true;
+    }
     buf.iter()
         .enumerate()
         .any(|(i, &b)| b == b'\n' && matches!(&buf[i + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
