@@ -1114,6 +1114,13 @@ fn swap_serves_connections_queued_in_a_busy_worker() {
         wait_for_build(&server, &build, TIMEOUT);
         thread::sleep(Duration::from_millis(100));
     }
+    // The load's clients stay on the v3 worker until it retires and closes
+    // their connections, which can take longer than the pause above on a
+    // busy machine: wait until it is gone (the master and one worker
+    // left), then give each client time for a request on v4 (four clients
+    // share one 20 ms thread).
+    wait_for_group_size(&server, server.pid(), 2, TIMEOUT);
+    thread::sleep(Duration::from_millis(300));
     let tally = load.finish();
     assert_no_failures(&tally, &server);
     assert!(
