@@ -14,7 +14,7 @@ use crate::access_log::Entry;
 use crate::body::BodyReader;
 use crate::call::{flush, run, Exchange};
 use crate::environ::{percent_decode, target_path, EnvironParts, HostEnviron, PeerText};
-use crate::parse::{parse_head, Field, RequestHead, EMPTY_FIELD};
+use crate::parse::{parse_head, with_slots, RequestHead, EMPTY_FIELD};
 use crate::response::{encode_error, ResponseHead};
 use crate::scoreboard::ThreadSlot;
 use crate::server::Shared;
@@ -24,8 +24,6 @@ const FLUSH_AT: usize = 64 * 1024;
 /// An unread request body this small is read and dropped to keep the
 /// connection; a larger one closes it instead.
 const DRAIN_MAX: u64 = 64 * 1024;
-/// Header slots on the stack; larger --limit-request-fields use the heap.
-const STACK_FIELDS: usize = 100;
 
 /// One client connection. While idle it holds no buffer at all: `buf` is
 /// released when empty, so an idle keep-alive connection costs this struct.
@@ -119,13 +117,13 @@ pub fn serve(conn: Conn, shared: &Shared, scratch: &mut Scratch) -> Outcome {
         if let Some(slot) = bufs.slot {
             slot.count(answered);
         }
-    }
-    if let Some(m) = &shared.monitor {
-        if answered > 0 && m.max_requests > 0 && m.slot().count_requests(answered, m.max_requests) {
-            tracing::info!(
-                requests = m.max_requests,
-                "worker reached --max-requests; the master will replace it"
-            );
+        if let Some(m) = &shared.monitor {
+            if m.slot().count_requests(answered, m.max_requests) {
+                tracing::info!(
+                    requests = m.max_requests,
+                    "worker reached --max-requests; the master will replace it"
+                );
+            }
         }
     }
     outcome
@@ -231,18 +229,9 @@ fn parse_request<'b, R>(
             parsed => return f(parsed),
         }
     }
-    with_field_slots(limits.fields, |slots| f(parse_head(buf, slots, limits)))
-}
-
-/// Runs `f` with `n` header slots: on the stack up to STACK_FIELDS (the
-/// default limit), on the heap beyond.
-fn with_field_slots<'b, R>(n: usize, f: impl FnOnce(&mut [Field<'b>]) -> R) -> R {
-    if n <= STACK_FIELDS {
-        let mut stack = [EMPTY_FIELD; STACK_FIELDS];
-        f(&mut stack[..n])
-    } else {
-        f(&mut vec![EMPTY_FIELD; n])
-    }
+    with_slots(limits.fields, EMPTY_FIELD, |slots| {
+        f(parse_head(buf, slots, limits))
+    })
 }
 
 struct Handled {

@@ -289,8 +289,10 @@ fn header_section<'b>(
     head_so_far: usize,
     limits: &Limits,
 ) -> Result<Option<(usize, usize)>, HttpError> {
-    with_header_slots(storage.len(), |slots| {
-        match httparse::parse_headers(block, slots) {
+    with_slots(
+        storage.len(),
+        httparse::EMPTY_HEADER,
+        |slots| match httparse::parse_headers(block, slots) {
             Ok(httparse::Status::Complete((len, headers))) => {
                 check_parsed_lines(&block[..len], headers, limits.field_size)?;
                 for (field, h) in storage.iter_mut().zip(headers) {
@@ -306,21 +308,22 @@ fn header_section<'b>(
                 Ok(None)
             }
             Err(e) => Err(from_httparse(e)),
-        }
-    })
+        },
+    )
 }
 
-/// httparse header slots on the stack when there are at most this many;
-/// more (a large --limit-request-fields) use the heap.
-const STACK_HEADERS: usize = 100;
+/// Header slots on the stack when there are at most this many (the default
+/// --limit-request-fields); more use the heap.
+const STACK_SLOTS: usize = 100;
 
-/// Runs `f` with `n` httparse header slots.
-fn with_header_slots<'b, R>(n: usize, f: impl FnOnce(&mut [httparse::Header<'b>]) -> R) -> R {
-    if n <= STACK_HEADERS {
-        let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+/// Runs `f` with `n` header slots, each `empty` to start with: ours
+/// (`Field`) or httparse's.
+pub(crate) fn with_slots<T: Copy, R>(n: usize, empty: T, f: impl FnOnce(&mut [T]) -> R) -> R {
+    if n <= STACK_SLOTS {
+        let mut stack = [empty; STACK_SLOTS];
         f(&mut stack[..n])
     } else {
-        f(&mut vec![httparse::EMPTY_HEADER; n])
+        f(&mut vec![empty; n])
     }
 }
 

@@ -179,10 +179,14 @@ impl WorkerSlot {
     }
 
     /// Counts `n` requests toward `--max-requests`; true the first time
-    /// `max` is reached (0: never).
+    /// `max` is reached. With `max` 0 (no limit) nothing is counted, and
+    /// the locked add is saved.
     pub fn count_requests(&self, n: u64, max: u64) -> bool {
+        if max == 0 {
+            return false;
+        }
         let n = self.requests.fetch_add(n, Ordering::Relaxed) + n;
-        max > 0 && n >= max && self.recycle.swap(1, Ordering::Relaxed) == 0
+        n >= max && self.recycle.swap(1, Ordering::Relaxed) == 0
     }
 
     pub fn wants_recycle(&self) -> bool {

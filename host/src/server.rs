@@ -168,6 +168,19 @@ struct CoreState {
     stop: Option<Stop>,
 }
 
+impl CoreState {
+    /// The next queued job, if a call may start: its permit is taken.
+    fn start_call(&mut self) -> Option<Job> {
+        if self.permits == 0 {
+            return None;
+        }
+        let job = self.jobs.pop_front()?;
+        self.permits -= 1;
+        self.calls += 1;
+        Some(job)
+    }
+}
+
 /// The one idle thread that keeps the loop attended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Spare {
@@ -182,7 +195,7 @@ enum Spare {
 }
 
 impl Core {
-    fn lock(&self) -> std::sync::MutexGuard<'_, CoreState> {
+    fn lock(&self) -> MutexGuard<'_, CoreState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -333,13 +346,9 @@ fn app_thread(index: usize, shared: &Shared, core: &Core) {
                 if st.stop.is_some() {
                     return;
                 }
-                if st.permits > 0 {
-                    if let Some(job) = st.jobs.pop_front() {
-                        st.permits -= 1;
-                        st.calls += 1;
-                        hand_on_spare(core, &st);
-                        break Turn::Serve(job.idx, job.conn);
-                    }
+                if let Some(job) = st.start_call() {
+                    hand_on_spare(core, &st);
+                    break Turn::Serve(job.idx, job.conn);
                 }
                 let (may_lead, stuck) = match woke {
                     Woke::Plain => (true, false),
@@ -386,13 +395,10 @@ fn app_thread(index: usize, shared: &Shared, core: &Core) {
                 // their calls and wait (as the spare, this thread comes
                 // back for the loop after TAKEOVER) rather than poll beside
                 // them and wake for each connection they give back.
-                if st.permits == 0 {
+                let Some(mine) = st.start_call() else {
                     yielded = true;
                     continue;
-                }
-                st.permits -= 1;
-                st.calls += 1;
-                let mine = st.jobs.pop_front().expect("the loop had work");
+                };
                 let mine = (mine.idx, mine.conn);
                 // Idle threads are woken only for what this one cannot do:
                 // more jobs with permits for them, or a loop no spare
