@@ -48,7 +48,7 @@ fn field<'a>(stdout: &'a str, key: &str) -> &'a str {
 #[test]
 fn check_reports_a_rust_plugin() {
     let out = check(&hello());
-    assert_eq!(field(&out, "abi"), "1.1", "{out}");
+    assert_eq!(field(&out, "abi"), "1.2", "{out}");
     let flags = field(&out, "flags");
     assert!(
         flags == "thread-safe" || flags == "none",
@@ -60,7 +60,7 @@ fn check_reports_a_rust_plugin() {
 #[test]
 fn check_reports_a_c_plugin() {
     let out = check(&plugin_spec(&artifacts::hello_c(), "app"));
-    assert_eq!(field(&out, "abi"), "1.1", "{out}");
+    assert_eq!(field(&out, "abi"), "1.2", "{out}");
     assert_eq!(field(&out, "flags"), "thread-safe", "{out}");
     assert_eq!(field(&out, "name"), "hello-c", "{out}");
 }
@@ -138,7 +138,7 @@ fn another_major_version_is_an_error() {
     let path = artifacts::bad_plugin("major2");
     assert_load_error(
         &plugin_spec(&path, "app"),
-        &[&path_str(&path), "app", "2.0", "1.1"],
+        &[&path_str(&path), "app", "2.0", "1.2"],
     );
 }
 

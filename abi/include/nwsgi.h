@@ -1,5 +1,5 @@
 /*
- * nwsgi.h — the Native Web Server Gateway Interface, ABI 1.1.
+ * nwsgi.h — the Native Web Server Gateway Interface, ABI 1.2.
  *
  * What WSGI (PEP 3333) is to Python, this header is to native code: a server
  * (the `host` binary) owns sockets, HTTP/1.1 and worker processes; an
@@ -46,6 +46,12 @@
  * History
  *  - 1.0: initial version.
  *  - 1.1: `nwsgi_app.name` (display name shown by `host check` and logs).
+ *  - 1.2: `api->start_response_static` with `nwsgi_response_head` (a head
+ *         the application declares once: the host validates and encodes it
+ *         once, not per request) and `api->write_last` (the whole rest of
+ *         the body in one call, with no body iterator). Both are faster ways
+ *         to say what 1.0 can already say. Before using them, check that
+ *         the host has them: NWSGI_API_HAS(env->api, write_last).
  */
 #ifndef NWSGI_H
 #define NWSGI_H
@@ -60,7 +66,7 @@ extern "C" {
 /* "NWSG" read as a little-endian u32. */
 #define NWSGI_MAGIC 0x4753574Eu
 #define NWSGI_ABI_MAJOR 1
-#define NWSGI_ABI_MINOR 1
+#define NWSGI_ABI_MINOR 2
 
 #if defined(__GNUC__) || defined(__clang__)
 #define NWSGI_EXPORT __attribute__((visibility("default")))
@@ -141,6 +147,18 @@ typedef struct nwsgi_request nwsgi_request;
 
 struct nwsgi_environ;
 
+/* 1.2. A response head for api->start_response_static: what start_response
+ * takes, as one object the application keeps. The head, its header array and
+ * every byte they point to must stay valid and unchanged for as long as the
+ * library stays loaded: declare it `static const`. The host may remember
+ * what it derived from a head (the validation result, the encoded bytes) by
+ * the head's address, so a head changed in place may go out as it was. */
+typedef struct nwsgi_response_head {
+    nwsgi_str status;             /* "200 OK" */
+    const nwsgi_header *headers;  /* may be NULL when n_headers is 0 */
+    size_t n_headers;
+} nwsgi_response_head;
+
 /* ------------------------------------------------------------------------ */
 /* Host API: functions the host provides to the application                  */
 /* ------------------------------------------------------------------------ */
@@ -212,8 +230,42 @@ typedef struct nwsgi_host_api {
      * non-zero value `fn` returned. */
     int32_t (*environ_each)(const struct nwsgi_environ *env, nwsgi_environ_each_fn fn, void *user);
 
+    /* -- 1.2: present when NWSGI_API_HAS(api, <name>) -- */
+
+    /* start_response with a head declared once (see nwsgi_response_head):
+     * the same rules, arguments and return codes as
+     *   start_response(req, head->status, head->headers, head->n_headers, exc_info)
+     * but a head the host has seen before on this thread costs it one
+     * pointer comparison instead of a validation. An invalid head is refused
+     * with NWSGI_E_INVALID every time it is used, as start_response would. */
+    int32_t (*start_response_static)(nwsgi_request *req, const nwsgi_response_head *head,
+                                     const nwsgi_exc_info *exc_info);
+
+    /* The rest of the body, whole: as if the body iterator's `next` had
+     * returned these bytes with NWSGI_BODY_LAST. Valid only after
+     * start_response. `data` is borrowed for the call (copied or sent before
+     * it returns); `len` may be 0. If nothing of the body was sent yet, the
+     * host frames the response with Content-Length; it may hold the bytes
+     * briefly to batch them with the responses of pipelined requests.
+     * After it the body is complete: later write/write_last calls return
+     * NWSGI_E_STATE and the host never calls the body iterator's `next`
+     * (it still calls `close`, if set). Return codes as for write:
+     * NWSGI_OK, NWSGI_E_STATE (no start_response yet: then the call had no
+     * effect; or the body is already complete), NWSGI_E_INVALID (the head was invalid: the answer
+     * is a 500), or NWSGI_E_DISCONNECTED.
+     * The smallest whole response is thus
+     *   api->start_response_static(req, &HEAD, NULL);
+     *   return api->write_last(req, bytes, len);   with *body left zeroed. */
+    int32_t (*write_last)(nwsgi_request *req, const uint8_t *data, size_t len);
+
     /* -- fields added in later minor versions go here, at the end -- */
 } nwsgi_host_api;
+
+/* Does this host's table have `field` (one added in a later minor version)?
+ * E.g. NWSGI_API_HAS(env->api, write_last). A plugin that calls a 1.2
+ * function without this check fails on a 1.0 or 1.1 host. */
+#define NWSGI_API_HAS(api, field) \
+    ((size_t)(api)->struct_size >= offsetof(nwsgi_host_api, field) + sizeof((api)->field))
 
 /* ------------------------------------------------------------------------ */
 /* The environ                                                               */

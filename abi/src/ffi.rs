@@ -14,7 +14,7 @@ use std::ffi::{c_char, c_void};
 /// "NWSG" read as a little-endian u32.
 pub const NWSGI_MAGIC: u32 = 0x4753_574E;
 pub const NWSGI_ABI_MAJOR: u16 = 1;
-pub const NWSGI_ABI_MINOR: u16 = 1;
+pub const NWSGI_ABI_MINOR: u16 = 2;
 
 pub const NWSGI_OK: i32 = 0;
 pub const NWSGI_ERROR: i32 = -1;
@@ -95,6 +95,21 @@ pub struct nwsgi_exc_info {
     pub message: nwsgi_str,
 }
 
+/// 1.2: a response head the application declares once (`static`) for
+/// `start_response_static`; it and everything it points to stay unchanged
+/// while the library is loaded.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct nwsgi_response_head {
+    pub status: nwsgi_str,
+    pub headers: *const nwsgi_header,
+    pub n_headers: usize,
+}
+
+// SAFETY: the header makes a response head immutable for as long as the
+// library is loaded; it is meant to be a `static` shared by every thread.
+unsafe impl Sync for nwsgi_response_head {}
+
 /// Opaque per-request handle owned by the host.
 #[repr(C)]
 #[derive(StableAbi)]
@@ -145,6 +160,28 @@ pub struct nwsgi_host_api {
         f: nwsgi_environ_each_cb,
         user: *mut c_void,
     ) -> i32,
+    // -- 1.2 --
+    pub start_response_static: unsafe extern "C" fn(
+        req: *mut nwsgi_request,
+        head: *const nwsgi_response_head,
+        exc_info: *const nwsgi_exc_info,
+    ) -> i32,
+    pub write_last:
+        unsafe extern "C" fn(req: *mut nwsgi_request, data: *const u8, len: usize) -> i32,
+}
+
+/// Size of the ABI 1.0 (and 1.1) host table: everything before
+/// `start_response_static`. A table at least this large has every 1.0
+/// function; later ones are there only if `struct_size` covers them.
+pub const NWSGI_HOST_API_SIZE_1_0: usize =
+    std::mem::offset_of!(nwsgi_host_api, start_response_static);
+
+impl nwsgi_host_api {
+    /// Whether this table has the 1.2 functions (`start_response_static`,
+    /// `write_last`): the `NWSGI_API_HAS` test of the header.
+    pub fn has_1_2(&self) -> bool {
+        self.struct_size as usize >= std::mem::size_of::<nwsgi_host_api>()
+    }
 }
 
 #[repr(C)]

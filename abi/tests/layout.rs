@@ -47,6 +47,11 @@ fn rust_structs() -> Vec<RustStruct> {
         rust_struct!(nwsgi_str { ptr, len }),
         rust_struct!(nwsgi_header { name, value }),
         rust_struct!(nwsgi_exc_info { message }),
+        rust_struct!(nwsgi_response_head {
+            status,
+            headers,
+            n_headers
+        }),
         rust_struct!(nwsgi_host_api {
             struct_size,
             abi_major,
@@ -57,6 +62,8 @@ fn rust_structs() -> Vec<RustStruct> {
             log,
             environ_get,
             environ_each,
+            start_response_static,
+            write_last,
         }),
         rust_struct!(nwsgi_environ {
             struct_size,
@@ -363,6 +370,58 @@ fn rust_mirror_matches_c_header() {
     // The 1.0 descriptor size the host accepts is the prefix up to `name`.
     assert_eq!(ffi::NWSGI_APP_SIZE_1_0, c.offsets["nwsgi_app.name"]);
     assert!(ffi::NWSGI_APP_SIZE_1_0 < size_of::<ffi::nwsgi_app>());
+    // Likewise the 1.0 host table: everything before the 1.2 functions.
+    assert_eq!(
+        ffi::NWSGI_HOST_API_SIZE_1_0,
+        c.offsets["nwsgi_host_api.start_response_static"]
+    );
+}
+
+/// `NWSGI_API_HAS`, the C test a plugin makes before calling a 1.2
+/// function, on a table of each size a host may have: 1.0/1.1, one pointer
+/// short of 1.2, and 1.2.
+#[test]
+fn api_has_tells_which_functions_a_table_has() {
+    let full = size_of::<ffi::nwsgi_host_api>();
+    let short = full - size_of::<usize>();
+    let sizes = [
+        ("V10", ffi::NWSGI_HOST_API_SIZE_1_0),
+        ("SHORT", short),
+        ("V12", full),
+    ];
+    let mut source = String::from(
+        "#include <stdio.h>\n\
+         #include <string.h>\n\
+         #include \"nwsgi.h\"\n\
+         \n\
+         int main(void) {\n\
+         \x20   nwsgi_host_api api;\n\
+         \x20   memset(&api, 0, sizeof api);\n",
+    );
+    for (tag, size) in sizes {
+        source.push_str(&format!("    api.struct_size = {size};\n"));
+        for field in ["environ_each", "start_response_static", "write_last"] {
+            source.push_str(&format!(
+                "    printf(\"const {tag}_{field} %d\\n\", (int)NWSGI_API_HAS(&api, {field}));\n"
+            ));
+        }
+    }
+    source.push_str("    return 0;\n}\n");
+    let c = run_c("api-has", &source, &current_include_dir());
+    let expect = [
+        ("V10_environ_each", 1),
+        ("V10_start_response_static", 0),
+        ("V10_write_last", 0),
+        ("SHORT_environ_each", 1),
+        ("SHORT_start_response_static", 1),
+        ("SHORT_write_last", 0),
+        ("V12_environ_each", 1),
+        ("V12_start_response_static", 1),
+        ("V12_write_last", 1),
+    ];
+    for (name, value) in expect {
+        assert_eq!(c.constants[name], value, "NWSGI_API_HAS for {name}");
+    }
 }
 
 #[test]
@@ -374,13 +433,22 @@ fn abi_1_0_is_a_prefix_of_the_current_abi() {
         fixture.join("nwsgi.h").display()
     );
 
-    // At 1.0, nwsgi_app had no `name`; everything else is unchanged.
+    // At 1.0, nwsgi_app had no `name` (1.1), the host table ended at
+    // `environ_each` and there was no nwsgi_response_head (1.2); everything
+    // else is unchanged.
     let mut structs = rust_structs();
+    structs.retain(|s| s.name != "nwsgi_response_head");
     let app = structs
         .iter_mut()
         .find(|s| s.name == "nwsgi_app")
         .expect("nwsgi_app is in the table");
     assert_eq!(app.fields.pop().map(|f| f.0), Some("name"));
+    let api = structs
+        .iter_mut()
+        .find(|s| s.name == "nwsgi_host_api")
+        .expect("nwsgi_host_api is in the table");
+    assert_eq!(api.fields.pop().map(|f| f.0), Some("write_last"));
+    assert_eq!(api.fields.pop().map(|f| f.0), Some("start_response_static"));
 
     let constants = rust_constants();
     let c = run_c("abi-1.0", &probe_for(&structs, &constants), &fixture);
@@ -393,9 +461,17 @@ fn abi_1_0_is_a_prefix_of_the_current_abi() {
             ffi::NWSGI_APP_SIZE_1_0
         ));
     }
+    let (api_size, _) = c.sizes["nwsgi_host_api"];
+    if api_size != ffi::NWSGI_HOST_API_SIZE_1_0 {
+        mismatches.push(format!(
+            "sizeof(nwsgi_host_api) at 1.0 is {api_size}, NWSGI_HOST_API_SIZE_1_0 is {}",
+            ffi::NWSGI_HOST_API_SIZE_1_0
+        ));
+    }
     for s in &structs {
-        // Structs other than the descriptor did not change in 1.1.
-        if s.name != "nwsgi_app" {
+        // The descriptor grew in 1.1 and the host table in 1.2; the other
+        // structs never changed.
+        if s.name != "nwsgi_app" && s.name != "nwsgi_host_api" {
             let c_size = c.sizes[s.name];
             if c_size != (s.size, s.align) {
                 mismatches.push(format!(

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use abi::ffi::{
     nwsgi_body, nwsgi_environ_each_cb, nwsgi_exc_info, nwsgi_header, nwsgi_host_api, nwsgi_request,
-    nwsgi_str, NWSGI_ABI_MAJOR, NWSGI_ABI_MINOR, NWSGI_BODY_END, NWSGI_BODY_LAST, NWSGI_BODY_MORE,
-    NWSGI_ERROR, NWSGI_E_BAD_BODY, NWSGI_E_DISCONNECTED, NWSGI_E_HEADERS_SENT, NWSGI_E_INVALID,
-    NWSGI_E_STATE, NWSGI_OK,
+    nwsgi_response_head, nwsgi_str, NWSGI_ABI_MAJOR, NWSGI_ABI_MINOR, NWSGI_BODY_END,
+    NWSGI_BODY_LAST, NWSGI_BODY_MORE, NWSGI_ERROR, NWSGI_E_BAD_BODY, NWSGI_E_DISCONNECTED,
+    NWSGI_E_HEADERS_SENT, NWSGI_E_INVALID, NWSGI_E_STATE, NWSGI_OK,
 };
 use mio::net::TcpStream;
 
@@ -43,6 +43,8 @@ pub static HOST_API: nwsgi_host_api = nwsgi_host_api {
     log: host_log,
     environ_get: crate::environ::environ_get,
     environ_each: environ_each_trampoline,
+    start_response_static: host_start_response_static,
+    write_last: host_write_last,
 };
 
 // `environ_each` takes its callback wrapped for abi_stable's derive; the
@@ -98,6 +100,9 @@ pub struct Exchange<'a> {
     /// Cleared when the connection must close after this response.
     pub keep_alive: bool,
     phase: Phase,
+    /// The app gave the rest of the body with write_last: the body
+    /// iterator is not asked for more.
+    body_complete: bool,
     /// Bytes of body the app's Content-Length still allows (Length only).
     remaining: u64,
     /// A malformed or timed-out body: answered with its own status.
@@ -132,6 +137,7 @@ impl<'a> Exchange<'a> {
             is_head,
             keep_alive,
             phase: Phase::NotStarted,
+            body_complete: false,
             remaining: 0,
             body_error: None,
             write_timeout,
@@ -162,8 +168,11 @@ impl<'a> Exchange<'a> {
         flush(self.stream, self.out, self.write_timeout)
     }
 
+    /// `static_key` is the address of the app's static head (ABI 1.2
+    /// `start_response_static`) the arguments come from, or 0.
     fn start_response(
         &mut self,
+        static_key: usize,
         status: &[u8],
         headers: &[nwsgi_header],
         exc_info: Option<&[u8]>,
@@ -192,7 +201,7 @@ impl<'a> Exchange<'a> {
             // SAFETY: the app's header strings are borrowed for this call.
             unsafe { (h.name.as_bytes(), h.value.as_bytes()) }
         });
-        match self.head.set(status, pairs) {
+        match self.head.set_static(static_key, status, pairs) {
             Ok(()) => {
                 self.phase = Phase::Started;
                 self.status = self.head.status();
@@ -281,6 +290,9 @@ impl<'a> Exchange<'a> {
 
     /// The app's write(): transmitted before it returns.
     fn write(&mut self, data: &[u8]) -> i32 {
+        if self.body_complete {
+            return NWSGI_E_STATE;
+        }
         match self.phase {
             Phase::NotStarted | Phase::Done => return NWSGI_E_STATE,
             Phase::Invalid => return NWSGI_E_INVALID,
@@ -295,6 +307,19 @@ impl<'a> Exchange<'a> {
         }
         self.append_body(data);
         self.send_now()
+    }
+
+    /// The app's write_last (ABI 1.2): the rest of the body, as if the
+    /// iterator had returned it with NWSGI_BODY_LAST.
+    fn write_last(&mut self, data: &[u8]) -> i32 {
+        // Refused before start_response, with no effect: the app may still
+        // start and answer through its iterator.
+        if self.body_complete || self.phase == Phase::NotStarted {
+            return NWSGI_E_STATE;
+        }
+        // Whatever the outcome, the app has said its body ends here.
+        self.body_complete = true;
+        self.chunk(data, true)
     }
 
     /// A chunk from the body iterator.
@@ -500,7 +525,7 @@ pub fn run(plugin: &Plugin, env: &HostEnviron<'_>, ex: &mut Exchange<'_>) {
         return;
     }
     loop {
-        if unsafe { (*req).aborted() || (*req).phase == Phase::Done } {
+        if unsafe { (*req).aborted() || (*req).phase == Phase::Done || (*req).body_complete } {
             break;
         }
         let mut chunk = nwsgi_str::EMPTY;
@@ -568,7 +593,36 @@ unsafe extern "C" fn host_start_response(
         let exc = unsafe { exc_info.as_ref().map(|e| e.message.as_bytes()) };
         // SAFETY: as above.
         let status = unsafe { status.as_bytes() };
-        ex.start_response(status, headers, exc)
+        ex.start_response(0, status, headers, exc)
+    })
+}
+
+unsafe extern "C" fn host_start_response_static(
+    req: *mut nwsgi_request,
+    head: *const nwsgi_response_head,
+    exc_info: *const nwsgi_exc_info,
+) -> i32 {
+    ffi_guard(NWSGI_ERROR, || {
+        // SAFETY: see host_start_response; `head` is null or, per the
+        // header, a head that stays valid and unchanged while the library
+        // is loaded.
+        let (Some(ex), Some(head)) = (unsafe { exchange(req) }, unsafe { head.as_ref() }) else {
+            return NWSGI_E_INVALID;
+        };
+        if head.headers.is_null() && head.n_headers > 0 {
+            return NWSGI_E_INVALID;
+        }
+        let headers = if head.n_headers == 0 {
+            &[][..]
+        } else {
+            // SAFETY: non-null and `n_headers` long, per the contract.
+            unsafe { std::slice::from_raw_parts(head.headers, head.n_headers) }
+        };
+        // SAFETY: as in host_start_response.
+        let exc = unsafe { exc_info.as_ref().map(|e| e.message.as_bytes()) };
+        // SAFETY: static, per the contract.
+        let status = unsafe { head.status.as_bytes() };
+        ex.start_response(head as *const _ as usize, status, headers, exc)
     })
 }
 
@@ -584,6 +638,21 @@ unsafe extern "C" fn host_write(req: *mut nwsgi_request, data: *const u8, len: u
         // SAFETY: `len` readable bytes borrowed for the call.
         let data = unsafe { nwsgi_str { ptr: data, len }.as_bytes() };
         ex.write(data)
+    })
+}
+
+unsafe extern "C" fn host_write_last(req: *mut nwsgi_request, data: *const u8, len: usize) -> i32 {
+    ffi_guard(NWSGI_ERROR, || {
+        // SAFETY: see host_start_response.
+        let Some(ex) = (unsafe { exchange(req) }) else {
+            return NWSGI_E_INVALID;
+        };
+        if data.is_null() && len > 0 {
+            return NWSGI_E_INVALID;
+        }
+        // SAFETY: `len` readable bytes borrowed for the call.
+        let data = unsafe { nwsgi_str { ptr: data, len }.as_bytes() };
+        ex.write_last(data)
     })
 }
 

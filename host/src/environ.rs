@@ -22,81 +22,102 @@ use crate::parse::RequestHead;
 /// that outlive the environ. An app thread keeps one and re-formats only
 /// the parts that differ from the last connection it served: the local
 /// address never does, and clients often share an address (a proxy, a
-/// NAT), so usually only the remote port is new.
+/// NAT), so usually only the remote port is new. This runs once per turn
+/// of a connection, which under keep-alive is once per request.
+#[derive(Default)]
 pub struct PeerText {
     /// The addresses the text below is for.
     peer: Option<SocketAddr>,
     local: Option<SocketAddr>,
-    remote_addr: [u8; 46],
-    remote_addr_len: usize,
-    remote_port: [u8; 5],
-    remote_port_len: usize,
-    local_addr: [u8; 46],
-    local_addr_len: usize,
-    local_port: [u8; 5],
-    local_port_len: usize,
-}
-
-impl Default for PeerText {
-    fn default() -> PeerText {
-        PeerText {
-            peer: None,
-            local: None,
-            remote_addr: [0; 46],
-            remote_addr_len: 0,
-            remote_port: [0; 5],
-            remote_port_len: 0,
-            local_addr: [0; 46],
-            local_addr_len: 0,
-            local_port: [0; 5],
-            local_port_len: 0,
-        }
-    }
+    remote_addr: AddrText,
+    remote_port: PortText,
+    local_addr: AddrText,
+    local_port: PortText,
 }
 
 impl PeerText {
     /// Makes the text describe `peer` and `local`.
     pub fn set(&mut self, peer: SocketAddr, local: SocketAddr) {
-        let (old_peer, old_local) = (self.peer, self.local);
-        if old_peer.map(|a| a.ip()) != Some(peer.ip()) {
-            self.remote_addr_len = ip_into(&mut self.remote_addr, peer.ip());
+        if self.peer != Some(peer) {
+            if self.peer.map(|a| a.ip()) != Some(peer.ip()) {
+                self.remote_addr.set(peer.ip());
+            }
+            self.remote_port.set(peer.port());
+            self.peer = Some(peer);
         }
-        if old_peer.map(|a| a.port()) != Some(peer.port()) {
-            self.remote_port_len = decimal_into(&mut self.remote_port, peer.port());
+        if self.local != Some(local) {
+            self.local_addr.set(local.ip());
+            self.local_port.set(local.port());
+            self.local = Some(local);
         }
-        if old_local.map(|a| a.ip()) != Some(local.ip()) {
-            self.local_addr_len = ip_into(&mut self.local_addr, local.ip());
-        }
-        if old_local.map(|a| a.port()) != Some(local.port()) {
-            self.local_port_len = decimal_into(&mut self.local_port, local.port());
-        }
-        self.peer = Some(peer);
-        self.local = Some(local);
     }
 
     pub fn remote_addr(&self) -> &[u8] {
-        &self.remote_addr[..self.remote_addr_len]
+        self.remote_addr.as_bytes()
     }
 }
 
-/// Writes `n` in decimal at the start of `buf`; returns its length. (The
-/// formatting machinery of `fmt` costs more than the rest of building an
-/// environ: this runs for every request.)
-fn decimal_into(buf: &mut [u8], n: u16) -> usize {
-    let mut digits = [0u8; 5];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+/// A port in decimal, written right-aligned so that no copy is needed.
+/// (The formatting machinery of `fmt` costs more than the rest of building
+/// an environ.)
+struct PortText {
+    digits: [u8; 5],
+    start: u8,
+}
+
+impl Default for PortText {
+    /// Empty until set.
+    fn default() -> PortText {
+        PortText {
+            digits: [0; 5],
+            start: 5,
         }
     }
-    let len = digits.len() - i;
-    buf[..len].copy_from_slice(&digits[i..]);
-    len
+}
+
+impl PortText {
+    fn set(&mut self, port: u16) {
+        let mut i = self.digits.len();
+        let mut n = port;
+        loop {
+            i -= 1;
+            self.digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.start = i as u8;
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.digits[usize::from(self.start)..]
+    }
+}
+
+/// An IP address as text; 45 characters hold the longest IPv6 form.
+struct AddrText {
+    bytes: [u8; 46],
+    len: u8,
+}
+
+impl Default for AddrText {
+    fn default() -> AddrText {
+        AddrText {
+            bytes: [0; 46],
+            len: 0,
+        }
+    }
+}
+
+impl AddrText {
+    fn set(&mut self, ip: std::net::IpAddr) {
+        self.len = ip_into(&mut self.bytes, ip) as u8;
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
 }
 
 /// An address as text: dotted quad by hand for IPv4 (the common case);
@@ -110,7 +131,11 @@ fn ip_into(buf: &mut [u8; 46], ip: std::net::IpAddr) -> usize {
                     buf[len] = b'.';
                     len += 1;
                 }
-                len += decimal_into(&mut buf[len..], u16::from(octet));
+                let mut text = PortText::default();
+                text.set(u16::from(octet));
+                let digits = text.as_bytes();
+                buf[len..len + digits.len()].copy_from_slice(digits);
+                len += digits.len();
             }
             len
         }
@@ -156,7 +181,7 @@ impl<'a> HostEnviron<'a> {
             .host
             .map(host_without_port)
             .filter(|h| !h.is_empty())
-            .unwrap_or(&parts.peer.local_addr[..parts.peer.local_addr_len]);
+            .unwrap_or(parts.peer.local_addr.as_bytes());
         let s = nwsgi_str::from_bytes;
         HostEnviron {
             raw: nwsgi_environ {
@@ -170,10 +195,10 @@ impl<'a> HostEnviron<'a> {
                 content_type: s(head.content_type.unwrap_or_default()),
                 content_length: s(head.content_length.unwrap_or_default()),
                 server_name: s(server_name),
-                server_port: s(&parts.peer.local_port[..parts.peer.local_port_len]),
+                server_port: s(parts.peer.local_port.as_bytes()),
                 server_protocol: s(head.version.as_str().as_bytes()),
                 remote_addr: s(parts.peer.remote_addr()),
-                remote_port: s(&parts.peer.remote_port[..parts.peer.remote_port_len]),
+                remote_port: s(parts.peer.remote_port.as_bytes()),
                 url_scheme: s(b"http"),
                 request_uri: s(target),
                 headers: parts.headers.as_ptr(),
@@ -479,6 +504,8 @@ mod tests {
             "[::1]:53212",
             "[::1]:9",
             "127.0.0.1:9",
+            "127.0.0.1:0",
+            "127.0.0.1:65535",
         ];
         let mut t = PeerText::default();
         for peer in addrs {
@@ -493,18 +520,9 @@ mod tests {
 
     fn check(t: &PeerText, peer: SocketAddr, local: SocketAddr) {
         assert_eq!(t.remote_addr(), peer.ip().to_string().as_bytes());
-        assert_eq!(
-            &t.remote_port[..t.remote_port_len],
-            peer.port().to_string().as_bytes()
-        );
-        assert_eq!(
-            &t.local_addr[..t.local_addr_len],
-            local.ip().to_string().as_bytes()
-        );
-        assert_eq!(
-            &t.local_port[..t.local_port_len],
-            local.port().to_string().as_bytes()
-        );
+        assert_eq!(t.remote_port.as_bytes(), peer.port().to_string().as_bytes());
+        assert_eq!(t.local_addr.as_bytes(), local.ip().to_string().as_bytes());
+        assert_eq!(t.local_port.as_bytes(), local.port().to_string().as_bytes());
     }
 
     #[test]

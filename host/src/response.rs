@@ -90,6 +90,11 @@ pub struct ResponseHead {
     has_server: bool,
     /// The input this head was built from (see `set`).
     last_key: Vec<u8>,
+    /// The address of the application's static head (ABI 1.2
+    /// `start_response_static`) this head was last built from, 0 if none:
+    /// such a head never changes while its library is loaded, and a
+    /// library stays loaded for the life of the process.
+    static_key: usize,
     /// The bytes `encode_head` last wrote from this head, and everything
     /// besides the head they depended on: an app that answers alike gets
     /// them again with one copy, rebuilt when the second (the Date) or the
@@ -149,6 +154,7 @@ impl ResponseHead {
         if self.status != 0 && self.is_last_input(status, headers.clone()) {
             return Ok(());
         }
+        self.static_key = 0;
         self.clear();
         let result = self.fill(status, headers.clone());
         self.last_key.clear();
@@ -167,6 +173,27 @@ impl ResponseHead {
             }
         }
         result
+    }
+
+    /// `set` for a head the application declared static (ABI 1.2), known by
+    /// its address `key`: the same head again costs one comparison, where
+    /// `set` compares every byte (an ordinary head's bytes may have changed
+    /// in place since, a static one's may not).
+    pub fn set_static<'a, I>(
+        &mut self,
+        key: usize,
+        status: &[u8],
+        headers: I,
+    ) -> Result<(), InvalidResponse>
+    where
+        I: IntoIterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    {
+        if key != 0 && key == self.static_key && self.status != 0 {
+            return Ok(());
+        }
+        self.set(status, headers)?;
+        self.static_key = key;
+        Ok(())
     }
 
     /// Whether `status` and `headers` are the input `last_key` holds.

@@ -10,16 +10,21 @@
  * GET or HEAD, any path -> 200, Content-Type: text/plain, "Hello, World!".
  * Any other method     -> 405, Content-Type: text/plain, Allow: GET, HEAD,
  *                         "Method Not Allowed".
- * The body is handed back as one chunk tagged NWSGI_BODY_LAST, so the host
- * knows the whole body and frames it with Content-Length. For HEAD the body
- * is returned too: the host drops it on the wire but still sends
- * Content-Length: 13, as for GET.
+ * On a host with ABI 1.2 (NWSGI_API_HAS), the heads are declared once as
+ * `static const nwsgi_response_head` (the host validates and encodes each
+ * once, then knows it by its address) and the whole body goes in one
+ * write_last call, with no body iterator. The host knows the whole body and
+ * frames it with Content-Length. For HEAD the body is given too: the host
+ * drops it on the wire but still sends Content-Length: 13, as for GET.
  *
- * Stateless and allocation-free: nwsgi_body.state points at the static
- * nwsgi_str to send, and `next` always answers that string with
- * NWSGI_BODY_LAST. No per-request position is needed because LAST is, per
- * nwsgi.h, "the final chunk": the host never calls next again after it.
- * Nothing to free, so there is no `close`.
+ * On an older host the same response goes the 1.0 way: start_response with
+ * the head's parts, and the body handed back as one chunk tagged
+ * NWSGI_BODY_LAST. nwsgi_body.state points at the static nwsgi_str to send,
+ * and `next` always answers that string with NWSGI_BODY_LAST. No
+ * per-request position is needed because LAST is, per nwsgi.h, "the final
+ * chunk": the host never calls next again after it.
+ *
+ * Stateless and allocation-free either way; nothing to free, so no `close`.
  */
 #include "nwsgi.h"
 
@@ -34,6 +39,12 @@ static const nwsgi_header NOT_ALLOWED_HEADERS[] = {
     {NWSGI_STR("Content-Type"), NWSGI_STR("text/plain")},
     {NWSGI_STR("Allow"), NWSGI_STR("GET, HEAD")},
 };
+
+static const nwsgi_response_head OK_HEAD = {
+    NWSGI_STR("200 OK"), OK_HEADERS, sizeof OK_HEADERS / sizeof OK_HEADERS[0]};
+static const nwsgi_response_head NOT_ALLOWED_HEAD = {
+    NWSGI_STR("405 Method Not Allowed"), NOT_ALLOWED_HEADERS,
+    sizeof NOT_ALLOWED_HEADERS / sizeof NOT_ALLOWED_HEADERS[0]};
 
 static int str_is(nwsgi_str s, const char *lit, size_t lit_len) {
     if (s.len != lit_len) {
@@ -60,23 +71,23 @@ static int32_t hello_call(void *app_state, const nwsgi_environ *env, nwsgi_reque
     (void)app_state;
     const nwsgi_host_api *api = env->api;
     nwsgi_str method = env->request_method;
+    int allowed = str_is(method, "GET", 3) || str_is(method, "HEAD", 4);
+    const nwsgi_response_head *head = allowed ? &OK_HEAD : &NOT_ALLOWED_HEAD;
+    const nwsgi_str *text = allowed ? &HELLO_BODY : &NOT_ALLOWED_BODY;
     int32_t rc;
 
-    if (str_is(method, "GET", 3) || str_is(method, "HEAD", 4)) {
-        static const nwsgi_str status = NWSGI_STR("200 OK");
-        rc = api->start_response(req, status, OK_HEADERS,
-                                 sizeof OK_HEADERS / sizeof OK_HEADERS[0], NULL);
-        body->state = (void *)&HELLO_BODY;
-    } else {
-        static const nwsgi_str status = NWSGI_STR("405 Method Not Allowed");
-        rc = api->start_response(req, status, NOT_ALLOWED_HEADERS,
-                                 sizeof NOT_ALLOWED_HEADERS / sizeof NOT_ALLOWED_HEADERS[0],
-                                 NULL);
-        body->state = (void *)&NOT_ALLOWED_BODY;
+    if (NWSGI_API_HAS(api, write_last)) {
+        rc = api->start_response_static(req, head, NULL);
+        if (rc != NWSGI_OK) {
+            return rc;
+        }
+        return api->write_last(req, text->ptr, text->len);
     }
+    rc = api->start_response(req, head->status, head->headers, head->n_headers, NULL);
     if (rc != NWSGI_OK) {
         return rc;
     }
+    body->state = (void *)text;
     body->next = hello_next;
     body->close = NULL;
     return NWSGI_OK;

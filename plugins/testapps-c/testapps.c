@@ -35,14 +35,54 @@
  *   anything else      404 "not found"
  * init refuses to start when the config holds `fail=1`.
  *
- * Every answer is Content-Type: text/plain. Bodies not listed as written
+ * C only, no Rust twin: the ABI 1.2 calls start_response_static and
+ * write_last, under /v12/ (GET and HEAD; tests/abi_1_2.rs). Each head is a
+ * `static const nwsgi_response_head`; "+ last X" means the body X is given
+ * whole with write_last and no iterator. Without NWSGI_API_HAS(api,
+ * start_response_static / write_last) every /v12/ route answers 501.
+ *   /v12/static        200, X-Head: static + last "static body\n"
+ *   /v12/static-empty  the same head + last of 0 bytes (data NULL)
+ *   /v12/head-a        200, text/plain, X-Head: a + last "head a\n"
+ *   /v12/head-b        201, application/json, X-Head: b, Cache-Control:
+ *                      no-store + last "{"head":"b"}\n"
+ *   /v12/head-dynamic  202, text/html, X-Head: dynamic by 1.0 start_response
+ *                      (headers in stack memory) + last "dynamic head\n"
+ *   /v12/bad-value     a static head with a CR LF in a header value
+ *   /v12/bad-hop       a static head with a Connection header
+ *                      (both: start_response_static, then write_last ->
+ *                      E_INVALID each time; no body, host: 500)
+ *   /v12/last-before-start  write_last first -> E_STATE; no start_response
+ *                      (host: 500)
+ *   /v12/late-start    write_last first -> E_STATE (no effect), then a static
+ *                      head + last "started after all\n"
+ *   /v12/last-twice    last "first\n"; then write_last, write and an empty
+ *                      write_last -> E_STATE each
+ *   /v12/write-then-last  write "written, ", last "then last\n"; a write
+ *                      after it -> E_STATE
+ *   /v12/short-length  head with Content-Length: 10 + last "short" (5)
+ *   /v12/long-length   head with Content-Length: 3 + last "too long" (8);
+ *                      write_last may return OK or E_DISCONNECTED
+ *   /v12/last-with-iterator  last "from write_last\n" and an iterator
+ *                      whose next fails (must never be called) and whose
+ *                      close must run once
+ *   /v12/counters      "next=N close=M": that iterator's next/close calls
+ *   /v12/exc-before    static head, replaced (exc_info "static boom") by a
+ *                      static 500 head + last "replaced"
+ *   /v12/exc-after     static head, write "partial", then
+ *                      start_response_static with exc_info "late static
+ *                      boom" -> E_HEADERS_SENT; returns NWSGI_ERROR
+ *   /v12/<other>       404 "not found"
+ *
+ * Every answer outside /v12/ is Content-Type: text/plain. Bodies not listed as written
  * another way are built in a malloc'd buffer and handed back as a single
  * NWSGI_BODY_LAST chunk (so the host frames them with Content-Length); the
  * buffer is freed in close.
  *
  * If a host call does not return what the route expects (e.g. /bad-status is
  * accepted), the route answers a body "unexpected rc=<rc>" instead, so the
- * test sees the difference.
+ * test sees the difference. Where the body is already complete (after
+ * write_last) it logs "v12-unexpected: <call> rc=<rc>" at ERROR instead and
+ * returns NWSGI_ERROR.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -621,6 +661,420 @@ static int32_t route_config(const app_config *cfg, const nwsgi_environ *env, nws
 }
 
 /* ------------------------------------------------------------------------ */
+/* ABI 1.2: start_response_static and write_last (C only, see the header)    */
+/* ------------------------------------------------------------------------ */
+
+/* Calls to the /v12/last-with-iterator body's next (never expected) and
+ * close (once per request expected). */
+static atomic_ulong v12_next_calls = 0;
+static atomic_ulong v12_close_calls = 0;
+
+static const nwsgi_response_head V12_TEXT = {NWSGI_STR("200 OK"), TEXT_PLAIN, N_TEXT_PLAIN};
+
+static const nwsgi_header V12_STATIC_HEADERS[] = {
+    {NWSGI_STR("Content-Type"), NWSGI_STR("text/plain")},
+    {NWSGI_STR("X-Head"), NWSGI_STR("static")},
+};
+static const nwsgi_response_head V12_STATIC = {
+    NWSGI_STR("200 OK"), V12_STATIC_HEADERS,
+    sizeof V12_STATIC_HEADERS / sizeof V12_STATIC_HEADERS[0]};
+
+static const nwsgi_header V12_A_HEADERS[] = {
+    {NWSGI_STR("Content-Type"), NWSGI_STR("text/plain")},
+    {NWSGI_STR("X-Head"), NWSGI_STR("a")},
+};
+static const nwsgi_response_head V12_A = {
+    NWSGI_STR("200 OK"), V12_A_HEADERS, sizeof V12_A_HEADERS / sizeof V12_A_HEADERS[0]};
+
+static const nwsgi_header V12_B_HEADERS[] = {
+    {NWSGI_STR("Content-Type"), NWSGI_STR("application/json")},
+    {NWSGI_STR("X-Head"), NWSGI_STR("b")},
+    {NWSGI_STR("Cache-Control"), NWSGI_STR("no-store")},
+};
+static const nwsgi_response_head V12_B = {
+    NWSGI_STR("201 Created"), V12_B_HEADERS, sizeof V12_B_HEADERS / sizeof V12_B_HEADERS[0]};
+
+/* Refused: a header value with CR LF (header injection). */
+static const nwsgi_header V12_BAD_VALUE_HEADERS[] = {
+    {NWSGI_STR("Content-Type"), NWSGI_STR("text/plain")},
+    {NWSGI_STR("X-Bad"), NWSGI_STR("a\r\nInjected: yes")},
+};
+static const nwsgi_response_head V12_BAD_VALUE = {
+    NWSGI_STR("200 OK"), V12_BAD_VALUE_HEADERS,
+    sizeof V12_BAD_VALUE_HEADERS / sizeof V12_BAD_VALUE_HEADERS[0]};
+
+/* Refused: a hop-by-hop header. */
+static const nwsgi_header V12_BAD_HOP_HEADERS[] = {
+    {NWSGI_STR("Content-Type"), NWSGI_STR("text/plain")},
+    {NWSGI_STR("Connection"), NWSGI_STR("close")},
+};
+static const nwsgi_response_head V12_BAD_HOP = {
+    NWSGI_STR("200 OK"), V12_BAD_HOP_HEADERS,
+    sizeof V12_BAD_HOP_HEADERS / sizeof V12_BAD_HOP_HEADERS[0]};
+
+/* The app's own Content-Length, 10: more than /v12/short-length gives. */
+static const nwsgi_header V12_LEN10_HEADERS[] = {
+    {NWSGI_STR("Content-Type"), NWSGI_STR("text/plain")},
+    {NWSGI_STR("Content-Length"), NWSGI_STR("10")},
+};
+static const nwsgi_response_head V12_LEN10 = {
+    NWSGI_STR("200 OK"), V12_LEN10_HEADERS,
+    sizeof V12_LEN10_HEADERS / sizeof V12_LEN10_HEADERS[0]};
+
+/* The app's own Content-Length, 3: less than /v12/long-length gives. */
+static const nwsgi_header V12_LEN3_HEADERS[] = {
+    {NWSGI_STR("Content-Type"), NWSGI_STR("text/plain")},
+    {NWSGI_STR("Content-Length"), NWSGI_STR("3")},
+};
+static const nwsgi_response_head V12_LEN3 = {
+    NWSGI_STR("200 OK"), V12_LEN3_HEADERS, sizeof V12_LEN3_HEADERS / sizeof V12_LEN3_HEADERS[0]};
+
+static const nwsgi_response_head V12_500 = {
+    NWSGI_STR("500 Internal Server Error"), TEXT_PLAIN, N_TEXT_PLAIN};
+
+static int has_v12(const nwsgi_host_api *api) {
+    return NWSGI_API_HAS(api, start_response_static) && NWSGI_API_HAS(api, write_last);
+}
+
+/* A call returned `rc` where the route expected otherwise, once the body
+ * can no longer tell: logs "v12-unexpected: <what> rc=<rc>" at ERROR (the
+ * tests look for that marker) and returns NWSGI_ERROR, so the host also
+ * aborts the connection if the response already began. */
+static int32_t v12_unexpected(const nwsgi_environ *env, nwsgi_request *req, const char *what,
+                              int32_t rc) {
+    char line[128];
+    int n = snprintf(line, sizeof line, "v12-unexpected: %s rc=%d", what, (int)rc);
+    nwsgi_str msg = {(const uint8_t *)line,
+                     n < 0 ? 0 : ((size_t)n < sizeof line ? (size_t)n : sizeof line - 1)};
+    env->api->log(req, NWSGI_LOG_ERROR, str_of("testapps"), msg);
+    return NWSGI_ERROR;
+}
+
+/* start_response_static(head) failed with `rc` before anything was sent:
+ * answers 200 "unexpected start_response_static rc=<rc>" the 1.0 way (if
+ * the host still lets us). */
+static int32_t v12_start_failed(const nwsgi_environ *env, nwsgi_request *req, nwsgi_body *body,
+                                int32_t rc) {
+    return respond(env, req, body, "200 OK", "unexpected start_response_static rc=%d", (int)rc);
+}
+
+/* The whole response: static `head`, then `text` through write_last. */
+static int32_t v12_whole(const nwsgi_environ *env, nwsgi_request *req, nwsgi_body *body,
+                         const nwsgi_response_head *head, const char *text) {
+    const nwsgi_host_api *api = env->api;
+    int32_t rc = api->start_response_static(req, head, NULL);
+    if (rc != NWSGI_OK) {
+        return v12_start_failed(env, req, body, rc);
+    }
+    rc = api->write_last(req, (const uint8_t *)text, strlen(text));
+    if (rc != NWSGI_OK) {
+        return v12_unexpected(env, req, "write_last", rc);
+    }
+    return NWSGI_OK;
+}
+
+/* /v12/head-dynamic: the 1.0 start_response (a head built per request, in
+ * stack memory), then write_last. */
+static int32_t route_v12_head_dynamic(const nwsgi_environ *env, nwsgi_request *req,
+                                      nwsgi_body *body) {
+    const nwsgi_host_api *api = env->api;
+    char value[16];
+    int n = snprintf(value, sizeof value, "dyn%s", "amic");
+    if (n < 0 || (size_t)n >= sizeof value) {
+        return NWSGI_ERROR;
+    }
+    nwsgi_header headers[2] = {
+        {NWSGI_STR("Content-Type"), NWSGI_STR("text/html")},
+        {NWSGI_STR("X-Head"), {(const uint8_t *)value, (size_t)n}},
+    };
+    int32_t rc = api->start_response(req, str_of("202 Accepted"), headers, 2, NULL);
+    if (rc != NWSGI_OK) {
+        return respond(env, req, body, "200 OK", "unexpected start_response rc=%d", (int)rc);
+    }
+    static const char text[] = "dynamic head\n";
+    rc = api->write_last(req, (const uint8_t *)text, sizeof text - 1);
+    if (rc != NWSGI_OK) {
+        return v12_unexpected(env, req, "write_last", rc);
+    }
+    return NWSGI_OK;
+}
+
+/* /v12/bad-value, /v12/bad-hop: an invalid static head is refused each time
+ * it is used, and so is write_last after it; no body, so the host answers
+ * 500. */
+static int32_t route_v12_bad(const nwsgi_environ *env, nwsgi_request *req,
+                             const nwsgi_response_head *head) {
+    const nwsgi_host_api *api = env->api;
+    int32_t rc = api->start_response_static(req, head, NULL);
+    if (rc != NWSGI_E_INVALID) {
+        char msg[64];
+        int len = snprintf(msg, sizeof msg, "unexpected rc=%d", (int)rc);
+        if (rc == NWSGI_OK && len > 0 && (size_t)len < sizeof msg) {
+            api->write_last(req, (const uint8_t *)msg, (size_t)len);
+        }
+        return NWSGI_OK;
+    }
+    rc = api->write_last(req, (const uint8_t *)"never sent", 10);
+    if (rc != NWSGI_E_INVALID) {
+        return v12_unexpected(env, req, "write_last after an invalid head", rc);
+    }
+    return NWSGI_OK; /* no body: the host answers 500 */
+}
+
+/* /v12/last-before-start: write_last before start_response -> E_STATE;
+ * then no start_response at all, so the host answers 500. */
+static int32_t route_v12_last_before_start(const nwsgi_environ *env, nwsgi_request *req,
+                                           nwsgi_body *body) {
+    int32_t rc = env->api->write_last(req, (const uint8_t *)"too early", 9);
+    if (rc == NWSGI_E_STATE) {
+        return NWSGI_OK;
+    }
+    /* Logged too: the host may take the body as complete already, and then
+     * never ask for the one below. */
+    v12_unexpected(env, req, "write_last before start_response", rc);
+    return respond(env, req, body, "200 OK", "unexpected rc=%d", (int)rc);
+}
+
+/* /v12/late-start: a write_last refused before start_response has no
+ * effect: the app can still start and give its body. */
+static int32_t route_v12_late_start(const nwsgi_environ *env, nwsgi_request *req,
+                                    nwsgi_body *body) {
+    int32_t rc = env->api->write_last(req, (const uint8_t *)"too early", 9);
+    if (rc != NWSGI_E_STATE) {
+        v12_unexpected(env, req, "write_last before start_response", rc);
+        return respond(env, req, body, "200 OK", "unexpected rc=%d", (int)rc);
+    }
+    return v12_whole(env, req, body, &V12_TEXT, "started after all\n");
+}
+
+/* /v12/last-twice: after write_last the body is complete; a second
+ * write_last and a write both return E_STATE and send nothing. */
+static int32_t route_v12_last_twice(const nwsgi_environ *env, nwsgi_request *req,
+                                    nwsgi_body *body) {
+    const nwsgi_host_api *api = env->api;
+    int32_t rc = api->start_response_static(req, &V12_TEXT, NULL);
+    if (rc != NWSGI_OK) {
+        return v12_start_failed(env, req, body, rc);
+    }
+    rc = api->write_last(req, (const uint8_t *)"first\n", 6);
+    if (rc != NWSGI_OK) {
+        return v12_unexpected(env, req, "first write_last", rc);
+    }
+    rc = api->write_last(req, (const uint8_t *)"second\n", 7);
+    if (rc != NWSGI_E_STATE) {
+        return v12_unexpected(env, req, "second write_last", rc);
+    }
+    rc = api->write(req, (const uint8_t *)"third\n", 6);
+    if (rc != NWSGI_E_STATE) {
+        return v12_unexpected(env, req, "write after write_last", rc);
+    }
+    rc = api->write_last(req, NULL, 0);
+    if (rc != NWSGI_E_STATE) {
+        return v12_unexpected(env, req, "empty write_last after write_last", rc);
+    }
+    return NWSGI_OK;
+}
+
+/* /v12/write-then-last: part of the body through write (so the host must
+ * stream it), the rest through write_last; a write after it is E_STATE. */
+static int32_t route_v12_write_then_last(const nwsgi_environ *env, nwsgi_request *req,
+                                         nwsgi_body *body) {
+    const nwsgi_host_api *api = env->api;
+    int32_t rc = api->start_response_static(req, &V12_TEXT, NULL);
+    if (rc != NWSGI_OK) {
+        return v12_start_failed(env, req, body, rc);
+    }
+    rc = api->write(req, (const uint8_t *)"written, ", 9);
+    if (rc != NWSGI_OK) {
+        return v12_unexpected(env, req, "write", rc);
+    }
+    rc = api->write_last(req, (const uint8_t *)"then last\n", 10);
+    if (rc != NWSGI_OK) {
+        return v12_unexpected(env, req, "write_last after write", rc);
+    }
+    rc = api->write(req, (const uint8_t *)"late\n", 5);
+    if (rc != NWSGI_E_STATE) {
+        return v12_unexpected(env, req, "write after write_last", rc);
+    }
+    return NWSGI_OK;
+}
+
+/* /v12/long-length: Content-Length 3, write_last of 8 bytes. The host sends
+ * 3 and closes; write_last may say so (E_DISCONNECTED) or not (OK). */
+static int32_t route_v12_long_length(const nwsgi_environ *env, nwsgi_request *req,
+                                     nwsgi_body *body) {
+    const nwsgi_host_api *api = env->api;
+    int32_t rc = api->start_response_static(req, &V12_LEN3, NULL);
+    if (rc != NWSGI_OK) {
+        return v12_start_failed(env, req, body, rc);
+    }
+    rc = api->write_last(req, (const uint8_t *)"too long", 8);
+    if (rc != NWSGI_OK && rc != NWSGI_E_DISCONNECTED) {
+        return v12_unexpected(env, req, "write_last over Content-Length", rc);
+    }
+    return NWSGI_OK;
+}
+
+/* /v12/last-with-iterator: the body goes through write_last, and call also
+ * hands back an iterator. The host must never call its next (which would
+ * fail the response) and call its close exactly once. */
+static int32_t v12_iter_next(void *state, nwsgi_request *req, nwsgi_str *chunk) {
+    (void)state;
+    (void)req;
+    static const nwsgi_str marker = NWSGI_STR("NEXT CALLED AFTER write_last\n");
+    atomic_fetch_add(&v12_next_calls, 1);
+    *chunk = marker;
+    return NWSGI_ERROR;
+}
+
+static void v12_iter_close(void *state, nwsgi_request *req) {
+    (void)req;
+    free(state);
+    atomic_fetch_add(&v12_close_calls, 1);
+}
+
+static int32_t route_v12_last_with_iterator(const nwsgi_environ *env, nwsgi_request *req,
+                                            nwsgi_body *body) {
+    const nwsgi_host_api *api = env->api;
+    void *state = malloc(1);
+    if (state == NULL) {
+        return NWSGI_ERROR;
+    }
+    int32_t rc = api->start_response_static(req, &V12_TEXT, NULL);
+    if (rc != NWSGI_OK) {
+        free(state);
+        return v12_start_failed(env, req, body, rc);
+    }
+    rc = api->write_last(req, (const uint8_t *)"from write_last\n", 16);
+    if (rc != NWSGI_OK) {
+        free(state);
+        return v12_unexpected(env, req, "write_last", rc);
+    }
+    body->state = state;
+    body->next = v12_iter_next;
+    body->close = v12_iter_close;
+    return NWSGI_OK;
+}
+
+/* /v12/exc-before: a static head replaced, before anything was sent, by
+ * another static head with exc_info. */
+static int32_t route_v12_exc_before(const nwsgi_environ *env, nwsgi_request *req,
+                                    nwsgi_body *body) {
+    const nwsgi_host_api *api = env->api;
+    int32_t rc = api->start_response_static(req, &V12_TEXT, NULL);
+    if (rc != NWSGI_OK) {
+        return v12_start_failed(env, req, body, rc);
+    }
+    nwsgi_exc_info exc = {NWSGI_STR("static boom")};
+    rc = api->start_response_static(req, &V12_500, &exc);
+    const char *text = "replaced";
+    char msg[64];
+    if (rc != NWSGI_OK) {
+        int len = snprintf(msg, sizeof msg, "unexpected rc=%d", (int)rc);
+        text = len > 0 && (size_t)len < sizeof msg ? msg : "unexpected rc";
+    }
+    rc = api->write_last(req, (const uint8_t *)text, strlen(text));
+    if (rc != NWSGI_OK) {
+        return v12_unexpected(env, req, "write_last", rc);
+    }
+    return NWSGI_OK;
+}
+
+/* /v12/exc-after: static head, write "partial" (the head goes out), then
+ * start_response_static with exc_info -> E_HEADERS_SENT; returns
+ * NWSGI_ERROR like /exc-after. */
+static int32_t route_v12_exc_after(const nwsgi_environ *env, nwsgi_request *req,
+                                   nwsgi_body *body) {
+    const nwsgi_host_api *api = env->api;
+    int32_t rc = api->start_response_static(req, &V12_TEXT, NULL);
+    if (rc != NWSGI_OK) {
+        return v12_start_failed(env, req, body, rc);
+    }
+    rc = api->write(req, (const uint8_t *)"partial", 7);
+    if (rc != NWSGI_OK) {
+        return rc;
+    }
+    nwsgi_exc_info exc = {NWSGI_STR("late static boom")};
+    rc = api->start_response_static(req, &V12_500, &exc);
+    if (rc != NWSGI_E_HEADERS_SENT) {
+        char msg[64];
+        int len = snprintf(msg, sizeof msg, "unexpected rc=%d", (int)rc);
+        if (len > 0 && (size_t)len < sizeof msg) {
+            api->write(req, (const uint8_t *)msg, (size_t)len);
+        }
+    }
+    /* The headers went out: clean up and give up (PEP 3333 "re-raise"). */
+    return NWSGI_ERROR;
+}
+
+/* GET and HEAD /v12/...: `path` without the "/v12" prefix. */
+static int32_t route_v12(const nwsgi_environ *env, nwsgi_request *req, nwsgi_body *body,
+                         nwsgi_str path) {
+    if (!has_v12(env->api)) {
+        return respond(env, req, body, "501 Not Implemented",
+                       "the host lacks ABI 1.2 start_response_static/write_last");
+    }
+    if (str_eq(path, "/static")) {
+        return v12_whole(env, req, body, &V12_STATIC, "static body\n");
+    }
+    if (str_eq(path, "/static-empty")) {
+        int32_t rc = env->api->start_response_static(req, &V12_STATIC, NULL);
+        if (rc != NWSGI_OK) {
+            return v12_start_failed(env, req, body, rc);
+        }
+        rc = env->api->write_last(req, NULL, 0);
+        return rc == NWSGI_OK ? NWSGI_OK : v12_unexpected(env, req, "empty write_last", rc);
+    }
+    if (str_eq(path, "/head-a")) {
+        return v12_whole(env, req, body, &V12_A, "head a\n");
+    }
+    if (str_eq(path, "/head-b")) {
+        return v12_whole(env, req, body, &V12_B, "{\"head\":\"b\"}\n");
+    }
+    if (str_eq(path, "/head-dynamic")) {
+        return route_v12_head_dynamic(env, req, body);
+    }
+    if (str_eq(path, "/bad-value")) {
+        return route_v12_bad(env, req, &V12_BAD_VALUE);
+    }
+    if (str_eq(path, "/bad-hop")) {
+        return route_v12_bad(env, req, &V12_BAD_HOP);
+    }
+    if (str_eq(path, "/late-start")) {
+        return route_v12_late_start(env, req, body);
+    }
+    if (str_eq(path, "/last-before-start")) {
+        return route_v12_last_before_start(env, req, body);
+    }
+    if (str_eq(path, "/last-twice")) {
+        return route_v12_last_twice(env, req, body);
+    }
+    if (str_eq(path, "/write-then-last")) {
+        return route_v12_write_then_last(env, req, body);
+    }
+    if (str_eq(path, "/short-length")) {
+        return v12_whole(env, req, body, &V12_LEN10, "short");
+    }
+    if (str_eq(path, "/long-length")) {
+        return route_v12_long_length(env, req, body);
+    }
+    if (str_eq(path, "/last-with-iterator")) {
+        return route_v12_last_with_iterator(env, req, body);
+    }
+    if (str_eq(path, "/counters")) {
+        return respond(env, req, body, "200 OK", "next=%lu close=%lu",
+                       atomic_load(&v12_next_calls), atomic_load(&v12_close_calls));
+    }
+    if (str_eq(path, "/exc-before")) {
+        return route_v12_exc_before(env, req, body);
+    }
+    if (str_eq(path, "/exc-after")) {
+        return route_v12_exc_after(env, req, body);
+    }
+    return respond(env, req, body, "404 Not Found", "not found");
+}
+
+/* ------------------------------------------------------------------------ */
 /* The descriptor's functions                                                */
 /* ------------------------------------------------------------------------ */
 
@@ -701,6 +1155,14 @@ static int32_t testapps_call(void *app_state, const nwsgi_environ *env, nwsgi_re
     nwsgi_str path = env->path_info;
     int get = str_eq(env->request_method, "GET");
     int post = str_eq(env->request_method, "POST");
+    int head = str_eq(env->request_method, "HEAD");
+    static const char V12_PREFIX[] = "/v12/";
+
+    if ((get || head) && path.len >= sizeof V12_PREFIX - 1 &&
+        memcmp(path.ptr, V12_PREFIX, sizeof V12_PREFIX - 1) == 0) {
+        nwsgi_str rest = {path.ptr + 4, path.len - 4}; /* keeps the '/' */
+        return route_v12(env, req, body, rest);
+    }
 
     if (get) {
         if (str_eq(path, "/iter")) {

@@ -84,6 +84,16 @@ impl Body {
         matches!(self.0, Kind::Empty)
     }
 
+    /// The whole body, when it is one chunk: what `call` can give the host
+    /// in one `write_last` (ABI 1.2) instead of an iterator.
+    pub(crate) fn as_single(&self) -> Option<&[u8]> {
+        match &self.0 {
+            Kind::Single(Single::Static(bytes)) => Some(bytes),
+            Kind::Single(Single::Owned(bytes)) => Some(bytes),
+            _ => None,
+        }
+    }
+
     /// How `call` hands this body to the host.
     pub(crate) fn into_handoff(self) -> Handoff {
         match self.0 {

@@ -17,7 +17,7 @@ pub use environ::{Environ, ErrorStream, Input};
 pub use error::{AbiError, Error};
 pub use log::HostLayer;
 pub use raw::Headers;
-pub use response::{StartResponse, Writer};
+pub use response::{Head, Header, StartResponse, Writer};
 
 /// What `export_app!` expands to; not part of the API.
 #[doc(hidden)]

@@ -18,8 +18,7 @@ use std::mem::{size_of, MaybeUninit};
 use std::ops::ControlFlow;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 
 use super::app::App;
 use super::body::{BodyState, Handoff, StaticBody, Step};
@@ -29,8 +28,9 @@ use super::error::Error;
 use super::response::StartResponse;
 use crate::ffi::{
     nwsgi_body, nwsgi_environ, nwsgi_environ_each_cb, nwsgi_exc_info, nwsgi_header, nwsgi_host_api,
-    nwsgi_init_args, nwsgi_request, nwsgi_str, NWSGI_ABI_MAJOR, NWSGI_BODY_END, NWSGI_BODY_LAST,
-    NWSGI_BODY_MORE, NWSGI_ERROR, NWSGI_E_INVALID, NWSGI_LOG_ERROR, NWSGI_OK,
+    nwsgi_init_args, nwsgi_request, nwsgi_response_head, nwsgi_str, NWSGI_ABI_MAJOR,
+    NWSGI_BODY_END, NWSGI_BODY_LAST, NWSGI_BODY_MORE, NWSGI_ERROR, NWSGI_E_INVALID,
+    NWSGI_HOST_API_SIZE_1_0, NWSGI_LOG_ERROR, NWSGI_OK,
 };
 
 /// Log target of the messages the SDK itself writes (faults, failed calls).
@@ -40,30 +40,26 @@ const SDK_TARGET: &str = "nwsgi_sdk";
 // The host API table
 // ------------------------------------------------------------------------
 
-/// The host's function table, remembered from the first `init` (or `call`).
-/// Invariant: null, or a table that passed [`check_api`]; the header makes it
-/// static ("valid while the library is loaded"), hence `'static` below.
-static HOST_API: AtomicPtr<nwsgi_host_api> = AtomicPtr::new(ptr::null_mut());
-
-fn host_api() -> Option<&'static nwsgi_host_api> {
-    let api = HOST_API.load(Ordering::Acquire);
-    // SAFETY: only `remember_api` stores here, and only a table validated by
-    // `check_api`, which lives as long as the library (see HOST_API).
-    unsafe { api.as_ref() }
+/// The host's function table as the SDK uses it, remembered from the first
+/// `init` (or `call`): `from` is the address the host passes, `table` that
+/// table once validated by [`check_api`] (or its widened copy, for a host of
+/// an older minor version). The header makes the table static ("valid while
+/// the library is loaded"), hence `'static`.
+struct KnownApi {
+    from: usize,
+    table: &'static nwsgi_host_api,
 }
 
-fn remember_api(api: &'static nwsgi_host_api) {
-    // The first table wins; a host hands every init/call the same one.
-    let _ = HOST_API.compare_exchange(
-        ptr::null_mut(),
-        ptr::from_ref(api).cast_mut(),
-        Ordering::AcqRel,
-        Ordering::Acquire,
-    );
+static HOST_API: OnceLock<KnownApi> = OnceLock::new();
+
+fn host_api() -> Option<&'static nwsgi_host_api> {
+    HOST_API.get().map(|known| known.table)
 }
 
 /// Validate a host API pointer: non-NULL, aligned, same major version, and at
-/// least as large as the table this SDK was built against.
+/// least as large as a 1.0 table. Functions of later minor versions are used
+/// only when the table has them (`nwsgi_host_api::has_1_2`), with a 1.0
+/// fallback otherwise, so a plugin built with this SDK runs on any 1.x host.
 ///
 /// # Safety
 /// `api` is NULL or points to a host API table that stays valid while the
@@ -72,37 +68,107 @@ unsafe fn check_api(api: *const nwsgi_host_api) -> Result<&'static nwsgi_host_ap
     if !ptr_ok(api) {
         return Err("host API table is NULL or misaligned".into());
     }
-    // SAFETY: non-NULL and aligned (checked above); valid for the library's
-    // lifetime by this function's contract.
-    let table = unsafe { &*api };
-    if table.abi_major != NWSGI_ABI_MAJOR {
+    // SAFETY: non-NULL and aligned (checked above), valid for the library's
+    // lifetime by this function's contract. Only the 1.0 prefix is known to
+    // be there until `struct_size` says more, so fields are read through the
+    // raw pointer, not a reference to the whole struct.
+    let (major, minor, size) = unsafe { ((*api).abi_major, (*api).abi_minor, (*api).struct_size) };
+    if major != NWSGI_ABI_MAJOR {
         return Err(format!(
-            "host API is ABI {}.{}, this plugin was built for {}.x",
-            table.abi_major, table.abi_minor, NWSGI_ABI_MAJOR
+            "host API is ABI {major}.{minor}, this plugin was built for {NWSGI_ABI_MAJOR}.x"
         ));
     }
-    if (table.struct_size as usize) < size_of::<nwsgi_host_api>() {
+    let size = size as usize;
+    if size < NWSGI_HOST_API_SIZE_1_0 {
         return Err(format!(
-            "host API table is {} bytes, expected at least {}",
-            table.struct_size,
-            size_of::<nwsgi_host_api>()
+            "host API table is {size} bytes, expected at least {NWSGI_HOST_API_SIZE_1_0}"
         ));
     }
-    Ok(table)
+    if size >= size_of::<nwsgi_host_api>() {
+        // SAFETY: the whole struct is there; static per the contract.
+        return Ok(unsafe { &*api });
+    }
+    // SAFETY: `size` bytes are readable (the host's table), at least 1.0's.
+    Ok(unsafe { widen(api, size) })
 }
 
-/// Validate and remember a host table not seen before (normally only the
-/// first `call` of a host that skipped `init`).
+/// A host table of an older minor version (`size` bytes) copied into one of
+/// this SDK's full size, so the rest of the SDK can hold a reference to the
+/// whole type. The functions the host lacks are filled with
+/// [`absent_start_response_static`] and [`absent_write_last`], which are never
+/// called: `struct_size` stays the host's, so `has_1_2` is false. Leaked: it
+/// is kept for as long as the library is loaded, like the host's own.
 ///
+/// # Safety
+/// `api` points to `size` readable bytes of a host table, with
+/// `NWSGI_HOST_API_SIZE_1_0 <= size < size_of::<nwsgi_host_api>()`.
+#[cold]
+unsafe fn widen(api: *const nwsgi_host_api, size: usize) -> &'static nwsgi_host_api {
+    let mut wide = MaybeUninit::<nwsgi_host_api>::uninit();
+    let out = wide.as_mut_ptr();
+    // SAFETY: `size` bytes are readable at `api` (contract) and writable at
+    // `out` (smaller than the struct); the two do not overlap. The copy
+    // initialises every field before `start_response_static` (the 1.0
+    // prefix, `size` covers it); the two writes initialise the 1.2 fields.
+    // The result is then a fully initialised table.
+    unsafe {
+        ptr::copy_nonoverlapping(api.cast::<u8>(), out.cast::<u8>(), size);
+        ptr::addr_of_mut!((*out).start_response_static).write(absent_start_response_static);
+        ptr::addr_of_mut!((*out).write_last).write(absent_write_last);
+        Box::leak(Box::new(wide.assume_init()))
+    }
+}
+
+/// Stands in for a function an older host lacks; never called (see [`widen`]).
+unsafe extern "C" fn absent_start_response_static(
+    _req: *mut nwsgi_request,
+    _head: *const nwsgi_response_head,
+    _exc_info: *const nwsgi_exc_info,
+) -> i32 {
+    NWSGI_E_INVALID
+}
+
+/// Stands in for a function an older host lacks; never called (see [`widen`]).
+unsafe extern "C" fn absent_write_last(
+    _req: *mut nwsgi_request,
+    _data: *const u8,
+    _len: usize,
+) -> i32 {
+    NWSGI_E_INVALID
+}
+
+/// The validated table for the `api` pointer a host passed: the one already
+/// known (every request carries the same pointer, so that is one comparison)
+/// or, the first time, [`check_api`]'s, remembered.
+///
+/// # Safety
+/// As [`check_api`].
+#[inline]
+unsafe fn known_api(api: *const nwsgi_host_api) -> Result<&'static nwsgi_host_api, String> {
+    match HOST_API.get() {
+        Some(known) if known.from == api as usize => Ok(known.table),
+        // SAFETY: this function's contract.
+        _ => unsafe { first_sight(api) },
+    }
+}
+
 /// # Safety
 /// As [`check_api`].
 #[cold]
 #[inline(never)]
 unsafe fn first_sight(api: *const nwsgi_host_api) -> Result<&'static nwsgi_host_api, String> {
     // SAFETY: this function's contract.
-    let api = unsafe { check_api(api) }?;
-    remember_api(api);
-    Ok(api)
+    let table = unsafe { check_api(api) }?;
+    // The first table wins; a host hands every init/call the same one.
+    let known = HOST_API.get_or_init(|| KnownApi {
+        from: api as usize,
+        table,
+    });
+    Ok(if known.from == api as usize {
+        known.table
+    } else {
+        table
+    })
 }
 
 /// Why an environ is refused: another major version, or smaller than ours.
@@ -358,10 +424,10 @@ pub unsafe extern "C" fn init<A: App>(
         if (args.struct_size as usize) < size_of::<nwsgi_init_args>() {
             return Err(format!("init args are {} bytes", args.struct_size));
         }
+        // Validated and remembered here, before anything logs through it.
         // SAFETY: `args.api` is the static host table (header: "static:
         // valid while the library is loaded").
-        let api = unsafe { check_api(args.api) }?;
-        remember_api(api);
+        unsafe { known_api(args.api) }?;
         super::log::install_subscriber();
         install_panic_hook();
         // SAFETY: `args` came from the host, config borrowed during init.
@@ -458,6 +524,19 @@ pub unsafe extern "C" fn call<A: App>(
         let mut start_response = StartResponse::new(raw);
         match app.call(&mut environ, &mut start_response) {
             Ok(out) => {
+                // A whole body goes to the host in one call (ABI 1.2), with
+                // no iterator to hand out, box or close. Not before a
+                // successful start: then the iterator's first chunk is where
+                // the host notices and says what went wrong. The host keeps
+                // the outcome (a disconnect, say) and acts on it when `call`
+                // returns, just as for a chunk from `next`.
+                if start_response.is_started() {
+                    if let Some(bytes) = out.as_single() {
+                        if raw.write_last(bytes).is_some() {
+                            return NWSGI_OK;
+                        }
+                    }
+                }
                 let filled = match out.into_handoff() {
                     Handoff::None => return NWSGI_OK,
                     Handoff::Static(single) => match gate.lend(single) {
@@ -704,14 +783,9 @@ impl<'r> RawRequest<'r> {
         {
             return Err(environ_mismatch(env));
         }
-        let api = match host_api() {
-            // The table init (or an earlier call) validated: every request
-            // carries it, so only its address needs comparing.
-            Some(known) if ptr::eq(known, env.api) => known,
-            // SAFETY: the environ's api is the same static table init
-            // received (header), valid while the library is loaded.
-            _ => unsafe { first_sight(env.api) }?,
-        };
+        // SAFETY: the environ's api is the same static table init received
+        // (header), valid while the library is loaded.
+        let api = unsafe { known_api(env.api) }?;
         Ok(RawRequest {
             env,
             req,
@@ -839,6 +913,46 @@ impl<'r> RawRequest<'r> {
                 exc_ptr,
             )
         }
+    }
+
+    /// `api->start_response_static` for a head the application keeps in a
+    /// `static`; `api->start_response` with its parts on a host older than
+    /// ABI 1.2.
+    pub(crate) fn start_response_static(
+        &self,
+        head: &'static nwsgi_response_head,
+        exc_message: Option<&str>,
+    ) -> i32 {
+        let exc = exc_message.map(|m| nwsgi_exc_info {
+            message: nwsgi_str::from_bytes(m.as_bytes()),
+        });
+        let exc_ptr = exc.as_ref().map_or(ptr::null(), ptr::from_ref);
+        if self.api.has_1_2() {
+            // SAFETY: valid request on this thread; `head` is 'static and
+            // immutable (built only from 'static data, see `Head`), as the
+            // header requires; `exc` outlives the call.
+            unsafe { (self.api.start_response_static)(self.req.as_ptr(), head, exc_ptr) }
+        } else {
+            // SAFETY: as above, and `head`'s strings and header array are
+            // 'static.
+            unsafe {
+                (self.api.start_response)(
+                    self.req.as_ptr(),
+                    head.status,
+                    head.headers,
+                    head.n_headers,
+                    exc_ptr,
+                )
+            }
+        }
+    }
+
+    /// `api->write_last`, or `None` on a host older than ABI 1.2.
+    pub(crate) fn write_last(&self, data: &[u8]) -> Option<i32> {
+        // SAFETY: valid request on this thread; `data` borrowed for the call.
+        self.api
+            .has_1_2()
+            .then(|| unsafe { (self.api.write_last)(self.req.as_ptr(), data.as_ptr(), data.len()) })
     }
 
     /// `api->write`.

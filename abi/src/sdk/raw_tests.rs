@@ -25,6 +25,10 @@ struct FakeReq {
     input_pos: usize,
     /// Make reads fail with this status after the input is drained.
     input_error: Option<i64>,
+    /// start_response_static calls (ABI 1.2 host only).
+    static_heads: usize,
+    /// write_last was called (ABI 1.2 host only).
+    wrote_last: bool,
 }
 
 /// The environ with the variables environ_get/each serve (env first, so an
@@ -162,16 +166,74 @@ unsafe extern "C" fn fake_environ_each(
     NWSGI_OK
 }
 
+unsafe extern "C" fn fake_start_response_static(
+    req: *mut nwsgi_request,
+    head: *const nwsgi_response_head,
+    exc: *const nwsgi_exc_info,
+) -> i32 {
+    // SAFETY: the SDK passes a static head and the test's `FakeReq`.
+    let (head, r) = unsafe { (&*head, &mut *req.cast::<FakeReq>()) };
+    r.static_heads += 1;
+    // SAFETY: as above.
+    unsafe { fake_start_response(req, head.status, head.headers, head.n_headers, exc) }
+}
+
+unsafe extern "C" fn fake_write_last(req: *mut nwsgi_request, data: *const u8, len: usize) -> i32 {
+    // SAFETY: as above.
+    let rc = unsafe { fake_write(req, data, len) };
+    // SAFETY: as above.
+    let r = unsafe { &mut *req.cast::<FakeReq>() };
+    if rc == NWSGI_OK {
+        assert!(!r.wrote_last, "write_last twice");
+        r.wrote_last = true;
+    }
+    rc
+}
+
+/// Stands for an ABI 1.2 function on the 1.1 host; calling it is a bug.
+unsafe extern "C" fn not_on_1_1_static(
+    _: *mut nwsgi_request,
+    _: *const nwsgi_response_head,
+    _: *const nwsgi_exc_info,
+) -> i32 {
+    panic!("start_response_static called on a 1.1 host")
+}
+
+/// Stands for an ABI 1.2 function on the 1.1 host; calling it is a bug.
+unsafe extern "C" fn not_on_1_1_write_last(_: *mut nwsgi_request, _: *const u8, _: usize) -> i32 {
+    panic!("write_last called on a 1.1 host")
+}
+
+/// A host of ABI 1.1: its table ends before the 1.2 functions (whose slots
+/// exist here only because the Rust type has them; the SDK must not call
+/// them). Most tests run on this one, through the 1.0 paths.
 static API: nwsgi_host_api = nwsgi_host_api {
-    struct_size: size_of::<nwsgi_host_api>() as u32,
+    struct_size: NWSGI_HOST_API_SIZE_1_0 as u32,
     abi_major: NWSGI_ABI_MAJOR,
-    abi_minor: NWSGI_ABI_MINOR,
+    abi_minor: 1,
     start_response: fake_start_response,
     write: fake_write,
     read: fake_read,
     log: fake_log,
     environ_get: fake_environ_get,
     environ_each: fake_environ_each,
+    start_response_static: not_on_1_1_static,
+    write_last: not_on_1_1_write_last,
+};
+
+/// A host of ABI 1.2.
+static API_1_2: nwsgi_host_api = nwsgi_host_api {
+    struct_size: size_of::<nwsgi_host_api>() as u32,
+    abi_major: NWSGI_ABI_MAJOR,
+    abi_minor: 2,
+    start_response: fake_start_response,
+    write: fake_write,
+    read: fake_read,
+    log: fake_log,
+    environ_get: fake_environ_get,
+    environ_each: fake_environ_each,
+    start_response_static: fake_start_response_static,
+    write_last: fake_write_last,
 };
 
 const HEADERS: [nwsgi_header; 2] = [
@@ -186,6 +248,10 @@ const HEADERS: [nwsgi_header; 2] = [
 ];
 
 fn fake_env(method: &'static str, path: &'static str) -> FakeEnv {
+    fake_env_on(&API, method, path)
+}
+
+fn fake_env_on(api: &'static nwsgi_host_api, method: &'static str, path: &'static str) -> FakeEnv {
     let st = |x: &'static str| nwsgi_str::from_bytes(x.as_bytes());
     FakeEnv {
         env: nwsgi_environ {
@@ -211,7 +277,7 @@ fn fake_env(method: &'static str, path: &'static str) -> FakeEnv {
             multiprocess: 0,
             run_once: 0,
             has_body: 1,
-            api: &API,
+            api,
         },
         vars: vec![
             (b"REQUEST_METHOD".to_vec(), method.as_bytes().to_vec()),
@@ -243,6 +309,16 @@ struct TestApp {
     prefix: String,
 }
 
+static STATIC_HEAD: crate::Head = crate::Head::new(
+    "201 Created",
+    &[
+        crate::Header::new("Content-Type", "text/plain"),
+        crate::Header::new("X-Static", "yes"),
+    ],
+);
+static BAD_STATIC_HEAD: crate::Head =
+    crate::Head::new("200 OK", &[crate::Header::new("X-Bad", "a\r\nb")]);
+
 thread_local! {
     static SEEN: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
 }
@@ -268,6 +344,15 @@ impl App for TestApp {
                 start.start("200 OK", &text)?;
                 Ok(Body::from_static(b"static-body"))
             }
+            b"/static-head" => {
+                start.start_static(&STATIC_HEAD)?;
+                Ok(Body::from_static(b"static-head-body"))
+            }
+            b"/bad-static-head" => {
+                start.start_static(&BAD_STATIC_HEAD)?;
+                Ok(Body::from_static(b"never sent"))
+            }
+            b"/no-start" => Ok(Body::from_static(b"no start")),
             p if p.starts_with(b"/headers/") => {
                 let n: usize = std::str::from_utf8(&p[9..])?.parse()?;
                 let names: Vec<String> = (0..n).map(|i| format!("X-H{i}")).collect();
@@ -429,7 +514,17 @@ fn request(
     input: &[u8],
     input_error: Option<i64>,
 ) -> Outcome {
-    let env = fake_env("GET", path);
+    request_on(&API, state, path, input, input_error)
+}
+
+fn request_on(
+    api: &'static nwsgi_host_api,
+    state: *mut c_void,
+    path: &'static str,
+    input: &[u8],
+    input_error: Option<i64>,
+) -> Outcome {
+    let env = fake_env_on(api, "GET", path);
     let mut req = FakeReq {
         input: input.to_vec(),
         input_error,
@@ -830,4 +925,98 @@ fn headers_on_the_stack_and_beyond() {
         let want: Vec<(String, String)> = (0..n).map(|i| (format!("X-H{i}"), "v".into())).collect();
         assert_eq!(out.req.headers, want, "{n} headers");
     }
+}
+
+// ---------------------------------------------------------------- ABI 1.2
+
+#[test]
+fn on_a_1_2_host_a_whole_body_goes_by_write_last() {
+    let state = app();
+    for (path, body) in [("/static", "static-body"), ("/single", "p-single")] {
+        let out = request_on(&API_1_2, state, path, b"", None);
+        assert_eq!(out.rc, NWSGI_OK, "{path}");
+        assert!(out.req.wrote_last, "{path}: write_last used");
+        assert_eq!(out.req.written, body.as_bytes(), "{path}");
+        assert!(out.chunks.is_empty(), "{path}: no iterator handed out");
+        assert_eq!(out.req.status.as_deref(), Some("200 OK"));
+    }
+    // A streamed body still goes through the iterator.
+    let out = request_on(&API_1_2, state, "/iter", b"", None);
+    assert!(!out.req.wrote_last);
+    assert_eq!(out.chunks.len(), 4);
+}
+
+#[test]
+fn on_a_1_1_host_a_whole_body_goes_through_the_iterator() {
+    let state = app();
+    let out = request(state, "/single", b"", None);
+    assert!(!out.req.wrote_last);
+    assert_eq!(out.chunks, vec![(NWSGI_BODY_LAST, b"p-single".to_vec())]);
+}
+
+#[test]
+fn without_start_the_body_goes_through_the_iterator() {
+    // Where the host notices the missing start_response, as before 1.2.
+    let state = app();
+    let mut req = FakeReq::default();
+    let env = fake_env_on(&API_1_2, "GET", "/no-start");
+    let mut body = nwsgi_body::EMPTY;
+    // SAFETY: pointers valid as the header requires.
+    let rc = unsafe {
+        (sdk_test_app.call.unwrap())(state, &env.env, ptr::from_mut(&mut req).cast(), &mut body)
+    };
+    assert_eq!(rc, NWSGI_OK);
+    assert!(!req.wrote_last);
+    assert_eq!(next_of(&body), (NWSGI_BODY_LAST, b"no start".to_vec()));
+    close_of(&body);
+}
+
+#[test]
+fn start_static_uses_the_1_2_call_and_falls_back_on_1_1() {
+    let state = app();
+    let expect_headers = vec![
+        ("Content-Type".to_owned(), "text/plain".to_owned()),
+        ("X-Static".to_owned(), "yes".to_owned()),
+    ];
+    let on_1_2 = request_on(&API_1_2, state, "/static-head", b"", None);
+    assert_eq!(on_1_2.req.static_heads, 1);
+    assert_eq!(on_1_2.req.status.as_deref(), Some("201 Created"));
+    assert_eq!(on_1_2.req.headers, expect_headers);
+    assert_eq!(on_1_2.req.written, b"static-head-body");
+
+    let on_1_1 = request(state, "/static-head", b"", None);
+    assert_eq!(on_1_1.req.static_heads, 0);
+    assert_eq!(on_1_1.req.status.as_deref(), Some("201 Created"));
+    assert_eq!(on_1_1.req.headers, expect_headers);
+    assert_eq!(
+        on_1_1.chunks,
+        vec![(NWSGI_BODY_LAST, b"static-head-body".to_vec())]
+    );
+
+    // A refused static head is the app's error, on either host.
+    for api in [&API_1_2, &API] {
+        let out = request_on(api, state, "/bad-static-head", b"", None);
+        assert_eq!(out.rc, NWSGI_ERROR);
+        assert!(out.req.written.is_empty());
+    }
+}
+
+#[test]
+fn a_table_smaller_than_1_0_is_refused() {
+    let mut small = FakeReq::default();
+    // Never remembered, so it cannot disturb the other tests' tables.
+    static SMALL: nwsgi_host_api = nwsgi_host_api {
+        struct_size: NWSGI_HOST_API_SIZE_1_0 as u32 - 8,
+        ..API
+    };
+    let env = fake_env_on(&SMALL, "GET", "/static");
+    let mut body = nwsgi_body::EMPTY;
+    let state = app();
+    // SAFETY: pointers valid as the header requires.
+    let rc = unsafe {
+        (sdk_test_app.call.unwrap())(state, &env.env, ptr::from_mut(&mut small).cast(), &mut body)
+    };
+    assert_eq!(rc, NWSGI_E_INVALID);
+    assert!(small.status.is_none());
+    assert!(!logs_containing("expected at least").is_empty());
 }

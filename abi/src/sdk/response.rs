@@ -4,6 +4,7 @@ use std::io;
 
 use super::error::AbiError;
 use super::raw::RawRequest;
+use crate::ffi::{nwsgi_header, nwsgi_response_head, nwsgi_str};
 
 /// `start_response` for one request, and the `write()` callable it returns
 /// in PEP 3333.
@@ -31,6 +32,14 @@ impl<'r> StartResponse<'r> {
     /// to replace them.
     pub fn start(&mut self, status: &str, headers: &[(&str, &str)]) -> Result<(), AbiError> {
         let result = AbiError::check(self.raw.start_response(status, headers, None));
+        self.started |= result.is_ok();
+        result
+    }
+
+    /// [`start`](Self::start) with a head declared once in a `static`
+    /// (see [`Head`]): the cheap way to answer many requests alike.
+    pub fn start_static(&mut self, head: &'static Head) -> Result<(), AbiError> {
+        let result = AbiError::check(self.raw.start_response_static(&head.raw, None));
         self.started |= result.is_ok();
         result
     }
@@ -85,5 +94,49 @@ impl io::Write for Writer<'_, '_> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// A response head declared once, in a `static`, for
+/// [`StartResponse::start_static`]:
+///
+/// ```
+/// use abi::{Head, Header};
+/// static OK: Head = Head::new("200 OK", &[Header::new("Content-Type", "text/plain")]);
+/// ```
+///
+/// The host validates and encodes a static head the first time a thread
+/// sees it and afterwards knows it by its address (ABI 1.2
+/// `start_response_static`), where [`StartResponse::start`] has it compare
+/// every byte. Everything in it is `'static` and immutable, which is what
+/// the ABI asks of such a head.
+pub struct Head {
+    raw: nwsgi_response_head,
+}
+
+impl Head {
+    /// A head with `status` ("200 OK") and `headers`.
+    pub const fn new(status: &'static str, headers: &'static [Header]) -> Head {
+        Head {
+            raw: nwsgi_response_head {
+                status: nwsgi_str::from_bytes(status.as_bytes()),
+                // `Header` is a transparent wrapper of `nwsgi_header`.
+                headers: headers.as_ptr().cast::<nwsgi_header>(),
+                n_headers: headers.len(),
+            },
+        }
+    }
+}
+
+/// One header of a [`Head`].
+#[repr(transparent)]
+pub struct Header(nwsgi_header);
+
+impl Header {
+    pub const fn new(name: &'static str, value: &'static str) -> Header {
+        Header(nwsgi_header {
+            name: nwsgi_str::from_bytes(name.as_bytes()),
+            value: nwsgi_str::from_bytes(value.as_bytes()),
+        })
     }
 }
