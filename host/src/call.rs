@@ -11,6 +11,7 @@
 use std::ffi::c_void;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -567,6 +568,29 @@ unsafe fn exchange<'r>(req: *mut nwsgi_request) -> Option<&'r mut Exchange<'r>> 
     unsafe { (req as *mut Exchange<'r>).as_mut() }
 }
 
+/// The app's `n` headers at `list`: empty for 0, `None` for a NULL list of
+/// more.
+///
+/// # Safety
+/// Unless NULL, `list` points to `n` headers, borrowed for `'a`.
+unsafe fn header_list<'a>(list: *const nwsgi_header, n: usize) -> Option<&'a [nwsgi_header]> {
+    match (list.is_null(), n) {
+        (_, 0) => Some(&[]),
+        (true, _) => None,
+        // SAFETY: non-null and `n` long, per the contract.
+        (false, _) => Some(unsafe { std::slice::from_raw_parts(list, n) }),
+    }
+}
+
+/// The app's `len` bytes at `data`, `None` for NULL with `len` > 0.
+///
+/// # Safety
+/// Unless NULL, `data` points to `len` readable bytes, borrowed for `'a`.
+unsafe fn app_bytes<'a>(data: *const u8, len: usize) -> Option<&'a [u8]> {
+    // SAFETY: per the contract (`as_bytes` returns nothing for len 0).
+    (!data.is_null() || len == 0).then(|| unsafe { nwsgi_str { ptr: data, len }.as_bytes() })
+}
+
 unsafe extern "C" fn host_start_response(
     req: *mut nwsgi_request,
     status: nwsgi_str,
@@ -577,17 +601,10 @@ unsafe extern "C" fn host_start_response(
     ffi_guard(NWSGI_ERROR, || {
         // SAFETY: the header says req is the handle given to call; status,
         // headers and exc_info are borrowed for this call.
-        let Some(ex) = (unsafe { exchange(req) }) else {
+        let (Some(ex), Some(headers)) = (unsafe { exchange(req) }, unsafe {
+            header_list(headers, n_headers)
+        }) else {
             return NWSGI_E_INVALID;
-        };
-        if headers.is_null() && n_headers > 0 {
-            return NWSGI_E_INVALID;
-        }
-        let headers = if n_headers == 0 {
-            &[][..]
-        } else {
-            // SAFETY: non-null and `n_headers` long, per the contract.
-            unsafe { std::slice::from_raw_parts(headers, n_headers) }
         };
         // SAFETY: as above.
         let exc = unsafe { exc_info.as_ref().map(|e| e.message.as_bytes()) };
@@ -605,54 +622,41 @@ unsafe extern "C" fn host_start_response_static(
     ffi_guard(NWSGI_ERROR, || {
         // SAFETY: see host_start_response; `head` is null or, per the
         // header, a head that stays valid and unchanged while the library
-        // is loaded.
-        let (Some(ex), Some(head)) = (unsafe { exchange(req) }, unsafe { head.as_ref() }) else {
+        // is loaded, and so is everything it points to.
+        let Some(head) = (unsafe { head.as_ref() }) else {
             return NWSGI_E_INVALID;
         };
-        if head.headers.is_null() && head.n_headers > 0 {
+        // SAFETY: as above.
+        let (Some(ex), Some(headers)) = (unsafe { exchange(req) }, unsafe {
+            header_list(head.headers, head.n_headers)
+        }) else {
             return NWSGI_E_INVALID;
-        }
-        let headers = if head.n_headers == 0 {
-            &[][..]
-        } else {
-            // SAFETY: non-null and `n_headers` long, per the contract.
-            unsafe { std::slice::from_raw_parts(head.headers, head.n_headers) }
         };
-        // SAFETY: as in host_start_response.
+        // SAFETY: as above.
         let exc = unsafe { exc_info.as_ref().map(|e| e.message.as_bytes()) };
-        // SAFETY: static, per the contract.
+        // SAFETY: as above.
         let status = unsafe { head.status.as_bytes() };
-        ex.start_response(head as *const _ as usize, status, headers, exc)
+        ex.start_response(ptr::from_ref(head) as usize, status, headers, exc)
     })
 }
 
 unsafe extern "C" fn host_write(req: *mut nwsgi_request, data: *const u8, len: usize) -> i32 {
     ffi_guard(NWSGI_ERROR, || {
-        // SAFETY: see host_start_response.
-        let Some(ex) = (unsafe { exchange(req) }) else {
-            return NWSGI_E_INVALID;
-        };
-        if data.is_null() && len > 0 {
-            return NWSGI_E_INVALID;
+        // SAFETY: see host_start_response; `len` bytes borrowed for the call.
+        match unsafe { (exchange(req), app_bytes(data, len)) } {
+            (Some(ex), Some(data)) => ex.write(data),
+            _ => NWSGI_E_INVALID,
         }
-        // SAFETY: `len` readable bytes borrowed for the call.
-        let data = unsafe { nwsgi_str { ptr: data, len }.as_bytes() };
-        ex.write(data)
     })
 }
 
 unsafe extern "C" fn host_write_last(req: *mut nwsgi_request, data: *const u8, len: usize) -> i32 {
     ffi_guard(NWSGI_ERROR, || {
-        // SAFETY: see host_start_response.
-        let Some(ex) = (unsafe { exchange(req) }) else {
-            return NWSGI_E_INVALID;
-        };
-        if data.is_null() && len > 0 {
-            return NWSGI_E_INVALID;
+        // SAFETY: as in host_write.
+        match unsafe { (exchange(req), app_bytes(data, len)) } {
+            (Some(ex), Some(data)) => ex.write_last(data),
+            _ => NWSGI_E_INVALID,
         }
-        // SAFETY: `len` readable bytes borrowed for the call.
-        let data = unsafe { nwsgi_str { ptr: data, len }.as_bytes() };
-        ex.write_last(data)
     })
 }
 
