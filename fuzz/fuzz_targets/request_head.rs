@@ -16,10 +16,14 @@
 //!   prefix of a refused buffer is incomplete or refused with the same
 //!   status (see `early_refusal` for the one tolerated difference: which
 //!   refusal comes first). Whatever the TCP segmentation, a request is
-//!   refused or accepted alike.
+//!   refused or accepted alike;
+//! - a small head shown to the memo (`host::memo`) is recalled, from the
+//!   same bytes with anything after them, as exactly what the parser gives,
+//!   and no prefix shorter than the head is recalled.
 #![no_main]
 
 use host::error::HttpError;
+use host::memo::{memo_slots, HeadMemo, MEMO_BYTES, MEMO_FIELDS};
 use host::parse::{parse_head, Framing, Limits, RequestHead, Version, EMPTY_FIELD};
 use host_fuzz::{is_within, only_crlf_line_ends, small_limits};
 use libfuzzer_sys::fuzz_target;
@@ -105,12 +109,33 @@ fn check(buf: &[u8], limits: &Limits) {
     }
     // The same head with other bytes after it (a pipelined request, a body).
     if let Outcome::Head(h) = &full {
+        let memo = remembered(buf, limits);
         for tail in [&b"GET / HTTP/1.1\r\n\r\n"[..], b"\r\n", b"\n", b"\0"] {
             let mut longer = buf[..h.len].to_vec();
             longer.extend_from_slice(tail);
             assert_eq!(parse(&longer, limits, false), full, "with {tail:?} after");
+            match memo.recall(&longer, &mut memo_slots()) {
+                Some(recalled) => assert_eq!(Outcome::Head(summary(&recalled)), full, "recalled"),
+                None => assert!(
+                    h.len > MEMO_BYTES || h.headers.len() > MEMO_FIELDS,
+                    "a small head was not remembered"
+                ),
+            }
+        }
+        for k in 0..h.len {
+            assert!(memo.recall(&buf[..k], &mut memo_slots()).is_none());
         }
     }
+}
+
+/// A memo that was shown the head `buf` starts with.
+fn remembered(buf: &[u8], limits: &Limits) -> HeadMemo {
+    let mut memo = HeadMemo::default();
+    let mut storage = vec![EMPTY_FIELD; limits.fields];
+    if let Ok(Some(head)) = parse_head(buf, &mut storage, limits) {
+        memo.remember(buf, &head);
+    }
+    memo
 }
 
 /// The prefix lengths worth checking: all of them for short inputs;

@@ -14,7 +14,8 @@ use crate::access_log::Entry;
 use crate::body::BodyReader;
 use crate::call::{flush, run, Exchange};
 use crate::environ::{percent_decode, target_path, EnvironParts, HostEnviron, PeerText};
-use crate::parse::{parse_head, with_slots, RequestHead, EMPTY_FIELD};
+use crate::memo::{memo_slots, HeadMemo};
+use crate::parse::{parse_head, with_slots, Field, RequestHead, EMPTY_FIELD};
 use crate::response::{encode_error, ResponseHead};
 use crate::scoreboard::ThreadSlot;
 use crate::server::Shared;
@@ -61,6 +62,8 @@ pub struct Scratch {
     /// The peer's address text, apart from the rest so that requests can
     /// borrow it while they use the buffers.
     peer: PeerText,
+    /// The last small head parsed, for the next one that is the same.
+    memo: Box<HeadMemo>,
     bufs: Buffers,
 }
 
@@ -106,10 +109,10 @@ enum Step {
 /// Serves every complete request in `conn.buf`.
 pub fn serve(conn: Conn, shared: &Shared, scratch: &mut Scratch) -> Outcome {
     // The peer's address as text, once for every request of this turn.
-    let Scratch { peer, bufs } = scratch;
+    let Scratch { peer, memo, bufs } = scratch;
     peer.set(conn.peer, conn.local);
     let mut answered = 0;
-    let outcome = serve_all(conn, shared, bufs, peer, &mut answered);
+    let outcome = serve_all(conn, shared, bufs, peer, memo, &mut answered);
     // Counted once per turn, not per request, in this thread's own counter;
     // toward --max-requests (a counter the worker's threads share, so a
     // locked add) only when that is set.
@@ -134,6 +137,7 @@ fn serve_all(
     shared: &Shared,
     scratch: &mut Buffers,
     peer_text: &PeerText,
+    memo: &mut HeadMemo,
     answered: &mut u64,
 ) -> Outcome {
     let limits = &shared.config.limits;
@@ -149,7 +153,7 @@ fn serve_all(
             // slots to set up for nothing).
             break;
         }
-        let step = parse_request(pending, limits, |parsed| match parsed {
+        let step = parse_request(pending, limits, Some(memo), |parsed| match parsed {
             Ok(Some(head)) => Step::Served {
                 consumed: head.len,
                 done: handle(&head, stream, pending, peer_text, shared, scratch, answered),
@@ -212,6 +216,10 @@ fn close(mut conn: Conn, scratch: &mut Buffers, timeout: std::time::Duration) ->
 const FEW_FIELDS: usize = 24;
 
 /// Parses the head at the start of `buf` and hands the outcome to `f`.
+///
+/// With a `memo`, a head it remembers is not parsed again, and a small
+/// head that parses is remembered (see `memo.rs`).
+///
 /// Tries FEW_FIELDS slots first; a head with more fields than that (or
 /// any other 431) is parsed again with the full `--limit-request-fields`,
 /// which decides. The outcome is the same as one parse with the full
@@ -220,18 +228,39 @@ const FEW_FIELDS: usize = 24;
 fn parse_request<'b, R>(
     buf: &'b [u8],
     limits: &crate::parse::Limits,
+    mut memo: Option<&mut HeadMemo>,
     f: impl for<'h> FnOnce(Result<Option<RequestHead<'b, 'h>>, crate::error::HttpError>) -> R,
 ) -> R {
+    if let Some(memo) = memo.as_deref() {
+        let mut slots = memo_slots();
+        if let Some(head) = memo.recall(buf, &mut slots) {
+            return f(Ok(Some(head)));
+        }
+    }
     if limits.fields > FEW_FIELDS {
         let mut few = [EMPTY_FIELD; FEW_FIELDS];
-        match parse_head(buf, &mut few, limits) {
+        match parse_remembering(buf, &mut few, limits, memo.as_deref_mut()) {
             Err(crate::error::HttpError::HeaderFieldsTooLarge) => {}
             parsed => return f(parsed),
         }
     }
     with_slots(limits.fields, EMPTY_FIELD, |slots| {
-        f(parse_head(buf, slots, limits))
+        f(parse_remembering(buf, slots, limits, memo))
     })
+}
+
+/// `parse_head`, and a head that parses goes into `memo`.
+fn parse_remembering<'b, 'h>(
+    buf: &'b [u8],
+    slots: &'h mut [Field<'b>],
+    limits: &crate::parse::Limits,
+    memo: Option<&mut HeadMemo>,
+) -> Result<Option<RequestHead<'b, 'h>>, crate::error::HttpError> {
+    let parsed = parse_head(buf, slots, limits);
+    if let (Some(memo), Ok(Some(head))) = (memo, &parsed) {
+        memo.remember(buf, head);
+    }
+    parsed
 }
 
 struct Handled {
@@ -359,7 +388,7 @@ pub fn head_ready(
     if has_blank_line(buf) {
         return Ok(true);
     }
-    parse_request(buf, limits, |parsed| parsed.map(|h| h.is_some()))
+    parse_request(buf, limits, None, |parsed| parsed.map(|h| h.is_some()))
 }
 
 /// Parses the head at the start of `buf` in full: Err if it is refused.
@@ -367,7 +396,7 @@ pub fn check_head(
     buf: &[u8],
     limits: &crate::parse::Limits,
 ) -> Result<(), crate::error::HttpError> {
-    parse_request(buf, limits, |parsed| parsed.map(|_| ()))
+    parse_request(buf, limits, None, |parsed| parsed.map(|_| ()))
 }
 
 /// A line end followed by an empty line: CRLF or a bare LF (which the
