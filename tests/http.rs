@@ -451,6 +451,35 @@ fn echo_environ_for_a_get() {
     );
 }
 
+/// RFC 9112 §3.2.2: with an absolute-form target the server uses the
+/// target's host and ignores Host, so SERVER_NAME is the target's. The same
+/// head twice on one connection: the second is the one an app thread
+/// remembers (host/src/memo.rs), and must read the same.
+#[test]
+fn absolute_form_target_names_the_server() {
+    let server = echo();
+    let mut conn = server.connect();
+    for _ in 0..2 {
+        let env = environ(
+            &mut conn,
+            "GET http://target.example:8080/__environ/a%2Fb?x=1 HTTP/1.1\r\nHost: other.example\r\n\r\n",
+        );
+        assert_vars(
+            &env,
+            &[
+                ("SERVER_NAME", "target.example"),
+                ("PATH_INFO", "/__environ/a/b"),
+                ("QUERY_STRING", "x=1"),
+                (
+                    "REQUEST_URI",
+                    "http://target.example:8080/__environ/a%2Fb?x=1",
+                ),
+                ("HTTP_HOST", "other.example"),
+            ],
+        );
+    }
+}
+
 #[test]
 fn echo_environ_for_a_post() {
     let server = echo();

@@ -47,6 +47,7 @@ enum Outcome {
 
 #[derive(Debug, PartialEq)]
 struct Summary {
+    line: Vec<u8>,
     method: Vec<u8>,
     target: Vec<u8>,
     version: Version,
@@ -198,6 +199,17 @@ fn check_head(buf: &[u8], head: &RequestHead<'_, '_>, limits: &Limits) {
         is_within(bytes, head.target),
         "target outside the head"
     );
+    // The request line: method, target and an 8-byte version, one SP apart.
+    assert!(is_within(bytes, head.line), "line outside the head");
+    let mut start = head.method.to_vec();
+    start.push(b' ');
+    start.extend_from_slice(head.target);
+    start.push(b' ');
+    assert!(
+        head.line.starts_with(&start) && head.line.len() == start.len() + "HTTP/1.1".len(),
+        "request line {:?}",
+        head.line
+    );
     for h in head.headers {
         assert!(
             is_within(bytes, h.name),
@@ -269,6 +281,7 @@ fn check_head(buf: &[u8], head: &RequestHead<'_, '_>, limits: &Limits) {
 
 fn summary(head: &RequestHead<'_, '_>) -> Summary {
     Summary {
+        line: head.line.to_vec(),
         method: head.method.to_vec(),
         target: head.target.to_vec(),
         version: head.version,

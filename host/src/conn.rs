@@ -13,7 +13,7 @@ use mio::net::TcpStream;
 use crate::access_log::Entry;
 use crate::body::BodyReader;
 use crate::call::{flush, run, Exchange};
-use crate::environ::{percent_decode, target_path, EnvironParts, HostEnviron, PeerText};
+use crate::environ::{percent_decode, EnvironParts, HostEnviron, PeerText};
 use crate::memo::{memo_slots, HeadMemo};
 use crate::parse::{parse_head, with_slots, Field, RequestHead, EMPTY_FIELD};
 use crate::response::{encode_error, ResponseHead};
@@ -297,11 +297,10 @@ fn handle(
         name: nwsgi_str::from_bytes(h.name),
         value: nwsgi_str::from_bytes(h.value),
     }));
-    let raw_path = target_path(head.target);
-    let path_info: &[u8] = if percent_decode(raw_path, path) {
+    let path_info: &[u8] = if percent_decode(head.path, path) {
         path
     } else {
-        raw_path
+        head.path
     };
     let env = HostEnviron::new(
         head,
@@ -334,8 +333,7 @@ fn handle(
         &shared.stopping,
     );
     if let Some(slot) = slot {
-        let version = head.version.as_str().as_bytes();
-        slot.begin(&[head.method, b" ", head.target, b" ", version]);
+        slot.begin(head.line);
     }
     run(&shared.plugin, &env, &mut ex);
     if let Some(slot) = slot {

@@ -172,14 +172,8 @@ pub struct EnvironParts<'a> {
 
 impl<'a> HostEnviron<'a> {
     pub fn new(head: &RequestHead<'a, '_>, parts: EnvironParts<'a>) -> HostEnviron<'a> {
-        let target = head.target;
-        let query = match memchr(b'?', target) {
-            Some(i) => &target[i + 1..],
-            None => &[][..],
-        };
         let server_name = head
-            .host
-            .map(host_without_port)
+            .host_name
             .filter(|h| !h.is_empty())
             .unwrap_or(parts.peer.local_addr.as_bytes());
         let s = nwsgi_str::from_bytes;
@@ -191,7 +185,7 @@ impl<'a> HostEnviron<'a> {
                 request_method: s(head.method),
                 script_name: nwsgi_str::EMPTY,
                 path_info: s(parts.path_info),
-                query_string: s(query),
+                query_string: s(head.query),
                 content_type: s(head.content_type.unwrap_or_default()),
                 content_length: s(head.content_length.unwrap_or_default()),
                 server_name: s(server_name),
@@ -200,7 +194,7 @@ impl<'a> HostEnviron<'a> {
                 remote_addr: s(parts.peer.remote_addr()),
                 remote_port: s(parts.peer.remote_port.as_bytes()),
                 url_scheme: s(b"http"),
-                request_uri: s(target),
+                request_uri: s(head.target),
                 headers: parts.headers.as_ptr(),
                 n_headers: parts.headers.len(),
                 multithread: parts.multithread as u8,
@@ -352,51 +346,20 @@ fn cgi_name_matches(name: &[u8], suffix: &[u8]) -> bool {
         })
 }
 
-/// SERVER_NAME from a Host value: "example.com:8080" -> "example.com",
-/// "[::1]:80" -> "[::1]".
-fn host_without_port(host: &[u8]) -> &[u8] {
-    if host.starts_with(b"[") {
-        return match memchr(b']', host) {
-            Some(i) => &host[..=i],
-            None => host,
-        };
-    }
-    match memchr(b':', host) {
-        Some(i) => &host[..i],
-        None => host,
-    }
-}
-
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
-}
-
-/// The path part of a request-target (origin-form or absolute-form),
-/// without the query.
-pub fn target_path(target: &[u8]) -> &[u8] {
-    let end = memchr(b'?', target).unwrap_or(target.len());
-    let path = &target[..end];
-    if path.first() == Some(&b'/') || path == b"*" {
-        return path;
-    }
-    // absolute-form: scheme "://" authority path
-    if let Some(i) = path.windows(3).position(|w| w == b"://") {
-        let rest = &path[i + 3..];
-        return match memchr(b'/', rest) {
-            Some(j) => &rest[j..],
-            None => b"/",
-        };
-    }
-    // authority-form (CONNECT): no path.
-    &[]
-}
-
 /// Percent-decodes `path` into `out` if it needs it; returns whether it
 /// did. Invalid escapes are kept literally.
+#[inline]
 pub fn percent_decode(path: &[u8], out: &mut Vec<u8>) -> bool {
+    // Paths nearly always are plain: checked inline, decoded out of line.
     if !path.contains(&b'%') {
         return false;
     }
+    decode_into(path, out);
+    true
+}
+
+#[inline(never)]
+fn decode_into(path: &[u8], out: &mut Vec<u8>) {
     out.clear();
     let mut i = 0;
     while i < path.len() {
@@ -410,7 +373,6 @@ pub fn percent_decode(path: &[u8], out: &mut Vec<u8>) -> bool {
         out.push(path[i]);
         i += 1;
     }
-    true
 }
 
 fn hex(c: u8) -> Option<u8> {
@@ -533,22 +495,6 @@ mod tests {
         assert_eq!(out, b"/a b/c%zz%4");
         assert!(percent_decode(b"%41", &mut out));
         assert_eq!(out, b"A");
-    }
-
-    #[test]
-    fn target_path_handles_each_form() {
-        assert_eq!(target_path(b"/a/b?x=1"), b"/a/b");
-        assert_eq!(target_path(b"http://h:80/p?q"), b"/p");
-        assert_eq!(target_path(b"http://h"), b"/");
-        assert_eq!(target_path(b"*"), b"*");
-        assert_eq!(target_path(b"h:443"), b"");
-    }
-
-    #[test]
-    fn host_port_is_stripped() {
-        assert_eq!(host_without_port(b"example.com:8080"), b"example.com");
-        assert_eq!(host_without_port(b"[::1]:80"), b"[::1]");
-        assert_eq!(host_without_port(b"x"), b"x");
     }
 
     #[test]

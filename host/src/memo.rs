@@ -47,8 +47,11 @@ pub struct HeadMemo {
     /// The remembered head's length; 0 while none is.
     len: usize,
     bytes: [u8; MEMO_BYTES],
+    line: Span,
     method: Span,
     target: Span,
+    path: Span,
+    query: Span,
     version: Version,
     fields: [(Span, Span); MEMO_FIELDS],
     n_fields: usize,
@@ -56,6 +59,7 @@ pub struct HeadMemo {
     keep_alive: bool,
     expect_continue: bool,
     host: Option<Span>,
+    host_name: Option<Span>,
     content_type: Option<Span>,
     content_length: Option<Span>,
 }
@@ -65,8 +69,11 @@ impl Default for HeadMemo {
         HeadMemo {
             len: 0,
             bytes: [0; MEMO_BYTES],
+            line: Span::default(),
             method: Span::default(),
             target: Span::default(),
+            path: Span::default(),
+            query: Span::default(),
             version: Version::Http11,
             fields: [(Span::default(), Span::default()); MEMO_FIELDS],
             n_fields: 0,
@@ -74,6 +81,7 @@ impl Default for HeadMemo {
             keep_alive: false,
             expect_continue: false,
             host: None,
+            host_name: None,
             content_type: None,
             content_length: None,
         }
@@ -102,8 +110,11 @@ impl HeadMemo {
             };
         }
         Some(RequestHead {
+            line: part(head, self.line),
             method: part(head, self.method),
             target: part(head, self.target),
+            path: part(head, self.path),
+            query: part(head, self.query),
             version: self.version,
             headers: &slots[..n],
             len,
@@ -111,6 +122,7 @@ impl HeadMemo {
             keep_alive: self.keep_alive,
             expect_continue: self.expect_continue,
             host: self.host.map(|s| part(head, s)),
+            host_name: self.host_name.map(|s| part(head, s)),
             content_type: self.content_type.map(|s| part(head, s)),
             content_length: self.content_length.map(|s| part(head, s)),
         })
@@ -130,7 +142,13 @@ impl HeadMemo {
         // this always succeeds; a part found elsewhere (an empty one may
         // point anywhere) is refused rather than trusted, unless empty.
         let span_of = |s: &[u8]| span(head, s);
-        let (Some(method), Some(target)) = (span_of(parsed.method), span_of(parsed.target)) else {
+        let (Some(line), Some(method), Some(target), Some(path), Some(query)) = (
+            span_of(parsed.line),
+            span_of(parsed.method),
+            span_of(parsed.target),
+            span_of(parsed.path),
+            span_of(parsed.query),
+        ) else {
             return;
         };
         let mut fields = [(Span::default(), Span::default()); MEMO_FIELDS];
@@ -144,8 +162,9 @@ impl HeadMemo {
             None => Some(None),
             Some(s) => span_of(s).map(Some),
         };
-        let (Some(host), Some(content_type), Some(content_length)) = (
+        let (Some(host), Some(host_name), Some(content_type), Some(content_length)) = (
             optional(parsed.host),
+            optional(parsed.host_name),
             optional(parsed.content_type),
             optional(parsed.content_length),
         ) else {
@@ -153,8 +172,11 @@ impl HeadMemo {
         };
         self.bytes[..len].copy_from_slice(head);
         self.len = len;
+        self.line = line;
         self.method = method;
         self.target = target;
+        self.path = path;
+        self.query = query;
         self.version = parsed.version;
         self.fields = fields;
         self.n_fields = parsed.headers.len();
@@ -162,6 +184,7 @@ impl HeadMemo {
         self.keep_alive = parsed.keep_alive;
         self.expect_continue = parsed.expect_continue;
         self.host = host;
+        self.host_name = host_name;
         self.content_type = content_type;
         self.content_length = content_length;
     }

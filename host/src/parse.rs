@@ -113,11 +113,20 @@ pub const EMPTY_FIELD: Field<'static> = Field {
 /// A parsed and validated request head, borrowing the read buffer.
 #[derive(Debug)]
 pub struct RequestHead<'b, 'h> {
+    /// The request line as received, without its CRLF: method, target and
+    /// version with one SP between them.
+    pub line: &'b [u8],
     /// A token (RFC 9110 §9.1), so ASCII.
     pub method: &'b [u8],
     /// The raw request-target, in one of the forms `check_target` accepts
     /// (ASCII: see `is_uri_text`).
     pub target: &'b [u8],
+    /// The target's path: origin-form up to its query, absolute-form's
+    /// path after the authority ("/" when empty), "*" for asterisk-form.
+    /// Still percent-encoded.
+    pub path: &'b [u8],
+    /// The target's query, without the "?"; empty when there is none.
+    pub query: &'b [u8],
     pub version: Version,
     /// Every header field, in order, as received.
     pub headers: &'h [Field<'b>],
@@ -130,6 +139,10 @@ pub struct RequestHead<'b, 'h> {
     /// The client waits for "100 Continue" before sending the body.
     pub expect_continue: bool,
     pub host: Option<&'b [u8]>,
+    /// The host the request is for, without a port (RFC 9112 §3.2.2,
+    /// §3.3): an absolute-form target's, otherwise the Host field's (empty
+    /// if that is); None when there is neither.
+    pub host_name: Option<&'b [u8]>,
     pub content_type: Option<&'b [u8]>,
     /// The raw value of the first Content-Length field, if any.
     pub content_length: Option<&'b [u8]>,
@@ -161,7 +174,7 @@ pub fn parse_head<'b, 'h>(
     let Some((method, target, version, lf)) = request_line(rest, limits.request_line)? else {
         return Ok(None);
     };
-    check_target(method, target)?;
+    let parts = check_target(method, target)?;
 
     let headers_start = start + lf + 1;
     let block = &buf[headers_start..];
@@ -178,17 +191,25 @@ pub fn parse_head<'b, 'h>(
 
     let fields = Fields::collect(headers);
     let host = fields.host(version)?;
+    // §3.2.2: with an absolute-form target, the Host field is ignored for
+    // everything but its validity.
+    let host_name = parts.host.or(host.map(|(_, name)| name));
     let framing = fields.framing(version, limits)?;
     Ok(Some(RequestHead {
+        // `request_line` checked the CR before the LF.
+        line: &rest[..lf - 1],
         method,
         target,
+        path: parts.path,
+        query: parts.query,
         version,
         headers,
         len,
         framing,
         keep_alive: fields.keep_alive(version),
         expect_continue: fields.expect_continue(version)?,
-        host,
+        host: host.map(|(value, _)| value),
+        host_name,
         content_type: fields.content_type,
         content_length: fields.content_length,
     }))
@@ -467,13 +488,21 @@ fn parse_version(v: &[u8]) -> Result<Version, HttpError> {
     }
 }
 
+/// What `check_target` reads from a request-target.
+struct TargetParts<'b> {
+    path: &'b [u8],
+    query: &'b [u8],
+    /// An absolute-form target's host, without the port.
+    host: Option<&'b [u8]>,
+}
+
 /// RFC 9112 §3.2: origin-form and absolute-form for any method,
 /// authority-form only (and always) for CONNECT, asterisk-form only for
-/// OPTIONS.
-fn check_target(method: &[u8], target: &[u8]) -> Result<(), HttpError> {
+/// OPTIONS. Splits the accepted target into its parts.
+fn check_target<'b>(method: &[u8], target: &'b [u8]) -> Result<TargetParts<'b>, HttpError> {
     if method == b"CONNECT" {
         // RFC 9110 §9.3.6: CONNECT has no default port.
-        return if is_authority(target, true) {
+        return if authority_host(target, true).is_some() {
             // A well-formed tunnel request, but this server tunnels
             // nowhere: an app's 2xx would claim a tunnel the connection
             // then is not (its body read as tunnel data, RFC 9112 §6.3).
@@ -488,61 +517,77 @@ fn check_target(method: &[u8], target: &[u8]) -> Result<(), HttpError> {
     }
     if target == b"*" {
         return if method == b"OPTIONS" {
-            Ok(())
+            Ok(TargetParts {
+                path: target,
+                query: b"",
+                host: None,
+            })
         } else {
             Err(HttpError::BadRequest(
                 "asterisk-form target outside OPTIONS",
             ))
         };
     }
-    if target.starts_with(b"/") || is_absolute_form(target) {
-        return Ok(());
+    // The target holds no "#" (`is_uri_text`), so the query runs to its end.
+    let (before_query, query) = match target.iter().position(|&b| b == b'?') {
+        Some(q) => (&target[..q], &target[q + 1..]),
+        None => (target, &target[target.len()..]),
+    };
+    if target.starts_with(b"/") {
+        return Ok(TargetParts {
+            path: before_query,
+            query,
+            host: None,
+        });
     }
-    Err(HttpError::BadRequest("invalid request-target form"))
+    match absolute_form(before_query) {
+        Some((host, path)) => Ok(TargetParts {
+            path: if path.is_empty() { b"/" } else { path },
+            query,
+            host: Some(host),
+        }),
+        None => Err(HttpError::BadRequest("invalid request-target form")),
+    }
 }
 
 /// absolute-form, restricted to hierarchical URIs with a non-empty authority
 /// (`scheme "://" authority ...`): the only kind an HTTP server can serve
 /// (RFC 9110 §4.2.1 requires a host for http and https). Userinfo is refused
-/// (RFC 9110 §4.2.4: "treat its presence as an error").
-fn is_absolute_form(target: &[u8]) -> bool {
-    let Some(colon) = target.iter().position(|&b| b == b':') else {
-        return false;
-    };
+/// (RFC 9110 §4.2.4: "treat its presence as an error"). Takes the target
+/// without its query; returns the authority's host and the path after it.
+fn absolute_form(target: &[u8]) -> Option<(&[u8], &[u8])> {
+    let colon = target.iter().position(|&b| b == b':')?;
     let scheme = &target[..colon];
     let scheme_ok = scheme.first().is_some_and(u8::is_ascii_alphabetic)
         && scheme
             .iter()
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
-    let Some(after) = target[colon..].strip_prefix(b"://") else {
-        return false;
-    };
-    let authority_end = after
-        .iter()
-        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
-        .unwrap_or(after.len());
-    let authority = &after[..authority_end];
-    scheme_ok && !authority.is_empty() && is_authority(authority, false)
+    let after = target[colon..].strip_prefix(b"://")?;
+    let authority_end = after.iter().position(|&b| b == b'/').unwrap_or(after.len());
+    let (authority, path) = after.split_at(authority_end);
+    if !scheme_ok || authority.is_empty() {
+        return None;
+    }
+    Some((authority_host(authority, false)?, path))
 }
 
 /// uri-host [ ":" port ] (RFC 3986 §3.2.2-3.2.3), as in Host and
-/// authority-form. `need_port` requires a non-empty port. An empty host is
+/// authority-form: the host part (an IP-literal with its brackets) when
+/// `value` is one. `need_port` requires a non-empty port. An empty host is
 /// allowed only for the Host field (RFC 9112 §3.2), so callers that need a
 /// host check for emptiness themselves, except here for `need_port`.
-fn is_authority(value: &[u8], need_port: bool) -> bool {
+fn authority_host(value: &[u8], need_port: bool) -> Option<&[u8]> {
     let (host, port) = if value.starts_with(b"[") {
         // IP-literal: "[" ( IPv6address / IPvFuture ) "]"
-        let Some(close) = value.iter().position(|&b| b == b']') else {
-            return false;
-        };
+        let close = value.iter().position(|&b| b == b']')?;
         let inner = &value[1..close];
         if inner.is_empty() || !inner.iter().all(|&b| has_class(b, IP_LITERAL)) {
-            return false;
+            return None;
         }
         match &value[close + 1..] {
             [] => (&value[..=close], None),
             [b':', port @ ..] => (&value[..=close], Some(port)),
-            _ => return false,
+            _ => return None,
         }
     } else {
         // A reg-name holds no ":", so the first byte it cannot hold must
@@ -551,14 +596,14 @@ fn is_authority(value: &[u8], need_port: bool) -> bool {
         match &value[host_len..] {
             [] => (value, None),
             [b':', port @ ..] => (&value[..host_len], Some(port)),
-            _ => return false,
+            _ => return None,
         }
     };
     let port_ok = match port {
         Some(port) => port.iter().all(u8::is_ascii_digit) && !(need_port && port.is_empty()),
         None => !need_port,
     };
-    port_ok && (!need_port || !host.is_empty())
+    (port_ok && (!need_port || !host.is_empty())).then_some(host)
 }
 
 /// The length of the longest run at the start of `bytes` made of bytes in
@@ -695,6 +740,9 @@ fn lines_end_in_crlf(block: &[u8], headers: &[httparse::Header<'_>], field_size:
 /// `#[inline(always)]` into it, so the fields stay in registers instead of
 /// a struct copied in and out of calls; the re-reads are `#[inline(never)]`,
 /// so they do not bloat that path (each measured with callgrind).
+/// A Host field's value, and its host part (without the port).
+type HostField<'b> = (&'b [u8], &'b [u8]);
+
 struct Fields<'b, 'h> {
     headers: &'h [Field<'b>],
     hosts: usize,
@@ -763,14 +811,17 @@ impl<'b, 'h> Fields<'b, 'h> {
             .map(|h| h.value)
     }
 
-    /// RFC 9112 §3.2: exactly one valid Host in HTTP/1.1, at most one in 1.0.
+    /// RFC 9112 §3.2: exactly one valid Host in HTTP/1.1, at most one in
+    /// 1.0. Its value, and its host part (without the port).
     #[inline(always)]
-    fn host(&self, version: Version) -> Result<Option<&'b [u8]>, HttpError> {
+    fn host(&self, version: Version) -> Result<Option<HostField<'b>>, HttpError> {
         match (self.hosts, self.host) {
             (0, _) if version == Version::Http11 => Err(HttpError::BadRequest("missing Host")),
             (0, _) => Ok(None),
-            (1, Some(host)) if is_authority(host, false) => Ok(Some(host)),
-            (1, _) => Err(HttpError::BadRequest("invalid Host")),
+            (1, value) => match value.and_then(|v| Some((v, authority_host(v, false)?))) {
+                Some(found) => Ok(Some(found)),
+                None => Err(HttpError::BadRequest("invalid Host")),
+            },
             _ => Err(HttpError::BadRequest("more than one Host")),
         }
     }
@@ -1272,6 +1323,59 @@ mod tests {
         }
     }
 
+    /// The path, query and host name read from each target form (RFC 9112
+    /// §3.2-3.3): an absolute-form target's authority wins over Host.
+    #[test]
+    fn target_parts_and_host_name() {
+        let cases: [(&str, &str, &str, Option<&str>); 11] = [
+            (
+                "GET /a/b?x=1 HTTP/1.1\r\nHost: h:80",
+                "/a/b",
+                "x=1",
+                Some("h"),
+            ),
+            ("GET /a?b?c HTTP/1.1\r\nHost: h", "/a", "b?c", Some("h")),
+            ("GET /? HTTP/1.1\r\nHost: h", "/", "", Some("h")),
+            (
+                "GET /%41 HTTP/1.1\r\nHost: [::1]:8080",
+                "/%41",
+                "",
+                Some("[::1]"),
+            ),
+            ("GET /p HTTP/1.1\r\nHost:", "/p", "", Some("")),
+            ("GET /p HTTP/1.0", "/p", "", None),
+            (
+                "GET http://a.example:81/p?q HTTP/1.1\r\nHost: b",
+                "/p",
+                "q",
+                Some("a.example"),
+            ),
+            (
+                "GET http://a.example HTTP/1.1\r\nHost: b",
+                "/",
+                "",
+                Some("a.example"),
+            ),
+            (
+                "GET http://a.example?q HTTP/1.1\r\nHost: b",
+                "/",
+                "q",
+                Some("a.example"),
+            ),
+            ("GET http://[::1]/x HTTP/1.0", "/x", "", Some("[::1]")),
+            ("OPTIONS * HTTP/1.1\r\nHost: h", "*", "", Some("h")),
+        ];
+        for (head, path, query, host_name) in cases {
+            let req = format!("{head}\r\n\r\n");
+            let mut storage = [EMPTY_FIELD; 8];
+            let parsed = parse_head(req.as_bytes(), &mut storage, &Limits::default())
+                .unwrap_or_else(|e| panic!("{head:?}: {e}"))
+                .expect("complete");
+            assert_eq!(parsed.path, path.as_bytes(), "{head:?}");
+            assert_eq!(parsed.query, query.as_bytes(), "{head:?}");
+            assert_eq!(parsed.host_name, host_name.map(str::as_bytes), "{head:?}");
+        }
+    }
     /// RFC 9112 §3.2: a 1.1 request has exactly one valid Host.
     #[test]
     fn host_rules() {

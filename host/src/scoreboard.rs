@@ -217,25 +217,22 @@ impl WorkerSlot {
 
 impl ThreadSlot {
     /// A request starts: publish its line (cut at LINE_MAX bytes).
-    pub fn begin(&self, line: &[&[u8]]) {
+    pub fn begin(&self, line: &[u8]) {
         self.started_ms.store(0, Ordering::Release);
-        // Gathered on the stack with slice copies, then stored a word at a
-        // time: this runs for every request.
-        let mut text = [0u8; LINE_WORDS * 8];
-        let mut n = 0;
-        for part in line {
-            let take = part.len().min(LINE_MAX - n);
-            text[n..n + take].copy_from_slice(&part[..take]);
-            n += take;
-        }
-        for (word, bytes) in self
-            .line
-            .iter()
-            .zip(text.chunks_exact(8))
-            .take(n.div_ceil(8))
-        {
+        // Stored straight from the receive buffer, a word at a time: this
+        // runs for every request.
+        let line = &line[..line.len().min(LINE_MAX)];
+        let n = line.len();
+        let mut words = line.chunks_exact(8);
+        for (word, bytes) in self.line.iter().zip(&mut words) {
             let bytes: [u8; 8] = bytes.try_into().expect("chunks of 8");
             word.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.line[n / 8].store(u64::from_le_bytes(last), Ordering::Relaxed);
         }
         self.line_len.store(n as u32, Ordering::Relaxed);
         // `max(1)`: 0 means idle, and the clock starts near boot.
@@ -332,7 +329,7 @@ mod tests {
         assert!(w.wants_recycle());
         let t = board.thread(i, 1);
         assert_eq!(t.running(), None);
-        t.begin(&[b"GET", b" ", b"/hang", b" ", b"HTTP/1.1"]);
+        t.begin(b"GET /hang HTTP/1.1");
         let (started, line) = t.running().unwrap();
         assert!(started > 0);
         assert_eq!(line, "GET /hang HTTP/1.1");
@@ -354,11 +351,11 @@ mod tests {
         let long: Vec<u8> = (0..200u8).map(|i| b'a' + i % 26).collect();
         for len in 0..=200 {
             // A longer line first, so stale bytes would show.
-            t.begin(&[&long]);
-            t.begin(&[b"GET ", &long[..len]]);
-            let (_, line) = t.running().unwrap();
+            t.begin(&long);
             let mut want = b"GET ".to_vec();
             want.extend_from_slice(&long[..len]);
+            t.begin(&want);
+            let (_, line) = t.running().unwrap();
             want.truncate(LINE_MAX);
             assert_eq!(line.as_bytes(), &want[..], "length {len}");
         }
