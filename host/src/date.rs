@@ -41,32 +41,36 @@ thread_local! {
     };
 }
 
-/// The current second (since the epoch) and its IMF-fixdate. The second
-/// lets a caller that keeps whole encoded heads tell when its copy of the
-/// date went stale.
+/// The current second (since the epoch) and its IMF-fixdate.
 pub fn now() -> (u64, [u8; DATE_LEN]) {
-    // A clock before 1970 is a broken host; answering with the epoch keeps the
-    // header well-formed instead of failing the response.
-    let now = coarse_now_secs();
-    let cached = CACHE.with(|cache| {
+    let secs = now_secs();
+    (secs, imf(secs))
+}
+
+/// The IMF-fixdate of `secs` (since the epoch), from this thread's cache
+/// when it is the second formatted last. A caller that keeps whole encoded
+/// heads reads `now_secs` for every response and this only when the
+/// second changed.
+pub fn imf(secs: u64) -> [u8; DATE_LEN] {
+    CACHE.with(|cache| {
         let mut cached = cache.get();
-        if cached.secs != now {
+        if cached.secs != secs {
             cached = Cached {
-                secs: now,
-                text: format_imf(now),
+                secs,
+                text: format_imf(secs),
             };
             cache.set(cached);
         }
-        cached
-    });
-    (cached.secs, cached.text)
+        cached.text
+    })
 }
 
 /// Whole seconds since the epoch from the kernel's coarse realtime clock: a
 /// few milliseconds behind at most (one tick), read without the timestamp
 /// counter — this runs for every response, and a Date header only needs
-/// the second.
-fn coarse_now_secs() -> u64 {
+/// the second. A clock before 1970 is a broken host; answering with the
+/// epoch keeps the header well-formed instead of failing the response.
+pub fn now_secs() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -72,6 +72,10 @@ struct Worker {
     recycle: bool,
     /// Killed by the master for running past `--timeout`.
     timed_out: bool,
+    /// Per app thread, the running request the master last saw: its
+    /// number and when (`now_ms`) the master first saw it. A request is
+    /// timed from there: the request path reads no clock for it.
+    seen: Vec<Option<(u64, u64)>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -530,6 +534,7 @@ impl Master {
                         started: Instant::now(),
                         recycle: false,
                         timed_out: false,
+                        seen: vec![None; self.board.threads_per_worker()],
                     },
                 );
                 Some(pid)
@@ -714,7 +719,7 @@ impl Master {
         let now = now_ms();
         let timeout = self.cfg.timeout;
         let mut doomed = Vec::new();
-        for (pid, w) in &self.workers {
+        for (pid, w) in &mut self.workers {
             match w.phase {
                 Phase::Retiring(since) => {
                     if since.elapsed() > self.cfg.graceful_timeout + Duration::from_secs(5) {
@@ -741,18 +746,27 @@ impl Master {
                 continue;
             }
             let limit = timeout.as_millis() as u64;
-            for t in 0..self.board.threads_per_worker() {
-                if let Some((started, line)) = self.board.thread(w.index, t).running() {
-                    let age = now.saturating_sub(started);
-                    if age > limit {
-                        tracing::error!(
-                            "worker {pid} timed out: request \"{line}\" running for {:.1}s on thread {t} (-t {}s); killing it",
-                            age as f64 / 1000.0,
-                            timeout.as_secs()
-                        );
-                        doomed.push(*pid);
-                        break;
+            for (t, seen) in w.seen.iter_mut().enumerate() {
+                let Some((number, line)) = self.board.thread(w.index, t).running() else {
+                    *seen = None;
+                    continue;
+                };
+                let since = match *seen {
+                    Some((n, since)) if n == number => since,
+                    _ => {
+                        *seen = Some((number, now));
+                        now
                     }
+                };
+                let age = now.saturating_sub(since);
+                if age > limit {
+                    tracing::error!(
+                        "worker {pid} timed out: request \"{line}\" running for {:.1}s on thread {t} (-t {}s); killing it",
+                        age as f64 / 1000.0,
+                        timeout.as_secs()
+                    );
+                    doomed.push(*pid);
+                    break;
                 }
             }
             let beat = self.board.worker(w.index).last_heartbeat_ms();

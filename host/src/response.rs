@@ -339,15 +339,15 @@ pub fn encode_head(
     keep_alive: bool,
     is_head_request: bool,
 ) {
-    let (date_secs, date) = crate::date::now();
     let encoding = Encoding {
-        date_secs,
+        date_secs: crate::date::now_secs(),
         version,
         framing,
         keep_alive,
         is_head_request,
     };
     if head.encoded_for != Some(encoding) {
+        let date = crate::date::imf(encoding.date_secs);
         let mut bytes = std::mem::take(&mut head.encoded);
         bytes.clear();
         write_head(&mut bytes, &date, head, encoding);

@@ -5,12 +5,17 @@
 //! on a worker's hot path, nothing on disk.
 //!
 //! Everything in it is an atomic, so both sides may touch it at any time.
-//! A request line is published seqlock-style: `started_ms` is cleared,
-//! the bytes written, then `started_ms` set; a reader that sees the same
-//! non-zero `started_ms` before and after copying the bytes has a
-//! consistent line.
+//! A request line is published seqlock-style under a per-thread request
+//! number: the number is stored with its "running" bit clear, the bytes
+//! written, then the bit set; a reader that sees the same running number
+//! before and after copying the bytes has a consistent line.
+//!
+//! A running request carries no start time: the request path reads no
+//! clock for it. The master times a request from the first time it sees
+//! its number (it looks every 100 ms), so a request's age is known to
+//! within a look, and never overstated.
 use std::io;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 /// Most workers a master runs at once (`-w` plus TTIN, plus a reload's
 /// new generation booting beside the old one).
@@ -51,8 +56,9 @@ pub struct WorkerSlot {
 /// One app thread's running request.
 #[repr(C)]
 pub struct ThreadSlot {
-    /// Monotonic milliseconds when the running request started; 0 = idle.
-    started_ms: AtomicU64,
+    /// The number of this thread's latest request (counted from 1) times
+    /// two, plus one while it runs: 0 or even = idle.
+    request: AtomicU64,
     /// Requests this thread answered. Its thread is the only writer, so
     /// counting is a plain load and store, not a locked add.
     requests: AtomicU64,
@@ -144,7 +150,7 @@ impl Scoreboard {
         w.message_len.store(0, Ordering::Relaxed);
         for t in 0..self.per_worker {
             let t = self.thread(index, t);
-            t.end();
+            t.request.store(0, Ordering::Relaxed);
             t.requests.store(0, Ordering::Relaxed);
         }
     }
@@ -216,9 +222,14 @@ impl WorkerSlot {
 }
 
 impl ThreadSlot {
-    /// A request starts: publish its line (cut at LINE_MAX bytes).
+    /// A request starts: publish its line (cut at LINE_MAX bytes). Only
+    /// this slot's thread may call it.
     pub fn begin(&self, line: &[u8]) {
-        self.started_ms.store(0, Ordering::Release);
+        // The next number, not running yet while the line is written.
+        let number = (self.request.load(Ordering::Relaxed) | 1) + 1;
+        self.request.store(number, Ordering::Relaxed);
+        // The line's stores stay after that one (a seqlock's write side).
+        fence(Ordering::Release);
         // Stored straight from the receive buffer, a word at a time: this
         // runs for every request.
         let line = &line[..line.len().min(LINE_MAX)];
@@ -230,17 +241,27 @@ impl ThreadSlot {
         }
         let rest = words.remainder();
         if !rest.is_empty() {
-            let mut last = [0u8; 8];
-            last[..rest.len()].copy_from_slice(rest);
-            self.line[n / 8].store(u64::from_le_bytes(last), Ordering::Relaxed);
+            // The last, partial word: the eight bytes that end the line,
+            // shifted into place. (Copying the rest into a zeroed word and
+            // loading that stalls on every request: a load cannot take its
+            // value from several smaller stores still in flight.)
+            let word = match line.len().checked_sub(8) {
+                Some(start) => {
+                    let tail: [u8; 8] = line[start..].try_into().expect("eight bytes");
+                    u64::from_le_bytes(tail) >> (8 * (8 - rest.len()))
+                }
+                None => rest.iter().rev().fold(0, |w, &b| w << 8 | u64::from(b)),
+            };
+            self.line[n / 8].store(word, Ordering::Relaxed);
         }
         self.line_len.store(n as u32, Ordering::Relaxed);
-        // `max(1)`: 0 means idle, and the clock starts near boot.
-        self.started_ms.store(now_ms().max(1), Ordering::Release);
+        self.request.store(number | 1, Ordering::Release);
     }
 
+    /// The running request ended. Only this slot's thread may call it.
     pub fn end(&self) {
-        self.started_ms.store(0, Ordering::Release);
+        let number = self.request.load(Ordering::Relaxed) & !1;
+        self.request.store(number, Ordering::Release);
     }
 
     /// Counts `n` more requests answered by this thread; only this
@@ -250,10 +271,11 @@ impl ThreadSlot {
         self.requests.store(total, Ordering::Relaxed);
     }
 
-    /// The running request: (start, line), if any and read consistently.
+    /// The running request: (its number, its line), if any and read
+    /// consistently. The number tells one request from the next.
     pub fn running(&self) -> Option<(u64, String)> {
-        let started = self.started_ms.load(Ordering::Acquire);
-        if started == 0 {
+        let number = self.request.load(Ordering::Acquire);
+        if number & 1 == 0 {
             return None;
         }
         let n = (self.line_len.load(Ordering::Relaxed) as usize).min(LINE_MAX);
@@ -263,18 +285,20 @@ impl ThreadSlot {
             .flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes())
             .collect();
         bytes.truncate(n);
-        if self.started_ms.load(Ordering::Acquire) != started {
+        // The line's loads stay before the check (a seqlock's read side).
+        fence(Ordering::Acquire);
+        if self.request.load(Ordering::Relaxed) != number {
             return None;
         }
-        Some((started, String::from_utf8_lossy(&bytes).into_owned()))
+        Some((number >> 1, String::from_utf8_lossy(&bytes).into_owned()))
     }
 }
 
 /// Milliseconds on the system-wide monotonic clock (the same in every
 /// process, unlike `Instant`, which cannot be shared). The coarse clock:
-/// it is read once per request, costs a quarter of the precise one, and
-/// its few milliseconds of granularity are nothing next to the timeouts
-/// (seconds) it serves.
+/// a worker reads it once per event-loop turn (the heartbeat), it costs a
+/// quarter of the precise one, and its few milliseconds of granularity are
+/// nothing next to the timeouts (seconds) it serves.
 pub fn now_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -330,16 +354,21 @@ mod tests {
         let t = board.thread(i, 1);
         assert_eq!(t.running(), None);
         t.begin(b"GET /hang HTTP/1.1");
-        let (started, line) = t.running().unwrap();
-        assert!(started > 0);
+        let (number, line) = t.running().unwrap();
+        assert_eq!(number, 1, "the thread's first request");
         assert_eq!(line, "GET /hang HTTP/1.1");
         t.end();
         assert_eq!(t.running(), None);
+        t.begin(b"GET /next HTTP/1.1");
+        assert_eq!(t.running().map(|(n, _)| n), Some(2), "a new number");
+        t.end();
         t.count(3);
         board.thread(i, 0).count(2);
         t.count(1);
         assert_eq!(board.requests(i), 6, "the sum over the worker's threads");
         board.reset(i);
+        t.begin(b"GET / HTTP/1.1");
+        assert_eq!(t.running().map(|(n, _)| n), Some(1), "numbered afresh");
         assert_eq!(board.worker(i).state(), WorkerState::Free);
         assert_eq!(board.requests(i), 0);
     }
@@ -349,15 +378,13 @@ mod tests {
         let board = Box::leak(Box::new(Scoreboard::new(1).unwrap()));
         let t = board.thread(0, 0);
         let long: Vec<u8> = (0..200u8).map(|i| b'a' + i % 26).collect();
+        let other: Vec<u8> = (0..200u8).map(|i| b'A' + i % 26).collect();
         for len in 0..=200 {
-            // A longer line first, so stale bytes would show.
+            // A longer, different line first, so stale bytes would show.
             t.begin(&long);
-            let mut want = b"GET ".to_vec();
-            want.extend_from_slice(&long[..len]);
-            t.begin(&want);
+            t.begin(&other[..len]);
             let (_, line) = t.running().unwrap();
-            want.truncate(LINE_MAX);
-            assert_eq!(line.as_bytes(), &want[..], "length {len}");
+            assert_eq!(line.as_bytes(), &other[..len.min(LINE_MAX)], "length {len}");
         }
     }
 }
