@@ -17,7 +17,7 @@
 //!   status (see `early_refusal` for the one tolerated difference: which
 //!   refusal comes first). Whatever the TCP segmentation, a request is
 //!   refused or accepted alike;
-//! - a small head shown to the memo (`host::memo`) is recalled, from the
+//! - a small head shown twice to the memo (`host::memo`) is recalled, from the
 //!   same bytes with anything after them, as exactly what the parser gives,
 //!   and no prefix shorter than the head is recalled.
 #![no_main]
@@ -129,11 +129,13 @@ fn check(buf: &[u8], limits: &Limits) {
     }
 }
 
-/// A memo that was shown the head `buf` starts with.
+/// A memo that was shown the head `buf` starts with, twice in a row (what
+/// it takes to be remembered).
 fn remembered(buf: &[u8], limits: &Limits) -> HeadMemo {
     let mut memo = HeadMemo::default();
     let mut storage = vec![EMPTY_FIELD; limits.fields];
     if let Ok(Some(head)) = parse_head(buf, &mut storage, limits) {
+        memo.remember(buf, &head);
         memo.remember(buf, &head);
     }
     memo

@@ -15,10 +15,15 @@
 //! the same offset. `tests::recall_gives_what_parse_gives` and the
 //! `request_head` fuzz target check this against the parser.
 //!
-//! Only heads up to MEMO_BYTES with at most MEMO_FIELDS fields are kept: a
-//! browser's head (cookies, a dozen fields) is rarely sent twice, and
-//! copying it would cost more than the comparison saves. A head too big
-//! to keep leaves the memo as it was.
+//! A head is remembered once it was parsed twice in a row (no other new
+//! head between): the first time only its bytes are copied aside, which is
+//! cheap, and the offsets of its parts are worked out the second time. So
+//! traffic whose heads all differ (different paths, cookies) pays one copy
+//! and two early-ending comparisons per request, and an occasional other
+//! head (a health check among an API's traffic) does not push out the one
+//! that keeps coming. Only heads up to MEMO_BYTES with at most MEMO_FIELDS
+//! fields are kept: a browser's head (cookies, a dozen fields) is rarely
+//! sent twice. A head too big to keep leaves the memo as it was.
 
 use crate::parse::{Field, Framing, RequestHead, Version, EMPTY_FIELD};
 
@@ -44,13 +49,19 @@ struct Span {
 
 /// One app thread's memo; see the module comment.
 pub struct HeadMemo {
+    /// A head parsed once and not remembered yet: its length (0 while
+    /// none) and bytes.
+    seen_len: usize,
+    seen: [u8; MEMO_BYTES],
     /// The remembered head's length; 0 while none is.
     len: usize,
     bytes: [u8; MEMO_BYTES],
     line: Span,
     method: Span,
     target: Span,
-    path: Span,
+    /// None: "/" not from the head (an absolute-form target without a
+    /// path, `parse_head`'s static "/").
+    path: Option<Span>,
     query: Span,
     version: Version,
     fields: [(Span, Span); MEMO_FIELDS],
@@ -67,12 +78,14 @@ pub struct HeadMemo {
 impl Default for HeadMemo {
     fn default() -> HeadMemo {
         HeadMemo {
+            seen_len: 0,
+            seen: [0; MEMO_BYTES],
             len: 0,
             bytes: [0; MEMO_BYTES],
             line: Span::default(),
             method: Span::default(),
             target: Span::default(),
-            path: Span::default(),
+            path: None,
             query: Span::default(),
             version: Version::Http11,
             fields: [(Span::default(), Span::default()); MEMO_FIELDS],
@@ -113,7 +126,7 @@ impl HeadMemo {
             line: part(head, self.line),
             method: part(head, self.method),
             target: part(head, self.target),
-            path: part(head, self.path),
+            path: self.path.map_or(b"/", |s| part(head, s)),
             query: part(head, self.query),
             version: self.version,
             headers: &slots[..n],
@@ -128,8 +141,9 @@ impl HeadMemo {
         })
     }
 
-    /// Remembers `parsed`, which `parse_head` read from the start of `buf`,
-    /// if it is small enough; otherwise the memo stays as it was.
+    /// Shows the memo `parsed`, which `parse_head` read from the start of
+    /// `buf`: remembered if it is small and was the last new head shown
+    /// too, otherwise set aside as seen once (see the module comment).
     pub fn remember(&mut self, buf: &[u8], parsed: &RequestHead<'_, '_>) {
         let len = parsed.len;
         if len > MEMO_BYTES || parsed.headers.len() > MEMO_FIELDS {
@@ -138,18 +152,35 @@ impl HeadMemo {
         let Some(head) = buf.get(..len) else {
             return;
         };
+        if self.seen_len == len && same_bytes(head, &self.seen[..len]) {
+            self.seen_len = 0;
+            self.keep(head, parsed);
+        } else {
+            self.seen[..len].copy_from_slice(head);
+            self.seen_len = len;
+        }
+    }
+
+    /// Remembers `parsed`, read from `head`, its exact bytes.
+    #[inline(never)]
+    fn keep(&mut self, head: &[u8], parsed: &RequestHead<'_, '_>) {
+        let len = head.len();
         // Each part's place in the head. Every part borrows from it, so
         // this always succeeds; a part found elsewhere (an empty one may
         // point anywhere) is refused rather than trusted, unless empty.
         let span_of = |s: &[u8]| span(head, s);
-        let (Some(line), Some(method), Some(target), Some(path), Some(query)) = (
+        let (Some(line), Some(method), Some(target), Some(query)) = (
             span_of(parsed.line),
             span_of(parsed.method),
             span_of(parsed.target),
-            span_of(parsed.path),
             span_of(parsed.query),
         ) else {
             return;
+        };
+        let path = match span_of(parsed.path) {
+            Some(span) => Some(span),
+            None if parsed.path == b"/" => None,
+            None => return,
         };
         let mut fields = [(Span::default(), Span::default()); MEMO_FIELDS];
         for (slot, field) in fields.iter_mut().zip(parsed.headers) {
@@ -253,7 +284,21 @@ mod tests {
         }
     }
 
-    const HEADS: [&[u8]; 8] = [
+    /// Parses `buf` (it must hold a head) and shows the memo the result,
+    /// as `conn.rs` does after a parse.
+    fn show(memo: &mut HeadMemo, buf: &[u8]) {
+        let mut slots = [EMPTY_FIELD; 100];
+        let parsed = parse_head(buf, &mut slots, &Limits::default())
+            .expect("valid")
+            .expect("complete");
+        memo.remember(buf, &parsed);
+    }
+
+    fn recalls(memo: &HeadMemo, buf: &[u8]) -> bool {
+        memo.recall(buf, &mut memo_slots()).is_some()
+    }
+
+    const HEADS: [&[u8]; 9] = [
         b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n",
         b"\r\n\r\nGET /a?b=%41 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
         b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\n",
@@ -261,19 +306,16 @@ mod tests {
         b"GET / HTTP/1.1\r\nHost: x\r\nEmpty:\r\nX: \t v \t\r\nConnection: close\r\n\r\n",
         b"OPTIONS * HTTP/1.1\r\nHost:\r\n\r\n",
         b"GET http://h:1/p HTTP/1.1\r\nHost: h:1\r\nX: obs-text \xff\r\n\r\n",
+        b"GET http://h?q HTTP/1.1\r\nHost: h\r\n\r\n",
         b"HEAD / HTTP/1.1\r\nHost: [::1]:80\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\nF: 6\r\nG: 7\r\n\r\n",
     ];
 
     #[test]
     fn recall_gives_what_parse_gives() {
-        let limits = Limits::default();
         for head in HEADS {
             let mut memo = HeadMemo::default();
-            let mut slots = [EMPTY_FIELD; 100];
-            let parsed = parse_head(head, &mut slots, &limits)
-                .expect("valid")
-                .expect("complete");
-            memo.remember(head, &parsed);
+            show(&mut memo, head);
+            show(&mut memo, head);
             // The same head, in a new buffer with the next request behind it.
             let mut buf = head.to_vec();
             buf.extend_from_slice(b"GET /next HTTP/1.1\r\n");
@@ -291,28 +333,42 @@ mod tests {
     }
 
     #[test]
-    fn a_different_or_partial_head_is_not_recalled() {
-        let limits = Limits::default();
-        let head: &[u8] = HEADS[0];
-        let mut slots = [EMPTY_FIELD; 100];
-        let parsed = parse_head(head, &mut slots, &limits).unwrap().unwrap();
+    fn a_head_is_remembered_when_parsed_twice_in_a_row() {
+        let [a, b, c, ..] = HEADS;
         let mut memo = HeadMemo::default();
-        memo.remember(head, &parsed);
-        let mut recall_slots = memo_slots();
+        // Nothing remembered yet: nothing recalled, not even an empty head.
+        assert!(!recalls(&memo, a));
+        show(&mut memo, a);
+        assert!(!recalls(&memo, a), "seen once: only set aside");
+        show(&mut memo, b);
+        show(&mut memo, a);
+        assert!(!recalls(&memo, a), "another head came between");
+        show(&mut memo, a);
+        assert!(recalls(&memo, a));
+        // A head seen once does not push out the remembered one...
+        show(&mut memo, b);
+        assert!(recalls(&memo, a) && !recalls(&memo, b));
+        show(&mut memo, c);
+        assert!(recalls(&memo, a));
+        // ...one seen twice in a row replaces it.
+        show(&mut memo, c);
+        assert!(recalls(&memo, c) && !recalls(&memo, a));
+    }
+
+    #[test]
+    fn a_different_or_partial_head_is_not_recalled() {
+        let head: &[u8] = HEADS[0];
+        let mut memo = HeadMemo::default();
+        show(&mut memo, head);
+        show(&mut memo, head);
         // Cut short: the head is incomplete, whatever was remembered.
-        assert!(memo
-            .recall(&head[..head.len() - 1], &mut recall_slots)
-            .is_none());
+        assert!(!recalls(&memo, &head[..head.len() - 1]));
         // One byte different anywhere.
         for i in 0..head.len() {
             let mut other = head.to_vec();
             other[i] ^= 0x01;
-            assert!(memo.recall(&other, &mut memo_slots()).is_none(), "byte {i}");
+            assert!(!recalls(&memo, &other), "byte {i}");
         }
-        // Nothing remembered yet: nothing recalled, not even an empty head.
-        assert!(HeadMemo::default()
-            .recall(head, &mut memo_slots())
-            .is_none());
     }
 
     #[test]
@@ -331,24 +387,20 @@ mod tests {
 
     #[test]
     fn big_heads_leave_the_memo_as_it_was() {
-        let limits = Limits::default();
-        let mut memo = HeadMemo::default();
         let small: &[u8] = HEADS[0];
-        let mut slots = [EMPTY_FIELD; 100];
-        let parsed = parse_head(small, &mut slots, &limits).unwrap().unwrap();
-        memo.remember(small, &parsed);
+        let mut memo = HeadMemo::default();
+        show(&mut memo, small);
+        show(&mut memo, small);
 
         let long_value = "v".repeat(MEMO_BYTES);
         let long = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {long_value}\r\n\r\n");
         let many_fields: String = (0..=MEMO_FIELDS).map(|i| format!("F{i}: x\r\n")).collect();
         let many = format!("GET / HTTP/1.1\r\nHost: x\r\n{many_fields}\r\n");
         for big in [long.as_bytes(), many.as_bytes()] {
-            let mut slots = [EMPTY_FIELD; 100];
-            let parsed = parse_head(big, &mut slots, &limits).unwrap().unwrap();
-            memo.remember(big, &parsed);
-            let mut recall_slots = memo_slots();
-            assert!(memo.recall(big, &mut recall_slots).is_none());
-            assert!(memo.recall(small, &mut recall_slots).is_some());
+            show(&mut memo, big);
+            show(&mut memo, big);
+            assert!(!recalls(&memo, big));
+            assert!(recalls(&memo, small));
         }
     }
 }
