@@ -62,7 +62,8 @@ pub struct Scratch {
     /// The peer's address text, apart from the rest so that requests can
     /// borrow it while they use the buffers.
     peer: PeerText,
-    /// The last small head parsed, for the next one that is the same.
+    /// Small heads parsed lately, so that one sent again is not parsed
+    /// again (see `memo.rs`).
     memo: Box<HeadMemo>,
     bufs: Buffers,
 }
@@ -217,8 +218,8 @@ const FEW_FIELDS: usize = 24;
 
 /// Parses the head at the start of `buf` and hands the outcome to `f`.
 ///
-/// With a `memo`, a head it remembers is not parsed again, and a small
-/// head that parses is remembered (see `memo.rs`).
+/// With a `memo`, a head it remembers is not parsed again, and every head
+/// that parses is shown to it (see `memo.rs`).
 ///
 /// Tries FEW_FIELDS slots first; a head with more fields than that (or
 /// any other 431) is parsed again with the full `--limit-request-fields`,
@@ -249,7 +250,7 @@ fn parse_request<'b, R>(
     })
 }
 
-/// `parse_head`, and a head that parses goes into `memo`.
+/// `parse_head`, and a head that parses is shown to `memo`.
 fn parse_remembering<'b, 'h>(
     buf: &'b [u8],
     slots: &'h mut [Field<'b>],
