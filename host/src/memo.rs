@@ -1,4 +1,4 @@
-//! The last small request head an app thread parsed, kept as its bytes and
+//! A small request head an app thread keeps parsing, kept as its bytes and
 //! the offsets of its parts, so that the same head sent again is known by
 //! one comparison instead of a parse.
 //!
