@@ -9,7 +9,9 @@
 //! accepts (status "NNN reason" with NNN 200-999, token names, values
 //! without CTLs, no hop-by-hop names, one Content-Length number), and
 //! refuses anything with CR, LF or NUL where it would reach the wire. A
-//! reused head gives the same result as a fresh one. For an accepted head,
+//! reused head gives the same result as a fresh one, and so does
+//! `set_static` (a refused static head stays refused; a known one stays
+//! what it was set with, also after a dynamic head). For an accepted head,
 //! every combination of version, keep-alive, HEAD and framing encodes to
 //! exactly one complete head that httparse reads back with exactly the
 //! app's headers followed by the server's own (Date, Server, the framing
@@ -65,9 +67,29 @@ fuzz_target!(|data: &[u8]| {
         accepted
     );
     assert_eq!(format!("{reused:?}"), format!("{head:?}"));
+    // The same through `set_static` (ABI 1.2's heads, known by their
+    // address): the first sight judges like `set`, a refused head is
+    // refused every time (it is never taken as known), and a known head is
+    // the one it was set with, also after a dynamic head came between.
+    let mut fixed = ResponseHead::new();
+    fixed
+        .set_static(2, b"201 Created", [(&b"X-Old"[..], &b"1"[..])])
+        .unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            fixed.set_static(1, status, headers.iter().copied()).is_ok(),
+            accepted
+        );
+    }
     if !accepted {
         return;
     }
+    assert_eq!(format!("{fixed:?}"), format!("{head:?}"));
+    fixed
+        .set(b"202 Accepted", [(&b"X-Between"[..], &b"1"[..])])
+        .unwrap();
+    fixed.set_static(1, status, headers.iter().copied()).unwrap();
+    assert_eq!(format!("{fixed:?}"), format!("{head:?}"));
     for version in [Version::Http10, Version::Http11] {
         for keep_alive in [false, true] {
             for is_head in [false, true] {
@@ -87,6 +109,7 @@ fuzz_target!(|data: &[u8]| {
                     // would show.
                     check_encoding(&mut head, status, &headers, &case);
                     check_encoding(&mut reused, status, &headers, &case);
+                    check_encoding(&mut fixed, status, &headers, &case);
                 }
             }
         }
