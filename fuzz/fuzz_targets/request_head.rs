@@ -193,14 +193,8 @@ fn check_head(buf: &[u8], head: &RequestHead<'_, '_>, limits: &Limits) {
     );
     assert!(only_crlf_line_ends(bytes), "bare CR or LF inside the head");
 
-    assert!(
-        is_within(bytes, head.method),
-        "method outside the head"
-    );
-    assert!(
-        is_within(bytes, head.target),
-        "target outside the head"
-    );
+    assert!(is_within(bytes, head.method), "method outside the head");
+    assert!(is_within(bytes, head.target), "target outside the head");
     // The request line: method, target and an 8-byte version, one SP apart.
     assert!(is_within(bytes, head.line), "line outside the head");
     let mut start = head.method.to_vec();
@@ -213,11 +207,7 @@ fn check_head(buf: &[u8], head: &RequestHead<'_, '_>, limits: &Limits) {
         head.line
     );
     for h in head.headers {
-        assert!(
-            is_within(bytes, h.name),
-            "name {:?} outside",
-            h.name
-        );
+        assert!(is_within(bytes, h.name), "name {:?} outside", h.name);
         assert!(is_within(bytes, h.value), "value of {:?} outside", h.name);
     }
     for v in [head.host, head.content_type, head.content_length]
@@ -243,7 +233,10 @@ fn check_head(buf: &[u8], head: &RequestHead<'_, '_>, limits: &Limits) {
     match httparse::parse_headers(&bytes[lf + 1..], &mut reference) {
         Ok(httparse::Status::Complete((n, fields))) => {
             assert_eq!(lf + 1 + n, head.len, "section length");
-            let fields: Vec<_> = fields.iter().map(|h| (h.name.as_bytes(), h.value)).collect();
+            let fields: Vec<_> = fields
+                .iter()
+                .map(|h| (h.name.as_bytes(), h.value))
+                .collect();
             let ours: Vec<_> = head.headers.iter().map(|h| (h.name, h.value)).collect();
             assert_eq!(ours, fields, "fields differ from httparse's");
         }
@@ -290,7 +283,12 @@ fn summary(head: &RequestHead<'_, '_>) -> Summary {
         headers: head
             .headers
             .iter()
-            .map(|h| (String::from_utf8_lossy(h.name).into_owned(), h.value.to_vec()))
+            .map(|h| {
+                (
+                    String::from_utf8_lossy(h.name).into_owned(),
+                    h.value.to_vec(),
+                )
+            })
             .collect(),
         len: head.len,
         framing: head.framing,

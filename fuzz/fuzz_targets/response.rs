@@ -88,7 +88,9 @@ fuzz_target!(|data: &[u8]| {
     fixed
         .set(b"202 Accepted", [(&b"X-Between"[..], &b"1"[..])])
         .unwrap();
-    fixed.set_static(1, status, headers.iter().copied()).unwrap();
+    fixed
+        .set_static(1, status, headers.iter().copied())
+        .unwrap();
     assert_eq!(format!("{fixed:?}"), format!("{head:?}"));
     for version in [Version::Http10, Version::Http11] {
         for keep_alive in [false, true] {
