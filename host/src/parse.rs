@@ -731,6 +731,9 @@ fn lines_end_in_crlf(block: &[u8], headers: &[httparse::Header<'_>], field_size:
     line_ok(line_start, block.len() - CRLF.len())
 }
 
+/// A Host field's value, and its host part (without the port).
+type HostField<'b> = (&'b [u8], &'b [u8]);
+
 /// The header fields that matter to the engine, gathered in one pass.
 /// List-valued fields that are rare (Content-Length, Transfer-Encoding,
 /// Expect) are only noted here and re-read from `headers` when present, so
@@ -740,9 +743,6 @@ fn lines_end_in_crlf(block: &[u8], headers: &[httparse::Header<'_>], field_size:
 /// `#[inline(always)]` into it, so the fields stay in registers instead of
 /// a struct copied in and out of calls; the re-reads are `#[inline(never)]`,
 /// so they do not bloat that path (each measured with callgrind).
-/// A Host field's value, and its host part (without the port).
-type HostField<'b> = (&'b [u8], &'b [u8]);
-
 struct Fields<'b, 'h> {
     headers: &'h [Field<'b>],
     hosts: usize,
@@ -1376,6 +1376,7 @@ mod tests {
             assert_eq!(parsed.host_name, host_name.map(str::as_bytes), "{head:?}");
         }
     }
+
     /// RFC 9112 §3.2: a 1.1 request has exactly one valid Host.
     #[test]
     fn host_rules() {
