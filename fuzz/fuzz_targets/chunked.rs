@@ -9,8 +9,8 @@
 //! Input: the bytes after a request head, as they arrive.
 #![no_main]
 
-use host::chunked::{ChunkedDecoder, ChunkedError};
-use host::response::{encode_chunk, encode_last_chunk};
+use host::http1::chunked::{ChunkedDecoder, ChunkedError};
+use host::http1::response::{encode_chunk, encode_last_chunk};
 use host_fuzz::Sizes;
 use libfuzzer_sys::fuzz_target;
 

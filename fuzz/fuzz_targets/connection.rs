@@ -26,9 +26,9 @@
 
 use std::time::Duration;
 
-use host::body::BodyReader;
-use host::chunked::ChunkedDecoder;
-use host::parse::{parse_head, Framing, Limits, EMPTY_FIELD};
+use host::http1::body::BodyReader;
+use host::http1::chunked::ChunkedDecoder;
+use host::http1::parse::{parse_head, Framing, Limits, EMPTY_FIELD};
 use host_fuzz::{small_limits, Sizes, Wire};
 use libfuzzer_sys::fuzz_target;
 

@@ -17,14 +17,14 @@
 //!   status (see `early_refusal` for the one tolerated difference: which
 //!   refusal comes first). Whatever the TCP segmentation, a request is
 //!   refused or accepted alike;
-//! - a small head shown twice to the memo (`host::memo`) is recalled, from the
+//! - a small head shown twice to the memo (`host::http1::memo`) is recalled, from the
 //!   same bytes with anything after them, as exactly what the parser gives,
 //!   and no prefix shorter than the head is recalled.
 #![no_main]
 
-use host::error::HttpError;
-use host::memo::{memo_slots, HeadMemo, MEMO_BYTES, MEMO_FIELDS};
-use host::parse::{parse_head, Framing, Limits, RequestHead, Version, EMPTY_FIELD};
+use host::http1::error::HttpError;
+use host::http1::memo::{memo_slots, HeadMemo, MEMO_BYTES, MEMO_FIELDS};
+use host::http1::parse::{parse_head, Framing, Limits, RequestHead, Version, EMPTY_FIELD};
 use host_fuzz::{is_within, only_crlf_line_ends, small_limits};
 use libfuzzer_sys::fuzz_target;
 

@@ -18,8 +18,8 @@
 //! header, Connection): nothing injected, nothing lost.
 #![no_main]
 
-use host::parse::Version;
-use host::response::{encode_head, status_forbids_body, BodyFraming, ResponseHead, SERVER};
+use host::http1::parse::Version;
+use host::http1::response::{encode_head, status_forbids_body, BodyFraming, ResponseHead, SERVER};
 use host_fuzz::only_crlf_line_ends;
 use libfuzzer_sys::fuzz_target;
 

@@ -4,8 +4,8 @@
 use std::io;
 use std::time::Instant;
 
-use host::body::BodySource;
-use host::parse::Limits;
+use host::http1::body::BodySource;
+use host::http1::parse::Limits;
 
 /// Small limits from three configuration bytes, so the fuzzer reaches the
 /// 414/431/413 edges with short inputs (the defaults need ~800 KiB heads).

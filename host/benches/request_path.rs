@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use abi::{App, Body, Config as AppConfig, Environ, Error, StartResponse};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use host::conn::{serve, Conn, Outcome, Scratch};
-use host::parse::{parse_head, Limits, EMPTY_FIELD};
-use host::plugin::Plugin;
-use host::server::{Config, Shared};
+use host::gateway::plugin::Plugin;
+use host::http1::parse::{parse_head, Limits, EMPTY_FIELD};
+use host::runtime::serve::{serve, Conn, Outcome, Scratch};
+use host::runtime::{Config, Shared};
 
 struct Hello;
 
@@ -47,7 +47,9 @@ struct Bench {
 impl Bench {
     fn new() -> Bench {
         let mut plugin = Plugin::from_static(&app, "bench-hello").expect("a valid descriptor");
-        plugin.init(&[]).expect("init");
+        plugin
+            .init(&[], &host::gateway::api::HOST_API)
+            .expect("init");
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, peer) = listener.accept().unwrap();

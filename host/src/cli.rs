@@ -3,7 +3,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use host::parse::{
+use host::http1::parse::{
     DEFAULT_LIMIT_REQUEST_FIELDS, DEFAULT_LIMIT_REQUEST_FIELD_SIZE, DEFAULT_LIMIT_REQUEST_LINE,
 };
 

@@ -2,7 +2,6 @@
 mod cli;
 
 use std::io::IsTerminal;
-use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -10,10 +9,12 @@ use abi::ffi::{NWSGI_ABI_MAJOR, NWSGI_ABI_MINOR};
 use clap::Parser;
 use tracing::level_filters::LevelFilter;
 
-use host::master::{self, Master, MasterConfig};
-use host::plugin::{Plugin, PluginSpec};
-use host::server::Config;
-use host::{access_log, parse, staging};
+use host::gateway::plugin::{Plugin, PluginSpec};
+use host::http1::parse;
+use host::net::listener::listen;
+use host::runtime::{access_log, Config};
+use host::supervisor::master::{self, Master, MasterConfig};
+use host::supervisor::staging;
 
 use crate::cli::{CheckArgs, Cli, Command, ControlArgs, LogLevel, ServeArgs};
 
@@ -80,7 +81,7 @@ fn check(args: CheckArgs) -> Result<(), String> {
 
 fn serve(args: ServeArgs) -> Result<(), String> {
     init_logging(args.log_level);
-    match host::io::raise_fd_limit() {
+    match host::net::raise_fd_limit() {
         Ok(n) => tracing::debug!("open files limit: {n}"),
         Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
     }
@@ -243,21 +244,6 @@ fn signal(pid: i32, sig: i32, pidfile: &std::path::Path) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// A listening socket with gunicorn's options: SO_REUSEADDR (a restart
-/// does not wait out TIME_WAIT), the `--backlog`, and IPV6_V6ONLY on IPv6
-/// addresses so `-b [::]:8000 -b 0.0.0.0:8000` both bind, as in nginx.
-fn listen(addr: SocketAddr, backlog: i32) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(backlog)?;
-    Ok(socket.into())
 }
 
 fn init_logging(level: LogLevel) {

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use abi::ffi::{
-    nwsgi_app, nwsgi_body, nwsgi_environ, nwsgi_header, nwsgi_init_args, nwsgi_request, nwsgi_str,
-    NWSGI_ABI_MAJOR, NWSGI_ABI_MINOR, NWSGI_APP_SIZE_1_0, NWSGI_APP_THREAD_SAFE, NWSGI_MAGIC,
-    NWSGI_OK,
+    nwsgi_app, nwsgi_body, nwsgi_environ, nwsgi_header, nwsgi_host_api, nwsgi_init_args,
+    nwsgi_request, nwsgi_str, NWSGI_ABI_MAJOR, NWSGI_ABI_MINOR, NWSGI_APP_SIZE_1_0,
+    NWSGI_APP_THREAD_SAFE, NWSGI_MAGIC, NWSGI_OK,
 };
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 
@@ -319,7 +319,11 @@ impl Plugin {
     }
 
     /// Runs the plugin's init with the `--app-arg` pairs.
-    pub fn init(&mut self, config: &[(String, String)]) -> Result<(), LoadError> {
+    pub fn init(
+        &mut self,
+        config: &[(String, String)],
+        api: &'static nwsgi_host_api,
+    ) -> Result<(), LoadError> {
         // SAFETY: validated in load(); the descriptor lives as long as `self`.
         let init = unsafe { (*self.desc).init };
         let Some(init) = init else { return Ok(()) };
@@ -335,7 +339,7 @@ impl Plugin {
             struct_size: std::mem::size_of::<nwsgi_init_args>() as u32,
             abi_major: NWSGI_ABI_MAJOR,
             abi_minor: NWSGI_ABI_MINOR,
-            api: &crate::call::HOST_API,
+            api,
             config: pairs.as_ptr(),
             n_config: pairs.len(),
             fail: record_init_failure,

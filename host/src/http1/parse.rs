@@ -20,7 +20,7 @@
 //! exceptions are the size limits, which must fire before the buffer holds
 //! the whole oversized head, or a client could make us buffer without bound.
 
-use crate::error::HttpError;
+use crate::http1::error::HttpError;
 
 /// gunicorn's `limit_request_line`: longest request line, CRLF excluded.
 pub const DEFAULT_LIMIT_REQUEST_LINE: usize = 4094;

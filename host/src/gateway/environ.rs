@@ -11,12 +11,12 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 
 use abi::ffi::{
-    nwsgi_environ, nwsgi_environ_each_cb, nwsgi_header, nwsgi_str, NWSGI_ABI_MAJOR,
+    nwsgi_environ, nwsgi_environ_each_cb, nwsgi_header, nwsgi_host_api, nwsgi_str, NWSGI_ABI_MAJOR,
     NWSGI_ABI_MINOR, NWSGI_OK,
 };
 
-use crate::call::{ffi_guard, HOST_API};
-use crate::parse::RequestHead;
+use crate::gateway::ffi_guard;
+use crate::http1::parse::RequestHead;
 
 /// Where the connection came from and arrived, as text in fixed buffers
 /// that outlive the environ. An app thread keeps one and re-formats only
@@ -163,6 +163,8 @@ pub struct HostEnviron<'a> {
 }
 
 pub struct EnvironParts<'a> {
+    /// The host API table the environ carries.
+    pub api: &'static nwsgi_host_api,
     pub headers: &'a [nwsgi_header],
     pub path_info: &'a [u8],
     pub peer: &'a PeerText,
@@ -200,8 +202,8 @@ impl<'a> HostEnviron<'a> {
                 multithread: parts.multithread as u8,
                 multiprocess: parts.multiprocess as u8,
                 run_once: 0,
-                has_body: !matches!(head.framing, crate::parse::Framing::Empty) as u8,
-                api: &HOST_API,
+                has_body: !matches!(head.framing, crate::http1::parse::Framing::Empty) as u8,
+                api: parts.api,
             },
             headers: parts.headers,
             joined: RefCell::new(Vec::new()),

@@ -27,10 +27,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1};
 
-use crate::scoreboard::{now_ms, Scoreboard, WorkerState, MAX_WORKERS};
-use crate::server::Config;
-use crate::staging::{stage, Build};
-use crate::worker::{self, WorkerSpec, EXIT_LOAD_ERROR};
+use crate::runtime::scoreboard::{now_ms, Scoreboard, WorkerState, MAX_WORKERS};
+use crate::runtime::Config;
+use crate::supervisor::staging::{stage, Build};
+use crate::supervisor::worker::{self, WorkerSpec, EXIT_LOAD_ERROR};
 
 /// How often the loop turns when nothing wakes it.
 const TICK: Duration = Duration::from_millis(100);

@@ -10,8 +10,8 @@
 
 use std::fmt;
 
-use crate::date::DATE_LEN;
-use crate::parse::{is_tchar, parse_decimal, Version};
+use crate::http1::date::DATE_LEN;
+use crate::http1::parse::{is_tchar, parse_decimal, Version};
 
 /// The `Server` header value, unless the application sends its own.
 pub const SERVER: &[u8] = b"nwsgi-host";
@@ -340,14 +340,14 @@ pub fn encode_head(
     is_head_request: bool,
 ) {
     let encoding = Encoding {
-        date_secs: crate::date::now_secs(),
+        date_secs: crate::http1::date::now_secs(),
         version,
         framing,
         keep_alive,
         is_head_request,
     };
     if head.encoded_for != Some(encoding) {
-        let date = crate::date::imf(encoding.date_secs);
+        let date = crate::http1::date::imf(encoding.date_secs);
         let mut bytes = std::mem::take(&mut head.encoded);
         bytes.clear();
         write_head(&mut bytes, &date, head, encoding);
@@ -461,7 +461,7 @@ fn push_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 fn push_date(out: &mut Vec<u8>) {
-    push_line(out, b"Date", &crate::date::now().1);
+    push_line(out, b"Date", &crate::http1::date::now().1);
 }
 
 fn push_content_length(out: &mut Vec<u8>, n: u64) {
@@ -606,7 +606,7 @@ mod tests {
         );
         assert!(s.ends_with("\r\n\r\n"));
         let date = s.lines().find(|l| l.starts_with("Date: ")).unwrap();
-        assert_eq!(date.len(), "Date: ".len() + crate::date::DATE_LEN);
+        assert_eq!(date.len(), "Date: ".len() + crate::http1::date::DATE_LEN);
     }
 
     /// RFC 9112 §9.3: close and 1.0 keep-alive signalling; RFC 9110 §6.2:

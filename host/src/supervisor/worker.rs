@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::access_log::AccessLog;
-use crate::plugin::{Plugin, PluginSpec};
-use crate::scoreboard::{Monitor, Scoreboard, WorkerState};
-use crate::server::{self, Config, Shared, Stop};
-use crate::staging::Build;
+use crate::gateway::plugin::{Plugin, PluginSpec};
+use crate::runtime::access_log::AccessLog;
+use crate::runtime::scoreboard::{Monitor, Scoreboard, WorkerState};
+use crate::runtime::{self, Config, Shared, Stop};
+use crate::supervisor::staging::Build;
 
 /// Exit status of a worker that could not start for reasons of its own
 /// (no memory, no event loop): the master retries it with backoff.
@@ -77,7 +77,7 @@ fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: &[TcpListener]) -> Result<()
     let mut plugin = Plugin::load(&plugin_spec)
         .map_err(|e| (EXIT_LOAD_ERROR, e.shown_as(&shown).to_string()))?;
     plugin
-        .init(spec.app_args)
+        .init(spec.app_args, &crate::gateway::api::HOST_API)
         .map_err(|e| (EXIT_LOAD_ERROR, e.shown_as(&shown).to_string()))?;
     let access_log = match spec.access_log {
         Some(path) => Some(
@@ -110,7 +110,7 @@ fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: &[TcpListener]) -> Result<()
         stopping: AtomicBool::new(false),
         monitor: Some(monitor),
     });
-    let stop = server::run(listeners, Arc::clone(&shared))
+    let stop = runtime::run(listeners, Arc::clone(&shared))
         .map_err(|e| boot_error("the event loop failed", e))?;
     if stop == (Stop::Graceful { drained: true }) {
         // Every app thread has exited: ours is the last reference.

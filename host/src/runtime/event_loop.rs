@@ -19,15 +19,15 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::access_log::AccessLog;
-use crate::conn::{
+use crate::gateway::plugin::Plugin;
+use crate::http1::parse::Limits;
+use crate::http1::response::encode_error;
+use crate::net::transport::recv_append;
+use crate::runtime::access_log::AccessLog;
+use crate::runtime::scoreboard::Monitor;
+use crate::runtime::serve::{
     check_head, head_ready, release_buffer, serve, take_buffer, Conn, Outcome, Scratch,
 };
-use crate::io::recv_append;
-use crate::parse::Limits;
-use crate::plugin::Plugin;
-use crate::response::encode_error;
-use crate::scoreboard::Monitor;
 
 /// Everything the serving core needs to know, fixed at start.
 #[derive(Debug, Clone)]

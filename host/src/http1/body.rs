@@ -9,9 +9,9 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::chunked::ChunkedDecoder;
-use crate::error::HttpError;
-use crate::parse::Framing;
+use crate::http1::chunked::ChunkedDecoder;
+use crate::http1::error::HttpError;
+use crate::http1::parse::Framing;
 
 /// How much one socket read may pull in for a body.
 const READ_CHUNK: usize = 16 * 1024;

@@ -10,15 +10,15 @@ use std::time::Instant;
 use abi::ffi::{nwsgi_header, nwsgi_str};
 use mio::net::TcpStream;
 
-use crate::access_log::Entry;
-use crate::body::BodyReader;
-use crate::call::{flush, run, Exchange};
-use crate::environ::{percent_decode, EnvironParts, HostEnviron, PeerText};
-use crate::memo::{memo_slots, HeadMemo};
-use crate::parse::{parse_head, with_slots, Field, RequestHead, EMPTY_FIELD};
-use crate::response::{encode_error, ResponseHead};
-use crate::scoreboard::ThreadSlot;
-use crate::server::Shared;
+use crate::gateway::environ::{percent_decode, EnvironParts, HostEnviron, PeerText};
+use crate::gateway::exchange::{flush, run, Exchange};
+use crate::http1::body::BodyReader;
+use crate::http1::memo::{memo_slots, HeadMemo};
+use crate::http1::parse::{parse_head, with_slots, Field, RequestHead, EMPTY_FIELD};
+use crate::http1::response::{encode_error, ResponseHead};
+use crate::runtime::access_log::Entry;
+use crate::runtime::scoreboard::ThreadSlot;
+use crate::runtime::Shared;
 
 /// Responses are batched (pipelining) until this much is pending.
 const FLUSH_AT: usize = 64 * 1024;
@@ -104,7 +104,7 @@ enum Step {
     /// No complete head yet: wait for more bytes.
     Incomplete,
     /// Refused before the app saw it: answer and close.
-    Refused(crate::error::HttpError),
+    Refused(crate::http1::error::HttpError),
 }
 
 /// Serves every complete request in `conn.buf`.
@@ -228,9 +228,9 @@ const FEW_FIELDS: usize = 24;
 /// at "too many headers".
 fn parse_request<'b, R>(
     buf: &'b [u8],
-    limits: &crate::parse::Limits,
+    limits: &crate::http1::parse::Limits,
     mut memo: Option<&mut HeadMemo>,
-    f: impl for<'h> FnOnce(Result<Option<RequestHead<'b, 'h>>, crate::error::HttpError>) -> R,
+    f: impl for<'h> FnOnce(Result<Option<RequestHead<'b, 'h>>, crate::http1::error::HttpError>) -> R,
 ) -> R {
     if let Some(memo) = memo.as_deref() {
         let mut slots = memo_slots();
@@ -241,7 +241,7 @@ fn parse_request<'b, R>(
     if limits.fields > FEW_FIELDS {
         let mut few = [EMPTY_FIELD; FEW_FIELDS];
         match parse_remembering(buf, &mut few, limits, memo.as_deref_mut()) {
-            Err(crate::error::HttpError::HeaderFieldsTooLarge) => {}
+            Err(crate::http1::error::HttpError::HeaderFieldsTooLarge) => {}
             parsed => return f(parsed),
         }
     }
@@ -254,9 +254,9 @@ fn parse_request<'b, R>(
 fn parse_remembering<'b, 'h>(
     buf: &'b [u8],
     slots: &'h mut [Field<'b>],
-    limits: &crate::parse::Limits,
+    limits: &crate::http1::parse::Limits,
     memo: Option<&mut HeadMemo>,
-) -> Result<Option<RequestHead<'b, 'h>>, crate::error::HttpError> {
+) -> Result<Option<RequestHead<'b, 'h>>, crate::http1::error::HttpError> {
     let parsed = parse_head(buf, slots, limits);
     if let (Some(memo), Ok(Some(head))) = (memo, &parsed) {
         memo.remember(buf, head);
@@ -306,6 +306,7 @@ fn handle(
     let env = HostEnviron::new(
         head,
         EnvironParts {
+            api: &crate::gateway::api::HOST_API,
             headers,
             path_info,
             peer: peer_text,
@@ -382,8 +383,8 @@ fn header<'b>(head: &RequestHead<'b, '_>, name: &str) -> Option<&'b [u8]> {
 /// calls that are all stuck is found by `check_head`.)
 pub fn head_ready(
     buf: &[u8],
-    limits: &crate::parse::Limits,
-) -> Result<bool, crate::error::HttpError> {
+    limits: &crate::http1::parse::Limits,
+) -> Result<bool, crate::http1::error::HttpError> {
     if has_blank_line(buf) {
         return Ok(true);
     }
@@ -393,8 +394,8 @@ pub fn head_ready(
 /// Parses the head at the start of `buf` in full: Err if it is refused.
 pub fn check_head(
     buf: &[u8],
-    limits: &crate::parse::Limits,
-) -> Result<(), crate::error::HttpError> {
+    limits: &crate::http1::parse::Limits,
+) -> Result<(), crate::http1::error::HttpError> {
     parse_request(buf, limits, None, |parsed| parsed.map(|_| ()))
 }
 
@@ -449,7 +450,7 @@ pub fn release_buffer(buf: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::Limits;
+    use crate::http1::parse::Limits;
 
     #[test]
     fn head_ready_finds_every_complete_head_and_refuses_garbage_early() {

@@ -1,6 +1,6 @@
-//! One plugin call: the `nwsgi_request` the app holds, the host callbacks it
-//! reaches through `nwsgi_host_api`, and the walk call → next… → close that
-//! turns the app's output into response bytes.
+//! One plugin call: the request behind the `nwsgi_request` the app holds
+//! (what the host callbacks in `api` act on), and the walk call → next… →
+//! close that turns the app's output into response bytes.
 //!
 //! The response head is held (validated and pre-encoded) from start_response
 //! until the first non-empty body bytes, so exc_info can still replace it
@@ -8,65 +8,26 @@
 //! Content-Length; else the exact length when the first chunk is also the
 //! last (NWSGI_BODY_LAST) or the body is empty; else chunked on HTTP/1.1 and
 //! close-delimited on HTTP/1.0.
-use std::ffi::c_void;
 use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use abi::ffi::{
-    nwsgi_body, nwsgi_environ_each_cb, nwsgi_exc_info, nwsgi_header, nwsgi_host_api, nwsgi_request,
-    nwsgi_response_head, nwsgi_str, NWSGI_ABI_MAJOR, NWSGI_ABI_MINOR, NWSGI_BODY_END,
-    NWSGI_BODY_LAST, NWSGI_BODY_MORE, NWSGI_ERROR, NWSGI_E_BAD_BODY, NWSGI_E_DISCONNECTED,
-    NWSGI_E_HEADERS_SENT, NWSGI_E_INVALID, NWSGI_E_STATE, NWSGI_OK,
+    nwsgi_body, nwsgi_header, nwsgi_request, nwsgi_str, NWSGI_BODY_END, NWSGI_BODY_LAST,
+    NWSGI_BODY_MORE, NWSGI_E_BAD_BODY, NWSGI_E_DISCONNECTED, NWSGI_E_HEADERS_SENT, NWSGI_E_INVALID,
+    NWSGI_E_STATE, NWSGI_OK,
 };
 use mio::net::TcpStream;
 
-use crate::body::{BodyError, BodyReader, BodySource};
-use crate::environ::HostEnviron;
-use crate::error::HttpError;
-use crate::parse::Version;
-use crate::plugin::Plugin;
-use crate::response::{
+use crate::gateway::environ::HostEnviron;
+use crate::gateway::plugin::Plugin;
+use crate::http1::body::{BodyError, BodyReader, BodySource};
+use crate::http1::error::HttpError;
+use crate::http1::parse::Version;
+use crate::http1::response::{
     encode_chunk, encode_continue, encode_error, encode_head, encode_last_chunk,
     status_forbids_body, BodyFraming, ResponseHead,
 };
-
-/// The table every plugin gets; static, so valid while any library is loaded.
-pub static HOST_API: nwsgi_host_api = nwsgi_host_api {
-    struct_size: std::mem::size_of::<nwsgi_host_api>() as u32,
-    abi_major: NWSGI_ABI_MAJOR,
-    abi_minor: NWSGI_ABI_MINOR,
-    start_response: host_start_response,
-    write: host_write,
-    read: host_read,
-    log: host_log,
-    environ_get: crate::environ::environ_get,
-    environ_each: environ_each_trampoline,
-    start_response_static: host_start_response_static,
-    write_last: host_write_last,
-};
-
-// `environ_each` takes its callback wrapped for abi_stable's derive; the
-// wrapper is repr(transparent), so the function itself lives in environ.rs.
-unsafe extern "C" fn environ_each_trampoline(
-    env: *const abi::ffi::nwsgi_environ,
-    f: nwsgi_environ_each_cb,
-    user: *mut c_void,
-) -> i32 {
-    // SAFETY: forwarding the app's own arguments unchanged.
-    unsafe { crate::environ::environ_each(env, f, user) }
-}
-
-/// Runs `f`, turning a panic into `default`: no host panic ever unwinds
-/// into plugin code.
-pub fn ffi_guard<T>(default: T, f: impl FnOnce() -> T) -> T {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
-        tracing::error!("internal error: a host callback panicked; the request is failed");
-        default
-    })
-}
 
 /// Where the response stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +132,7 @@ impl<'a> Exchange<'a> {
 
     /// `static_key` is the address of the app's static head (ABI 1.2
     /// `start_response_static`) the arguments come from, or 0.
-    fn start_response(
+    pub(crate) fn start_response(
         &mut self,
         static_key: usize,
         status: &[u8],
@@ -290,7 +251,7 @@ impl<'a> Exchange<'a> {
     }
 
     /// The app's write(): transmitted before it returns.
-    fn write(&mut self, data: &[u8]) -> i32 {
+    pub(crate) fn write(&mut self, data: &[u8]) -> i32 {
         if self.body_complete {
             return NWSGI_E_STATE;
         }
@@ -312,7 +273,7 @@ impl<'a> Exchange<'a> {
 
     /// The app's write_last (ABI 1.2): the rest of the body, as if the
     /// iterator had returned it with NWSGI_BODY_LAST.
-    fn write_last(&mut self, data: &[u8]) -> i32 {
+    pub(crate) fn write_last(&mut self, data: &[u8]) -> i32 {
         // Refused before start_response, with no effect: the app may still
         // start and answer through its iterator.
         if self.body_complete || self.phase == Phase::NotStarted {
@@ -364,7 +325,7 @@ impl<'a> Exchange<'a> {
         }
     }
 
-    fn read(&mut self, buf: &mut [u8]) -> i64 {
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> i64 {
         // `100 Continue` only while the final response has not begun
         // (RFC 9110 §10.1.1).
         let may_continue = matches!(
@@ -482,7 +443,7 @@ struct Wire<'w> {
 
 impl BodySource for Wire<'_> {
     fn read_more(&mut self, buf: &mut Vec<u8>, max: usize, deadline: Instant) -> io::Result<usize> {
-        crate::io::read_some(self.stream, buf, max, deadline)
+        crate::net::transport::read_some(self.stream, buf, max, deadline)
     }
 
     fn send_continue(&mut self) -> io::Result<()> {
@@ -499,7 +460,7 @@ pub fn flush(stream: &mut TcpStream, out: &mut Vec<u8>, timeout: Duration) -> io
     if out.is_empty() {
         return Ok(());
     }
-    let r = crate::io::write_all(stream, out, timeout);
+    let r = crate::net::transport::write_all(stream, out, timeout);
     out.clear();
     r
 }
@@ -556,146 +517,4 @@ pub fn run(plugin: &Plugin, env: &HostEnviron<'_>, ex: &mut Exchange<'_>) {
     }
     unsafe { plugin.close(&body, handle) };
     unsafe { (*req).finish() };
-}
-
-// --- the host callbacks -----------------------------------------------------
-
-/// # Safety
-/// `req` must be null or the handle `run` passed to the plugin, still live.
-unsafe fn exchange<'r>(req: *mut nwsgi_request) -> Option<&'r mut Exchange<'r>> {
-    // SAFETY: per the function's contract; the plugin calls back only from
-    // the thread running the request and only while it is running.
-    unsafe { (req as *mut Exchange<'r>).as_mut() }
-}
-
-/// The app's `n` headers at `list`: empty for 0, `None` for a NULL list of
-/// more.
-///
-/// # Safety
-/// Unless NULL, `list` points to `n` headers, borrowed for `'a`.
-unsafe fn header_list<'a>(list: *const nwsgi_header, n: usize) -> Option<&'a [nwsgi_header]> {
-    match (list.is_null(), n) {
-        (_, 0) => Some(&[]),
-        (true, _) => None,
-        // SAFETY: non-null and `n` long, per the contract.
-        (false, _) => Some(unsafe { std::slice::from_raw_parts(list, n) }),
-    }
-}
-
-/// The app's `len` bytes at `data`, `None` for NULL with `len` > 0.
-///
-/// # Safety
-/// Unless NULL, `data` points to `len` readable bytes, borrowed for `'a`.
-unsafe fn app_bytes<'a>(data: *const u8, len: usize) -> Option<&'a [u8]> {
-    // SAFETY: per the contract (`as_bytes` returns nothing for len 0).
-    (!data.is_null() || len == 0).then(|| unsafe { nwsgi_str { ptr: data, len }.as_bytes() })
-}
-
-unsafe extern "C" fn host_start_response(
-    req: *mut nwsgi_request,
-    status: nwsgi_str,
-    headers: *const nwsgi_header,
-    n_headers: usize,
-    exc_info: *const nwsgi_exc_info,
-) -> i32 {
-    ffi_guard(NWSGI_ERROR, || {
-        // SAFETY: the header says req is the handle given to call; status,
-        // headers and exc_info are borrowed for this call.
-        let (Some(ex), Some(headers)) = (unsafe { exchange(req) }, unsafe {
-            header_list(headers, n_headers)
-        }) else {
-            return NWSGI_E_INVALID;
-        };
-        // SAFETY: as above.
-        let exc = unsafe { exc_info.as_ref().map(|e| e.message.as_bytes()) };
-        // SAFETY: as above.
-        let status = unsafe { status.as_bytes() };
-        ex.start_response(0, status, headers, exc)
-    })
-}
-
-unsafe extern "C" fn host_start_response_static(
-    req: *mut nwsgi_request,
-    head: *const nwsgi_response_head,
-    exc_info: *const nwsgi_exc_info,
-) -> i32 {
-    ffi_guard(NWSGI_ERROR, || {
-        // SAFETY: see host_start_response; `head` is null or, per the
-        // header, a head that stays valid and unchanged while the library
-        // is loaded, and so is everything it points to.
-        let Some(head) = (unsafe { head.as_ref() }) else {
-            return NWSGI_E_INVALID;
-        };
-        // SAFETY: as above.
-        let (Some(ex), Some(headers)) = (unsafe { exchange(req) }, unsafe {
-            header_list(head.headers, head.n_headers)
-        }) else {
-            return NWSGI_E_INVALID;
-        };
-        // SAFETY: as above.
-        let exc = unsafe { exc_info.as_ref().map(|e| e.message.as_bytes()) };
-        // SAFETY: as above.
-        let status = unsafe { head.status.as_bytes() };
-        ex.start_response(ptr::from_ref(head) as usize, status, headers, exc)
-    })
-}
-
-unsafe extern "C" fn host_write(req: *mut nwsgi_request, data: *const u8, len: usize) -> i32 {
-    ffi_guard(NWSGI_ERROR, || {
-        // SAFETY: see host_start_response; `len` bytes borrowed for the call.
-        match unsafe { (exchange(req), app_bytes(data, len)) } {
-            (Some(ex), Some(data)) => ex.write(data),
-            _ => NWSGI_E_INVALID,
-        }
-    })
-}
-
-unsafe extern "C" fn host_write_last(req: *mut nwsgi_request, data: *const u8, len: usize) -> i32 {
-    ffi_guard(NWSGI_ERROR, || {
-        // SAFETY: as in host_write.
-        match unsafe { (exchange(req), app_bytes(data, len)) } {
-            (Some(ex), Some(data)) => ex.write_last(data),
-            _ => NWSGI_E_INVALID,
-        }
-    })
-}
-
-unsafe extern "C" fn host_read(req: *mut nwsgi_request, buf: *mut u8, cap: usize) -> i64 {
-    ffi_guard(NWSGI_ERROR as i64, || {
-        // SAFETY: see host_start_response.
-        let Some(ex) = (unsafe { exchange(req) }) else {
-            return NWSGI_E_INVALID as i64;
-        };
-        if cap == 0 {
-            return 0;
-        }
-        if buf.is_null() {
-            return NWSGI_E_INVALID as i64;
-        }
-        // SAFETY: the app provides `cap` writable bytes for the call.
-        let buf = unsafe { std::slice::from_raw_parts_mut(buf, cap) };
-        ex.read(buf)
-    })
-}
-
-unsafe extern "C" fn host_log(
-    _req: *mut nwsgi_request,
-    level: i32,
-    target: nwsgi_str,
-    message: nwsgi_str,
-) {
-    ffi_guard((), || {
-        // SAFETY: both strings are borrowed for the call.
-        let (target, message) = unsafe { (target.as_bytes(), message.as_bytes()) };
-        let target = String::from_utf8_lossy(target);
-        let message = String::from_utf8_lossy(message);
-        let message = message.trim_end_matches('\n');
-        match level {
-            i32::MIN..=1 => tracing::error!(target: "app", app = %target, "{message}"),
-            2 => tracing::warn!(target: "app", app = %target, "{message}"),
-            3 => tracing::info!(target: "app", app = %target, "{message}"),
-            4 => tracing::debug!(target: "app", app = %target, "{message}"),
-            _ => tracing::trace!(target: "app", app = %target, "{message}"),
-        }
-    })
 }

@@ -25,7 +25,7 @@
 //! fields are kept: a browser's head (cookies, a dozen fields) is rarely
 //! sent twice. A head too big to keep leaves the memo as it was.
 
-use crate::parse::{Field, Framing, RequestHead, Version, EMPTY_FIELD};
+use crate::http1::parse::{Field, Framing, RequestHead, Version, EMPTY_FIELD};
 
 /// The longest head remembered, leading empty lines and final CRLF included.
 pub const MEMO_BYTES: usize = 256;
@@ -269,7 +269,7 @@ fn span(head: &[u8], part: &[u8]) -> Option<Span> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::{parse_head, Limits};
+    use crate::http1::parse::{parse_head, Limits};
 
     /// An owned view of a parse, so that two parses compare.
     fn owned(head: &RequestHead<'_, '_>) -> String {

@@ -21,8 +21,8 @@
 //! here may reach the application's headers (RFC 9112 §7.1.2 lets a recipient
 //! drop trailers; merging them is how a body could smuggle in a header).
 
-use crate::error::HttpError;
-use crate::parse::is_tchar;
+use crate::http1::error::HttpError;
+use crate::http1::parse::is_tchar;
 
 /// Cap on the extension bytes of one size line (everything between the
 /// chunk-size and its CRLF). Nobody needs extensions; the cap only has to be

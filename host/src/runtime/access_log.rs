@@ -8,8 +8,8 @@ use std::io::{self, LineWriter, Write};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::date::format_imf;
-use crate::parse::Version;
+use crate::http1::date::format_imf;
+use crate::http1::parse::Version;
 
 pub struct AccessLog {
     spec: String,
