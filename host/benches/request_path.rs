@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use abi::{App, Body, Config as AppConfig, Environ, Error, StartResponse};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -66,15 +66,7 @@ impl Bench {
         };
         let shared = Shared {
             plugin,
-            config: Config {
-                threads: 1,
-                keep_alive: Duration::from_secs(2),
-                header_timeout: Duration::from_secs(10),
-                body_timeout: Duration::from_secs(30),
-                write_timeout: Duration::from_secs(30),
-                graceful_timeout: Duration::from_secs(30),
-                limits: Limits::default(),
-            },
+            config: Config::default(),
             access_log: None,
             stopping: AtomicBool::new(false),
             monitor: None,

@@ -118,10 +118,41 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub header_timeout: u64,
 
-    /// Seconds the app waits for the next bytes of a request body before 408.
-    #[arg(long = "body-timeout", value_name = "SECONDS", default_value_t = 30,
+    /// Seconds a request body may take before it must keep up --body-min-rate (then 408 and close).
+    #[arg(long = "body-timeout", value_name = "SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub body_timeout: u64,
+
+    /// Bytes per second a request body must average once --body-timeout has passed (0: the whole body within --body-timeout).
+    #[arg(long = "body-min-rate", value_name = "BYTES", default_value_t = 1024)]
+    pub body_min_rate: u64,
+
+    /// Seconds a client may leave response bytes unread before it must keep up --send-min-rate (then it is closed).
+    #[arg(long = "send-timeout", value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub send_timeout: u64,
+
+    /// Bytes per second a client must read a waiting response at once --send-timeout has passed (0: all of it within --send-timeout).
+    #[arg(long = "send-min-rate", value_name = "BYTES", default_value_t = 1024)]
+    pub send_min_rate: u64,
+
+    /// Request bodies up to this size are held in memory; larger ones go to a temporary file.
+    #[arg(long = "body-buffer-size", value_name = "BYTES", default_value_t = 64 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=1 << 30))]
+    pub body_buffer_size: u64,
+
+    /// Directory for the temporary files of large request bodies (default: $TMPDIR, else /tmp).
+    #[arg(long = "body-temp-dir", value_name = "DIR")]
+    pub body_temp_dir: Option<std::path::PathBuf>,
+
+    /// Hand request bodies to the app as they arrive instead of reading them whole first (the app thread then waits on the client).
+    #[arg(long = "no-request-buffering")]
+    pub no_request_buffering: bool,
+
+    /// Most bytes of unfinished request heads a worker holds; beyond it the largest are refused (431).
+    #[arg(long = "limit-head-memory", value_name = "BYTES", default_value_t = 64 << 20,
+          value_parser = clap::value_parser!(u64).range(1 << 20..))]
+    pub limit_head_memory: u64,
 
     /// Access log file, `-` for stderr. No access log without it.
     #[arg(long = "access-logfile", value_name = "FILE")]

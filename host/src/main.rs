@@ -95,6 +95,18 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         access_log::AccessLog::open(path)
             .map_err(|e| format!("cannot open access log {path}: {e}"))?;
     }
+    let body_temp_dir = args
+        .body_temp_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir);
+    // Workers spool large bodies there; trying it now makes a bad directory
+    // a start-up error rather than a 500 on the first large upload.
+    host::runtime::spool::check_dir(&body_temp_dir).map_err(|e| {
+        format!(
+            "cannot use --body-temp-dir {}: {e}",
+            body_temp_dir.display()
+        )
+    })?;
     let spec = PluginSpec::parse(&args.plugin);
     let listeners = addrs
         .iter()
@@ -105,7 +117,13 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         keep_alive: Duration::from_secs(args.keep_alive),
         header_timeout: Duration::from_secs(args.header_timeout),
         body_timeout: Duration::from_secs(args.body_timeout),
-        write_timeout: Duration::from_secs(30),
+        body_min_rate: args.body_min_rate,
+        send_timeout: Duration::from_secs(args.send_timeout),
+        send_min_rate: args.send_min_rate,
+        body_buffer: args.body_buffer_size as usize,
+        body_temp_dir,
+        request_buffering: !args.no_request_buffering,
+        head_memory: args.limit_head_memory as usize,
         graceful_timeout: Duration::from_secs(args.graceful_timeout),
         limits: parse::Limits {
             request_line: args.limit_request_line as usize,

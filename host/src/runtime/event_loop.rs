@@ -19,54 +19,12 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::gateway::plugin::Plugin;
-use crate::http1::parse::Limits;
 use crate::http1::response::encode_error;
 use crate::net::transport::recv_append;
-use crate::runtime::access_log::AccessLog;
-use crate::runtime::scoreboard::Monitor;
+use crate::runtime::config::Shared;
 use crate::runtime::serve::{
     check_head, head_ready, release_buffer, serve, take_buffer, Conn, Outcome, Scratch,
 };
-
-/// Everything the serving core needs to know, fixed at start.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// App threads (`--threads`).
-    pub threads: usize,
-    /// How long an idle keep-alive connection is kept (`--keep-alive`);
-    /// zero disables keep-alive.
-    pub keep_alive: Duration,
-    /// How long a client may take to send a complete request head,
-    /// counted from the first moment we waited for it (slowloris).
-    pub header_timeout: Duration,
-    /// How long the app may wait for the next piece of a request body
-    /// (`--body-timeout`; a gap between reads, not the whole body).
-    pub body_timeout: Duration,
-    /// How long a response write may wait for the client to read.
-    pub write_timeout: Duration,
-    /// How long TERM waits for in-flight requests (`--graceful-timeout`).
-    pub graceful_timeout: Duration,
-    pub limits: Limits,
-}
-
-impl Config {
-    pub fn keep_alive_enabled(&self) -> bool {
-        !self.keep_alive.is_zero()
-    }
-}
-
-/// State shared by the event loop and the app threads.
-pub struct Shared {
-    pub plugin: Plugin,
-    pub config: Config,
-    pub access_log: Option<AccessLog>,
-    /// Set on TERM: responses say `Connection: close` from now on.
-    pub stopping: AtomicBool,
-    /// Where this worker reports to its master (heartbeat, running
-    /// requests, request count); None when serving without a master.
-    pub monitor: Option<Monitor>,
-}
 
 const WAKER: Token = Token(usize::MAX);
 const SIG_GRACEFUL: Token = Token(usize::MAX - 1);

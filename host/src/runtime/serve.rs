@@ -142,7 +142,7 @@ fn serve_all(
     answered: &mut u64,
 ) -> Outcome {
     let limits = &shared.config.limits;
-    let timeout = shared.config.write_timeout;
+    let timeout = shared.config.send_timeout;
     // Requests are consumed by moving `start`; the buffer is compacted
     // once, when this turn ends, not after every pipelined request.
     let mut start = 0;
@@ -331,7 +331,7 @@ fn handle(
         head.version,
         head.method == b"HEAD",
         keep_alive,
-        config.write_timeout,
+        config.send_timeout,
         &shared.stopping,
     );
     if let Some(slot) = slot {

@@ -1,0 +1,88 @@
+//! What the serving core is told at start (`Config`), and what the event
+//! loop and the app threads of a worker share (`Shared`).
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use crate::gateway::plugin::Plugin;
+use crate::http1::parse::Limits;
+use crate::runtime::access_log::AccessLog;
+use crate::runtime::scoreboard::Monitor;
+
+/// Everything the serving core needs to know, fixed at start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// App threads (`--threads`).
+    pub threads: usize,
+    /// How long an idle keep-alive connection is kept (`--keep-alive`);
+    /// zero disables keep-alive.
+    pub keep_alive: Duration,
+    /// How long a client may take to send a complete request head,
+    /// counted from the first moment we waited for it (slowloris).
+    pub header_timeout: Duration,
+    /// How long a request body may take before it must keep up
+    /// `body_min_rate` (`--body-timeout`).
+    pub body_timeout: Duration,
+    /// Bytes per second a request body must average once `body_timeout`
+    /// has passed; 0: the whole body within `body_timeout`.
+    pub body_min_rate: u64,
+    /// How long a client may leave response bytes unread before it must
+    /// keep up `send_min_rate` (`--send-timeout`).
+    pub send_timeout: Duration,
+    /// Bytes per second a client must take a waiting response at once
+    /// `send_timeout` has passed; 0: all of it within `send_timeout`.
+    pub send_min_rate: u64,
+    /// Request bodies up to this many bytes are held in memory, larger
+    /// ones in a temporary file (`--body-buffer-size`).
+    pub body_buffer: usize,
+    /// Where those temporary files go (`--body-temp-dir`).
+    pub body_temp_dir: PathBuf,
+    /// The event loop reads a request body whole before the app sees the
+    /// request (off with `--no-request-buffering`).
+    pub request_buffering: bool,
+    /// Most bytes of unfinished request heads a worker holds
+    /// (`--limit-head-memory`).
+    pub head_memory: usize,
+    /// How long TERM waits for in-flight requests (`--graceful-timeout`).
+    pub graceful_timeout: Duration,
+    pub limits: Limits,
+}
+
+impl Config {
+    pub fn keep_alive_enabled(&self) -> bool {
+        !self.keep_alive.is_zero()
+    }
+}
+
+impl Default for Config {
+    /// The command line's defaults (for tests, benchmarks and embedding).
+    fn default() -> Config {
+        Config {
+            threads: 1,
+            keep_alive: Duration::from_secs(2),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            body_min_rate: 1024,
+            send_timeout: Duration::from_secs(10),
+            send_min_rate: 1024,
+            body_buffer: 64 * 1024,
+            body_temp_dir: std::env::temp_dir(),
+            request_buffering: true,
+            head_memory: 64 << 20,
+            graceful_timeout: Duration::from_secs(30),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// State shared by the event loop and the app threads.
+pub struct Shared {
+    pub plugin: Plugin,
+    pub config: Config,
+    pub access_log: Option<AccessLog>,
+    /// Set on TERM: responses say `Connection: close` from now on.
+    pub stopping: AtomicBool,
+    /// Where this worker reports to its master (heartbeat, running
+    /// requests, request count); None when serving without a master.
+    pub monitor: Option<Monitor>,
+}
