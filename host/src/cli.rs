@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Load a plugin and serve it.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Load and validate a plugin, print its ABI version and flags; serve nothing.
     Check(CheckArgs),
     /// Swap in the plugin file's current build (SIGHUP to the master) and wait for the outcome.

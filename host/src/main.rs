@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(e),
     };
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Check(args) => check(args),
         Command::Reload(args) => reload(args),
         Command::Stop(args) => stop(args),
