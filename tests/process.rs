@@ -749,10 +749,23 @@ fn usr1_reopens_the_access_log() {
     );
 }
 
+/// `-t` costs only the hung request: the master names it and retires its
+/// worker (an abort order, then SIGUSR2), a replacement boots at once, and
+/// the retired worker's exit is not a crash. The hung client's 503 and the
+/// other requests finishing are `tests/supervision.rs`'s.
 #[test]
-fn hung_request_is_killed_and_named() {
+fn hung_request_is_retired_and_named() {
     let site = Site::new("hang", "v1");
-    let server = site.serve(&["-t", "2", "-w", "1", "--threads", "2"]);
+    let server = site.serve(&[
+        "-t",
+        "2",
+        "-w",
+        "1",
+        "--threads",
+        "2",
+        "--graceful-timeout",
+        "5",
+    ]);
     let log = server.wait_for_log_count(" booted", 1, TIMEOUT);
     let pid = booted_pids(&log)[0];
 
@@ -770,17 +783,27 @@ fn hung_request_is_killed_and_named() {
         "the timeout line should name worker {pid} and the request: {line:?}"
     );
     assert!(
+        line.contains("retiring it") && !line.contains("killing it"),
+        "a request past -t retires its worker, it does not kill it: {line:?}"
+    );
+    assert!(
         waited >= Duration::from_millis(1500) && waited <= Duration::from_secs(6),
-        "-t 2 killed the hung request after {waited:?}"
+        "-t 2 gave up on the hung request after {waited:?}"
     );
     if let Ok(resp) = hung.try_read_response() {
-        assert_ne!(resp.status, 200, "the hung request was answered: {resp:?}");
+        assert_eq!(resp.status, 503, "the hung request's answer: {resp:?}");
     }
-    let log = server.wait_for_log_count(" booted", 2, TIMEOUT);
+    server.wait_for_log_count(" booted", 2, TIMEOUT);
+    let exited = format!("worker {pid} exited");
+    let log = server.wait_for_log(&exited, TIMEOUT);
+    let line = lines_with(&log, &exited)[0];
     assert!(
-        log.lines()
-            .any(|l| l.contains(&format!("worker {pid} exited"))),
-        "no exit line for the killed worker {pid}:\n{log}"
+        line.contains("(timed out, retired)") && !line.contains("replacing it"),
+        "the retired worker's exit should say so, and not count as a crash: {line:?}"
+    );
+    assert!(
+        !log.contains("times in a row"),
+        "a timed-out worker counted as a crash:\n{log}"
     );
     for _ in 0..5 {
         assert_eq!(current_build(&server), "v1", "after the replacement");

@@ -68,7 +68,7 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=128))]
     pub workers: u32,
 
-    /// Seconds a request may run before its worker is killed and replaced (0: never).
+    /// Seconds a request may run before it is abandoned (503) and its worker replaced (0: never).
     #[arg(
         short = 't',
         long = "timeout",

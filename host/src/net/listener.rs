@@ -1,5 +1,8 @@
 //! Listening sockets: bound by the master before any worker exists, and
-//! shared with every worker it forks.
+//! shared with every worker it forks. Each process holds one copy and
+//! closes it when it stops accepting (the master at TERM/INT/QUIT, a
+//! worker once it took its backlog), so a stopping server refuses new
+//! clients instead of queueing connections nobody will accept.
 use std::net::{SocketAddr, TcpListener};
 
 /// A listening socket with gunicorn's options: SO_REUSEADDR (a restart

@@ -51,6 +51,14 @@ pub struct WorkerSlot {
     recycle: AtomicU32,
     message_len: AtomicU32,
     message: [AtomicU8; MESSAGE_MAX],
+    /// The master's order to abandon one request that ran past `-t`: the
+    /// request's number (as `ThreadSlot::running` gives it), then its app
+    /// thread plus one (0: no order). The thread word is written last and
+    /// taken first, so a worker that sees it sees the number too. The
+    /// master gives at most one order per worker (it retires the worker
+    /// with it), so the pair is never overwritten under the worker.
+    abort_number: AtomicU64,
+    abort_thread: AtomicU64,
 }
 
 /// One app thread's running request.
@@ -148,6 +156,8 @@ impl Scoreboard {
         w.requests.store(0, Ordering::Relaxed);
         w.recycle.store(0, Ordering::Relaxed);
         w.message_len.store(0, Ordering::Relaxed);
+        w.abort_number.store(0, Ordering::Relaxed);
+        w.abort_thread.store(0, Ordering::Relaxed);
         for t in 0..self.per_worker {
             let t = self.thread(index, t);
             t.request.store(0, Ordering::Relaxed);
@@ -217,6 +227,28 @@ impl WorkerSlot {
                 .map(|b| b.load(Ordering::Relaxed))
                 .collect();
             String::from_utf8_lossy(&bytes).into_owned()
+        })
+    }
+
+    /// The master: "abandon request `number` running on app thread
+    /// `thread`" (it ran past `-t`). The worker is sent SIGUSR2 next, and
+    /// takes the order with [`WorkerSlot::take_abort_order`].
+    pub fn order_abort(&self, thread: usize, number: u64) {
+        self.abort_number.store(number, Ordering::Relaxed);
+        // Publishes the number with it.
+        self.abort_thread
+            .store(thread as u64 + 1, Ordering::Release);
+    }
+
+    /// The worker: the master's abort order (thread, request number), once;
+    /// None afterwards, or if there is none.
+    pub fn take_abort_order(&self) -> Option<(usize, u64)> {
+        let thread = self.abort_thread.swap(0, Ordering::Acquire);
+        (thread != 0).then(|| {
+            (
+                (thread - 1) as usize,
+                self.abort_number.load(Ordering::Relaxed),
+            )
         })
     }
 }
@@ -371,6 +403,52 @@ mod tests {
         assert_eq!(t.running().map(|(n, _)| n), Some(1), "numbered afresh");
         assert_eq!(board.worker(i).state(), WorkerState::Free);
         assert_eq!(board.requests(i), 0);
+    }
+
+    #[test]
+    fn abort_orders_are_taken_once() {
+        let board = Box::leak(Box::new(Scoreboard::new(4).unwrap()));
+        let i = board.claim().unwrap();
+        let w = board.worker(i);
+        assert_eq!(w.take_abort_order(), None, "no order yet");
+        w.order_abort(0, 7);
+        assert_eq!(w.take_abort_order(), Some((0, 7)), "thread 0 is an order");
+        assert_eq!(w.take_abort_order(), None, "taken once");
+        w.order_abort(3, u64::MAX >> 1);
+        board.reset(i);
+        assert_eq!(w.take_abort_order(), None, "a reset slot has no order");
+    }
+
+    #[test]
+    fn abort_orders_cross_the_fork() {
+        let board = Box::leak(Box::new(Scoreboard::new(4).unwrap()));
+        let i = board.claim().unwrap();
+        let w = board.worker(i);
+        w.order_abort(3, 42);
+        // SAFETY: the child only touches the shared mapping's atomics and
+        // calls _exit, which is all that is safe after forking a
+        // multithreaded process (the test harness).
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let ok = w.take_abort_order() == Some((3, 42)) && w.take_abort_order().is_none();
+            // SAFETY: _exit ends the child without running the parent's
+            // destructors or atexit handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child with a valid out-pointer.
+        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(waited, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child did not see the order (status {status})"
+        );
+        assert_eq!(
+            w.take_abort_order(),
+            None,
+            "the child took the order for both processes"
+        );
     }
 
     #[test]

@@ -5,8 +5,16 @@
 //!
 //! One loop, read top to bottom: signal handlers only set a flag and wake
 //! the loop; each turn handles the signals that arrived (one `handle_*`
-//! each), then always reaps exited workers, notices booted ones, kills
-//! workers whose request ran past `--timeout`, and tops the pool up.
+//! each), then always reaps exited workers, notices booted ones, retires
+//! workers whose request ran past `--timeout` (the worker abandons that
+//! request alone: SIGUSR2 and an abort order on the scoreboard), kills
+//! workers that stopped turning their event loop, and tops the pool up.
+//!
+//! Stopping (TERM, INT, QUIT), the master closes its listening sockets at
+//! once, and each worker closes the copies it inherited as soon as it has
+//! taken its backlog: from then on the port refuses new clients instead of
+//! the kernel queueing connections nobody will accept, and a new master
+//! can bind it.
 //!
 //! Hot swap (HUP, `host reload`, `--reload`, `--max-requests`): a new
 //! build is staged (`staging`), one canary worker boots on it; only once it
@@ -48,8 +56,9 @@ pub struct MasterConfig {
     pub original: PathBuf,
     pub symbol: String,
     pub workers: usize,
-    /// `-t`: longest a request may run before its worker is killed (and
-    /// longest a worker may take to boot); zero disables.
+    /// `-t`: longest a request may run before its worker is told to
+    /// abandon it and retire (and longest a worker may take to boot, or
+    /// leave its event loop unturned, before it is killed); zero disables.
     pub timeout: Duration,
     pub graceful_timeout: Duration,
     pub max_requests: u64,
@@ -70,7 +79,8 @@ struct Worker {
     started: Instant,
     /// Reached `--max-requests`: replaced like an old build.
     recycle: bool,
-    /// Killed by the master for running past `--timeout`.
+    /// Ran a request past `--timeout` (retired with an abort order), or
+    /// stopped turning its event loop (killed).
     timed_out: bool,
     /// Per app thread, the running request the master last saw: its
     /// number and when (`now_ms`) the master first saw it. A request is
@@ -78,11 +88,35 @@ struct Worker {
     seen: Vec<Option<(u64, u64)>>,
 }
 
+/// A request the master saw running past `--timeout`.
+struct Hung {
+    thread: usize,
+    /// Its number on that thread (`ThreadSlot::running`): the abort order
+    /// names it, so the worker abandons this request and not a later one.
+    number: u64,
+    line: String,
+    age_ms: u64,
+}
+
+impl Hung {
+    /// `request "GET / HTTP/1.1" running for 30.1s on thread 3`.
+    fn describe(&self) -> String {
+        format!(
+            "request \"{}\" running for {:.1}s on thread {}",
+            self.line,
+            self.age_ms as f64 / 1000.0,
+            self.thread
+        )
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Booting,
     Ready,
-    /// Sent SIGTERM at this time.
+    /// Sent SIGTERM (or, timed out, SIGUSR2) at this time: it stops
+    /// accepting, finishes its requests and exits by itself; killed if it
+    /// still runs `--graceful-timeout` + 5 s later.
     Retiring(Instant),
 }
 
@@ -199,8 +233,13 @@ impl Master {
         loop {
             self.wait_for_wake();
             // TERM stays pending: once the worker is up, the main loop stops
-            // it gracefully (it may already be answering queued clients).
-            // INT/QUIT mean now.
+            // it gracefully (it may already be answering queued clients; a
+            // worker still booting cannot take TERM yet). The master's own
+            // listeners close now: nothing else will be spawned to use
+            // them. INT/QUIT mean now.
+            if self.pending(SIGTERM) {
+                self.close_listeners();
+            }
             if self.pending(SIGINT) || self.pending(SIGQUIT) {
                 self.kill_all(libc::SIGKILL);
                 return Err("interrupted while the first worker was booting".into());
@@ -332,6 +371,10 @@ impl Master {
             return;
         }
         tracing::info!("TERM: stopping gracefully (workers finish in-flight requests)");
+        // An optional delay before closing (so that load balancers, e.g.
+        // Kubernetes endpoints, stop sending clients first) would go
+        // here: keep serving for it, then close and signal the workers.
+        self.close_listeners();
         // Margin over the workers' own graceful timeout, so they get to
         // finish it themselves.
         let deadline = Instant::now() + self.cfg.graceful_timeout + Duration::from_secs(5);
@@ -346,11 +389,16 @@ impl Master {
             return;
         }
         tracing::info!("INT/QUIT: stopping now");
+        self.close_listeners();
         self.stopping = Some(Stopping::Fast(Instant::now() + Duration::from_secs(2)));
         self.kill_all(libc::SIGQUIT);
     }
 
     fn handle_hup(&mut self) {
+        if self.stopping.is_some() {
+            tracing::info!("HUP ignored: the server is stopping");
+            return;
+        }
         tracing::info!("HUP: reloading {}", self.cfg.original.display());
         self.reload();
     }
@@ -373,6 +421,17 @@ impl Master {
     fn handle_usr1(&mut self) {
         tracing::info!("USR1: reopening log files");
         self.kill_all(libc::SIGUSR1);
+    }
+
+    /// Closes the master's copies of the listening sockets. The workers
+    /// close theirs once they have taken their backlog; from then on
+    /// connect() is refused rather than accepted by the kernel into a
+    /// queue nobody reads (and reset when the last copy closes).
+    fn close_listeners(&mut self) {
+        if !self.listeners.is_empty() {
+            self.listeners.clear();
+            tracing::debug!("closed the listening sockets");
+        }
     }
 
     // --- reload ---------------------------------------------------------
@@ -487,8 +546,13 @@ impl Master {
 
     // --- the pool -------------------------------------------------------
 
-    /// Forks a worker on `build`; None if no slot or fork failed.
+    /// Forks a worker on `build`; None if no slot or fork failed, or if
+    /// the server is stopping (its listeners are closed: a new worker
+    /// would have nothing to serve).
     fn spawn(&mut self, build: &Build) -> Option<i32> {
+        if self.stopping.is_some() || self.listeners.is_empty() {
+            return None;
+        }
         let Some(index) = self.board.claim() else {
             tracing::error!("no free worker slot (at most {MAX_WORKERS} workers)");
             return None;
@@ -507,23 +571,30 @@ impl Master {
                 self.board.reset(index);
                 None
             }
-            0 => worker::run(
-                WorkerSpec {
-                    build,
-                    symbol: &self.cfg.symbol,
-                    original: &self.cfg.original,
-                    app_args: &self.cfg.app_args,
-                    config: &self.cfg.server,
-                    access_log: self.cfg.access_log.as_deref(),
-                    board: self.board,
-                    index,
-                    max_requests,
-                    master_signals: &self.signal_ids,
-                    // SAFETY: getppid has no preconditions.
-                    master_pid: unsafe { libc::getppid() },
-                },
-                &self.listeners,
-            ),
+            0 => {
+                // The child's copy of the master is never dropped (the
+                // worker exits from inside `worker::run`), so sockets left
+                // in it would stay open for the worker's whole life: the
+                // worker takes them and owns the only copy here.
+                let listeners = std::mem::take(&mut self.listeners);
+                worker::run(
+                    WorkerSpec {
+                        build,
+                        symbol: &self.cfg.symbol,
+                        original: &self.cfg.original,
+                        app_args: &self.cfg.app_args,
+                        config: &self.cfg.server,
+                        access_log: self.cfg.access_log.as_deref(),
+                        board: self.board,
+                        index,
+                        max_requests,
+                        master_signals: &self.signal_ids,
+                        // SAFETY: getppid has no preconditions.
+                        master_pid: unsafe { libc::getppid() },
+                    },
+                    listeners,
+                )
+            }
             pid => {
                 self.workers.insert(
                     pid,
@@ -558,6 +629,9 @@ impl Master {
         // Generations, not hashes: a reload of unchanged bytes still
         // replaces every worker (a rolling restart).
         let current = self.current.generation;
+        // A retiring worker is not serving, whether retired for a new build
+        // or for a request past -t (it only finishes what it has): its
+        // replacement boots at once, and being ready it retires no one.
         let serving = |w: &Worker| matches!(w.phase, Phase::Booting | Phase::Ready);
         let live_current = self
             .workers
@@ -649,6 +723,11 @@ impl Master {
             self.board.reset(w.index);
             let cause = describe_exit(status);
             match w.phase {
+                // Not a crash: the worker left as told, after abandoning
+                // the request that ran past -t (its replacement is up).
+                Phase::Retiring(_) if w.timed_out => {
+                    tracing::warn!("worker {pid} exited: {cause} (timed out, retired)")
+                }
                 Phase::Retiring(_) => tracing::info!("worker {pid} exited: {cause} (retired)"),
                 _ if self.stopping.is_some() => tracing::info!("worker {pid} exited: {cause}"),
                 Phase::Booting => {
@@ -712,13 +791,19 @@ impl Master {
         }
     }
 
-    /// Kills workers whose request ran past `--timeout` (naming the request
-    /// first), that stopped turning their event loop, that take too long
-    /// to boot, or that take too long to retire.
+    /// Retires workers whose request ran past `--timeout` (naming the
+    /// request first): the worker is ordered to abandon that request (its
+    /// client gets a 503, or a closed connection if its response had
+    /// begun), stops accepting, finishes its other requests and exits, so
+    /// the timeout costs only the hung request; a replacement boots at once
+    /// (`manage_workers` does not count a retiring worker). Kills workers
+    /// that stopped turning their event loop (they could not act on the
+    /// order), that take too long to boot, or that take too long to retire.
     fn murder_workers(&mut self) {
         let now = now_ms();
         let timeout = self.cfg.timeout;
         let mut doomed = Vec::new();
+        let mut aborts = Vec::new();
         for (pid, w) in &mut self.workers {
             match w.phase {
                 Phase::Retiring(since) => {
@@ -746,6 +831,8 @@ impl Master {
                 continue;
             }
             let limit = timeout.as_millis() as u64;
+            // The request that has run longest past the limit, if any.
+            let mut hung: Option<Hung> = None;
             for (t, seen) in w.seen.iter_mut().enumerate() {
                 let Some((number, line)) = self.board.thread(w.index, t).running() else {
                     *seen = None;
@@ -759,28 +846,55 @@ impl Master {
                     }
                 };
                 let age = now.saturating_sub(since);
-                if age > limit {
-                    tracing::error!(
-                        "worker {pid} timed out: request \"{line}\" running for {:.1}s on thread {t} (-t {}s); killing it",
-                        age as f64 / 1000.0,
-                        timeout.as_secs()
-                    );
-                    doomed.push(*pid);
-                    break;
+                if age > limit && hung.as_ref().is_none_or(|h| age > h.age_ms) {
+                    hung = Some(Hung {
+                        thread: t,
+                        number,
+                        line,
+                        age_ms: age,
+                    });
                 }
             }
             let beat = self.board.worker(w.index).last_heartbeat_ms();
-            if beat != 0 && now.saturating_sub(beat) > limit && !doomed.contains(pid) {
+            let stalled = beat != 0 && now.saturating_sub(beat) > limit;
+            if stalled {
+                // A loop that does not turn cannot take an abort order.
                 tracing::error!(
-                    "worker {pid} unresponsive: its event loop has not turned for {:.1}s; killing it",
-                    now.saturating_sub(beat) as f64 / 1000.0
+                    "worker {pid} unresponsive: its event loop has not turned for {:.1}s{}; killing it",
+                    now.saturating_sub(beat) as f64 / 1000.0,
+                    hung.map(|h| format!(" ({})", h.describe()))
+                        .unwrap_or_default()
                 );
                 doomed.push(*pid);
+            } else if let Some(h) = hung {
+                tracing::error!(
+                    "worker {pid} timed out: {} (-t {}s); retiring it",
+                    h.describe(),
+                    timeout.as_secs()
+                );
+                aborts.push((*pid, h.thread, h.number));
             }
+        }
+        for (pid, thread, number) in aborts {
+            let Some(w) = self.workers.get_mut(&pid) else {
+                continue;
+            };
+            w.timed_out = true;
+            // A worker already retiring keeps its deadline.
+            if !matches!(w.phase, Phase::Retiring(_)) {
+                w.phase = Phase::Retiring(Instant::now());
+            }
+            // The order first: the worker reads it when SIGUSR2 arrives.
+            self.board.worker(w.index).order_abort(thread, number);
+            self.kill(pid, libc::SIGUSR2);
         }
         for pid in doomed {
             if let Some(w) = self.workers.get_mut(&pid) {
-                w.timed_out = true;
+                // A worker killed while retiring was not serving: its exit
+                // stays a retirement.
+                if !matches!(w.phase, Phase::Retiring(_)) {
+                    w.timed_out = true;
+                }
             }
             self.kill(pid, libc::SIGKILL);
         }

@@ -40,7 +40,14 @@ pub struct WorkerSpec<'a> {
 }
 
 /// Runs a worker in the freshly forked child. Never returns.
-pub fn run(spec: WorkerSpec<'_>, listeners: &[TcpListener]) -> ! {
+///
+/// `listeners` are the listening sockets this process inherited through
+/// the fork, taken out of the child's copy of the master: the worker owns
+/// the only copy in this process, so once it stops accepting and drops
+/// them, this process no longer holds the port open (a copy left behind
+/// would keep the kernel accepting clients nobody serves, then resetting
+/// them, and keep a restarted master from binding).
+pub fn run(spec: WorkerSpec<'_>, listeners: Vec<TcpListener>) -> ! {
     let slot = spec.board.worker(spec.index);
     // A panic must not unwind into the master's frames copied into this
     // process (their destructors would act on the master's resources).
@@ -57,17 +64,12 @@ pub fn run(spec: WorkerSpec<'_>, listeners: &[TcpListener]) -> ! {
     std::process::exit(code)
 }
 
-fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: &[TcpListener]) -> Result<(), (i32, String)> {
+fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: Vec<TcpListener>) -> Result<(), (i32, String)> {
     for id in spec.master_signals {
         signal_hook::low_level::unregister(*id);
     }
     die_with_master(spec.master_pid);
     let boot_error = |what: &str, e: std::io::Error| (EXIT_BOOT_ERROR, format!("{what}: {e}"));
-    let listeners = listeners
-        .iter()
-        .map(|l| l.try_clone())
-        .collect::<std::io::Result<Vec<_>>>()
-        .map_err(|e| boot_error("cannot share the listening sockets", e))?;
 
     let plugin_spec = PluginSpec {
         path: spec.build.path.clone(),
@@ -110,6 +112,8 @@ fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: &[TcpListener]) -> Result<()
         stopping: AtomicBool::new(false),
         monitor: Some(monitor),
     });
+    // The event loop drops the listeners when it stops accepting (after
+    // taking what the backlog holds), which closes this process's copies.
     let stop = runtime::run(listeners, Arc::clone(&shared))
         .map_err(|e| boot_error("the event loop failed", e))?;
     if stop == (Stop::Graceful { drained: true }) {
@@ -122,7 +126,10 @@ fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: &[TcpListener]) -> Result<()
 }
 
 /// Asks the kernel for TERM when the master dies, so orphaned workers
-/// finish their requests and exit instead of serving on unsupervised.
+/// finish their requests and exit instead of serving on unsupervised. On
+/// TERM a worker takes its backlog and closes its listeners at once: with
+/// the master's copies gone with the master, the port is free for a new
+/// one while the orphans finish.
 fn die_with_master(master_pid: i32) {
     // SAFETY: prctl with PR_SET_PDEATHSIG and a valid signal number has no
     // memory effects.

@@ -1,0 +1,299 @@
+//! The master and its workers, seen from a client's side of the socket:
+//! a stopping server refuses new clients instead of accepting connections
+//! nobody will serve, a dead master leaves the port free at once, and a
+//! request past `-t` costs only itself.
+//!
+//! Every test serves the `testapps` plugin (`GET /sleep?ms=N` answers
+//! `slept N` after N ms) and waits on log lines or on the kernel's view of
+//! the port, each with a deadline: none sleeps its way to green.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use integration_tests::artifacts;
+use integration_tests::client::{self, Conn};
+use integration_tests::server::{self, Server};
+use integration_tests::TIMEOUT;
+
+/// What a worker's event loop logs when TERM reaches it, just before it
+/// takes its backlog and closes its listening sockets.
+const WORKER_STOPPING: &str = "TERM: finishing in-flight requests";
+
+/// `GET target` with keep-alive, as raw bytes.
+fn get_request(target: &str) -> Vec<u8> {
+    format!("GET {target} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes()
+}
+
+/// Whether a socket in this network namespace listens on TCP `port` (any
+/// address): the kernel's own table, so no connection is made to find out.
+fn listening(port: u16) -> bool {
+    let wanted = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        let text = fs::read_to_string(table).unwrap_or_default();
+        // "sl local_address rem_address st ...": the state 0A is LISTEN.
+        text.lines().skip(1).any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 3 && fields[1].ends_with(&wanted) && fields[3] == "0A"
+        })
+    })
+}
+
+/// Polls `done` until it holds; panics with `what` and the server's log at
+/// `timeout`.
+fn wait_until(server: &Server, timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} (waited {timeout:?}); log:\n{}",
+            server.logs()
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Kills a process group when dropped: the workers a test orphaned by
+/// killing their master, which the server's own cleanup (a kill of the
+/// group while the master is unreaped) might not reach.
+struct KillGroup(u32);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0)])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A listening socket on `addr` with SO_REUSEADDR, as any server binds
+/// (std's `TcpListener::bind` does not set it, and without it Linux refuses
+/// an address that connections still established or in TIME_WAIT use).
+fn bind_again(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(16)?;
+    Ok(socket)
+}
+
+/// Sends `GET target` on keep-alive connections, one request at a time,
+/// until `stop` is set; each must answer 200 `expected`. A connection the
+/// server closed (after `Connection: close`, or idle) is replaced without
+/// counting. Ok(answered), or the first failure.
+fn back_to_back(
+    addr: SocketAddr,
+    target: &str,
+    expected: &str,
+    stop: &AtomicBool,
+) -> Result<usize, String> {
+    let mut answered = 0;
+    let mut conn: Option<Conn> = None;
+    while !stop.load(Ordering::Relaxed) {
+        if conn.as_ref().is_some_and(Conn::peer_closed) {
+            conn = None;
+        }
+        let c = match conn {
+            Some(ref mut c) => c,
+            None => conn.insert(Conn::try_connect(addr).map_err(|e| format!("connecting: {e}"))?),
+        };
+        c.try_send(&get_request(target))
+            .map_err(|e| format!("request {}: sending: {e}", answered + 1))?;
+        let resp = c
+            .try_read_response()
+            .map_err(|e| format!("request {}: {e}", answered + 1))?;
+        if (resp.status, resp.text().as_str()) != (200, expected) {
+            return Err(format!("request {}: got {:?}", answered + 1, resp.raw));
+        }
+        answered += 1;
+        if resp.connection_has("close") {
+            conn = None;
+        }
+    }
+    Ok(answered)
+}
+
+#[test]
+fn term_refuses_new_clients_during_the_drain() {
+    let mut server = server::serve(artifacts::rust_plugin("testapps"))
+        .args(["--graceful-timeout", "10"])
+        .start();
+    let addr = server.addr();
+    server.wait_for_log(" booted", TIMEOUT);
+    assert!(
+        listening(addr.port()),
+        "no listener on {addr} in /proc/net/tcp"
+    );
+    let mut slow = server.connect();
+    slow.send(&get_request("/sleep?ms=1500"));
+    let sent = Instant::now();
+
+    server.terminate();
+    server.wait_for_log(WORKER_STOPPING, TIMEOUT);
+    // The worker logs that line before it takes its backlog and closes its
+    // listeners: a connect right after the line could still reach the
+    // backlog. Wait for the kernel to drop the listening socket, which it
+    // does only once no process holds a copy (the master's included). It
+    // must happen well before the request in flight ends (1.5 s), when the
+    // worker exits and would close it anyway.
+    wait_until(
+        &server,
+        Duration::from_secs(1),
+        "the port was still listening after the worker began its stop",
+        || !listening(addr.port()),
+    );
+    assert!(
+        sent.elapsed() < Duration::from_millis(1500),
+        "too slow to look at the port during the drain ({:?}); log:\n{}",
+        sent.elapsed(),
+        server.logs()
+    );
+    match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
+        Err(e) => panic!("connecting during the drain failed, but not as refused: {e}"),
+        Ok(_) => panic!(
+            "a client connected during the drain: the kernel accepted a connection \
+             nobody will serve; log:\n{}",
+            server.logs()
+        ),
+    }
+
+    let resp = slow.try_read_response().unwrap_or_else(|e| {
+        panic!(
+            "the request in flight at TERM got no response: {e}; log:\n{}",
+            server.logs()
+        )
+    });
+    assert!(!slow.reset, "the in-flight connection was reset: {resp:?}");
+    assert_eq!((resp.status, resp.text().as_str()), (200, "slept 1500"));
+    let status = server.wait_exit(TIMEOUT);
+    assert!(status.success(), "TERM should exit 0, got {status}");
+}
+
+#[test]
+fn sigkill_of_the_master_frees_the_port_within_a_second() {
+    let server = server::serve(artifacts::rust_plugin("testapps")).start();
+    // Declared after the server, so dropped before it: the orphaned worker
+    // goes even when an assertion fails.
+    let _orphans = KillGroup(server.pid());
+    let addr = server.addr();
+    server.wait_for_log(" booted", TIMEOUT);
+
+    let mut idle = server.connect();
+    idle.send(&get_request("/sleep?ms=1"));
+    let resp = idle.read_response();
+    assert_eq!(resp.status, 200);
+    assert!(!resp.connection_has("close"), "{:?}", resp.raw_head);
+    let mut busy = server.connect();
+    busy.send(&get_request("/sleep?ms=3000"));
+
+    // The master only: its worker learns of it from the kernel (TERM).
+    server.send_signal("KILL");
+    let killed = Instant::now();
+    let rebound = loop {
+        match bind_again(addr) {
+            Ok(socket) => break socket,
+            Err(e) => assert!(
+                killed.elapsed() < Duration::from_secs(1),
+                "{addr} still cannot be bound 1 s after the master was killed: {e}; log:\n{}",
+                server.logs()
+            ),
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    drop(rebound);
+
+    // The orphaned worker still finishes what it was running.
+    let resp = busy.try_read_response().unwrap_or_else(|e| {
+        panic!(
+            "the request in flight when the master died got no response: {e}; log:\n{}",
+            server.logs()
+        )
+    });
+    assert_eq!((resp.status, resp.text().as_str()), (200, "slept 3000"));
+}
+
+#[test]
+fn timed_out_request_costs_only_itself() {
+    let server = server::serve(artifacts::rust_plugin("testapps"))
+        .args(["--threads", "4", "-t", "2", "--graceful-timeout", "5"])
+        .start();
+    server.wait_for_log_count(" booted", 1, TIMEOUT);
+
+    // Beside the hung request: one shorter than -t, and a client sending
+    // requests shorter than -t back to back, so one of them is in flight
+    // on the worker when the master gives up on the hung one.
+    let mut hung = server.connect();
+    hung.send(&get_request("/sleep?ms=5000"));
+    let mut short = server.connect();
+    short.send(&get_request("/sleep?ms=1500"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let steady = {
+        let (addr, stop) = (server.addr(), Arc::clone(&stop));
+        thread::spawn(move || back_to_back(addr, "/sleep?ms=400", "slept 400", &stop))
+    };
+
+    let resp = hung.try_read_response().unwrap_or_else(|e| {
+        panic!(
+            "the request past -t should get a 503, got no response: {e}; log:\n{}",
+            server.logs()
+        )
+    });
+    stop.store(true, Ordering::Relaxed);
+    assert!(
+        resp.raw_head.starts_with("HTTP/1.1 503"),
+        "the request past -t should get a 503: {:?}; log:\n{}",
+        resp.raw_head,
+        server.logs()
+    );
+    let resp = short.try_read_response().unwrap_or_else(|e| {
+        panic!(
+            "the short request beside the hung one failed: {e}; log:\n{}",
+            server.logs()
+        )
+    });
+    assert_eq!((resp.status, resp.text().as_str()), (200, "slept 1500"));
+    match steady.join().expect("the steady client panicked") {
+        Ok(answered) => assert!(answered >= 3, "only {answered} steady requests"),
+        Err(e) => panic!(
+            "a request beside the hung one failed: {e}; log:\n{}",
+            server.logs()
+        ),
+    }
+
+    let log = server.wait_for_log(
+        "timed out: request \"GET /sleep?ms=5000 HTTP/1.1\"",
+        TIMEOUT,
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("timed out: request") && l.contains("retiring it")),
+        "the timed-out worker should be retired, not killed:\n{log}"
+    );
+    let log = server.wait_for_log("(timed out, retired)", TIMEOUT);
+    let exited = log
+        .find("(timed out, retired)")
+        .expect("the line just waited for");
+    let second_boot = log
+        .match_indices(" booted")
+        .nth(1)
+        .map(|(at, _)| at)
+        .unwrap_or_else(|| panic!("no replacement booted:\n{log}"));
+    assert!(
+        second_boot < exited,
+        "the replacement should boot at once, not after the timed-out worker left:\n{log}"
+    );
+    assert!(
+        !log.contains("killed by signal") && !log.contains("times in a row"),
+        "the timed-out worker was killed, or counted as a crash:\n{log}"
+    );
+    let resp = client::get(server.addr(), "/sleep?ms=1");
+    assert_eq!((resp.status, resp.text().as_str()), (200, "slept 1"));
+}
