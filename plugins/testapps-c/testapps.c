@@ -22,9 +22,19 @@
  *                      "late boom" -> E_HEADERS_SENT; returns NWSGI_ERROR
  *   GET  /endless      "tick\n" forever (MORE), 10 ms apart
  *   GET  /counters     "opened=A closed=B": iterators created by /iter,
- *                      /endless, /error-next, and close calls received
+ *                      /endless, /error-next, /big, /flood, and close calls
+ *                      received
  *   GET  /sleep?ms=N   sleeps N ms; body "slept N"
  *   POST /input        reads the body in 7-byte reads; "len=<n>\n" + bytes
+ *   GET  /big?mb=N     N MiB of 'x' with the app's own Content-Length, from
+ *                      the iterator in 64 KiB chunks (MORE each, then END);
+ *                      N over 1048576 (1 TiB) -> 400 "mb too large"
+ *   GET  /big-write?mb=N  the same bytes through api->write in 64 KiB
+ *                      pieces, Content-Length set, no iterator
+ *   GET  /flood        'x' forever from the iterator in 16 KiB chunks (MORE),
+ *                      no sleep, no Content-Length (chunked)
+ *   POST /count        reads the body in 64 KiB reads; "len=<n>\n" only (a
+ *                      read error as /input)
  *   GET  /environ      "KEY=VALUE\n" for every variable (api->environ_each)
  *   GET  /get?key=K    api->environ_get: 200 + value, or 404 "absent"
  *   GET  /log          logs "testapps-log-marker from c" at ERROR; "logged"
@@ -127,6 +137,19 @@ static const nwsgi_header TEXT_PLAIN[] = {
     {NWSGI_STR("Content-Type"), NWSGI_STR("text/plain")},
 };
 #define N_TEXT_PLAIN (sizeof TEXT_PLAIN / sizeof TEXT_PLAIN[0])
+
+/* /big, /big-write and /flood repeat one byte; /big and /big-write send it
+ * in 64 KiB chunks or writes (16 to a MiB), /flood in 16 KiB chunks; /count
+ * reads 64 KiB at a time. */
+#define PATTERN 'x'
+#define BIG_CHUNK (64 * 1024)
+#define BIG_MAX_MB (1UL << 20) /* the largest /big?mb= served: 1 TiB */
+#define FLOOD_CHUNK (16 * 1024)
+#define COUNT_READ (64 * 1024)
+
+/* BIG_CHUNK bytes of PATTERN, the chunks of /big, /big-write and /flood:
+ * filled by init before any request, read-only after. */
+static uint8_t pattern_bytes[BIG_CHUNK];
 
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                             */
@@ -408,6 +431,33 @@ static int32_t endless_next(void *state, nwsgi_request *req, nwsgi_str *chunk) {
     return NWSGI_BODY_MORE;
 }
 
+/* /big: `left` more BIG_CHUNK chunks, then END. */
+typedef struct big_state {
+    unsigned long left;
+} big_state;
+
+static int32_t big_next(void *state, nwsgi_request *req, nwsgi_str *chunk) {
+    (void)req;
+    big_state *s = state;
+    if (s->left == 0) {
+        return NWSGI_BODY_END;
+    }
+    s->left--;
+    chunk->ptr = pattern_bytes;
+    chunk->len = BIG_CHUNK;
+    return NWSGI_BODY_MORE;
+}
+
+/* /flood: FLOOD_CHUNK bytes forever. The state is a dummy block, as for
+ * /error-next. */
+static int32_t flood_next(void *state, nwsgi_request *req, nwsgi_str *chunk) {
+    (void)state;
+    (void)req;
+    chunk->ptr = pattern_bytes;
+    chunk->len = FLOOD_CHUNK;
+    return NWSGI_BODY_MORE;
+}
+
 /* /error-next: the first next fails. The state is a dummy block so close
  * has something to free, like the other counted iterators. */
 static int32_t error_next(void *state, nwsgi_request *req, nwsgi_str *chunk) {
@@ -421,13 +471,14 @@ static int32_t error_next(void *state, nwsgi_request *req, nwsgi_str *chunk) {
 /* Routes                                                                    */
 /* ------------------------------------------------------------------------ */
 
-/* Starts a 200 text/plain response whose body is a counted iterator over
+/* Starts a 200 response with `headers` whose body is a counted iterator over
  * `state` (malloc'd by the caller; owned by the body from here on, freed by
  * counted_close, or here if the response cannot start). */
-static int32_t start_counted_body(const nwsgi_environ *env, nwsgi_request *req, nwsgi_body *body,
-                                  void *state,
-                                  int32_t (*next)(void *, nwsgi_request *, nwsgi_str *)) {
-    int32_t rc = env->api->start_response(req, str_of("200 OK"), TEXT_PLAIN, N_TEXT_PLAIN, NULL);
+static int32_t start_counted_body_with(const nwsgi_environ *env, nwsgi_request *req,
+                                       nwsgi_body *body, void *state,
+                                       int32_t (*next)(void *, nwsgi_request *, nwsgi_str *),
+                                       const nwsgi_header *headers, size_t n_headers) {
+    int32_t rc = env->api->start_response(req, str_of("200 OK"), headers, n_headers, NULL);
     if (rc != NWSGI_OK) {
         free(state);
         return rc;
@@ -437,6 +488,13 @@ static int32_t start_counted_body(const nwsgi_environ *env, nwsgi_request *req, 
     body->close = counted_close;
     atomic_fetch_add(&opened, 1);
     return NWSGI_OK;
+}
+
+/* start_counted_body_with, text/plain. */
+static int32_t start_counted_body(const nwsgi_environ *env, nwsgi_request *req, nwsgi_body *body,
+                                  void *state,
+                                  int32_t (*next)(void *, nwsgi_request *, nwsgi_str *)) {
+    return start_counted_body_with(env, req, body, state, next, TEXT_PLAIN, N_TEXT_PLAIN);
 }
 
 static int32_t route_iter(const nwsgi_environ *env, nwsgi_request *req, nwsgi_body *body) {
@@ -482,6 +540,76 @@ static int32_t route_endless(const nwsgi_environ *env, nwsgi_request *req, nwsgi
         return NWSGI_ERROR;
     }
     return start_counted_body(env, req, body, s, endless_next);
+}
+
+/* /big and /big-write: the ?mb= parameter, or 0 when it is over BIG_MAX_MB
+ * (after answering 400 "mb too large"; *rc holds what to return). */
+static int big_mb(const nwsgi_environ *env, nwsgi_request *req, nwsgi_body *body,
+                  unsigned long *mb, int32_t *rc) {
+    *mb = query_ulong(env->query_string, "mb");
+    if (*mb > BIG_MAX_MB) {
+        *rc = respond(env, req, body, "400 Bad Request", "mb too large");
+        return 0;
+    }
+    return 1;
+}
+
+/* text/plain and Content-Length: `mb` MiB; `len_text` (>= 24 bytes) holds
+ * the digits, borrowed by headers[1]. */
+static void big_headers(unsigned long mb, char *len_text, size_t cap, nwsgi_header headers[2]) {
+    int len = snprintf(len_text, cap, "%lu", mb * 1048576UL);
+    headers[0] = TEXT_PLAIN[0];
+    headers[1].name = str_of("Content-Length");
+    headers[1].value.ptr = (const uint8_t *)len_text;
+    headers[1].value.len = len > 0 ? (size_t)len : 0;
+}
+
+static int32_t route_big(const nwsgi_environ *env, nwsgi_request *req, nwsgi_body *body) {
+    unsigned long mb;
+    int32_t rc;
+    if (!big_mb(env, req, body, &mb, &rc)) {
+        return rc;
+    }
+    big_state *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        return NWSGI_ERROR;
+    }
+    s->left = mb * (1048576UL / BIG_CHUNK);
+    char len_text[24];
+    nwsgi_header headers[2];
+    big_headers(mb, len_text, sizeof len_text, headers);
+    return start_counted_body_with(env, req, body, s, big_next, headers, 2);
+}
+
+static int32_t route_big_write(const nwsgi_environ *env, nwsgi_request *req, nwsgi_body *body) {
+    unsigned long mb;
+    int32_t rc;
+    if (!big_mb(env, req, body, &mb, &rc)) {
+        return rc;
+    }
+    char len_text[24];
+    nwsgi_header headers[2];
+    big_headers(mb, len_text, sizeof len_text, headers);
+    rc = env->api->start_response(req, str_of("200 OK"), headers, 2, NULL);
+    if (rc != NWSGI_OK) {
+        return rc;
+    }
+    unsigned long writes = mb * (1048576UL / BIG_CHUNK);
+    for (unsigned long i = 0; i < writes; i++) {
+        rc = env->api->write(req, pattern_bytes, BIG_CHUNK);
+        if (rc != NWSGI_OK) {
+            return rc;
+        }
+    }
+    return NWSGI_OK;
+}
+
+static int32_t route_flood(const nwsgi_environ *env, nwsgi_request *req, nwsgi_body *body) {
+    void *s = malloc(1);
+    if (s == NULL) {
+        return NWSGI_ERROR;
+    }
+    return start_counted_body(env, req, body, s, flood_next);
 }
 
 static int32_t route_twice(const nwsgi_environ *env, nwsgi_request *req, nwsgi_body *body) {
@@ -572,6 +700,28 @@ static int32_t route_input(const nwsgi_environ *env, nwsgi_request *req, nwsgi_b
     buf_append(out, in->data, in->len);
     buf_free(in);
     return respond_buf(env, req, body, "200 OK", out);
+}
+
+/* /count: the body's length, read COUNT_READ bytes at a time and not kept. */
+static int32_t route_count(const nwsgi_environ *env, nwsgi_request *req, nwsgi_body *body) {
+    uint8_t *chunk = malloc(COUNT_READ);
+    if (chunk == NULL) {
+        return NWSGI_ERROR;
+    }
+    unsigned long long total = 0;
+    for (;;) {
+        int64_t n = env->api->read(req, chunk, COUNT_READ);
+        if (n == 0) {
+            break;
+        }
+        if (n < 0 || n > COUNT_READ) {
+            free(chunk);
+            return n < 0 ? (int32_t)n : NWSGI_ERROR;
+        }
+        total += (unsigned long long)n;
+    }
+    free(chunk);
+    return respond(env, req, body, "200 OK", "len=%llu\n", total);
 }
 
 static int32_t environ_line(void *user, nwsgi_str key, nwsgi_str value) {
@@ -1101,6 +1251,7 @@ static uint8_t *copy_bytes(nwsgi_str s) {
 
 static int32_t testapps_init(const nwsgi_init_args *args, void **app_state) {
     host_api = args->api;
+    memset(pattern_bytes, PATTERN, sizeof pattern_bytes);
     for (size_t i = 0; i < args->n_config; i++) {
         if (str_eq(args->config[i].name, "fail") && str_eq(args->config[i].value, "1")) {
             args->fail(args->fail_ctx, str_of("init refused: fail=1"));
@@ -1195,6 +1346,15 @@ static int32_t testapps_call(void *app_state, const nwsgi_environ *env, nwsgi_re
         if (str_eq(path, "/endless")) {
             return route_endless(env, req, body);
         }
+        if (str_eq(path, "/big")) {
+            return route_big(env, req, body);
+        }
+        if (str_eq(path, "/big-write")) {
+            return route_big_write(env, req, body);
+        }
+        if (str_eq(path, "/flood")) {
+            return route_flood(env, req, body);
+        }
         if (str_eq(path, "/counters")) {
             return respond(env, req, body, "200 OK", "opened=%lu closed=%lu",
                            atomic_load(&opened), atomic_load(&closed));
@@ -1231,6 +1391,9 @@ static int32_t testapps_call(void *app_state, const nwsgi_environ *env, nwsgi_re
     } else if (post) {
         if (str_eq(path, "/input")) {
             return route_input(env, req, body);
+        }
+        if (str_eq(path, "/count")) {
+            return route_count(env, req, body);
         }
     }
     return respond(env, req, body, "404 Not Found", "not found");

@@ -17,9 +17,19 @@
 //!                      returns Err (host aborts the connection)
 //!   GET  /endless      "tick\n" forever, 10 ms apart
 //!   GET  /counters     "opened=A closed=B" (iterators of /iter, /endless,
-//!                      /error-next, /panic-next, /panic-close, and their closes)
+//!                      /error-next, /panic-next, /panic-close, /big, /flood,
+//!                      and their closes)
 //!   GET  /sleep?ms=N   sleeps N ms; "slept N"
 //!   POST /input        reads the body 7 bytes at a time; "len=<n>\n" + bytes
+//!   GET  /big?mb=N     N MiB of 'x' with the app's own Content-Length, from an
+//!                      iterator of 64 KiB chunks (MORE each, then END);
+//!                      N over 1048576 (1 TiB) -> 400 "mb too large"
+//!   GET  /big-write?mb=N  the same bytes through write() in 64 KiB pieces,
+//!                      Content-Length set, no iterator
+//!   GET  /flood        'x' forever from an iterator of 16 KiB chunks, no
+//!                      sleep, no Content-Length (chunked)
+//!   POST /count        reads the body 64 KiB at a time; "len=<n>\n" only
+//!                      (a read error as /input)
 //!   GET  /environ      "KEY=VALUE\n" per environ variable (environ_each)
 //!   GET  /get?key=K    environ_get: 200 + value, or 404 "absent"
 //!   GET  /log          tracing error + wsgi.errors line; "logged"
@@ -43,6 +53,20 @@ use abi::tracing::Level;
 use abi::{AbiError, App, Body, Config, Environ, Error, StartResponse};
 
 const TEXT_PLAIN: &[(&str, &str)] = &[("Content-Type", "text/plain")];
+
+/// The byte /big, /big-write and /flood repeat.
+const PATTERN: u8 = b'x';
+/// /big and /big-write: bytes per chunk or write; a MiB is 16 of them.
+const BIG_CHUNK: usize = 64 * 1024;
+/// /big and /big-write: the largest `mb` served (1 TiB).
+const BIG_MAX_MB: u64 = 1 << 20;
+/// /flood: bytes per chunk.
+const FLOOD_CHUNK: usize = 16 * 1024;
+/// /count: bytes per read.
+const COUNT_READ: usize = 64 * 1024;
+
+static BIG_BYTES: [u8; BIG_CHUNK] = [PATTERN; BIG_CHUNK];
+static FLOOD_BYTES: [u8; FLOOD_CHUNK] = [PATTERN; FLOOD_CHUNK];
 
 /// Body iterators created (through [`Counted::new`]) and dropped (closed).
 static OPENED: AtomicU64 = AtomicU64::new(0);
@@ -151,6 +175,7 @@ impl App for TestApps {
         match (environ.method(), environ.path_info()) {
             (b"GET", path) => self.get(path, query, environ, start),
             (b"POST", b"/input") => input(environ, start),
+            (b"POST", b"/count") => count(environ, start),
             _ => respond(start, "404 Not Found", "not found"),
         }
     }
@@ -262,6 +287,30 @@ impl TestApps {
                 });
                 Ok(Body::from_iter(Counted::new(ticks)))
             }
+            b"/big" => {
+                let Some(len) = big_len(query) else {
+                    return respond(start, "400 Bad Request", "mb too large");
+                };
+                start_big(start, len)?;
+                let chunks = len / BIG_CHUNK as u64;
+                let items = (0..chunks).map(|_| &BIG_BYTES[..]);
+                Ok(Body::from_iter(Counted::new(items)))
+            }
+            b"/big-write" => {
+                let Some(len) = big_len(query) else {
+                    return respond(start, "400 Bad Request", "mb too large");
+                };
+                start_big(start, len)?;
+                for _ in 0..len / BIG_CHUNK as u64 {
+                    start.write(&BIG_BYTES)?;
+                }
+                Ok(Body::empty())
+            }
+            b"/flood" => {
+                start.start("200 OK", TEXT_PLAIN)?;
+                let items = std::iter::repeat(&FLOOD_BYTES[..]);
+                Ok(Body::from_iter(Counted::new(items)))
+            }
             b"/counters" => {
                 let body = format!(
                     "opened={} closed={}",
@@ -336,6 +385,37 @@ fn expect_invalid(start: &mut StartResponse<'_>, rc: i32) -> Result<Body, Error>
         let _ = start.write(format!("unexpected rc={rc}").as_bytes());
     }
     Ok(Body::empty())
+}
+
+/// /big and /big-write: the body's length for `mb`, or None above
+/// [`BIG_MAX_MB`].
+fn big_len(query: &[u8]) -> Option<u64> {
+    let mb = query_u64(query, "mb");
+    (mb <= BIG_MAX_MB).then_some(mb << 20)
+}
+
+/// start("200 OK") with text/plain and the app's own Content-Length.
+fn start_big(start: &mut StartResponse<'_>, len: u64) -> Result<(), AbiError> {
+    let len = len.to_string();
+    start.start(
+        "200 OK",
+        &[("Content-Type", "text/plain"), ("Content-Length", &len)],
+    )
+}
+
+/// POST /count: 64 KiB reads, counted, not kept.
+fn count(environ: &mut Environ<'_>, start: &mut StartResponse<'_>) -> Result<Body, Error> {
+    let mut input = environ.input();
+    let mut buf = vec![0u8; COUNT_READ];
+    let mut total: u64 = 0;
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    respond(start, "200 OK", format!("len={total}\n"))
 }
 
 /// POST /input: 7-byte reads to exercise the host's partial reads.
