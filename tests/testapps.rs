@@ -244,14 +244,34 @@ fn input_reads_a_chunked_body(app: App) {
     assert_ok(&conn.read_response(), "last\n");
 }
 
-fn expect_continue_is_not_sent_when_the_body_is_not_read(app: App) {
+/// With request buffering (the default) the event loop reads the body
+/// before the app runs: it says `100 Continue` as it starts (as nginx
+/// does), and the final answer follows the body.
+fn expect_continue_is_answered_when_the_body_is_read_ahead(app: App) {
     let server = app.start();
     let mut conn = server.connect();
     conn.send(
         b"GET /last HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
     );
-    // /last never reads the body: the final answer comes without a 100.
+    let interim = conn.read_head();
+    assert_eq!(interim.status, 100, "{}", interim.raw_head);
+    conn.send(b"abcd");
     assert_ok(&conn.read_response(), "last\n");
+}
+
+/// With `--no-request-buffering` the app decides: /last never reads the
+/// body, so no `100` is sent, and since the body that was never sent
+/// cannot be skipped, the answer closes the connection (and says so).
+fn expect_continue_is_not_sent_when_the_app_does_not_read(app: App) {
+    let server = app.serve().arg("--no-request-buffering").start();
+    let mut conn = server.connect();
+    conn.send(
+        b"GET /last HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
+    );
+    let resp = conn.read_response();
+    assert_ok(&resp, "last\n");
+    assert!(resp.connection_has("close"), "{}", resp.raw_head);
+    conn.expect_closed(Duration::from_secs(5));
 }
 
 fn environ_get_finds_headers(app: App) {
@@ -462,7 +482,8 @@ for_both_plugins!(
     disconnect_closes_an_endless_body,
     input_reads_a_content_length_body,
     input_reads_a_chunked_body,
-    expect_continue_is_not_sent_when_the_body_is_not_read,
+    expect_continue_is_answered_when_the_body_is_read_ahead,
+    expect_continue_is_not_sent_when_the_app_does_not_read,
     environ_get_finds_headers,
     environ_get_joins_repeated_headers,
     app_log_lines_reach_the_host_log,

@@ -24,8 +24,6 @@
 //! same from its wire bytes in one go.
 #![no_main]
 
-use std::time::Duration;
-
 use host::http1::body::BodyReader;
 use host::http1::chunked::ChunkedDecoder;
 use host::http1::parse::{parse_head, Framing, Limits, EMPTY_FIELD};
@@ -139,17 +137,11 @@ fn serve(
     let after = &buf[head.len..];
     let fed_before = wire.fed;
     let continues_before = wire.continues;
-    let mut reader = BodyReader::new(
-        head.framing,
-        after,
-        head.expect_continue,
-        limits.body,
-        Duration::from_secs(60),
-    );
+    let mut reader = BodyReader::new(head.framing, after, head.expect_continue, limits.body);
     let mut body = Vec::new();
     let mut dst = vec![0u8; read_size];
     loop {
-        match reader.read(wire, &mut dst) {
+        match reader.read(after, wire, &mut dst) {
             Ok(0) => break,
             Ok(n) => {
                 assert!(n <= read_size);

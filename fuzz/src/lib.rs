@@ -2,7 +2,6 @@
 //! configuration, and bytes arriving in pieces as a socket delivers them.
 
 use std::io;
-use std::time::Instant;
 
 use host::http1::body::BodySource;
 use host::http1::parse::Limits;
@@ -95,7 +94,7 @@ impl<'a> Wire<'a> {
 }
 
 impl BodySource for Wire<'_> {
-    fn read_more(&mut self, buf: &mut Vec<u8>, max: usize, _: Instant) -> io::Result<usize> {
+    fn read_more(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         // The contract: at least one byte is asked for.
         assert!(max >= 1, "BodyReader asked for a read of 0 bytes");
         let piece = self.piece(max);

@@ -5,14 +5,16 @@
 use std::hint::black_box;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use abi::{App, Body, Config as AppConfig, Environ, Error, StartResponse};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use host::gateway::plugin::Plugin;
 use host::http1::parse::{parse_head, Limits, EMPTY_FIELD};
-use host::runtime::serve::{serve, Conn, Outcome, Scratch};
+use host::net::transport::Transport;
+use host::runtime::conn::Conn;
+use host::runtime::serve::{AppThread, Outcome, Work};
+use host::runtime::{Claim, Stint};
 use host::runtime::{Config, Shared};
 
 struct Hello;
@@ -37,8 +39,7 @@ const REQUEST: &[u8] =
 
 /// A served connection and the client end that drains its responses.
 struct Bench {
-    shared: Shared,
-    scratch: Scratch,
+    me: AppThread<'static>,
     conn: Option<Conn>,
     client: TcpStream,
     sink: Vec<u8>,
@@ -53,27 +54,17 @@ impl Bench {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, peer) = listener.accept().unwrap();
-        server.set_nonblocking(true).unwrap();
         client.set_nonblocking(true).unwrap();
         let local = server.local_addr().unwrap();
-        let conn = Conn {
-            stream: mio::net::TcpStream::from_std(server),
-            peer,
-            local,
-            buf: Vec::with_capacity(64 * 1024),
-            waiting_since: Instant::now(),
-            served: false,
-        };
-        let shared = Shared {
-            plugin,
-            config: Config::default(),
-            access_log: None,
-            stopping: AtomicBool::new(false),
-            monitor: None,
-        };
+        let io = Transport::from_std(server).unwrap();
+        let conn = Conn::new(io, peer, local, Instant::now());
+        // The app thread borrows what a worker shares for as long as it
+        // lives: leaked here, for the benchmark's life.
+        let shared: &'static Shared =
+            Box::leak(Box::new(Shared::new(plugin, Config::default(), None, None)));
+        let claim: &'static Claim = Box::leak(Box::default());
         Bench {
-            shared,
-            scratch: Scratch::default(),
+            me: AppThread::new(0, shared, Stint::new(claim, None), None),
             conn: Some(conn),
             client,
             sink: vec![0; 1 << 20],
@@ -86,7 +77,7 @@ impl Bench {
         for _ in 0..requests {
             conn.buf.extend_from_slice(REQUEST);
         }
-        match serve(conn, &self.shared, &mut self.scratch) {
+        match self.me.work(Work::Serve(conn)) {
             Outcome::Idle(c) => self.conn = Some(c),
             _ => panic!("the connection closed"),
         }

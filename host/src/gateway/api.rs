@@ -41,11 +41,12 @@ unsafe extern "C" fn environ_each_trampoline(
 // --- the host callbacks -----------------------------------------------------
 
 /// # Safety
-/// `req` must be null or the handle `run` passed to the plugin, still live.
-unsafe fn exchange<'r>(req: *mut nwsgi_request) -> Option<&'r mut Exchange<'r>> {
+/// `req` must be null or the handle `exchange::call` passed to the plugin,
+/// still live.
+unsafe fn exchange<'r>(req: *mut nwsgi_request) -> Option<&'r mut Exchange> {
     // SAFETY: per the function's contract; the plugin calls back only from
     // the thread running the request and only while it is running.
-    unsafe { (req as *mut Exchange<'r>).as_mut() }
+    unsafe { req.cast::<Exchange>().as_mut() }
 }
 
 /// The app's `n` headers at `list`: empty for 0, `None` for a NULL list of

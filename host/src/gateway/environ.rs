@@ -4,7 +4,7 @@
 //! Nothing here copies the request: every string points into the
 //! connection's receive buffer, except a percent-decoded PATH_INFO (only
 //! when the path contains '%'), the peer address text (formatted into a
-//! small stack buffer) and values of repeated headers joined on demand.
+//! small fixed buffer) and values of repeated headers joined on demand.
 use std::cell::RefCell;
 use std::ffi::c_void;
 use std::io::Write as _;
@@ -151,14 +151,17 @@ fn ip_into(buf: &mut [u8; 46], ip: std::net::IpAddr) -> usize {
 /// The environ handed to the plugin, followed by what the host needs to
 /// answer `environ_get`/`environ_each` for it. `raw` must stay the first
 /// field: the callbacks receive `&raw` and cast back to `HostEnviron`.
+///
+/// Every string in `raw`, and its header list, points into memory the
+/// runtime owns and keeps in place for the request: the connection's
+/// receive buffer, the header array, the decoded path and the peer text.
+/// One environ serves request after request (`fill` starts each).
 #[repr(C)]
-pub struct HostEnviron<'a> {
+pub struct HostEnviron {
     pub raw: nwsgi_environ,
-    /// The raw header list `raw.headers` points to.
-    headers: &'a [nwsgi_header],
     /// Values of repeated headers joined for `environ_get`; each box is
     /// pushed once and never moved, so handed-out pointers stay valid until
-    /// the request ends (when this struct is dropped).
+    /// the request ends (the next `fill`).
     joined: RefCell<Vec<Box<[u8]>>>,
 }
 
@@ -172,42 +175,113 @@ pub struct EnvironParts<'a> {
     pub multiprocess: bool,
 }
 
-impl<'a> HostEnviron<'a> {
-    pub fn new(head: &RequestHead<'a, '_>, parts: EnvironParts<'a>) -> HostEnviron<'a> {
-        let server_name = head
-            .host_name
-            .filter(|h| !h.is_empty())
-            .unwrap_or(parts.peer.local_addr.as_bytes());
-        let s = nwsgi_str::from_bytes;
+impl HostEnviron {
+    /// An environ describing no request yet.
+    pub fn new(api: &'static nwsgi_host_api) -> HostEnviron {
+        let e = nwsgi_str::EMPTY;
         HostEnviron {
             raw: nwsgi_environ {
                 struct_size: std::mem::size_of::<nwsgi_environ>() as u32,
                 abi_major: NWSGI_ABI_MAJOR,
                 abi_minor: NWSGI_ABI_MINOR,
-                request_method: s(head.method),
-                script_name: nwsgi_str::EMPTY,
-                path_info: s(parts.path_info),
-                query_string: s(head.query),
-                content_type: s(head.content_type.unwrap_or_default()),
-                content_length: s(head.content_length.unwrap_or_default()),
-                server_name: s(server_name),
-                server_port: s(parts.peer.local_port.as_bytes()),
-                server_protocol: s(head.version.as_str().as_bytes()),
-                remote_addr: s(parts.peer.remote_addr()),
-                remote_port: s(parts.peer.remote_port.as_bytes()),
-                url_scheme: s(b"http"),
-                request_uri: s(head.target),
-                headers: parts.headers.as_ptr(),
-                n_headers: parts.headers.len(),
-                multithread: parts.multithread as u8,
-                multiprocess: parts.multiprocess as u8,
+                request_method: e,
+                script_name: e,
+                path_info: e,
+                query_string: e,
+                content_type: e,
+                content_length: e,
+                server_name: e,
+                server_port: e,
+                server_protocol: e,
+                remote_addr: e,
+                remote_port: e,
+                url_scheme: e,
+                request_uri: e,
+                headers: std::ptr::null(),
+                n_headers: 0,
+                multithread: 0,
+                multiprocess: 0,
                 run_once: 0,
-                has_body: !matches!(head.framing, crate::http1::parse::Framing::Empty) as u8,
-                api: parts.api,
+                has_body: 0,
+                api,
             },
-            headers: parts.headers,
             joined: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Describes a new request.
+    ///
+    /// # Safety
+    /// Every byte `head` and `parts` point to must stay in place and
+    /// unchanged until the next `fill` (the environ keeps pointers to them,
+    /// and so may the app, until its request ends).
+    pub unsafe fn fill(&mut self, head: &RequestHead<'_, '_>, parts: EnvironParts<'_>) {
+        let server_name = head
+            .host_name
+            .filter(|h| !h.is_empty())
+            .unwrap_or(parts.peer.local_addr.as_bytes());
+        let s = nwsgi_str::from_bytes;
+        let r = &mut self.raw;
+        r.request_method = s(head.method);
+        r.path_info = s(parts.path_info);
+        r.query_string = s(head.query);
+        r.content_type = s(head.content_type.unwrap_or_default());
+        r.content_length = s(head.content_length.unwrap_or_default());
+        r.server_name = s(server_name);
+        r.server_port = s(parts.peer.local_port.as_bytes());
+        r.server_protocol = s(head.version.as_str().as_bytes());
+        r.remote_addr = s(parts.peer.remote_addr());
+        r.remote_port = s(parts.peer.remote_port.as_bytes());
+        r.url_scheme = s(b"http");
+        r.request_uri = s(head.target);
+        r.headers = parts.headers.as_ptr();
+        r.n_headers = parts.headers.len();
+        r.multithread = parts.multithread as u8;
+        r.multiprocess = parts.multiprocess as u8;
+        r.has_body = !matches!(head.framing, crate::http1::parse::Framing::Empty) as u8;
+        r.api = parts.api;
+        let joined = self.joined.get_mut();
+        if !joined.is_empty() {
+            joined.clear();
+        }
+    }
+
+    /// The raw header list.
+    fn headers(&self) -> &[nwsgi_header] {
+        if self.raw.n_headers == 0 {
+            return &[];
+        }
+        // SAFETY: `fill` set the pointer and length from a live slice that
+        // stays in place until the next `fill` (its contract).
+        unsafe { std::slice::from_raw_parts(self.raw.headers, self.raw.n_headers) }
+    }
+
+    /// A string of this request (one of `raw`'s).
+    fn text(&self, s: nwsgi_str) -> &[u8] {
+        // SAFETY: every string in `raw` was set by `fill` (or is empty) and
+        // stays valid until the next `fill`.
+        unsafe { s.as_bytes() }
+    }
+
+    pub fn method(&self) -> &[u8] {
+        self.text(self.raw.request_method)
+    }
+
+    /// The request-target as received.
+    pub fn target(&self) -> &[u8] {
+        self.text(self.raw.request_uri)
+    }
+
+    pub fn remote_addr(&self) -> &[u8] {
+        self.text(self.raw.remote_addr)
+    }
+
+    /// The first value of a header, by case-insensitive name.
+    pub fn header(&self, name: &[u8]) -> Option<&[u8]> {
+        self.headers()
+            .iter()
+            .find(|h| self.text(h.name).eq_ignore_ascii_case(name))
+            .map(|h| self.text(h.value))
     }
 
     /// The fixed (non-HTTP_*) variables, in the order environ_each lists
@@ -241,11 +315,7 @@ impl<'a> HostEnviron<'a> {
     }
 
     fn has_header(&self, lower: &[u8]) -> bool {
-        self.headers.iter().any(|h| {
-            // SAFETY: header strings point into the receive buffer, alive
-            // for 'a (the whole request).
-            unsafe { h.name.as_bytes() }.eq_ignore_ascii_case(lower)
-        })
+        self.header(lower).is_some()
     }
 
     /// The value of one variable; see `nwsgi_host_api.environ_get`.
@@ -261,10 +331,9 @@ impl<'a> HostEnviron<'a> {
 
     fn http_var(&self, suffix: &[u8]) -> Option<nwsgi_str> {
         let mut matches = self
-            .headers
+            .headers()
             .iter()
-            // SAFETY: see has_header.
-            .filter(|h| cgi_name_matches(unsafe { h.name.as_bytes() }, suffix));
+            .filter(|h| cgi_name_matches(self.text(h.name), suffix));
         let first = matches.next()?;
         let Some(second) = matches.next() else {
             return Some(first.value);
@@ -275,8 +344,7 @@ impl<'a> HostEnviron<'a> {
             if i > 0 {
                 joined.extend_from_slice(sep);
             }
-            // SAFETY: see has_header.
-            joined.extend_from_slice(unsafe { h.value.as_bytes() });
+            joined.extend_from_slice(self.text(h.value));
         }
         let boxed = joined.into_boxed_slice();
         let out = nwsgi_str::from_bytes(&boxed);
@@ -296,9 +364,9 @@ impl<'a> HostEnviron<'a> {
             }
         }
         let mut key = Vec::with_capacity(64);
-        for (i, h) in self.headers.iter().enumerate() {
-            // SAFETY: see has_header.
-            let name = unsafe { h.name.as_bytes() };
+        let headers = self.headers();
+        for (i, h) in headers.iter().enumerate() {
+            let name = self.text(h.name);
             if !exposed_as_http_var(name) {
                 continue;
             }
@@ -309,10 +377,9 @@ impl<'a> HostEnviron<'a> {
                 c => c.to_ascii_uppercase(),
             }));
             // One entry per distinct name: skip names seen earlier.
-            let seen = self.headers[..i].iter().any(|e| {
-                // SAFETY: see has_header.
-                unsafe { e.name.as_bytes() }.eq_ignore_ascii_case(name)
-            });
+            let seen = headers[..i]
+                .iter()
+                .any(|e| self.text(e.name).eq_ignore_ascii_case(name));
             if seen {
                 continue;
             }
@@ -403,7 +470,7 @@ pub(crate) unsafe extern "C" fn environ_get(
         // SAFETY: the only environs the host hands out are the `raw` field
         // (first, repr(C)) of a live HostEnviron; the app may call this only
         // while the request runs. `key` is borrowed for the call.
-        let (host_env, key) = unsafe { (&*(env as *const HostEnviron<'_>), key.as_bytes()) };
+        let (host_env, key) = unsafe { (&*env.cast::<HostEnviron>(), key.as_bytes()) };
         match host_env.get(key) {
             Some(v) => {
                 // SAFETY: checked non-null; the app provides the slot.
@@ -429,7 +496,7 @@ pub(crate) unsafe extern "C" fn environ_each(
             return abi::ffi::NWSGI_E_INVALID;
         }
         // SAFETY: as in environ_get.
-        let host_env = unsafe { &*(env as *const HostEnviron<'_>) };
+        let host_env = unsafe { &*env.cast::<HostEnviron>() };
         host_env.each(|k, v| {
             // SAFETY: calling the app's callback with strings borrowed for
             // the duration of the call, as the header promises.

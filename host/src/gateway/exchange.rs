@@ -1,6 +1,9 @@
-//! One plugin call: the request behind the `nwsgi_request` the app holds
-//! (what the host callbacks in `api` act on), and the walk call → next… →
-//! close that turns the app's output into response bytes.
+//! One request as the plugin sees it: the `Exchange` behind the
+//! `nwsgi_request *` it holds (what the host callbacks in `api` act on), and
+//! the steps call → next… → close that turn the app's output into response
+//! bytes. The runtime drives the steps one at a time, so it can put a
+//! request aside between two chunks (a client that stopped reading) and
+//! take it up again later.
 //!
 //! The response head is held (validated and pre-encoded) from start_response
 //! until the first non-empty body bytes, so exc_info can still replace it
@@ -8,26 +11,57 @@
 //! Content-Length; else the exact length when the first chunk is also the
 //! last (NWSGI_BODY_LAST) or the body is empty; else chunked on HTTP/1.1 and
 //! close-delimited on HTTP/1.0.
-use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+//!
+//! The exchange knows nothing of sockets: what it needs of the connection
+//! (sending, the request body, whether the worker is stopping) it asks a
+//! `Client`, which the runtime lends it for each entry into plugin code.
+use std::ptr::NonNull;
 
 use abi::ffi::{
     nwsgi_body, nwsgi_header, nwsgi_request, nwsgi_str, NWSGI_BODY_END, NWSGI_BODY_LAST,
     NWSGI_BODY_MORE, NWSGI_E_BAD_BODY, NWSGI_E_DISCONNECTED, NWSGI_E_HEADERS_SENT, NWSGI_E_INVALID,
     NWSGI_E_STATE, NWSGI_OK,
 };
-use mio::net::TcpStream;
 
 use crate::gateway::environ::HostEnviron;
 use crate::gateway::plugin::Plugin;
-use crate::http1::body::{BodyError, BodyReader, BodySource};
+use crate::http1::body::BodyError;
 use crate::http1::error::HttpError;
 use crate::http1::parse::Version;
 use crate::http1::response::{
-    encode_chunk, encode_continue, encode_error, encode_head, encode_last_chunk,
-    status_forbids_body, BodyFraming, ResponseHead,
+    encode_chunk, encode_error, encode_head, encode_last_chunk, status_forbids_body, BodyFraming,
+    ResponseHead,
 };
+
+/// The client is gone (reset, closed, or too slow to read): stop sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone;
+
+/// What an exchange needs of the connection it answers, lent by the
+/// runtime for each entry into plugin code (`call`, `pull`, `close`).
+pub trait Client {
+    /// Hands `out` to the client: what the socket takes now is sent and
+    /// removed from `out`; the rest stays in `out` for the runtime to send.
+    /// With `wait` (the app's write()), returns only once what is left is
+    /// below the high-water mark: a slow client holds this thread, and that
+    /// wait is the client's time, not the app's.
+    fn send(&mut self, out: &mut Vec<u8>, wait: bool) -> Result<(), Gone>;
+    /// wsgi.input: body bytes into `dst` (Ok(0) at its end). `may_continue`:
+    /// a `100 Continue` may still be sent (it goes after what is in `out`).
+    fn read_body(
+        &mut self,
+        dst: &mut [u8],
+        may_continue: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, BodyError>;
+    /// Whether what the app has not read of the request body can be
+    /// dropped after the response without closing the connection.
+    fn body_left_ok(&self) -> bool;
+    /// The worker is stopping: every response closes its connection.
+    fn stopping(&self) -> bool;
+    /// The app produced a chunk: it is making progress (for `-t`).
+    fn progress(&mut self);
+}
 
 /// Where the response stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,15 +82,27 @@ enum Phase {
     Aborted,
 }
 
+/// What pulling one chunk from the app's body iterator led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pulled {
+    /// A chunk was handed to the client; more may follow.
+    More,
+    /// The body ended (last chunk, end, error, or the client is gone):
+    /// close the iterator.
+    Ended,
+}
+
 /// The request behind the app's `nwsgi_request *`: everything the host
-/// callbacks need, alive from `call` until `close` returns.
-pub struct Exchange<'a> {
-    stream: &'a mut TcpStream,
-    /// Response bytes not yet flushed to the socket. Earlier pipelined
-    /// responses may still be in here.
-    out: &'a mut Vec<u8>,
-    head: &'a mut ResponseHead,
-    pub body: BodyReader<'a>,
+/// callbacks need. It lives at a fixed address from `call` until `close`
+/// returns (the runtime keeps it boxed), because the app may keep the
+/// handle in its iterator and use it from `next`.
+pub struct Exchange {
+    /// Response bytes not handed to the socket yet. Earlier pipelined
+    /// responses may still be in here: they share one write.
+    pub out: Vec<u8>,
+    /// The response head being built; also remembers the static heads seen
+    /// (ABI 1.2), so it is kept from one request to the next.
+    head: ResponseHead,
     version: Version,
     is_head: bool,
     /// Cleared when the connection must close after this response.
@@ -69,65 +115,70 @@ pub struct Exchange<'a> {
     remaining: u64,
     /// A malformed or timed-out body: answered with its own status.
     body_error: Option<HttpError>,
-    write_timeout: Duration,
-    /// The worker is stopping: the response must close the connection.
-    stopping: &'a AtomicBool,
     /// For the access log.
     pub status: u16,
     pub body_bytes: u64,
+    /// The connection, while plugin code runs for this request (set by
+    /// `enter`, cleared by `leave`). A raw pointer: it borrows the
+    /// runtime's stack frame for exactly that long.
+    client: Option<NonNull<dyn Client>>,
 }
 
-impl<'a> Exchange<'a> {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        stream: &'a mut TcpStream,
-        out: &'a mut Vec<u8>,
-        head: &'a mut ResponseHead,
-        body: BodyReader<'a>,
-        version: Version,
-        is_head: bool,
-        keep_alive: bool,
-        write_timeout: Duration,
-        stopping: &'a AtomicBool,
-    ) -> Exchange<'a> {
+impl Default for Exchange {
+    fn default() -> Exchange {
         Exchange {
-            stream,
-            out,
-            head,
-            body,
-            version,
-            is_head,
-            keep_alive,
-            phase: Phase::NotStarted,
+            out: Vec::with_capacity(16 * 1024),
+            head: ResponseHead::new(),
+            version: Version::Http11,
+            is_head: false,
+            keep_alive: false,
+            phase: Phase::Done,
             body_complete: false,
             remaining: 0,
             body_error: None,
-            write_timeout,
-            stopping,
             status: 0,
             body_bytes: 0,
+            client: None,
         }
+    }
+}
+
+impl Exchange {
+    /// Readies the exchange for a new request (`out` keeps what earlier
+    /// pipelined responses left in it).
+    pub fn begin(&mut self, version: Version, is_head: bool, keep_alive: bool) {
+        self.version = version;
+        self.is_head = is_head;
+        self.keep_alive = keep_alive;
+        self.phase = Phase::NotStarted;
+        self.body_complete = false;
+        self.remaining = 0;
+        self.body_error = None;
+        self.status = 0;
+        self.body_bytes = 0;
     }
 
     pub fn aborted(&self) -> bool {
         self.phase == Phase::Aborted
     }
 
-    /// Reads and drops what the app left of the request body (bounded);
-    /// false if the connection cannot be reused.
-    pub fn drain_body(&mut self, max: u64) -> bool {
-        let mut wire = Wire {
-            stream: self.stream,
-            out: self.out,
-            timeout: self.write_timeout,
-            may_continue: false,
-        };
-        self.body.drain(&mut wire, max)
+    /// Whether any byte of this request's response was produced.
+    pub fn started_sending(&self) -> bool {
+        matches!(self.phase, Phase::Sending(_) | Phase::Aborted)
     }
 
-    /// Sends everything pending in `out`.
-    pub fn flush(&mut self) -> io::Result<()> {
-        flush(self.stream, self.out, self.write_timeout)
+    /// The client lent for the current entry into plugin code.
+    fn client(&mut self) -> Option<&mut dyn Client> {
+        self.client_and_out().0
+    }
+
+    /// The client, and `out` beside it.
+    fn client_and_out(&mut self) -> (Option<&mut dyn Client>, &mut Vec<u8>) {
+        // SAFETY: set by `enter` from a `&mut dyn Client` that outlives the
+        // entry, cleared by `leave` before that borrow ends; between the
+        // two only this exchange uses it, on this thread.
+        let client = self.client.map(|mut c| unsafe { c.as_mut() });
+        (client, &mut self.out)
     }
 
     /// `static_key` is the address of the app's static head (ABI 1.2
@@ -184,9 +235,13 @@ impl<'a> Exchange<'a> {
     /// `known_len` is the whole body's length when it is already known.
     fn commit(&mut self, known_len: Option<u64>) {
         // Persistence is decided as late as possible: a worker told to stop
-        // while this request ran says `Connection: close` now.
-        if self.stopping.load(Ordering::Relaxed) {
-            self.keep_alive = false;
+        // while this request ran says `Connection: close` now, and so does
+        // a response the host will close after because the app left a
+        // request body it cannot drop (RFC 9112 §9.6: say so in advance).
+        if let Some(client) = self.client() {
+            if client.stopping() || !client.body_left_ok() {
+                self.keep_alive = false;
+            }
         }
         let framing = if let Some(cl) = self.head.content_length() {
             BodyFraming::Length(cl)
@@ -199,9 +254,9 @@ impl<'a> Exchange<'a> {
             BodyFraming::CloseDelimited
         };
         encode_head(
-            self.out,
+            &mut self.out,
             self.version,
-            &mut *self.head,
+            &mut self.head,
             framing,
             self.keep_alive,
             self.is_head,
@@ -245,7 +300,7 @@ impl<'a> Exchange<'a> {
                 self.remaining -= data.len() as u64;
                 self.out.extend_from_slice(data);
             }
-            BodyFraming::Chunked => encode_chunk(self.out, data),
+            BodyFraming::Chunked => encode_chunk(&mut self.out, data),
             BodyFraming::CloseDelimited => self.out.extend_from_slice(data),
         }
     }
@@ -268,7 +323,10 @@ impl<'a> Exchange<'a> {
             Phase::Sending(_) => {}
         }
         self.append_body(data);
-        self.send_now()
+        if let Some(client) = self.client() {
+            client.progress();
+        }
+        self.send_now(true)
     }
 
     /// The app's write_last (ABI 1.2): the rest of the body, as if the
@@ -306,19 +364,28 @@ impl<'a> Exchange<'a> {
             // responses.
             return NWSGI_OK;
         }
-        self.send_now()
+        // Handed to the socket, or queued for the event loop to send: an
+        // iterator's chunk never waits for the client on this thread (a
+        // client that stops reading gets the request parked instead).
+        self.send_now(false)
     }
 
-    fn send_now(&mut self) -> i32 {
-        if self.phase == Phase::Aborted {
-            // Still try to deliver what was framed correctly.
-            let _ = self.flush();
+    /// Hands `out` to the client; with `wait` (the app's write()), returns
+    /// only once what is queued is below the high-water mark.
+    fn send_now(&mut self, wait: bool) -> i32 {
+        let aborted = self.phase == Phase::Aborted;
+        let (Some(client), out) = self.client_and_out() else {
+            return NWSGI_E_DISCONNECTED;
+        };
+        // Even after an abort, what was framed correctly is delivered.
+        let sent = client.send(out, wait && !aborted);
+        if aborted {
             return NWSGI_E_DISCONNECTED;
         }
-        match self.flush() {
+        match sent {
             Ok(()) => NWSGI_OK,
-            Err(e) => {
-                tracing::debug!("client went away while the app was sending: {e}");
+            Err(Gone) => {
+                tracing::debug!("client went away while the app was sending");
                 self.abort();
                 NWSGI_E_DISCONNECTED
             }
@@ -332,13 +399,10 @@ impl<'a> Exchange<'a> {
             self.phase,
             Phase::NotStarted | Phase::Invalid | Phase::Started
         );
-        let mut wire = Wire {
-            stream: self.stream,
-            out: self.out,
-            timeout: self.write_timeout,
-            may_continue,
+        let (Some(client), out) = self.client_and_out() else {
+            return NWSGI_E_DISCONNECTED as i64;
         };
-        match self.body.read(&mut wire, buf) {
+        match client.read_body(buf, may_continue, out) {
             Ok(n) => n as i64,
             Err(BodyError::Malformed(e)) => {
                 tracing::info!("bad request body: {e}");
@@ -377,9 +441,9 @@ impl<'a> Exchange<'a> {
                 if status == 500 {
                     tracing::error!("{why}; answering 500");
                 }
-                self.keep_alive &=
-                    self.body_error.is_none() && !self.stopping.load(Ordering::Relaxed);
-                encode_error(self.out, status, reason, self.keep_alive);
+                let stopping = self.client().is_some_and(|c| c.stopping());
+                self.keep_alive &= self.body_error.is_none() && !stopping;
+                encode_error(&mut self.out, status, reason, self.keep_alive);
                 self.status = status;
                 self.phase = Phase::Done;
             }
@@ -407,7 +471,7 @@ impl<'a> Exchange<'a> {
             }
             Phase::Sending(BodyFraming::Chunked) => {
                 if !self.body_suppressed() {
-                    encode_last_chunk(self.out);
+                    encode_last_chunk(&mut self.out);
                 }
                 self.phase = Phase::Done;
             }
@@ -426,95 +490,155 @@ impl<'a> Exchange<'a> {
             Phase::Sending(BodyFraming::CloseDelimited) => self.phase = Phase::Done,
             Phase::Done | Phase::Aborted => {}
         }
-        if self.body.failed() && self.phase == Phase::Done {
-            self.keep_alive = false;
-        }
     }
 }
 
-/// The client's socket as the request body's source.
-struct Wire<'w> {
-    stream: &'w mut TcpStream,
-    /// Pending responses go out before a `100 Continue`, keeping order.
-    out: &'w mut Vec<u8>,
-    timeout: Duration,
-    may_continue: bool,
+// --- the steps the runtime drives -------------------------------------------
+//
+// Each takes the exchange as a raw pointer: from the moment the plugin
+// holds the handle, the exchange is reached only through it (by the host
+// callbacks while plugin code runs, and by these functions between plugin
+// calls), so no `&mut Exchange` is alive while the plugin could use the
+// handle.
+
+/// Lends `client` to the exchange for one entry into plugin code.
+///
+/// # Safety
+/// `ex` is valid and not otherwise borrowed; `leave` is called before the
+/// borrow of `client` ends.
+unsafe fn enter(ex: *mut Exchange, client: &mut dyn Client) {
+    let client = NonNull::from(client);
+    // SAFETY: the lifetime is erased for storage only: `leave` clears the
+    // pointer before the borrow it came from ends (the caller's contract).
+    let client: NonNull<dyn Client + 'static> = unsafe { std::mem::transmute(client) };
+    // SAFETY: `ex` valid, per the contract.
+    unsafe { (*ex).client = Some(client) };
 }
 
-impl BodySource for Wire<'_> {
-    fn read_more(&mut self, buf: &mut Vec<u8>, max: usize, deadline: Instant) -> io::Result<usize> {
-        crate::net::transport::read_some(self.stream, buf, max, deadline)
-    }
-
-    fn send_continue(&mut self) -> io::Result<()> {
-        if self.may_continue {
-            encode_continue(self.out);
-            flush(self.stream, self.out, self.timeout)?;
-        }
-        Ok(())
-    }
+/// # Safety
+/// `ex` is valid and not otherwise borrowed.
+unsafe fn leave(ex: *mut Exchange) {
+    // SAFETY: per the contract.
+    unsafe { (*ex).client = None };
 }
 
-/// Writes out `out` and empties it.
-pub fn flush(stream: &mut TcpStream, out: &mut Vec<u8>, timeout: Duration) -> io::Result<()> {
-    if out.is_empty() {
-        return Ok(());
-    }
-    let r = crate::net::transport::write_all(stream, out, timeout);
-    out.clear();
-    r
-}
-
-/// Runs one request through the plugin: call, iterate, close exactly once,
-/// finish the framing. Response bytes end up in the exchange's `out`
-/// (partly flushed already when the app streamed).
-pub fn run(plugin: &Plugin, env: &HostEnviron<'_>, ex: &mut Exchange<'_>) {
-    // From here the exchange is reached only through `req` (by the host
-    // callbacks while the plugin runs, and by us between plugin calls), so
-    // no `&mut` to it is live while the plugin holds the pointer.
-    //
-    // SAFETY (every block below): `req` comes from the `&mut` we were given
-    // and `env` from a live reference, both outliving this function, so the
-    // handle and environ stay valid until close returns; everything runs on
-    // this thread; we dereference `req` only while the plugin is not running;
-    // next is never called after the body ended, and close exactly once.
-    let req: *mut Exchange<'_> = ex;
-    let handle = req as *mut nwsgi_request;
+/// PEP 3333's `app(environ, start_response)`: calls the plugin. Returns the
+/// body iterator to drain, or None when the response is already decided
+/// (the call failed). Then `pull` until `Ended`, and `close` exactly once.
+///
+/// # Safety
+/// `ex` points to an exchange that stays at its address, with `begin`
+/// called for this request, until `close` returns; `env` is this request's
+/// environ, valid as long; nothing else borrows `ex` meanwhile; this thread
+/// runs every step of the request.
+pub unsafe fn call(
+    ex: *mut Exchange,
+    plugin: &Plugin,
+    env: &HostEnviron,
+    client: &mut dyn Client,
+) -> Option<nwsgi_body> {
     let mut body = nwsgi_body::EMPTY;
-    let rc = unsafe { plugin.call(&env.raw, handle, &mut body) };
-    if rc != NWSGI_OK {
-        unsafe { (*req).fail(&format!("app call failed (status {rc})")) };
-        return;
-    }
-    loop {
-        if unsafe { (*req).aborted() || (*req).phase == Phase::Done || (*req).body_complete } {
-            break;
+    // SAFETY (this block): per this function's contract; `client` outlives
+    // the plugin call, and `leave` runs before it returns.
+    let rc = unsafe {
+        enter(ex, client);
+        let rc = plugin.call(&env.raw, ex.cast::<nwsgi_request>(), &mut body);
+        if rc != NWSGI_OK {
+            (*ex).fail(&format!("app call failed (status {rc})"));
         }
-        let mut chunk = nwsgi_str::EMPTY;
-        let r = unsafe { plugin.next(&body, handle, &mut chunk) };
-        // The chunk is borrowed until the next call to next/close; it is
-        // copied into `out` before either happens.
-        let data = unsafe { chunk.as_bytes() };
-        match r {
+        leave(ex);
+        rc
+    };
+    (rc == NWSGI_OK).then_some(body)
+}
+
+/// Pulls the next chunk from the app's body iterator and hands it to the
+/// client (nothing is pulled once the response is complete or aborted).
+///
+/// # Safety
+/// As for `call`; `body` is what `call` returned, not closed yet.
+pub unsafe fn pull(
+    ex: *mut Exchange,
+    plugin: &Plugin,
+    body: &nwsgi_body,
+    client: &mut dyn Client,
+) -> Pulled {
+    // SAFETY: per the contract; no reference to the exchange is held
+    // across the plugin call.
+    let finished = unsafe { (*ex).aborted() || (*ex).phase == Phase::Done || (*ex).body_complete };
+    if finished {
+        return Pulled::Ended;
+    }
+    let mut chunk = nwsgi_str::EMPTY;
+    // SAFETY (this block): per this function's contract. The chunk is
+    // borrowed until the next call to next or close; it is copied into
+    // `out` (or sent) before either happens.
+    unsafe {
+        enter(ex, client);
+        let r = plugin.next(body, ex.cast::<nwsgi_request>(), &mut chunk);
+        let data = chunk.as_bytes();
+        let pulled = match r {
             NWSGI_BODY_MORE => {
-                unsafe { (*req).chunk(data, false) };
+                (*ex).chunk(data, false);
+                if let Some(client) = (*ex).client() {
+                    client.progress();
+                }
+                if (*ex).aborted() {
+                    Pulled::Ended
+                } else {
+                    Pulled::More
+                }
             }
             NWSGI_BODY_LAST => {
-                unsafe { (*req).chunk(data, true) };
-                break;
+                (*ex).chunk(data, true);
+                Pulled::Ended
             }
-            NWSGI_BODY_END => break,
+            NWSGI_BODY_END => Pulled::Ended,
             e => {
                 let why = if e < 0 {
                     format!("app body iterator failed (status {e})")
                 } else {
                     format!("app body iterator returned {e}, not a valid NWSGI_BODY_* code")
                 };
-                unsafe { (*req).fail(&why) };
-                break;
+                (*ex).fail(&why);
+                Pulled::Ended
             }
-        }
+        };
+        leave(ex);
+        pulled
     }
-    unsafe { plugin.close(&body, handle) };
-    unsafe { (*req).finish() };
+}
+
+/// Closes the app's body iterator (PEP 3333's `close()`, exactly once, also
+/// when the client went away) and completes the response's framing.
+///
+/// # Safety
+/// As for `pull`; `body` is never used again.
+pub unsafe fn close(
+    ex: *mut Exchange,
+    plugin: &Plugin,
+    body: &nwsgi_body,
+    client: &mut dyn Client,
+) {
+    // SAFETY: per this function's contract.
+    unsafe {
+        enter(ex, client);
+        plugin.close(body, ex.cast::<nwsgi_request>());
+        (*ex).finish();
+        leave(ex);
+    }
+}
+
+/// Completes a response whose call returned no iterator to close (or
+/// failed): the same framing as after `close`.
+///
+/// # Safety
+/// As for `call`, after `call` returned.
+pub unsafe fn finish(ex: *mut Exchange, client: &mut dyn Client) {
+    // SAFETY: per this function's contract.
+    unsafe {
+        enter(ex, client);
+        (*ex).finish();
+        leave(ex);
+    }
 }

@@ -218,6 +218,34 @@ impl ChunkedDecoder {
         Ok((read, written))
     }
 
+    /// Like `decode` into an output without end, but copying nothing: for
+    /// checking where a body ends, or dropping one. Returns (consumed from
+    /// `input`, data bytes in it).
+    pub fn skip(&mut self, input: &[u8]) -> Result<(usize, u64), ChunkedError> {
+        let mut read = 0;
+        let mut data = 0u64;
+        while read < input.len() {
+            match self.state {
+                State::Done => break,
+                State::Data(remaining) => {
+                    let avail = (input.len() - read) as u64;
+                    let n = remaining.min(avail);
+                    read += n as usize; // at most `avail`, which is a usize
+                    data += n;
+                    self.state = match remaining - n {
+                        0 => State::DataCr,
+                        left => State::Data(left),
+                    };
+                }
+                _ => {
+                    self.step(input[read])?;
+                    read += 1;
+                }
+            }
+        }
+        Ok((read, data))
+    }
+
     /// True once the final CRLF after the trailer section was consumed.
     pub fn is_done(&self) -> bool {
         self.state == State::Done

@@ -1,101 +1,213 @@
-//! Blocking-with-deadline I/O on a nonblocking socket, for app threads.
+//! A client connection's byte stream, the one type the engine reads from
+//! and writes to (hyper's `Conn<I>` seam): a nonblocking TCP socket today;
+//! unix sockets and TLS will be further kinds of the same type, so nothing
+//! above this file names `mio::net::TcpStream`.
 //!
-//! Sockets stay nonblocking for their whole life (the event loop needs
-//! that); an app thread that must wait for a slow client polls this one
-//! descriptor with a deadline instead of switching modes per request.
-use std::io::{self, Write};
-use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+//! The socket stays nonblocking for its whole life (the event loop needs
+//! that). Every read and write here returns at once; the one way to wait is
+//! `wait`, with a deadline, used only where an app thread may wait on its
+//! client (a `write()` past the high-water mark, an upload read with
+//! `--no-request-buffering`).
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Instant;
 
+use mio::event::Source;
 use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
 
-/// Appends whatever is readable now (waiting until `deadline` for at least
-/// one byte) to `buf`, reading at most `max` bytes. Ok(0) means the peer
-/// closed its side.
-pub fn read_some(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    max: usize,
-    deadline: Instant,
-) -> io::Result<usize> {
-    buf.reserve(max);
-    loop {
-        match recv_append(stream, buf, max) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                wait(stream, libc::POLLIN, deadline)?
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            other => return other,
-        }
-    }
+/// One client connection's socket.
+#[derive(Debug)]
+pub struct Transport {
+    stream: TcpStream,
 }
 
-/// One `recv` of at most `max` bytes into `buf`'s spare capacity (at most
-/// what is spare), appended to its contents. The bytes are not zeroed
-/// first, as `Read::read` into a resized Vec would: a 4 KiB memset per
-/// read is measurable on the request path.
-pub fn recv_append(stream: &TcpStream, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-    let spare = buf.spare_capacity_mut();
-    let len = spare.len().min(max);
-    // SAFETY: the pointer and length describe `len` bytes of `buf`'s
-    // spare capacity, which recv may write (uninitialised memory is fine
-    // for it to overwrite); the fd is the stream's, open while borrowed.
-    let n = unsafe { libc::recv(stream.as_raw_fd(), spare.as_mut_ptr().cast(), len, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let n = n as usize;
-    // SAFETY: recv initialised the first `n` (<= len) spare bytes.
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok(n)
+/// What `wait` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    Readable,
+    Writable,
 }
 
-/// Writes all of `data`, waiting for the socket to drain for at most
-/// `timeout` in all. The clock is read only once a write would block: the
-/// common write goes out whole at once and needs no deadline.
-pub fn write_all(stream: &mut TcpStream, mut data: &[u8], timeout: Duration) -> io::Result<()> {
-    let mut deadline = None;
-    while !data.is_empty() {
-        match stream.write(data) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
-                wait(stream, libc::POLLOUT, deadline)?
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+impl Transport {
+    /// Wraps an accepted TCP connection (already nonblocking, as mio's
+    /// accept makes it). Nagle is turned off: a response goes out whole in
+    /// one write, and waiting for an ACK before its tail would add a round
+    /// trip.
+    pub fn tcp(stream: TcpStream) -> Transport {
+        let _ = stream.set_nodelay(true);
+        Transport { stream }
     }
-    Ok(())
-}
 
-/// Waits until the socket is ready for `events` or the deadline passes
-/// (then TimedOut).
-fn wait(stream: &TcpStream, events: libc::c_short, deadline: Instant) -> io::Result<()> {
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
+    /// A connected std socket, made nonblocking (benchmarks, tests).
+    pub fn from_std(stream: std::net::TcpStream) -> io::Result<Transport> {
+        stream.set_nonblocking(true)?;
+        Ok(Transport::tcp(TcpStream::from_std(stream)))
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.local_addr()
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    /// One `recv` of at most `max` bytes into `buf`'s spare capacity (at
+    /// most what is spare), appended to its contents. The bytes are not
+    /// zeroed first, as `Read::read` into a resized Vec would: a 4 KiB
+    /// memset per read is measurable on the request path. Ok(0): the peer
+    /// closed its side.
+    pub fn recv_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        let spare = buf.spare_capacity_mut();
+        let len = spare.len().min(max);
+        // SAFETY: the pointer and length describe `len` bytes of `buf`'s
+        // spare capacity, which recv may write (uninitialised memory is fine
+        // for it to overwrite); the fd is the stream's, open while borrowed.
+        let n = unsafe { libc::recv(self.fd(), spare.as_mut_ptr().cast(), len, 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
         }
-        let mut pfd = libc::pollfd {
-            fd: stream.as_raw_fd(),
-            events,
-            revents: 0,
+        let n = n as usize;
+        // SAFETY: recv initialised the first `n` (<= len) spare bytes.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(n)
+    }
+
+    /// One nonblocking `send` of as much of `data` as the socket takes;
+    /// WouldBlock when it takes nothing. MSG_NOSIGNAL: a client that
+    /// closed is an EPIPE error here, never a SIGPIPE for the process.
+    pub fn send(&self, data: &[u8]) -> io::Result<usize> {
+        // SAFETY: `data` is valid for reads of its length for the call; the
+        // fd is the stream's, open while borrowed.
+        let n = unsafe {
+            libc::send(
+                self.fd(),
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_NOSIGNAL,
+            )
         };
-        let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-        // SAFETY: `pfd` is one valid pollfd on our stack for the duration of
-        // the call, and the count passed is 1.
-        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-        match rc {
-            0 => continue,
-            n if n > 0 => return Ok(()),
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// Sends as much of `out` as the socket takes now and removes it from
+    /// the front of `out`; returns the bytes sent. An error means the
+    /// client is gone (`out` is then left as it was).
+    pub fn send_from(&self, out: &mut Vec<u8>) -> io::Result<usize> {
+        let mut sent = 0;
+        while sent < out.len() {
+            match self.send(&out[sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if sent == out.len() {
+            out.clear();
+        } else if sent > 0 {
+            out.drain(..sent);
+        }
+        Ok(sent)
+    }
+
+    /// Waits until the socket is ready for `ready` or `deadline` passes
+    /// (then TimedOut). Readable also reports a peer that closed or reset,
+    /// and Writable a dead connection: the next read or write says which.
+    pub fn wait(&self, ready: Ready, deadline: Instant) -> io::Result<()> {
+        let events = match ready {
+            Ready::Readable => libc::POLLIN,
+            Ready::Writable => libc::POLLOUT,
+        };
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.fd(),
+                events,
+                revents: 0,
+            };
+            let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+            // SAFETY: `pfd` is one valid pollfd on our stack for the duration
+            // of the call, and the count passed is 1.
+            let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+            match rc {
+                0 => continue,
+                n if n > 0 => return Ok(()),
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
                 }
             }
         }
+    }
+
+    /// Bytes written to the socket that the peer has not acknowledged yet
+    /// (still in our send queue or in flight).
+    pub fn unacked(&self) -> usize {
+        let mut n: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int through the pointer,
+        // which is valid for the call; the fd is open while borrowed.
+        let rc = unsafe { libc::ioctl(self.fd(), libc::TIOCOUTQ, &mut n) };
+        if rc < 0 {
+            0
+        } else {
+            n.max(0) as usize
+        }
+    }
+
+    /// Our side is done sending: FIN after whatever is queued.
+    pub fn shutdown_write(&self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}
+
+/// Answers the client on `fd` with `bytes` (if the socket takes them at
+/// once) and shuts our side down, for a request taken over from an app
+/// thread stuck in the plugin (`-t`). The thread still owns the socket, so
+/// it is not closed here: it is dropped when the thread gives it back, or
+/// when the worker exits.
+pub fn answer_abandoned(fd: RawFd, bytes: &[u8]) {
+    if !bytes.is_empty() {
+        // SAFETY: `bytes` is valid for reads of its length; the fd is open
+        // (its owner is stuck, and gives it back to the event loop, which
+        // calls this first, before dropping it).
+        unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL) };
+    }
+    // SAFETY: shutdown on an open fd has no memory effects.
+    unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+}
+
+impl Source for Transport {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        self.stream.register(registry, token, interests)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        self.stream.reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        self.stream.deregister(registry)
     }
 }

@@ -1,12 +1,13 @@
 //! What the serving core is told at start (`Config`), and what the event
 //! loop and the app threads of a worker share (`Shared`).
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 
 use crate::gateway::plugin::Plugin;
 use crate::http1::parse::Limits;
 use crate::runtime::access_log::AccessLog;
+use crate::runtime::rate::MinRate;
 use crate::runtime::scoreboard::Monitor;
 
 /// Everything the serving core needs to know, fixed at start.
@@ -52,6 +53,22 @@ impl Config {
     pub fn keep_alive_enabled(&self) -> bool {
         !self.keep_alive.is_zero()
     }
+
+    /// How slow a request body may arrive.
+    pub fn body_rule(&self) -> MinRate {
+        MinRate {
+            grace: self.body_timeout,
+            min_rate: self.body_min_rate,
+        }
+    }
+
+    /// How slowly a client may take a response.
+    pub fn send_rule(&self) -> MinRate {
+        MinRate {
+            grace: self.send_timeout,
+            min_rate: self.send_min_rate,
+        }
+    }
 }
 
 impl Default for Config {
@@ -85,4 +102,26 @@ pub struct Shared {
     /// Where this worker reports to its master (heartbeat, running
     /// requests, request count); None when serving without a master.
     pub monitor: Option<Monitor>,
+    /// Response bytes the event loop holds for slow clients, all
+    /// connections together (published by the loop once per turn; app
+    /// threads hold back past `serve::WORKER_HIGH_WATER`).
+    pub queued: AtomicUsize,
+}
+
+impl Shared {
+    pub fn new(
+        plugin: Plugin,
+        config: Config,
+        access_log: Option<AccessLog>,
+        monitor: Option<Monitor>,
+    ) -> Shared {
+        Shared {
+            plugin,
+            config,
+            access_log,
+            stopping: AtomicBool::new(false),
+            monitor,
+            queued: AtomicUsize::new(0),
+        }
+    }
 }

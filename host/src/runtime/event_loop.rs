@@ -1,68 +1,48 @@
-//! The serving core a worker runs: one event-loop thread that accepts
-//! connections and waits for their requests, and `--threads` app threads
-//! that run the plugin.
+//! The event loop: every wait on a client happens here, never on an app
+//! thread. It accepts connections; reads request heads (scanned as they
+//! arrive, each byte once) and, before the app sees a request, its body
+//! (`intake`); sends what a slow client has not taken of its responses;
+//! holds parked requests until their client reads; and enforces the
+//! deadlines: a whole head within `--header-timeout`, bodies and responses
+//! at a minimum rate after a grace (`rate`), idle keep-alive connections.
+//! A client that falls behind is closed and logged; it never holds a
+//! thread, and what it costs in memory is bounded.
 //!
-//! The event loop never calls plugin code, so an app that blocks (sleeps,
-//! waits on a database) stalls only the app thread it runs on, never the
-//! accepting of new clients or the idle keep-alive connections. A
-//! connection is lent to an app thread only once a complete request head is
-//! buffered, and comes back when every buffered request is answered; while
-//! it waits, it holds no buffer (see `conn::Conn`).
+//! Exactly one thread at a time turns the loop (see `pool`); it never
+//! calls plugin code. A connection is lent to an app thread only once a
+//! complete request (head and, when buffering, body) is here, and comes
+//! back when every buffered request is answered.
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::TcpListener as StdListener;
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::http1::response::encode_error;
-use crate::net::transport::recv_append;
+use crate::http1::head::{check_head, HeadScan, Scan};
+use crate::http1::response::{encode_continue, encode_error};
+use crate::net::transport::{self, Transport};
+use crate::runtime::claim::Takeover;
 use crate::runtime::config::Shared;
-use crate::runtime::serve::{
-    check_head, head_ready, release_buffer, serve, take_buffer, Conn, Outcome, Scratch,
-};
+use crate::runtime::conn::{release_buffer, take_buffer, Ahead, Conn, BUFFER_SIZE};
+use crate::runtime::intake::{Budget, IntakeError, Progress};
+use crate::runtime::pool::Job;
+use crate::runtime::serve::{Desk, Outcome, Work, LOW_WATER};
+use crate::runtime::Stop;
 
 const WAKER: Token = Token(usize::MAX);
 const SIG_GRACEFUL: Token = Token(usize::MAX - 1);
 const SIG_FAST: Token = Token(usize::MAX - 2);
 const SIG_REOPEN: Token = Token(usize::MAX - 3);
+const SIG_ABANDON: Token = Token(usize::MAX - 4);
 /// Listener i has token LISTENER_BASE + i; connections use 0..LISTENER_BASE.
 const LISTENER_BASE: usize = usize::MAX / 2;
-/// How often idle connections are checked against their timeouts.
+/// How often deadlines are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
-/// How long the loop may stay unattended while its last leader serves a
-/// request: the spare thread takes it over after this. It bounds how long
-/// a blocking plugin call can hold up other connections, and costs one
-/// wakeup per interval while calls run.
-const TAKEOVER: Duration = Duration::from_millis(1);
-/// After this long without a plugin call the spare stops watching (no
-/// wakeups on an idle server); the next call wakes it instead.
-const QUIET: Duration = Duration::from_secs(1);
-
-/// A connection slot: connections are addressed by their slot index,
-/// which is also their poll token.
-enum Slot {
-    Free,
-    /// Owned by the event loop, waiting for a complete request head.
-    Waiting(Conn),
-    /// Lent out to be served; `missed` when an event for it was taken
-    /// meanwhile (its edge is gone: read it when it comes back).
-    Busy {
-        missed: bool,
-    },
-    /// Closing: our side is shut down for writing, and what the client
-    /// still sends is read and dropped until it closes too (or LINGER
-    /// passes). Closing with unread input would make the kernel send a
-    /// reset, which can destroy the response we just sent before the client
-    /// reads it — the 400 or 413 it most needs to see.
-    /// The count is the bytes dropped so far.
-    Lingering(Conn, usize),
-}
-
 /// How long a stopping worker keeps an idle keep-alive connection open for
 /// a request that may already be on its way.
 const STOP_GRACE: Duration = Duration::from_secs(1);
@@ -70,436 +50,133 @@ const STOP_GRACE: Duration = Duration::from_secs(1);
 const LINGER: Duration = Duration::from_secs(2);
 /// How much a closing connection may send before we hang up anyway.
 const LINGER_MAX_BYTES: usize = 1024 * 1024;
+/// A head is read until the buffer holds this much past `max_head()`; then
+/// the loop stops reading until the requests in it are served (a burst of
+/// pipelined requests is taken a piece at a time).
+const HEAD_SLACK: usize = 64 * 1024;
+/// Request bodies held in memory, all connections together, before new
+/// ones go to temporary files.
+const BODY_MEMORY: usize = 64 << 20;
+/// How much a body read pulls in at once.
+const BODY_READ: usize = 64 * 1024;
+/// What one connection's head may read in one turn.
+const HEAD_READ: usize = 64 * 1024;
+/// A turn that has read this much (a flood of large heads or bodies)
+/// hands the requests it found to the other threads before it goes on, so
+/// a client's request never waits for the rest of a long turn.
+const TURN_BUDGET: usize = 256 * 1024;
 
-/// What the threads share. Exactly one of them leads at a time: it owns
-/// the event loop (`Loop`), turns it until connections are ready, keeps one
-/// for itself, queues the rest for the others, hands the loop on and serves
-/// its connection inline. So a plugin call never runs while the loop waits
-/// on it: a blocked call holds its own thread, and whichever thread is free
-/// leads meanwhile. With one thread nothing ever crosses threads: it polls,
-/// serves, polls.
-struct Core {
-    state: Mutex<CoreState>,
-    /// Signalled when a job or the loop becomes free for an idle thread.
-    changed: Condvar,
-    /// Signalled once `stop` is set (only `run` waits on it, so a
-    /// `notify_one` on `changed` always reaches a thread that can serve).
-    stopped: Condvar,
-    /// The leader is (about to be) blocked in poll and must be woken for
-    /// returns. Set before the leader looks at `CoreState::returns`,
-    /// checked after a return is pushed (SeqCst both), so no return waits
-    /// for a timeout.
-    polling: AtomicBool,
-    waker: Waker,
-    /// `--threads`: how many plugin calls may run at once.
-    threads: usize,
+/// What the loop needs of the threads around it (`pool`).
+pub trait Host {
+    /// The leader is (about to be) blocked in poll: threads giving a
+    /// connection back must wake it.
+    fn polling(&self, on: bool);
+    /// Connections the app threads gave back since the last look.
+    fn take_returns(&self, into: &mut Vec<(usize, Outcome)>);
+    /// `-t`: take over stretch `number` of app thread `thread`.
+    fn take_over(&self, thread: usize, number: u64) -> Takeover;
+    /// A thread was abandoned to a hung plugin call: start another.
+    fn replace(&self, thread: usize);
+    /// Work found so far in a long turn: hand it to the idle threads now
+    /// rather than when the turn ends.
+    fn publish(&self, ready: &mut Vec<(Job, Option<usize>)>);
 }
 
-struct CoreState {
-    /// The event loop, when no thread leads.
-    lp: Option<Box<Loop>>,
-    /// How many times the loop was put down (its leader went to serve): the
-    /// spare knows the loop was left unattended for a whole wait when this
-    /// did not change meanwhile. A count, not a time, so that the request
-    /// path reads no clock.
-    lp_downs: u64,
-    /// Connections with a complete request, waiting for a thread.
-    jobs: VecDeque<Job>,
-    /// Connections coming back from serving, for the leader to take in.
-    /// Under the same lock as the jobs: a thread gives its connection back
-    /// and takes its next job in one round.
-    returns: Vec<(usize, Outcome)>,
-    /// Plugin calls that may start now: `--threads` minus those running.
-    permits: usize,
-    /// An idle thread watches the loop while calls run (the spare).
-    spare: Spare,
-    /// Idle threads other than the spare, waiting to be woken.
-    idle: usize,
-    /// Plugin calls started so far: the spare keeps watching while this
-    /// moves, and sleeps once it has stood still for QUIET.
-    calls: u64,
-    /// Plugin calls ended so far: when this stands still for a whole
-    /// TAKEOVER while no call may start, every call is stuck, and the
-    /// queued requests are checked (see `Loop::refuse_malformed`).
-    ended: u64,
-    /// Set once the loop decided to stop: every thread exits.
-    stop: Option<Stop>,
+/// A connection slot: connections are addressed by their slot index,
+/// which is also their poll token.
+enum Slot {
+    Free,
+    /// Waiting for a request head: an idle keep-alive connection, or a head
+    /// on its way.
+    Head(Conn),
+    /// Reading a request body before the app sees the request, or dropping
+    /// what an app left unread of one (`conn.ahead`).
+    Body(Conn),
+    /// Lent to an app thread.
+    Lent(Lent),
+    /// Sending response bytes the client has not taken yet; then `After`.
+    Sending(Conn, After),
+    /// A request whose body iterator waits for its client to read.
+    Parked(Box<Desk>),
+    /// Closing: our side is shut down for writing, and what the client
+    /// still sends is read and dropped until it closes too (or LINGER
+    /// passes). Closing with unread input would make the kernel send a
+    /// reset, which can destroy the response we just sent before the client
+    /// reads it — the 400 or 413 it most needs to see. The count is the
+    /// bytes dropped so far.
+    Lingering(Conn, usize),
+    /// Its request was taken over from a hung app thread (`-t`): the
+    /// thread still holds the connection, which is dropped if it ever comes
+    /// back.
+    Abandoned,
 }
 
-impl CoreState {
-    /// The next queued job, if a call may start: its permit is taken.
-    fn start_call(&mut self) -> Option<Job> {
-        if self.permits == 0 {
-            return None;
-        }
-        let job = self.jobs.pop_front()?;
-        self.permits -= 1;
-        self.calls += 1;
-        Some(job)
-    }
+/// A connection out on an app thread.
+struct Lent {
+    /// An event for it came meanwhile (its edge is gone: read when it is
+    /// back).
+    unread: bool,
+    /// Its socket and peer, to answer it if its request is taken over.
+    fd: std::os::fd::RawFd,
+    peer: std::net::SocketAddr,
 }
 
-/// The one idle thread that keeps the loop attended.
+/// What follows once a client has taken its pending response bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Spare {
-    /// No thread is idle: every one leads or serves.
-    None,
-    /// Waiting with a TAKEOVER timeout: it picks up a loop left unattended
-    /// by a leader that went to serve, within TAKEOVER.
-    Watching,
-    /// Waiting without a timeout (nothing was running): a leader putting
-    /// the loop down must wake it.
-    Sleeping,
+enum After {
+    /// Wait for the next request.
+    Read,
+    /// Close the connection.
+    Close,
+    /// Read the body of the request at the start of the buffer.
+    Body,
 }
 
-impl Core {
-    fn lock(&self) -> MutexGuard<'_, CoreState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Hands a served connection back to the loop (`st` is the state
-    /// lock's guard), waking the leader if it waits in poll.
-    fn give_back(&self, st: &mut CoreState, idx: usize, outcome: Outcome) {
-        st.returns.push((idx, outcome));
-        if self.polling.load(Ordering::SeqCst) {
-            let _ = self.waker.wake();
-        }
-    }
-}
-
-/// How the server stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
-    /// TERM: in-flight requests finished (or the graceful timeout passed).
-    Graceful { drained: bool },
-    /// INT/QUIT: stopped at once.
-    Fast,
-}
-
-/// Serves on `listeners` until TERM, INT or QUIT. Returns after in-flight
-/// requests are done (TERM), or at once (INT/QUIT, or TERM's graceful
-/// timeout: then requests may still be running in the plugin).
-pub fn run(listeners: Vec<StdListener>, shared: Arc<Shared>) -> io::Result<Stop> {
-    let poll = Poll::new()?;
-    let listeners = listeners
-        .into_iter()
-        .enumerate()
-        .map(|(i, l)| {
-            l.set_nonblocking(true)?;
-            let mut l = TcpListener::from_std(l);
-            poll.registry()
-                .register(&mut l, Token(LISTENER_BASE + i), Interest::READABLE)?;
-            Ok(l)
-        })
-        .collect::<io::Result<Vec<_>>>()?;
-    let graceful_pipe = signal_pipe(&poll, SIG_GRACEFUL, &[signal_hook::consts::SIGTERM])?;
-    let fast_pipe = signal_pipe(
-        &poll,
-        SIG_FAST,
-        &[signal_hook::consts::SIGINT, signal_hook::consts::SIGQUIT],
-    )?;
-    let reopen_pipe = signal_pipe(&poll, SIG_REOPEN, &[signal_hook::consts::SIGUSR1])?;
-    let waker = Waker::new(poll.registry(), WAKER)?;
-    let lp = Box::new(Loop {
-        poll,
-        events: Events::with_capacity(1024),
-        tokens: Vec::with_capacity(1024),
-        slots: Vec::new(),
-        free: Vec::new(),
-        busy: 0,
-        ready: Vec::new(),
-        returned: Vec::new(),
-        listeners,
-        graceful_pipe,
-        fast_pipe,
-        reopen_pipe,
-        next_sweep: Instant::now() + SWEEP_EVERY,
-        stopped_at: None,
-        stop_deadline: None,
-        stop: None,
-        shared: Arc::clone(&shared),
-    });
-    let core = Arc::new(Core {
-        state: Mutex::new(CoreState {
-            lp: Some(lp),
-            lp_downs: 0,
-            jobs: VecDeque::new(),
-            returns: Vec::new(),
-            permits: shared.config.threads.max(1),
-            spare: Spare::None,
-            idle: 0,
-            calls: 0,
-            ended: 0,
-            stop: None,
-        }),
-        changed: Condvar::new(),
-        stopped: Condvar::new(),
-        polling: AtomicBool::new(false),
-        waker,
-        threads: shared.config.threads.max(1),
-    });
-    // One thread more than calls may run, so one is always free to lead
-    // the loop, whatever the plugin's calls are doing.
-    let threads = (0..=shared.config.threads.max(1))
-        .map(|i| {
-            let (shared, core) = (Arc::clone(&shared), Arc::clone(&core));
-            std::thread::Builder::new()
-                .name(format!("app-{i}"))
-                .spawn(move || app_thread(i, &shared, &core))
-        })
-        .collect::<io::Result<Vec<_>>>()?;
-    let stop = {
-        let mut st = core.lock();
-        loop {
-            if let Some(stop) = st.stop {
-                break stop;
-            }
-            st = core.stopped.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
-    };
-    if stop == (Stop::Graceful { drained: true }) {
-        for t in threads {
-            let _ = t.join();
-        }
-    }
-    Ok(stop)
-}
-
-/// What a thread does next.
-enum Turn {
-    Serve(usize, Conn),
-    Lead(Box<Loop>),
-}
-
-fn app_thread(index: usize, shared: &Shared, core: &Core) {
-    let slot = shared.monitor.and_then(|m| m.thread(index));
-    let mut scratch = Scratch::default().reporting_to(slot);
-    // Set when this thread put the loop down because no call could start:
-    // it then comes back for the loop only as the spare (below).
-    let mut yielded = false;
-    // This thread's last call ended: its connection and its permit are
-    // given back at the next lock.
-    let mut finished: Option<(usize, Outcome)> = None;
-    let mut memory = SpareMemory {
-        calls: 0,
-        busy_at: Instant::now(),
-    };
-    loop {
-        let turn = {
-            let mut st = core.lock();
-            if let Some((idx, outcome)) = finished.take() {
-                core.give_back(&mut st, idx, outcome);
-                st.permits += 1;
-                st.ended += 1;
-            }
-            // Whether this thread comes as the spare: it takes over only a
-            // loop left down for TAKEOVER (a leader stuck in a long call),
-            // not one put down for a call of a few microseconds.
-            let mut woke = if std::mem::take(&mut yielded) {
-                Woke::AsSpare { watched: None }
-            } else {
-                Woke::Plain
-            };
-            loop {
-                if st.stop.is_some() {
-                    return;
-                }
-                if let Some(job) = st.start_call() {
-                    hand_on_spare(core, &st);
-                    break Turn::Serve(job.idx, job.conn);
-                }
-                let (may_lead, stuck) = match woke {
-                    Woke::Plain => (true, false),
-                    Woke::AsSpare { watched: None } => (false, false),
-                    Woke::AsSpare { watched: Some(w) } => (
-                        w.downs == st.lp_downs,
-                        w.ended == st.ended && st.permits == 0,
-                    ),
-                };
-                if st.lp.is_some() && may_lead {
-                    let mut lp = st.lp.take().expect("checked");
-                    if stuck {
-                        lp.refuse_malformed(&mut st.jobs);
-                    }
-                    hand_on_spare(core, &st);
-                    break Turn::Lead(lp);
-                }
-                (st, woke) = idle_wait(core, st, &mut memory);
-            }
-        };
-        let (idx, conn) = match turn {
-            Turn::Serve(idx, conn) => (idx, conn),
-            Turn::Lead(mut lp) => {
-                // Turn the loop until it has work (or decides to stop).
-                while lp.ready.is_empty() && lp.stop.is_none() {
-                    lp.turn(core);
-                }
-                let mut st = core.lock();
-                if let Some(stop) = lp.stop {
-                    st.stop = Some(stop);
-                    core.changed.notify_all();
-                    core.stopped.notify_all();
-                    return;
-                }
-                st.jobs.extend(lp.ready.drain(..).map(|(idx, conn)| Job {
-                    idx,
-                    conn,
-                    checked: false,
-                }));
-                st.lp = Some(lp);
-                st.lp_downs += 1;
-                // Serve one here if a call may start. Otherwise every
-                // permit is in use: leave the jobs to the threads finishing
-                // their calls and wait (as the spare, this thread comes
-                // back for the loop after TAKEOVER) rather than poll beside
-                // them and wake for each connection they give back.
-                let Some(mine) = st.start_call() else {
-                    yielded = true;
-                    continue;
-                };
-                let mine = (mine.idx, mine.conn);
-                // Idle threads are woken only for what this one cannot do:
-                // more jobs with permits for them, or a loop no spare
-                // watches. The common case — one request, a spare
-                // watching, or no other thread at all — wakes nobody.
-                let helpers = st.jobs.len().min(st.permits);
-                for _ in 0..helpers {
-                    core.changed.notify_one();
-                }
-                if helpers == 0 && st.spare == Spare::Sleeping {
-                    core.changed.notify_one();
-                }
-                hand_on_spare(core, &st);
-                mine
-            }
-        };
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            serve(conn, shared, &mut scratch)
-        }))
-        .unwrap_or_else(|_| {
-            tracing::error!("internal error while serving a connection; it was closed");
-            scratch = Scratch::default().reporting_to(slot);
-            Outcome::Gone
-        });
-        // Given back under the lock the next turn takes anyway.
-        finished = Some((idx, outcome));
-    }
-}
-
-/// A connection with a complete request head, waiting for a thread.
-struct Job {
-    idx: usize,
-    conn: Conn,
-    /// Its head was parsed while every call was stuck (it is not again).
-    checked: bool,
-}
-
-/// A thread is about to serve or lead: if that leaves idle threads but no
-/// spare (this one was it, or the spare was just woken for a job), wake one
-/// to take the role. Otherwise a loop put down later would have nobody to
-/// pick it up while every busy thread sits in a long call.
-fn hand_on_spare(core: &Core, st: &CoreState) {
-    if st.spare == Spare::None && st.idle > 0 {
-        core.changed.notify_one();
-    }
-}
-
-/// How an idle thread came back from waiting.
+/// One event: which slot, and what it can do now.
 #[derive(Clone, Copy)]
-enum Woke {
-    /// Woken (or never waited): it may take a loop that is down.
-    Plain,
-    /// As the spare, or right after putting the loop down itself: it takes
-    /// the loop only if it was left unattended for a whole TAKEOVER wait,
-    /// not a loop put down for a call of a few microseconds.
-    AsSpare { watched: Option<Watch> },
+struct Ready {
+    token: Token,
+    readable: bool,
+    writable: bool,
 }
 
-/// The counts a spare saw when it began a TAKEOVER wait that ran out.
-/// `lp_downs` unchanged since: the loop was unattended all along. `ended`
-/// unchanged too, with no permit free: no call ended, so every call is
-/// stuck, and requests queued behind them would wait without end.
-#[derive(Clone, Copy)]
-struct Watch {
-    downs: u64,
-    ended: u64,
-}
-
-/// What the spare remembers across its waits, so that it can tell a busy
-/// server from a quiet one without the request path reading the clock.
-struct SpareMemory {
-    /// `CoreState::calls` at its last look.
-    calls: u64,
-    /// When it last saw calls running or `calls` moving.
-    busy_at: Instant,
-}
-
-/// An idle thread waits for a job or the loop. The first idle thread is
-/// the spare: while calls run (or ran within QUIET) it wakes every
-/// TAKEOVER to pick up a loop left unattended; the others, and a spare of
-/// a quiet server, sleep until woken.
-fn idle_wait<'a>(
-    core: &'a Core,
-    st: MutexGuard<'a, CoreState>,
-    memory: &mut SpareMemory,
-) -> (MutexGuard<'a, CoreState>, Woke) {
-    if st.spare != Spare::None {
-        let mut st = st;
-        st.idle += 1;
-        let mut st = core.changed.wait(st).unwrap_or_else(|p| p.into_inner());
-        st.idle -= 1;
-        return (st, Woke::Plain);
-    }
-    // One clock read per wait of the spare (at most one per TAKEOVER while
-    // the server is busy), none per request.
-    let now = Instant::now();
-    if st.permits < core.threads || st.calls != memory.calls {
-        memory.calls = st.calls;
-        memory.busy_at = now;
-    }
-    let mut st = st;
-    if now.duration_since(memory.busy_at) < QUIET {
-        st.spare = Spare::Watching;
-        let seen = Watch {
-            downs: st.lp_downs,
-            ended: st.ended,
-        };
-        let (mut st, waited) = core
-            .changed
-            .wait_timeout(st, TAKEOVER)
-            .unwrap_or_else(|p| p.into_inner());
-        st.spare = Spare::None;
-        // Only a wait that ran its whole TAKEOVER vouches for anything.
-        let watched = waited.timed_out().then_some(seen);
-        (st, Woke::AsSpare { watched })
-    } else {
-        st.spare = Spare::Sleeping;
-        let mut st = core.changed.wait(st).unwrap_or_else(|p| p.into_inner());
-        st.spare = Spare::None;
-        (st, Woke::Plain)
-    }
-}
-
-/// The event loop: the listeners, every connection waiting for a
-/// request, the signal pipes, and the timers. Owned by the leading thread.
-struct Loop {
+/// The event loop: the listeners, every connection not out on an app
+/// thread, the signal pipes, and the timers. Owned by the leading thread.
+pub struct Loop {
     poll: Poll,
     events: Events,
-    /// The tokens of the last poll's events (a buffer kept across turns).
-    tokens: Vec<Token>,
+    /// The last poll's events (a buffer kept across turns).
+    ready_events: Vec<Ready>,
     slots: Vec<Slot>,
     free: Vec<usize>,
-    /// Connections lent out to be served.
-    busy: usize,
-    /// Connections with a complete request found by this turn.
-    ready: Vec<(usize, Conn)>,
+    /// Connections out on app threads (not counting abandoned ones).
+    lent: usize,
+    /// Work found by this turn, and the thread it is pinned to.
+    ready: Vec<(Job, Option<usize>)>,
     /// Returned connections being taken in (a buffer kept across turns).
     returned: Vec<(usize, Outcome)>,
     listeners: Vec<TcpListener>,
     graceful_pipe: UnixStream,
     fast_pipe: UnixStream,
     reopen_pipe: UnixStream,
+    abandon_pipe: UnixStream,
     next_sweep: Instant,
+    /// Bytes of unfinished heads held, all connections together.
+    head_bytes: usize,
+    /// The most `head_bytes` was since memory was last given back.
+    head_peak: usize,
+    /// Request bodies in memory, all connections (as of the last sweep).
+    body_bytes: usize,
+    /// `-t` takeovers to try again (the thread was writing).
+    takeovers: Vec<(usize, u64)>,
+    /// Bytes read since the turn began or last handed work on.
+    turn_read: usize,
+    /// Connections with bytes left to read that a turn put off (it had
+    /// read its budget): read in the next turns, in order.
+    revisit: VecDeque<usize>,
+    /// A request was taken over: this worker retires, and exits without
+    /// waiting for the thread stuck in the plugin.
+    abandoned: bool,
     /// When TERM arrived, and when the graceful timeout ends.
     stopped_at: Option<Instant>,
     stop_deadline: Option<Instant>,
@@ -509,23 +186,91 @@ struct Loop {
 }
 
 impl Loop {
+    /// A loop serving `listeners`, with the worker's signal handlers
+    /// installed (TERM graceful, INT/QUIT fast, USR1 reopen logs, USR2 the
+    /// master's `-t` order).
+    pub fn new(listeners: Vec<StdListener>, shared: Arc<Shared>) -> io::Result<Box<Loop>> {
+        let poll = Poll::new()?;
+        let listeners = listeners
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| {
+                l.set_nonblocking(true)?;
+                let mut l = TcpListener::from_std(l);
+                poll.registry()
+                    .register(&mut l, Token(LISTENER_BASE + i), Interest::READABLE)?;
+                Ok(l)
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+        let graceful_pipe = signal_pipe(&poll, SIG_GRACEFUL, &[SIGTERM])?;
+        let fast_pipe = signal_pipe(&poll, SIG_FAST, &[SIGINT, SIGQUIT])?;
+        let reopen_pipe = signal_pipe(&poll, SIG_REOPEN, &[SIGUSR1])?;
+        let abandon_pipe = signal_pipe(&poll, SIG_ABANDON, &[SIGUSR2])?;
+        Ok(Box::new(Loop {
+            poll,
+            events: Events::with_capacity(1024),
+            ready_events: Vec::with_capacity(1024),
+            slots: Vec::new(),
+            free: Vec::new(),
+            lent: 0,
+            ready: Vec::new(),
+            returned: Vec::new(),
+            listeners,
+            graceful_pipe,
+            fast_pipe,
+            reopen_pipe,
+            abandon_pipe,
+            next_sweep: Instant::now() + SWEEP_EVERY,
+            head_bytes: 0,
+            head_peak: 0,
+            body_bytes: 0,
+            takeovers: Vec::new(),
+            turn_read: 0,
+            revisit: VecDeque::new(),
+            abandoned: false,
+            stopped_at: None,
+            stop_deadline: None,
+            stop: None,
+            shared,
+        }))
+    }
+
+    /// What wakes the loop out of its poll.
+    pub fn waker(&self) -> io::Result<Waker> {
+        Waker::new(self.poll.registry(), WAKER)
+    }
+
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// Work found by the last turns, with the thread each is pinned to.
+    pub fn take_ready(&mut self) -> std::vec::Drain<'_, (Job, Option<usize>)> {
+        self.ready.drain(..)
+    }
+
+    pub fn stop(&self) -> Option<Stop> {
+        self.stop
+    }
+
     /// One turn: take connections back, wait for events (at most until
-    /// the next sweep), handle them, sweep timeouts, check for the end.
-    fn turn(&mut self, core: &Core) {
+    /// the next sweep), handle them, sweep deadlines, check for the end.
+    pub fn turn(&mut self, host: &dyn Host) {
         let shared = Arc::clone(&self.shared);
-        core.polling.store(true, Ordering::SeqCst);
+        host.polling(true);
         // The clock is read twice per turn (here and after the poll) and
         // never per request: a returned connection's idle time counts from
         // the turn that takes it back.
         let now = Instant::now();
-        self.take_returns(core, now);
-        let timeout = if self.ready.is_empty() {
+        self.take_returns(host, now);
+        let timeout = if self.ready.is_empty() && self.revisit.is_empty() {
             self.next_sweep.saturating_duration_since(now)
         } else {
             Duration::ZERO
         };
         let polled = self.poll.poll(&mut self.events, Some(timeout));
-        core.polling.store(false, Ordering::SeqCst);
+        host.polling(false);
         if let Err(e) = polled {
             if e.kind() != io::ErrorKind::Interrupted {
                 tracing::error!("the event loop failed: {e}");
@@ -535,11 +280,36 @@ impl Loop {
         }
         // Copied out (into a buffer kept across turns) so the handlers below
         // may borrow the loop mutably.
-        let mut tokens = std::mem::take(&mut self.tokens);
-        tokens.clear();
-        tokens.extend(self.events.iter().map(|e| e.token()));
-        for &token in &tokens {
-            match token {
+        let mut events = std::mem::take(&mut self.ready_events);
+        events.clear();
+        events.extend(self.events.iter().map(|e| Ready {
+            token: e.token(),
+            readable: e.is_readable() || e.is_read_closed() || e.is_error(),
+            writable: e.is_writable() || e.is_write_closed() || e.is_error(),
+        }));
+        let now = Instant::now();
+        self.turn_read = 0;
+        let mut published = false;
+        for &(mut ev) in &events {
+            if self.turn_read > TURN_BUDGET && !published {
+                // A long turn: what it found is served now, by the other
+                // threads, and the reading left waits for the next turns
+                // (after new clients have been accepted and read).
+                if !self.ready.is_empty() {
+                    host.publish(&mut self.ready);
+                }
+                published = true;
+            }
+            let Token(idx) = ev.token;
+            if published && idx < LISTENER_BASE && ev.readable {
+                self.mark_unread(idx);
+                self.revisit.push_back(idx);
+                if !ev.writable {
+                    continue;
+                }
+                ev.readable = false;
+            }
+            match ev.token {
                 WAKER => {}
                 SIG_GRACEFUL => {
                     drain_pipe(&mut self.graceful_pipe);
@@ -551,37 +321,51 @@ impl Loop {
                         log.reopen();
                     }
                 }
+                SIG_ABANDON => {
+                    drain_pipe(&mut self.abandon_pipe);
+                    if let Some(order) = shared.monitor.and_then(|m| m.slot().take_abort_order()) {
+                        self.takeovers.push(order);
+                    }
+                }
                 SIG_FAST => {
                     drain_pipe(&mut self.fast_pipe);
                     tracing::info!("INT/QUIT: exiting now");
                     self.stop = Some(Stop::Fast);
-                    self.tokens = tokens;
+                    self.ready_events = events;
                     return;
                 }
-                Token(t) if t >= LISTENER_BASE => self.accept_from(t - LISTENER_BASE),
-                Token(idx) => self.on_readable(idx),
+                Token(t) if t >= LISTENER_BASE => self.accept_from(t - LISTENER_BASE, now),
+                Token(idx) => self.on_event(idx, ev, now),
             }
         }
-        self.tokens = tokens;
+        self.ready_events = events;
+        self.read_put_off(now);
         if let Some(m) = &shared.monitor {
             m.slot().heartbeat();
         }
-        let now = Instant::now();
-        self.take_returns(core, now);
+        self.take_returns(host, now);
+        if !self.takeovers.is_empty() {
+            self.take_over(host);
+        }
         if now >= self.next_sweep {
             self.sweep(now);
             // Retry accepting in case an earlier accept hit EMFILE.
             for i in 0..self.listeners.len() {
-                self.accept_from(i);
+                self.accept_from(i, now);
             }
             self.next_sweep = now + SWEEP_EVERY;
         }
         if let Some(deadline) = self.stop_deadline {
-            if self.busy == 0 && self.waiting() == 0 && self.ready.is_empty() {
-                self.stop = Some(Stop::Graceful { drained: true });
+            let live = self.live();
+            if live == 0 && self.ready.is_empty() {
+                // With a thread stuck in the plugin, the worker does not
+                // wait for it (nor run the plugin's shutdown).
+                self.stop = Some(Stop::Graceful {
+                    drained: !self.abandoned,
+                });
             } else if now >= deadline {
                 tracing::warn!(
-                    in_flight = self.busy,
+                    in_flight = live,
                     "graceful timeout reached with requests still running; exiting"
                 );
                 self.stop = Some(Stop::Graceful { drained: false });
@@ -589,78 +373,162 @@ impl Loop {
         }
     }
 
-    fn take_returns(&mut self, core: &Core, now: Instant) {
+    fn take_returns(&mut self, host: &dyn Host, now: Instant) {
         let mut returned = std::mem::take(&mut self.returned);
-        std::mem::swap(&mut returned, &mut core.lock().returns);
+        host.take_returns(&mut returned);
         for (idx, outcome) in returned.drain(..) {
             self.on_returned(idx, outcome, now);
         }
         self.returned = returned;
     }
 
-    /// TERM: take what the backlog holds, stop accepting, serve what
-    /// already arrived, and stop once nothing is left.
+    /// Connections still being served or waited on (not idle-closed,
+    /// lingering or abandoned ones).
+    fn live(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| !matches!(s, Slot::Free | Slot::Lingering(..) | Slot::Abandoned))
+            .count()
+    }
+
+    // --- stop ---------------------------------------------------------------
+
+    /// TERM (or a `-t` takeover): take what the backlog holds, close the
+    /// listening sockets, serve what already arrived, and stop once
+    /// nothing is left.
     fn begin_graceful_stop(&mut self) {
         if self.stop_deadline.is_some() {
             return;
         }
         tracing::info!("TERM: finishing in-flight requests, then exiting");
+        let now = Instant::now();
         // What is queued in the backlog was promised an answer.
         for i in 0..self.listeners.len() {
-            self.accept_from(i);
+            self.accept_from(i, now);
         }
+        // Closed, not just unwatched: with every copy closed, new clients
+        // are refused (and a proxy retries elsewhere) rather than accepted
+        // by the kernel into a backlog nobody takes.
         for mut l in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut l);
         }
         self.shared.stopping.store(true, Ordering::SeqCst);
-        self.stopped_at = Some(Instant::now());
+        self.stopped_at = Some(now);
         // Idle keep-alive connections get a short grace (see `sweep`) for
         // a request already on its way, answered with `Connection: close`.
-        self.read_all_waiting();
-        self.stop_deadline = Some(Instant::now() + self.shared.config.graceful_timeout);
+        let heads: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| matches!(self.slots[i], Slot::Head(_)))
+            .collect();
+        for idx in heads {
+            self.read_head(idx, now);
+        }
+        self.stop_deadline = Some(now + self.shared.config.graceful_timeout);
     }
 
-    fn accept_from(&mut self, i: usize) {
+    /// The master's `-t` order: the request it names has run too long in
+    /// the plugin. Its client is answered from here (503 if nothing was
+    /// sent, else its connection is closed), its thread is abandoned to the
+    /// plugin and replaced, and the worker retires: its other requests
+    /// finish, and it exits without waiting for the hung thread.
+    fn take_over(&mut self, host: &dyn Host) {
+        let orders = std::mem::take(&mut self.takeovers);
+        for (thread, number) in orders {
+            match host.take_over(thread, number) {
+                Takeover::Busy => self.takeovers.push((thread, number)),
+                Takeover::Gone => {
+                    tracing::info!(
+                        "the request timed out on thread {thread} has moved on; retiring anyway"
+                    );
+                }
+                Takeover::Taken { fd, clean } => {
+                    let idx = self
+                        .slots
+                        .iter()
+                        .position(|s| matches!(s, Slot::Lent(l) if l.fd == fd));
+                    let peer = idx.and_then(|i| match &self.slots[i] {
+                        Slot::Lent(l) => Some(l.peer),
+                        _ => None,
+                    });
+                    if clean {
+                        let mut out = Vec::new();
+                        encode_error(&mut out, 503, "Service Unavailable", false);
+                        transport::answer_abandoned(fd, &out);
+                    } else {
+                        transport::answer_abandoned(fd, &[]);
+                    }
+                    tracing::warn!(
+                        peer = %peer.map(|p| p.to_string()).unwrap_or_default(),
+                        thread,
+                        "request timed out (-t): {}",
+                        if clean {
+                            "answered 503 and closed"
+                        } else {
+                            "its response had begun; connection closed"
+                        }
+                    );
+                    if let Some(idx) = idx {
+                        self.slots[idx] = Slot::Abandoned;
+                        self.lent -= 1;
+                    }
+                    self.abandoned = true;
+                    host.replace(thread);
+                }
+            }
+        }
+        self.begin_graceful_stop();
+    }
+
+    // --- accepting ------------------------------------------------------------
+
+    fn accept_from(&mut self, i: usize, now: Instant) {
         // Taken out for the call: accept_all borrows the loop mutably.
         let mut listeners = std::mem::take(&mut self.listeners);
         if let Some(l) = listeners.get_mut(i) {
-            self.accept_all(l);
+            self.accept_all(l, now);
         }
         self.listeners = listeners;
     }
 
-    fn accept_all(&mut self, listener: &mut TcpListener) {
+    fn accept_all(&mut self, listener: &mut TcpListener, now: Instant) {
         loop {
             match listener.accept() {
-                Ok((mut stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let local = match stream.local_addr() {
-                        Ok(a) => a,
-                        Err(_) => continue,
+                Ok((stream, peer)) => {
+                    let io = Transport::tcp(stream);
+                    let Ok(local) = io.local_addr() else {
+                        continue;
                     };
+                    let mut conn = Conn::new(io, peer, local, now);
                     let idx = self.free.pop().unwrap_or_else(|| {
                         self.slots.push(Slot::Free);
                         self.slots.len() - 1
                     });
-                    if let Err(e) =
-                        self.poll
-                            .registry()
-                            .register(&mut stream, Token(idx), Interest::READABLE)
-                    {
+                    // Both directions, edge-triggered: readable for heads
+                    // and bodies, writable for a client that fell behind.
+                    // A client that keeps up never fills its send buffer,
+                    // so it never raises a writable edge.
+                    if let Err(e) = self.poll.registry().register(
+                        &mut conn.io,
+                        Token(idx),
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
                         tracing::warn!("cannot watch a new connection: {e}");
                         self.free.push(idx);
                         continue;
                     }
-                    self.slots[idx] = Slot::Waiting(Conn {
-                        stream,
-                        peer,
-                        local,
-                        buf: Vec::new(),
-                        waiting_since: Instant::now(),
-                        served: false,
-                    });
-                    // Edge-triggered: bytes that arrived with the
-                    // connection produce their event on registration.
+                    self.slots[idx] = Slot::Head(conn);
+                    // Its request usually came with it: read it now, ahead
+                    // of whatever else this turn has to do (in a long turn,
+                    // see TURN_BUDGET, a new client is served at once), as
+                    // long as the turn has read less than its budget.
+                    // Bytes that come later produce their own event.
+                    if self.turn_read <= TURN_BUDGET {
+                        self.read_head(idx, now);
+                    } else {
+                        // First in line next turn: a new client's request is
+                        // small, the reading put off is a flood's.
+                        self.mark_unread(idx);
+                        self.revisit.push_front(idx);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -673,48 +541,111 @@ impl Loop {
         }
     }
 
-    /// Reads what arrived (edge-triggered: until WouldBlock) and lends the
-    /// connection to an app thread once a whole head is there.
-    fn on_readable(&mut self, idx: usize) {
-        let limits = &self.shared.config.limits;
-        let cap = limits.max_head() + 64 * 1024;
-        let conn = match self.slots.get_mut(idx) {
-            Some(Slot::Waiting(conn)) => conn,
-            Some(Slot::Lingering(conn, dropped)) => {
-                if !discard_input(conn, dropped) {
+    // --- events ---------------------------------------------------------------
+
+    fn on_event(&mut self, idx: usize, ev: Ready, now: Instant) {
+        match self.slots.get_mut(idx) {
+            Some(Slot::Head(_)) if ev.readable => self.read_head(idx, now),
+            Some(Slot::Body(_)) if ev.readable => self.read_body(idx, now),
+            Some(Slot::Lent(lent)) => lent.unread |= ev.readable,
+            Some(Slot::Sending(conn, _)) => {
+                conn.unread |= ev.readable;
+                if ev.writable {
+                    self.send_pending(idx, now);
+                }
+            }
+            Some(Slot::Parked(desk)) => {
+                if ev.readable {
+                    desk.mark_unread();
+                }
+                if ev.writable {
+                    self.send_parked(idx);
+                }
+            }
+            Some(Slot::Lingering(conn, dropped)) if ev.readable => {
+                let before = *dropped;
+                let open = discard_input(conn, dropped);
+                self.turn_read += *dropped - before;
+                if !open {
                     self.close(idx);
                 }
-                return;
             }
-            Some(Slot::Busy { missed }) => {
-                *missed = true;
-                return;
+            _ => {}
+        }
+    }
+
+    /// Reads what earlier turns put off, within this turn's budget.
+    fn read_put_off(&mut self, now: Instant) {
+        let mut left = self.revisit.len();
+        while left > 0 && self.turn_read <= TURN_BUDGET {
+            left -= 1;
+            let Some(idx) = self.revisit.pop_front() else {
+                break;
+            };
+            match self.slots.get_mut(idx) {
+                Some(Slot::Head(c)) if c.unread => self.read_head(idx, now),
+                Some(Slot::Body(c)) if c.unread => self.read_body(idx, now),
+                Some(Slot::Lingering(conn, dropped)) => {
+                    let before = *dropped;
+                    let open = discard_input(conn, dropped);
+                    self.turn_read += *dropped - before;
+                    if !open {
+                        self.close(idx);
+                    }
+                }
+                _ => {}
             }
-            _ => return,
+        }
+    }
+
+    // --- heads --------------------------------------------------------------
+
+    /// Reads what arrived (edge-triggered: until WouldBlock) and lends the
+    /// connection to an app thread once a whole head is there (and its
+    /// body, see `start_body`).
+    fn read_head(&mut self, idx: usize, now: Instant) {
+        let limits = &self.shared.config.limits;
+        let cap = limits.max_head() + HEAD_SLACK;
+        let Some(Slot::Head(conn)) = self.slots.get_mut(idx) else {
+            return;
         };
+        conn.unread = false;
         let mut eof = false;
+        let mut read = 0;
         loop {
             if conn.buf.len() >= cap {
+                // Requests enough to serve; the rest waits in the socket,
+                // read as soon as these are answered.
+                conn.unread = true;
+                break;
+            }
+            if read >= HEAD_READ {
+                // Its share of this turn: the rest is read in a later one.
+                conn.unread = true;
+                self.revisit.push_back(idx);
                 break;
             }
             if conn.buf.capacity() == 0 {
                 conn.buf = take_buffer();
             } else if conn.buf.capacity() - conn.buf.len() < 1024 {
-                conn.buf.reserve(4096);
+                conn.buf.reserve(BUFFER_SIZE);
             }
             let spare = conn.buf.capacity() - conn.buf.len();
-            match recv_append(&conn.stream, &mut conn.buf, spare) {
+            match conn.io.recv_append(&mut conn.buf, spare) {
                 Ok(0) => {
                     eof = true;
                     break;
                 }
+                // A short read drained the socket; edge-triggered epoll
+                // reports whatever arrives next, so the read that would
+                // only say WouldBlock is skipped.
+                Ok(n) if n < spare => {
+                    self.turn_read += n;
+                    break;
+                }
                 Ok(n) => {
-                    if n < spare {
-                        // A short read drained the socket; edge-triggered
-                        // epoll reports whatever arrives next, so the read
-                        // that would only say WouldBlock is skipped.
-                        break;
-                    }
+                    self.turn_read += n;
+                    read += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -732,18 +663,14 @@ impl Loop {
             }
             return;
         }
-        match head_ready(&conn.buf, limits) {
-            Ok(true) => {
-                let busy = Slot::Busy { missed: false };
-                let Slot::Waiting(conn) = std::mem::replace(&mut self.slots[idx], busy) else {
-                    unreachable!("checked above");
-                };
-                self.busy += 1;
-                self.ready.push((idx, conn));
-            }
-            Ok(false) => {
-                if eof {
-                    self.close(idx);
+        let scanned = conn.scan.scan(&conn.buf, limits);
+        match scanned {
+            Ok(Scan::Complete) => self.head_done(idx, now),
+            Ok(Scan::Partial) if eof => self.close(idx),
+            Ok(Scan::Partial) => {
+                self.count_head(idx);
+                if self.head_bytes > self.shared.config.head_memory {
+                    self.shed_heads();
                 }
             }
             Err(e) => {
@@ -753,24 +680,110 @@ impl Loop {
         }
     }
 
-    /// Every call is stuck (see `Watch`): the requests queued behind them
-    /// were lent out on finding the end of their head, unparsed (the app
-    /// thread parses once). Parse them now, and answer the malformed ones
-    /// from here, as the loop does for a head it refuses early, instead of
-    /// leaving them to wait for a call that may never end.
-    fn refuse_malformed(&mut self, jobs: &mut VecDeque<Job>) {
+    /// A whole head is buffered: its body is read next if the app thread
+    /// says it must be (see `Outcome::NeedBody`), else it is served.
+    fn head_done(&mut self, idx: usize, now: Instant) {
+        let Slot::Head(mut conn) = std::mem::replace(&mut self.slots[idx], Slot::Free) else {
+            return;
+        };
+        self.uncount_head(&mut conn);
+        let _ = now;
+        self.lend(idx, conn);
+    }
+
+    /// Counts the head `idx` holds toward the worker's head memory.
+    fn count_head(&mut self, idx: usize) {
+        if let Slot::Head(conn) = &mut self.slots[idx] {
+            let now_bytes = if conn.buf.is_empty() {
+                0
+            } else {
+                conn.buf.capacity()
+            };
+            self.head_bytes = self.head_bytes + now_bytes - conn.head_bytes;
+            conn.head_bytes = now_bytes;
+            self.head_peak = self.head_peak.max(self.head_bytes);
+        }
+    }
+
+    /// A connection's buffer no longer holds an unfinished head.
+    fn uncount_head(&mut self, conn: &mut Conn) {
+        self.head_bytes -= conn.head_bytes;
+        conn.head_bytes = 0;
+    }
+
+    /// Unfinished heads hold more than `--limit-head-memory`: the largest
+    /// are refused (431) until the rest fits. A thousand clients each
+    /// sending most of a maximal head cost at most the limit, not a
+    /// gigabyte.
+    fn shed_heads(&mut self) {
+        let limit = self.shared.config.head_memory;
+        while self.head_bytes > limit {
+            let largest = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| match s {
+                    Slot::Head(c) if c.head_bytes > 0 => Some((c.head_bytes, i)),
+                    _ => None,
+                })
+                .max();
+            let Some((bytes, idx)) = largest else {
+                break;
+            };
+            if let Slot::Head(conn) = &self.slots[idx] {
+                tracing::info!(
+                    peer = %conn.peer,
+                    bytes,
+                    "refused a partial head: the worker's unfinished heads are over --limit-head-memory"
+                );
+            }
+            self.answer_and_close(idx, 431, "Request Header Fields Too Large");
+        }
+    }
+
+    // --- lending ------------------------------------------------------------
+
+    /// Lends a connection with a complete request to an app thread.
+    fn lend(&mut self, idx: usize, conn: Conn) {
+        self.slots[idx] = Slot::Lent(Lent {
+            unread: false,
+            fd: conn.io.fd(),
+            peer: conn.peer,
+        });
+        self.lent += 1;
+        self.ready.push((
+            Job {
+                idx,
+                work: Work::Serve(conn),
+                checked: false,
+            },
+            None,
+        ));
+    }
+
+    /// Every call is stuck (see `pool::Watch`): the requests queued behind
+    /// them were lent out on finding the end of their head, unparsed (the
+    /// app thread parses once). Parse them now, and answer the malformed
+    /// ones from here, as the loop does for a head it refuses early,
+    /// instead of leaving them to wait for a call that may never end.
+    pub fn refuse_malformed(&mut self, jobs: &mut VecDeque<Job>) {
         let shared = Arc::clone(&self.shared);
         let limits = &shared.config.limits;
         let mut kept = VecDeque::with_capacity(jobs.len());
         for mut job in jobs.drain(..) {
             if !job.checked {
                 job.checked = true;
-                if let Err(e) = check_head(&job.conn.buf, limits) {
-                    tracing::info!(peer = %job.conn.peer, "bad request: {e}");
-                    self.busy -= 1;
-                    self.slots[job.idx] = Slot::Waiting(job.conn);
-                    self.answer_and_close(job.idx, e.status(), e.reason());
-                    continue;
+                if let Work::Serve(conn) = &job.work {
+                    if let Err(e) = check_head(&conn.buf, limits) {
+                        tracing::info!(peer = %conn.peer, "bad request: {e}");
+                        let Work::Serve(conn) = job.work else {
+                            unreachable!("matched above")
+                        };
+                        self.lent -= 1;
+                        self.slots[job.idx] = Slot::Head(conn);
+                        self.answer_and_close(job.idx, e.status(), e.reason());
+                        continue;
+                    }
                 }
             }
             kept.push_back(job);
@@ -779,121 +792,525 @@ impl Loop {
     }
 
     fn on_returned(&mut self, idx: usize, outcome: Outcome, now: Instant) {
-        self.busy -= 1;
-        let missed = matches!(self.slots[idx], Slot::Busy { missed: true });
+        let unread = match std::mem::replace(&mut self.slots[idx], Slot::Free) {
+            Slot::Lent(lent) => {
+                self.lent -= 1;
+                lent.unread
+            }
+            Slot::Abandoned => {
+                // Its client was answered when the request was taken over:
+                // whatever comes back is dropped.
+                self.free.push(idx);
+                return;
+            }
+            other => {
+                debug_assert!(false, "a connection came back to a slot not lent");
+                self.slots[idx] = other;
+                return;
+            }
+        };
         match outcome {
             Outcome::Idle(mut conn) => {
-                conn.waiting_since = now;
-                self.slots[idx] = Slot::Waiting(conn);
-                // Bytes that arrived while it was lent out produced an event
-                // this loop already took: read them now. Otherwise their
-                // event is still to come from poll.
-                if missed {
-                    self.on_readable(idx);
-                }
+                conn.unread |= unread;
+                self.after(idx, conn, After::Read, now);
             }
-            Outcome::Close(conn) => self.linger(idx, conn),
-            Outcome::Gone => {
-                self.slots[idx] = Slot::Free;
+            Outcome::Close(conn) => self.after(idx, conn, After::Close, now),
+            Outcome::NeedBody(mut conn) => {
+                conn.unread |= unread;
+                self.after(idx, conn, After::Body, now);
+            }
+            Outcome::Gone(conn) => {
+                drop(conn);
                 self.free.push(idx);
+            }
+            Outcome::Lost => self.free.push(idx),
+            Outcome::Parked(mut desk) => {
+                if unread {
+                    desk.mark_unread();
+                }
+                self.slots[idx] = Slot::Parked(desk);
+                // Room may have come since the thread found none: its edge
+                // went by while the desk was on its way here.
+                self.send_parked(idx);
             }
         }
     }
 
-    /// Answers a waiting connection with a canned error and closes it.
-    fn answer_and_close(&mut self, idx: usize, status: u16, reason: &str) {
-        let Slot::Waiting(mut conn) = std::mem::replace(&mut self.slots[idx], Slot::Free) else {
+    /// Sends what the connection has pending first, then goes on to `then`.
+    fn after(&mut self, idx: usize, conn: Conn, then: After, now: Instant) {
+        if conn.pending.is_some() {
+            self.slots[idx] = Slot::Sending(conn, then);
+            self.send_pending(idx, now);
+            return;
+        }
+        match then {
+            After::Read => self.await_request(idx, conn, now),
+            After::Close => self.linger(idx, conn),
+            After::Body => self.start_body(idx, conn, now),
+        }
+    }
+
+    /// Back to waiting for the next request (or dropping what the app left
+    /// of a streamed body first).
+    fn await_request(&mut self, idx: usize, mut conn: Conn, now: Instant) {
+        conn.since = now;
+        conn.scan = HeadScan::default();
+        if matches!(conn.ahead.as_deref(), Some(Ahead::Discarding(_))) {
+            self.slots[idx] = Slot::Body(conn);
+            self.read_body(idx, now);
+            return;
+        }
+        let unread = conn.unread;
+        let buffered = !conn.buf.is_empty();
+        self.slots[idx] = Slot::Head(conn);
+        if unread {
+            // Bytes that arrived while it was out produced an event this
+            // loop already took, or reading stopped at the cap: read now.
+            self.read_head(idx, now);
+        } else if buffered {
+            // A partial next request came with the last one.
+            self.scan_buffered(idx, now);
+        }
+    }
+
+    /// Looks for a head in what a connection already holds.
+    fn scan_buffered(&mut self, idx: usize, now: Instant) {
+        let limits = &self.shared.config.limits;
+        let Some(Slot::Head(conn)) = self.slots.get_mut(idx) else {
             return;
         };
+        match conn.scan.scan(&conn.buf, limits) {
+            Ok(Scan::Complete) => self.head_done(idx, now),
+            Ok(Scan::Partial) => self.count_head(idx),
+            Err(e) => {
+                tracing::info!(peer = %conn.peer, "bad request: {e}");
+                self.answer_and_close(idx, e.status(), e.reason());
+            }
+        }
+    }
+
+    // --- bodies ---------------------------------------------------------------
+
+    /// The request at the start of the buffer has a body still on its way:
+    /// read it here, before the app sees the request.
+    fn start_body(&mut self, idx: usize, mut conn: Conn, now: Instant) {
+        if let Some(Ahead::Reading(intake)) = conn.ahead.as_deref_mut() {
+            intake.rate = crate::runtime::rate::Rate::new(now);
+            // The client waits for permission before it sends the body
+            // (RFC 9110 §10.1.1): the loop is about to read, so it has it.
+            if intake.expect_continue && intake.kept() == 0 && conn.buf.len() == intake.start {
+                let mut out = Vec::with_capacity(32);
+                encode_continue(&mut out);
+                // A connection that has sent only a head has room for 25
+                // bytes in its send buffer.
+                let _ = conn.io.send_from(&mut out);
+            }
+        }
+        self.slots[idx] = Slot::Body(conn);
+        self.advance_body(idx, now);
+        if let Some(Slot::Body(conn)) = self.slots.get(idx) {
+            if conn.unread {
+                self.read_body(idx, now);
+            }
+        }
+    }
+
+    /// Reads body bytes as they come, taking each into the body.
+    fn read_body(&mut self, idx: usize, now: Instant) {
+        let per_turn = 4 * BODY_READ + self.shared.config.body_buffer;
+        loop {
+            let Some(Slot::Body(conn)) = self.slots.get_mut(idx) else {
+                return;
+            };
+            conn.unread = false;
+            if conn.buf.capacity() - conn.buf.len() < BODY_READ / 4 {
+                conn.buf.reserve(BODY_READ);
+            }
+            let spare = conn.buf.capacity() - conn.buf.len();
+            let n = match conn.io.recv_append(&mut conn.buf, spare) {
+                Ok(0) => {
+                    // The client gave up on its own request.
+                    self.close(idx);
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.close(idx);
+                    return;
+                }
+            };
+            self.turn_read += n;
+            if let Some(Ahead::Reading(i) | Ahead::Discarding(i)) = conn.ahead.as_deref_mut() {
+                i.rate.add(n, now);
+            }
+            if !self.advance_body(idx, now) {
+                // Dispatched or refused: whatever else is in the socket
+                // is read when the connection waits for bytes again.
+                self.mark_unread(idx);
+                return;
+            }
+            let Some(Slot::Body(conn)) = self.slots.get_mut(idx) else {
+                return;
+            };
+            if n < spare {
+                return;
+            }
+            // Keep the loop's other connections moving: one body's burst
+            // is taken a bounded piece at a time per turn.
+            if conn.buf.len() > per_turn {
+                conn.unread = true;
+                return;
+            }
+        }
+    }
+
+    /// The socket may hold bytes the loop has not read.
+    fn mark_unread(&mut self, idx: usize) {
+        match self.slots.get_mut(idx) {
+            Some(Slot::Head(conn) | Slot::Body(conn) | Slot::Sending(conn, _)) => {
+                conn.unread = true
+            }
+            Some(Slot::Lent(lent)) => lent.unread = true,
+            Some(Slot::Parked(desk)) => desk.mark_unread(),
+            _ => {}
+        }
+    }
+
+    /// Takes what the buffer gained into the body; true while the body
+    /// still reads (false once it was dispatched or refused).
+    fn advance_body(&mut self, idx: usize, now: Instant) -> bool {
+        let config = &self.shared.config;
+        let Some(Slot::Body(conn)) = self.slots.get_mut(idx) else {
+            return false;
+        };
+        let budget = Budget {
+            limit: config.limits.body,
+            in_memory: config.body_buffer,
+            memory_full: self.body_bytes > BODY_MEMORY,
+            temp_dir: &config.body_temp_dir,
+        };
+        let progress = match conn.ahead.as_deref_mut() {
+            Some(Ahead::Reading(i) | Ahead::Discarding(i)) => i.advance(&mut conn.buf, &budget),
+            _ => Ok(Progress::Done),
+        };
+        match progress {
+            Ok(Progress::More) => true,
+            Ok(Progress::Done) => {
+                let Slot::Body(mut conn) = std::mem::replace(&mut self.slots[idx], Slot::Free)
+                else {
+                    unreachable!("matched above");
+                };
+                match conn.ahead.take().map(|a| *a) {
+                    Some(Ahead::Reading(intake)) => {
+                        if let Some((file, len)) = intake.into_spooled() {
+                            conn.ahead = Some(Box::new(Ahead::Spooled { file, len }));
+                        }
+                        self.lend(idx, conn);
+                    }
+                    // What the app left is dropped: on to the next request.
+                    _ => self.await_request(idx, conn, now),
+                }
+                false
+            }
+            Err(e) => {
+                let line = conn.first_line();
+                match e {
+                    IntakeError::Refused(e) => {
+                        tracing::info!(peer = %conn.peer, request = ?line, "bad request body: {e}");
+                        self.answer_and_close(idx, e.status(), e.reason());
+                    }
+                    IntakeError::Spool(e) => {
+                        tracing::error!(
+                            peer = %conn.peer,
+                            request = ?line,
+                            dir = %config.body_temp_dir.display(),
+                            "cannot keep a request body in a temporary file: {e}; answering 500"
+                        );
+                        self.answer_and_close(idx, 500, "Internal Server Error");
+                    }
+                    IntakeError::TooLongToDrop => {
+                        let Slot::Body(conn) = std::mem::replace(&mut self.slots[idx], Slot::Free)
+                        else {
+                            unreachable!("matched above");
+                        };
+                        self.linger(idx, conn);
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    // --- slow clients ---------------------------------------------------------
+
+    /// Sends what a connection has pending as far as the client takes it;
+    /// once all is taken, goes on to what follows.
+    fn send_pending(&mut self, idx: usize, now: Instant) {
+        let Some(Slot::Sending(conn, _)) = self.slots.get_mut(idx) else {
+            return;
+        };
+        let pending = conn.pending.as_mut().expect("sending has pending bytes");
+        match conn.io.send_from(&mut pending.bytes) {
+            Ok(n) => pending.stall.wrote(n),
+            Err(_) => {
+                // Gone: nothing more to send it, nothing to read from it.
+                self.close(idx);
+                return;
+            }
+        }
+        if !pending.bytes.is_empty() {
+            return;
+        }
+        conn.pending = None;
+        let Slot::Sending(conn, then) = std::mem::replace(&mut self.slots[idx], Slot::Free) else {
+            unreachable!("matched above");
+        };
+        self.after(idx, conn, then, now);
+    }
+
+    /// Sends what a parked request has unsent; once its client has taken
+    /// enough (or is gone), the request goes back to its thread.
+    fn send_parked(&mut self, idx: usize) {
+        let Some(Slot::Parked(desk)) = self.slots.get_mut(idx) else {
+            return;
+        };
+        if desk.send_unsent().is_err() {
+            desk.gone = true;
+        } else if desk.unsent() > LOW_WATER {
+            return;
+        }
+        self.resume(idx);
+    }
+
+    /// A parked request goes back to the thread that parked it.
+    fn resume(&mut self, idx: usize) {
+        let Slot::Parked(desk) = std::mem::replace(&mut self.slots[idx], Slot::Free) else {
+            return;
+        };
+        let conn = desk.conn();
+        self.slots[idx] = Slot::Lent(Lent {
+            unread: false,
+            fd: conn.io.fd(),
+            peer: conn.peer,
+        });
+        self.lent += 1;
+        let thread = desk.thread;
+        self.ready.push((
+            Job {
+                idx,
+                work: Work::Resume(desk),
+                checked: true,
+            },
+            Some(thread),
+        ));
+    }
+
+    // --- closing --------------------------------------------------------------
+
+    /// Answers a connection waiting for a request (or reading its body)
+    /// with a canned error and closes it.
+    fn answer_and_close(&mut self, idx: usize, status: u16, reason: &str) {
+        let mut conn = match std::mem::replace(&mut self.slots[idx], Slot::Free) {
+            Slot::Head(conn) | Slot::Body(conn) => conn,
+            other => {
+                self.slots[idx] = other;
+                return;
+            }
+        };
+        self.uncount_head(&mut conn);
         let mut out = Vec::new();
         encode_error(&mut out, status, reason, false);
         // Best effort, without blocking the loop: a connection that has
-        // sent at most a head has an empty send buffer, which takes a small
-        // error response whole.
-        let _ = conn.stream.write(&out);
+        // sent at most a request has an empty send buffer, which takes a
+        // small error response whole.
+        let _ = conn.io.send_from(&mut out);
         self.linger(idx, conn);
     }
 
     /// Closes gracefully: FIN first, then drop whatever the client still
     /// sends until it closes its side (see `Slot::Lingering`).
     fn linger(&mut self, idx: usize, mut conn: Conn) {
-        let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+        self.uncount_head(&mut conn);
+        conn.io.shutdown_write();
         release_buffer(&mut conn.buf);
-        conn.waiting_since = Instant::now();
-        self.slots[idx] = Slot::Lingering(conn, 0);
+        conn.buf = Vec::new();
+        conn.pending = None;
+        conn.ahead = None;
+        conn.since = Instant::now();
         // Input may already be waiting (its edge went by while the
-        // connection was lent out).
-        self.on_readable(idx);
+        // connection was elsewhere): dropped now, or in a later turn if
+        // this one has read its share.
+        self.slots[idx] = Slot::Lingering(conn, 0);
+        if self.turn_read > TURN_BUDGET {
+            self.revisit.push_back(idx);
+            return;
+        }
+        if let Slot::Lingering(conn, dropped) = &mut self.slots[idx] {
+            let open = discard_input(conn, dropped);
+            self.turn_read += *dropped;
+            if !open {
+                self.close(idx);
+            }
+        }
     }
 
     fn close(&mut self, idx: usize) {
-        // Dropping the stream closes the socket, which also removes it from
-        // the epoll set.
-        self.slots[idx] = Slot::Free;
+        // Dropping the socket closes it, which also removes it from the
+        // epoll set.
+        match std::mem::replace(&mut self.slots[idx], Slot::Free) {
+            Slot::Head(mut conn) => self.uncount_head(&mut conn),
+            Slot::Parked(mut desk) => {
+                // Its iterator must still be closed on its thread: it goes
+                // back there, marked gone.
+                desk.gone = true;
+                self.slots[idx] = Slot::Parked(desk);
+                self.resume(idx);
+                return;
+            }
+            _ => {}
+        }
         self.free.push(idx);
     }
 
-    /// Closes connections past their idle (keep-alive) or header timeout.
+    // --- deadlines ------------------------------------------------------------
+
+    /// Closes connections past their deadlines, and refreshes what the
+    /// app threads read about the worker's held output.
     fn sweep(&mut self, now: Instant) {
         let cfg = &self.shared.config;
+        let (body_rule, send_rule) = (cfg.body_rule(), cfg.send_rule());
         let mut expired = Vec::new();
-        let mut timed_out = Vec::new();
-        for (idx, slot) in self.slots.iter().enumerate() {
+        let mut slow_heads = Vec::new();
+        let mut slow_bodies = Vec::new();
+        let mut slow_readers = Vec::new();
+        let (mut queued, mut bodies) = (0, 0);
+        for (idx, slot) in self.slots.iter_mut().enumerate() {
             match slot {
-                Slot::Waiting(conn) => {
+                Slot::Head(conn) => {
                     // While stopping, an idle connection gets a short grace
                     // from the stop for a request already on its way (it is
                     // answered with `Connection: close`), then is closed.
                     let (since, limit) = match self.stopped_at {
                         Some(at) if conn.buf.is_empty() => {
-                            (conn.waiting_since.max(at), cfg.keep_alive.min(STOP_GRACE))
+                            (conn.since.max(at), cfg.keep_alive.min(STOP_GRACE))
                         }
-                        _ if conn.buf.is_empty() && conn.served => {
-                            (conn.waiting_since, cfg.keep_alive)
-                        }
-                        _ => (conn.waiting_since, cfg.header_timeout),
+                        _ if conn.buf.is_empty() && conn.served => (conn.since, cfg.keep_alive),
+                        _ => (conn.since, cfg.header_timeout),
                     };
                     if now.duration_since(since) >= limit {
                         if conn.buf.is_empty() {
                             expired.push(idx);
                         } else {
-                            // A head begun and never finished (slowloris).
-                            timed_out.push(idx);
+                            slow_heads.push(idx);
                         }
                     }
                 }
-                Slot::Lingering(conn, _) if now.duration_since(conn.waiting_since) >= LINGER => {
+                Slot::Body(conn) => {
+                    if let Some(Ahead::Reading(i) | Ahead::Discarding(i)) = conn.ahead.as_deref() {
+                        bodies += i.kept();
+                        if i.rate.too_slow(now, body_rule) {
+                            slow_bodies.push(idx);
+                        }
+                    }
+                }
+                Slot::Sending(conn, _) => {
+                    queued += conn.pending_len();
+                    let unacked = conn.io.unacked();
+                    if let Some(p) = conn.pending.as_deref_mut() {
+                        p.stall.observe(unacked, now);
+                        if p.stall.too_slow(now, send_rule) {
+                            slow_readers.push(idx);
+                        }
+                    }
+                }
+                Slot::Parked(desk) => {
+                    queued += desk.unsent();
+                    let unacked = desk.conn().io.unacked();
+                    if let Some(stall) = &mut desk.stall {
+                        stall.observe(unacked, now);
+                        if stall.too_slow(now, send_rule) {
+                            slow_readers.push(idx);
+                        }
+                    }
+                }
+                Slot::Lingering(conn, _) if now.duration_since(conn.since) >= LINGER => {
                     expired.push(idx)
                 }
                 _ => {}
             }
         }
+        self.shared.queued.store(queued, Ordering::Relaxed);
+        self.body_bytes = bodies;
         for idx in expired {
             self.close(idx);
         }
-        for idx in timed_out {
+        for idx in slow_heads {
+            if let Some(Slot::Head(conn)) = self.slots.get(idx) {
+                tracing::info!(
+                    peer = %conn.peer,
+                    received = conn.buf.len(),
+                    "client too slow sending the request head; answered 408 and closed"
+                );
+            }
             self.answer_and_close(idx, 408, "Request Timeout");
         }
-    }
-
-    fn read_all_waiting(&mut self) {
-        let waiting: Vec<usize> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| matches!(s, Slot::Waiting(_)))
-            .map(|(i, _)| i)
-            .collect();
-        for idx in waiting {
-            self.on_readable(idx);
+        for idx in slow_bodies {
+            if let Some(Slot::Body(conn)) = self.slots.get(idx) {
+                let (received, discarding) = match conn.ahead.as_deref() {
+                    Some(Ahead::Reading(i)) => (i.rate.bytes(), false),
+                    Some(Ahead::Discarding(i)) => (i.rate.bytes(), true),
+                    _ => (0, false),
+                };
+                if discarding {
+                    tracing::info!(peer = %conn.peer, received, "client too slow sending the rest of a request body; closed");
+                    let Slot::Body(conn) = std::mem::replace(&mut self.slots[idx], Slot::Free)
+                    else {
+                        unreachable!("matched above");
+                    };
+                    self.linger(idx, conn);
+                    continue;
+                }
+                tracing::info!(
+                    peer = %conn.peer,
+                    request = ?conn.first_line(),
+                    received,
+                    "client too slow sending the request body; answered 408 and closed"
+                );
+            }
+            self.answer_and_close(idx, 408, "Request Timeout");
         }
-    }
-
-    fn waiting(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|s| matches!(s, Slot::Waiting(_)))
-            .count()
+        for idx in slow_readers {
+            match self.slots.get(idx) {
+                Some(Slot::Sending(conn, _)) => {
+                    let pending = conn.pending.as_ref();
+                    tracing::info!(
+                        peer = %conn.peer,
+                        request = ?pending.map(|p| p.line.as_str()).unwrap_or_default(),
+                        unsent = conn.pending_len(),
+                        "client too slow reading the response; closed"
+                    );
+                }
+                Some(Slot::Parked(desk)) => {
+                    tracing::info!(
+                        peer = %desk.conn().peer,
+                        request = ?desk.line_text(),
+                        unsent = desk.unsent(),
+                        "client too slow reading the response; closed"
+                    );
+                }
+                _ => continue,
+            }
+            self.close(idx);
+        }
+        // Memory a burst of large heads took goes back to the system once
+        // they are gone (glibc keeps freed memory for reuse otherwise).
+        if self.head_peak > 8 << 20 && self.head_bytes < self.head_peak / 4 {
+            self.head_peak = self.head_bytes;
+            // SAFETY: malloc_trim only returns free memory to the system.
+            unsafe { libc::malloc_trim(0) };
+        }
     }
 }
 
@@ -901,18 +1318,27 @@ impl Loop {
 /// `dropped`; false once it is done (EOF, error, or LINGER_MAX_BYTES).
 fn discard_input(conn: &mut Conn, dropped: &mut usize) -> bool {
     let mut scratch = [0u8; 4096];
+    let fd = conn.io.fd();
     loop {
-        match conn.stream.read(&mut scratch) {
-            Ok(0) => return false,
-            Ok(n) => {
-                *dropped += n;
+        // SAFETY: `scratch` is writable for its length for the call; the fd
+        // is the connection's, open while it is borrowed.
+        let n = unsafe { libc::recv(fd, scratch.as_mut_ptr().cast(), scratch.len(), 0) };
+        match n {
+            0 => return false,
+            n if n > 0 => {
+                *dropped += n as usize;
                 if *dropped > LINGER_MAX_BYTES {
                     return false;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
+            _ => {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => return true,
+                    io::ErrorKind::Interrupted => {}
+                    _ => return false,
+                }
+            }
         }
     }
 }

@@ -13,7 +13,10 @@
 //! A running request carries no start time: the request path reads no
 //! clock for it. The master times a request from the first time it sees
 //! its number (it looks every 100 ms), so a request's age is known to
-//! within a look, and never overstated.
+//! within a look, and never overstated. A number stands for one stretch
+//! of application code without progress (`-t` is app time): a chunk the
+//! app produces renumbers the request, and time the thread spends waiting
+//! for its client is no number at all.
 use std::io;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
@@ -64,8 +67,8 @@ pub struct WorkerSlot {
 /// One app thread's running request.
 #[repr(C)]
 pub struct ThreadSlot {
-    /// The number of this thread's latest request (counted from 1) times
-    /// two, plus one while it runs: 0 or even = idle.
+    /// The number of this thread's latest stretch of app code times two,
+    /// plus one while it runs: 0 or even = no app code running.
     request: AtomicU64,
     /// Requests this thread answered. Its thread is the only writer, so
     /// counting is a plain load and store, not a locked add.
@@ -254,12 +257,12 @@ impl WorkerSlot {
 }
 
 impl ThreadSlot {
-    /// A request starts: publish its line (cut at LINE_MAX bytes). Only
-    /// this slot's thread may call it.
-    pub fn begin(&self, line: &[u8]) {
-        // The next number, not running yet while the line is written.
-        let number = (self.request.load(Ordering::Relaxed) | 1) + 1;
-        self.request.store(number, Ordering::Relaxed);
+    /// App code starts running for request `number` (numbers only grow,
+    /// and are this thread's): publish its line (cut at LINE_MAX bytes).
+    /// Only this slot's thread may call it.
+    pub fn begin(&self, number: u64, line: &[u8]) {
+        // Not running yet while the line is written.
+        self.request.store(number << 1, Ordering::Relaxed);
         // The line's stores stay after that one (a seqlock's write side).
         fence(Ordering::Release);
         // Stored straight from the receive buffer, a word at a time: this
@@ -287,13 +290,19 @@ impl ThreadSlot {
             self.line[n / 8].store(word, Ordering::Relaxed);
         }
         self.line_len.store(n as u32, Ordering::Relaxed);
-        self.request.store(number | 1, Ordering::Release);
+        self.request.store(number << 1 | 1, Ordering::Release);
     }
 
-    /// The running request ended. Only this slot's thread may call it.
-    pub fn end(&self) {
-        let number = self.request.load(Ordering::Relaxed) & !1;
-        self.request.store(number, Ordering::Release);
+    /// The running request made progress (produced a chunk): it goes on
+    /// under a new `number`, so the master times it afresh. The line stays.
+    pub fn progress(&self, number: u64) {
+        self.request.store(number << 1 | 1, Ordering::Release);
+    }
+
+    /// No app code runs on this thread any more (the request ended, or it
+    /// waits for its client). Only this slot's thread may call it.
+    pub fn end(&self, number: u64) {
+        self.request.store(number << 1, Ordering::Release);
     }
 
     /// Counts `n` more requests answered by this thread; only this
@@ -385,22 +394,27 @@ mod tests {
         assert!(w.wants_recycle());
         let t = board.thread(i, 1);
         assert_eq!(t.running(), None);
-        t.begin(b"GET /hang HTTP/1.1");
+        t.begin(1, b"GET /hang HTTP/1.1");
         let (number, line) = t.running().unwrap();
         assert_eq!(number, 1, "the thread's first request");
         assert_eq!(line, "GET /hang HTTP/1.1");
-        t.end();
+        t.progress(2);
+        assert_eq!(
+            t.running(),
+            Some((2, "GET /hang HTTP/1.1".to_string())),
+            "progress renumbers and keeps the line"
+        );
+        t.end(2);
         assert_eq!(t.running(), None);
-        t.begin(b"GET /next HTTP/1.1");
-        assert_eq!(t.running().map(|(n, _)| n), Some(2), "a new number");
-        t.end();
+        t.begin(3, b"GET /next HTTP/1.1");
+        assert_eq!(t.running().map(|(n, _)| n), Some(3), "a new number");
+        t.end(3);
         t.count(3);
         board.thread(i, 0).count(2);
         t.count(1);
         assert_eq!(board.requests(i), 6, "the sum over the worker's threads");
         board.reset(i);
-        t.begin(b"GET / HTTP/1.1");
-        assert_eq!(t.running().map(|(n, _)| n), Some(1), "numbered afresh");
+        assert_eq!(t.running(), None, "reset clears the running request");
         assert_eq!(board.worker(i).state(), WorkerState::Free);
         assert_eq!(board.requests(i), 0);
     }
@@ -459,8 +473,8 @@ mod tests {
         let other: Vec<u8> = (0..200u8).map(|i| b'A' + i % 26).collect();
         for len in 0..=200 {
             // A longer, different line first, so stale bytes would show.
-            t.begin(&long);
-            t.begin(&other[..len]);
+            t.begin(2 * len as u64 + 1, &long);
+            t.begin(2 * len as u64 + 2, &other[..len]);
             let (_, line) = t.running().unwrap();
             assert_eq!(line.as_bytes(), &other[..len.min(LINE_MAX)], "length {len}");
         }

@@ -1,127 +1,324 @@
-//! A client connection, and serving it on an app thread: every complete
-//! request already in the receive buffer is parsed, turned into an environ,
-//! run through the plugin and answered; the responses share one write when
-//! the app allows it (NWSGI_BODY_LAST), then the connection goes back to the
-//! event loop to wait for more bytes.
-use std::net::SocketAddr;
+//! Serving a connection on an app thread: every complete request in its
+//! buffer, one after another, through parse → environ → plugin call →
+//! response; then the connection goes back to the event loop.
+//!
+//! An app thread runs application code and never waits on a client (but
+//! in the two cases the API leaves no other way: the app's own write()
+//! past the high-water mark, and an upload read with
+//! `--no-request-buffering`; both are the client's time, not the app's, for
+//! `-t`). What the socket does not take at once goes back with the
+//! connection for the event loop to send. A body iterator whose client
+//! stopped reading is parked: the whole `Desk` it works on — connection,
+//! environ, exchange, iterator — goes to the event loop, and comes back to
+//! this same thread (the header promises call, next and close of a request
+//! run on one thread) once the client has read.
+//!
+//! Nothing here reads a clock or takes a lock per request; the desk, the
+//! memo and the buffers are this thread's and reused.
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use abi::ffi::{nwsgi_header, nwsgi_str};
-use mio::net::TcpStream;
+use abi::ffi::{nwsgi_body, nwsgi_header, nwsgi_str};
 
+use crate::gateway::api::HOST_API;
 use crate::gateway::environ::{percent_decode, EnvironParts, HostEnviron, PeerText};
-use crate::gateway::exchange::{flush, run, Exchange};
-use crate::http1::body::BodyReader;
-use crate::http1::memo::{memo_slots, HeadMemo};
-use crate::http1::parse::{parse_head, with_slots, Field, RequestHead, EMPTY_FIELD};
-use crate::http1::response::{encode_error, ResponseHead};
+use crate::gateway::exchange::{self, Client, Exchange, Gone, Pulled};
+use crate::http1::body::{body_end, BodyError, BodyReader, BodySource, Decode};
+use crate::http1::error::HttpError;
+use crate::http1::head::parse_request;
+use crate::http1::memo::HeadMemo;
+use crate::http1::parse::{Framing, Version};
+use crate::http1::response::{encode_continue, encode_error};
+use crate::net::transport::{Ready, Transport};
 use crate::runtime::access_log::Entry;
+use crate::runtime::claim::Stint;
+use crate::runtime::config::Shared;
+use crate::runtime::conn::{line_text, release_buffer, Ahead, Conn, Pending};
+use crate::runtime::intake::{Intake, DISCARD_MAX};
+use crate::runtime::rate::{Rate, Stall};
 use crate::runtime::scoreboard::ThreadSlot;
-use crate::runtime::Shared;
 
 /// Responses are batched (pipelining) until this much is pending.
 const FLUSH_AT: usize = 64 * 1024;
-/// An unread request body this small is read and dropped to keep the
-/// connection; a larger one closes it instead.
-const DRAIN_MAX: u64 = 64 * 1024;
+/// Past this much unsent output on one connection, a body iterator is
+/// parked and a write() waits.
+pub const HIGH_WATER: usize = 64 * 1024;
+/// A parked iterator resumes (a waiting write() returns) once its
+/// connection's unsent output is down to this.
+pub const LOW_WATER: usize = 16 * 1024;
+/// Past this much unsent output held for all of a worker's connections,
+/// every producer holds back to the low-water mark: what slow clients cost
+/// in memory stays bounded whatever the app sends them.
+pub const WORKER_HIGH_WATER: usize = 64 << 20;
+/// A last chunk (write_last, NWSGI_BODY_LAST) longer than this is handed to
+/// the socket at once instead of waiting in the batch.
+const LAST_SEND_AT: usize = HIGH_WATER;
 
-/// One client connection. While idle it holds no buffer at all: `buf` is
-/// released when empty, so an idle keep-alive connection costs this struct.
-pub struct Conn {
-    pub stream: TcpStream,
-    pub peer: SocketAddr,
-    pub local: SocketAddr,
-    /// Received bytes not yet consumed: a partial head, or requests
-    /// pipelined behind the one being served.
-    pub buf: Vec<u8>,
-    /// When the connection started waiting for its next request; the
-    /// event loop's idle and header timeouts count from here.
-    pub waiting_since: Instant,
-    /// At least one request was answered (the idle timeout is then the
-    /// keep-alive timeout, not the header timeout).
-    pub served: bool,
+/// What a thread is given to do.
+pub enum Work {
+    /// A connection with a complete request head (and body, when the loop
+    /// read it ahead).
+    Serve(Conn),
+    /// A parked request to take up again: its client read enough, or went
+    /// away (`Desk::gone`).
+    Resume(Box<Desk>),
 }
 
 /// What became of a connection after its turn on an app thread.
 pub enum Outcome {
-    /// Back to the event loop to wait for the next request.
+    /// Back to the event loop to wait for the next request (after sending
+    /// what is pending, and dropping what is left of a streamed body).
     Idle(Conn),
     /// The server ends the connection (an error answered, `Connection:
-    /// close`, HTTP/1.0): everything is flushed; the event loop closes it
-    /// gracefully (see `server::Loop::linger`).
+    /// close`, HTTP/1.0): the event loop sends what is pending, then closes
+    /// it gracefully.
     Close(Conn),
-    /// The client is gone (reset, or too slow to read): just drop it.
-    Gone,
+    /// The client is gone (reset, or too slow): the event loop drops it.
+    Gone(Conn),
+    /// The request at the start of `buf` has a body still on its way: the
+    /// event loop reads it (`ahead`), then hands the connection back.
+    NeedBody(Conn),
+    /// A body iterator waits for its client to read.
+    Parked(Box<Desk>),
+    /// The connection was dropped on the thread (a panic in host code).
+    Lost,
 }
 
-/// Per-app-thread state, reused across requests and connections so that
-/// no connection owns it while idle.
-#[derive(Default)]
-pub struct Scratch {
-    /// The peer's address text, apart from the rest so that requests can
-    /// borrow it while they use the buffers.
+/// Where wsgi.input reads from.
+enum Input {
+    /// No body.
+    Empty,
+    /// The whole body, raw, in the connection's buffer after the head.
+    Buffered(BodyReader),
+    /// The whole body, decoded, in a temporary file.
+    Spooled { file: File, len: u64, pos: u64 },
+    /// Not read ahead (`--no-request-buffering`): from the socket, as the
+    /// app reads. `rate` starts at the first wait.
+    Streamed(BodyReader, Option<Rate>),
+}
+
+/// Everything one connection's current request keeps in place while it
+/// runs: the plugin holds pointers into it (the environ, its strings, the
+/// request handle) from `call` until `close` returns. A desk is boxed and
+/// reused by its thread for request after request; when a request is
+/// parked, its desk goes with it and the thread takes another.
+pub struct Desk {
+    /// The connection being served.
+    conn: Option<Conn>,
+    /// The request handle the plugin holds, and the response.
+    ex: Exchange,
+    env: HostEnviron,
+    /// The header list the environ points to.
+    headers: Vec<nwsgi_header>,
+    /// A percent-decoded PATH_INFO, when the path needs it.
+    path: Vec<u8>,
+    /// The peer's address as text (re-formatted only when it changes).
     peer: PeerText,
+    input: Input,
+    /// The app's body iterator, while one is open.
+    iter: Option<nwsgi_body>,
+    /// Where the current request's head starts in the connection's buffer,
+    /// and its length; where its request line lies (for the scoreboard).
+    start: usize,
+    head_len: usize,
+    line: (usize, usize),
+    /// Raw body bytes after the head in the buffer (Buffered).
+    body_len: usize,
+    version: Version,
+    /// Since when the client has left response bytes unread; None while
+    /// it keeps up.
+    pub stall: Option<Stall>,
+    /// The thread that parked the request, and must resume it.
+    pub thread: usize,
+    /// The client went away (or was too slow) while the request was
+    /// parked: close the iterator and drop the connection.
+    pub gone: bool,
+}
+
+// SAFETY: a desk moves between threads only whole, and only the parts
+// that are plain data are used off its own app thread: the event loop
+// sends `ex.out` and reads the connection. The raw pointers inside (the
+// environ's, into this same desk and its connection's buffer, both owned
+// by the desk; the app's iterator state; the exchange's client, None
+// between plugin calls) are used only on the thread that parked the
+// request, which is the only one it is resumed on (see `pool`).
+unsafe impl Send for Desk {}
+
+impl Desk {
+    fn new(thread: usize) -> Box<Desk> {
+        Box::new(Desk {
+            conn: None,
+            ex: Exchange::default(),
+            env: HostEnviron::new(&HOST_API),
+            headers: Vec::with_capacity(32),
+            path: Vec::new(),
+            peer: PeerText::default(),
+            input: Input::Empty,
+            iter: None,
+            start: 0,
+            head_len: 0,
+            line: (0, 0),
+            body_len: 0,
+            version: Version::Http11,
+            stall: None,
+            thread,
+            gone: false,
+        })
+    }
+
+    /// The parked connection.
+    pub fn conn(&self) -> &Conn {
+        self.conn
+            .as_ref()
+            .expect("a parked desk holds its connection")
+    }
+
+    /// Response bytes not sent yet.
+    pub fn unsent(&self) -> usize {
+        self.ex.out.len()
+    }
+
+    /// The event loop sends what the client takes now; Err: it is gone.
+    pub fn send_unsent(&mut self) -> io::Result<usize> {
+        let conn = self
+            .conn
+            .as_ref()
+            .expect("a parked desk holds its connection");
+        let n = conn.io.send_from(&mut self.ex.out)?;
+        if let Some(stall) = &mut self.stall {
+            stall.wrote(n);
+        }
+        if self.ex.out.is_empty() {
+            self.stall = None;
+        }
+        Ok(n)
+    }
+
+    /// The request line, for the log.
+    pub fn line_text(&self) -> String {
+        let (at, len) = self.line;
+        line_text(&self.conn().buf[at..at + len])
+    }
+
+    /// A readable edge came for the connection while it was away.
+    pub fn mark_unread(&mut self) {
+        if let Some(conn) = &mut self.conn {
+            conn.unread = true;
+        }
+    }
+}
+
+/// An app thread's own state, kept across the connections it serves.
+pub struct AppThread<'a> {
+    pub index: usize,
+    shared: &'a Shared,
+    /// Its stretches of app code, for `-t`.
+    pub stint: Stint<'a>,
     /// Small heads parsed lately, so that one sent again is not parsed
     /// again (see `memo.rs`).
     memo: Box<HeadMemo>,
-    bufs: Buffers,
-}
-
-struct Buffers {
-    out: Vec<u8>,
-    head: ResponseHead,
-    headers: Vec<nwsgi_header>,
-    path: Vec<u8>,
-    /// Where this app thread publishes its running request for the
-    /// master's timeout check.
+    /// Desks to take the next connection on. Boxed: a desk goes out
+    /// whole with a parked request, and the plugin holds pointers into it.
+    #[allow(clippy::vec_box)]
+    desks: Vec<Box<Desk>>,
     slot: Option<&'static ThreadSlot>,
 }
 
-impl Default for Buffers {
-    fn default() -> Buffers {
-        Buffers {
-            out: Vec::with_capacity(16 * 1024),
-            head: ResponseHead::new(),
-            headers: Vec::with_capacity(32),
-            path: Vec::new(),
-            slot: None,
+/// Desks kept per thread beyond the one in use (more are made when
+/// requests are parked, and dropped when they come back).
+const SPARE_DESKS: usize = 2;
+
+impl<'a> AppThread<'a> {
+    pub fn new(
+        index: usize,
+        shared: &'a Shared,
+        stint: Stint<'a>,
+        slot: Option<&'static ThreadSlot>,
+    ) -> AppThread<'a> {
+        AppThread {
+            index,
+            shared,
+            stint,
+            memo: Box::default(),
+            desks: vec![Desk::new(index)],
+            slot,
         }
     }
-}
 
-impl Scratch {
-    pub fn reporting_to(mut self, slot: Option<&'static ThreadSlot>) -> Scratch {
-        self.bufs.slot = slot;
-        self
+    fn take_desk(&mut self) -> Box<Desk> {
+        self.desks.pop().unwrap_or_else(|| Desk::new(self.index))
     }
-}
 
-/// What parsing the buffer's next request led to.
-enum Step {
-    /// Answered; the request took `consumed` bytes of the buffer.
-    Served { consumed: usize, done: Handled },
-    /// No complete head yet: wait for more bytes.
-    Incomplete,
-    /// Refused before the app saw it: answer and close.
-    Refused(crate::http1::error::HttpError),
-}
+    /// Keeps a desk for the next connection. Nothing of the last one may
+    /// stay on it: above all not unsent bytes of its response, which would
+    /// go out to the next client.
+    fn put_desk(&mut self, mut desk: Box<Desk>) {
+        if self.desks.len() < SPARE_DESKS {
+            desk.ex.out.clear();
+            desk.input = Input::Empty;
+            desk.iter = None;
+            desk.start = 0;
+            desk.stall = None;
+            desk.gone = false;
+            self.desks.push(desk);
+        }
+    }
 
-/// Serves every complete request in `conn.buf`.
-pub fn serve(conn: Conn, shared: &Shared, scratch: &mut Scratch) -> Outcome {
-    // The peer's address as text, once for every request of this turn.
-    let Scratch { peer, memo, bufs } = scratch;
-    peer.set(conn.peer, conn.local);
-    let mut answered = 0;
-    let outcome = serve_all(conn, shared, bufs, peer, memo, &mut answered);
-    // Counted once per turn, not per request, in this thread's own counter;
-    // toward --max-requests (a counter the worker's threads share, so a
-    // locked add) only when that is set.
-    if answered > 0 {
-        if let Some(slot) = bufs.slot {
+    /// Serves `work`; the outcome goes back to the event loop.
+    pub fn work(&mut self, work: Work) -> Outcome {
+        let (mut desk, mut answered) = match work {
+            Work::Serve(conn) => {
+                let mut desk = self.take_desk();
+                debug_assert!(desk.ex.out.is_empty() && desk.iter.is_none());
+                desk.peer.set(conn.peer, conn.local);
+                desk.conn = Some(conn);
+                desk.start = 0;
+                (desk, 0)
+            }
+            Work::Resume(desk) => {
+                let (at, len) = desk.line;
+                let conn = desk.conn();
+                // App code runs again for the parked request (it may only
+                // close it, if the client is gone).
+                self.stint
+                    .begin(&conn.buf[at..at + len], conn.io.fd(), false);
+                (desk, 0)
+            }
+        };
+        let flow = drive(self, &mut desk, &mut answered);
+        self.count(answered);
+        match flow {
+            Flow::Park => Outcome::Parked(desk),
+            Flow::Done(how) => {
+                let conn = desk
+                    .conn
+                    .take()
+                    .expect("a desk at work holds its connection");
+                self.put_desk(desk);
+                match how {
+                    Done::Idle => Outcome::Idle(conn),
+                    Done::Close => Outcome::Close(conn),
+                    Done::Gone => Outcome::Gone(conn),
+                    Done::NeedBody => Outcome::NeedBody(conn),
+                }
+            }
+        }
+    }
+
+    /// Counted once per turn, not per request, in this thread's own
+    /// counter; toward --max-requests (a counter the worker's threads
+    /// share, so a locked add) only when that is set.
+    fn count(&self, answered: u64) {
+        if answered == 0 {
+            return;
+        }
+        if let Some(slot) = self.slot {
             slot.count(answered);
         }
-        if let Some(m) = &shared.monitor {
+        if let Some(m) = &self.shared.monitor {
             if m.slot().count_requests(answered, m.max_requests) {
                 tracing::info!(
                     requests = m.max_requests,
@@ -130,365 +327,709 @@ pub fn serve(conn: Conn, shared: &Shared, scratch: &mut Scratch) -> Outcome {
             }
         }
     }
-    outcome
 }
 
-fn serve_all(
-    mut conn: Conn,
-    shared: &Shared,
-    scratch: &mut Buffers,
-    peer_text: &PeerText,
-    memo: &mut HeadMemo,
-    answered: &mut u64,
-) -> Outcome {
-    let limits = &shared.config.limits;
-    let timeout = shared.config.send_timeout;
-    // Requests are consumed by moving `start`; the buffer is compacted
-    // once, when this turn ends, not after every pipelined request.
-    let mut start = 0;
+/// How a desk's turn ended.
+enum Flow {
+    Done(Done),
+    Park,
+}
+
+enum Done {
+    Idle,
+    Close,
+    Gone,
+    NeedBody,
+}
+
+/// Serves requests from the desk's connection until none is complete, the
+/// connection must close, or the request is parked.
+fn drive(t: &mut AppThread<'_>, d: &mut Desk, answered: &mut u64) -> Flow {
     loop {
-        let Conn { stream, buf, .. } = &mut conn;
-        let pending = &buf[start..];
-        if pending.is_empty() {
-            // Every request answered: nothing to parse (and no header
-            // slots to set up for nothing).
-            break;
-        }
-        let step = parse_request(pending, limits, Some(memo), |parsed| match parsed {
-            Ok(Some(head)) => Step::Served {
-                consumed: head.len,
-                done: handle(&head, stream, pending, peer_text, shared, scratch, answered),
-            },
-            Ok(None) => Step::Incomplete,
-            Err(e) => Step::Refused(e),
-        });
-        match step {
-            Step::Incomplete => break,
-            Step::Refused(e) => {
-                tracing::info!(peer = %conn.peer, "bad request: {e}");
-                encode_error(&mut scratch.out, e.status(), e.reason(), false);
-                return close(conn, scratch, timeout);
+        if d.iter.is_some() {
+            if let Iterated::Park = iterate(t, d) {
+                return Flow::Park;
             }
-            Step::Served { consumed, done } => {
-                start += consumed + done.body_consumed;
-                if !done.leftover.is_empty() {
-                    // Read past the body: the next request's start, which
-                    // goes after what the buffer still holds.
-                    conn.buf.drain(..start);
-                    start = 0;
-                    conn.buf.extend_from_slice(&done.leftover);
+            *answered += 1;
+            if let Some(done) = end_request(t, d) {
+                return Flow::Done(done);
+            }
+            continue;
+        }
+        match start_request(t, d) {
+            Started::Answered => {
+                *answered += 1;
+                if let Some(done) = end_request(t, d) {
+                    return Flow::Done(done);
                 }
-                conn.served = true;
-                if !done.keep_alive {
-                    return close(conn, scratch, timeout);
+            }
+            Started::Iterating => {}
+            Started::Stop(done) => return Flow::Done(done),
+        }
+    }
+}
+
+/// What starting the buffer's next request led to.
+enum Started {
+    /// The app answered; the request is over.
+    Answered,
+    /// The app returned a body iterator to drain.
+    Iterating,
+    /// This turn ends.
+    Stop(Done),
+}
+
+/// What parsing found, decided inside the parse (which borrows the buffer).
+enum Parsed {
+    Started(Started),
+    Incomplete,
+    Refused(HttpError),
+    NeedBody {
+        head_len: usize,
+        framing: Framing,
+        expect: bool,
+    },
+}
+
+/// Parses the next request at `d.start` and calls the app for it.
+fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
+    let shared = t.shared;
+    let config = &shared.config;
+    let Desk {
+        conn,
+        ex,
+        env,
+        headers,
+        path,
+        peer,
+        input,
+        iter,
+        start,
+        head_len,
+        line,
+        body_len,
+        version,
+        stall,
+        gone,
+        ..
+    } = d;
+    let conn = conn.as_mut().expect("a desk at work holds its connection");
+    let pending = &conn.buf[*start..];
+    if pending.is_empty() {
+        // Every request answered: nothing to parse (and no header slots to
+        // set up for nothing).
+        return Started::Stop(end_turn(t, d, Done::Idle));
+    }
+    let limits = &config.limits;
+    let spooled = matches!(conn.ahead.as_deref(), Some(Ahead::Spooled { .. }));
+    let parsed = parse_request(pending, limits, Some(&mut t.memo), |parsed| {
+        let head = match parsed {
+            Ok(Some(head)) => head,
+            Ok(None) => return Parsed::Incomplete,
+            Err(e) => return Parsed::Refused(e),
+        };
+        let after = &pending[head.len..];
+        // Where the body is: read ahead (in a file, or checked whole in the
+        // buffer), or still to come.
+        *body_len = 0;
+        *input = if spooled {
+            match conn.ahead.take().map(|a| *a) {
+                Some(Ahead::Spooled { file, len }) => Input::Spooled { file, len, pos: 0 },
+                _ => unreachable!("checked above"),
+            }
+        } else if head.framing == Framing::Empty {
+            Input::Empty
+        } else if config.request_buffering {
+            match body_end(head.framing, after, limits.body) {
+                Ok(Some(len)) => {
+                    *body_len = len;
+                    Input::Buffered(BodyReader::new(head.framing, after, false, 0))
                 }
-                if scratch.out.len() >= FLUSH_AT
-                    && flush(&mut conn.stream, &mut scratch.out, timeout).is_err()
-                {
-                    return Outcome::Gone;
+                Ok(None) => {
+                    return Parsed::NeedBody {
+                        head_len: head.len,
+                        framing: head.framing,
+                        expect: head.expect_continue,
+                    }
                 }
+                Err(e) => return Parsed::Refused(e),
+            }
+        } else {
+            Input::Streamed(
+                BodyReader::new(head.framing, after, head.expect_continue, limits.body),
+                None,
+            )
+        };
+        *head_len = head.len;
+        *version = head.version;
+        let base = conn.buf.as_ptr() as usize;
+        *line = (head.line.as_ptr() as usize - base, head.line.len());
+
+        headers.clear();
+        headers.extend(head.headers.iter().map(|h| nwsgi_header {
+            name: nwsgi_str::from_bytes(h.name),
+            value: nwsgi_str::from_bytes(h.value),
+        }));
+        let path_info: &[u8] = if percent_decode(head.path, path) {
+            path
+        } else {
+            head.path
+        };
+        // SAFETY: the environ points into the connection's buffer (not
+        // touched until the request ends: reads ahead and leftovers are
+        // appended only after `end_request`), the header list and the
+        // decoded path (refilled only for the next request) and the peer
+        // text (set only between connections); all are in this desk or its
+        // connection, which stay put until the request ends.
+        unsafe {
+            env.fill(
+                &head,
+                EnvironParts {
+                    api: &HOST_API,
+                    headers,
+                    path_info,
+                    peer,
+                    multithread: config.threads > 1,
+                    multiprocess: false,
+                },
+            );
+        }
+        let keep_alive = head.keep_alive
+            && config.keep_alive_enabled()
+            && !shared.stopping.load(Ordering::Relaxed);
+        ex.begin(head.version, head.method == b"HEAD", keep_alive);
+        // A 503 is still a clean answer if -t fires: nothing of this
+        // response, nor of an earlier one, waits unsent.
+        t.stint.begin(head.line, conn.io.fd(), ex.out.is_empty());
+        let mut wire = Wire {
+            io: &conn.io,
+            buffered: after,
+            line: head.line,
+            peer: &conn.peer,
+            input,
+            stint: &mut t.stint,
+            shared,
+            stall,
+            gone,
+        };
+        let ex: *mut Exchange = ex;
+        // SAFETY: the exchange is boxed in this desk and stays there until
+        // the request ends (`close`); the environ likewise; this thread
+        // runs every step of the request; nothing else borrows the exchange
+        // until then (the wire borrows other fields).
+        let body = unsafe { exchange::call(ex, &shared.plugin, env, &mut wire) };
+        match body {
+            Some(body) if body.next.is_some() || body.close.is_some() => {
+                *iter = Some(body);
+                Parsed::Started(Started::Iterating)
+            }
+            Some(_) => {
+                // SAFETY: as above; the call returned OK with no iterator.
+                unsafe { exchange::finish(ex, &mut wire) };
+                Parsed::Started(Started::Answered)
+            }
+            None => Parsed::Started(Started::Answered),
+        }
+    });
+    match parsed {
+        Parsed::Started(s) => s,
+        Parsed::Incomplete => Started::Stop(end_turn(t, d, Done::Idle)),
+        Parsed::Refused(e) => {
+            let conn = d
+                .conn
+                .as_ref()
+                .expect("a desk at work holds its connection");
+            tracing::info!(peer = %conn.peer, "bad request: {e}");
+            encode_error(&mut d.ex.out, e.status(), e.reason(), false);
+            Started::Stop(end_turn(t, d, Done::Close))
+        }
+        Parsed::NeedBody {
+            head_len,
+            framing,
+            expect,
+        } => {
+            // The head goes to the front of the buffer and the event loop
+            // reads the body after it; the responses before it go first.
+            let conn = d
+                .conn
+                .as_mut()
+                .expect("a desk at work holds its connection");
+            conn.buf.drain(..d.start);
+            d.start = 0;
+            let mut intake = Intake::new(head_len, Decode::new(framing), Instant::now());
+            intake.expect_continue = expect;
+            conn.ahead = Some(Box::new(Ahead::Reading(intake)));
+            Started::Stop(end_turn(t, d, Done::NeedBody))
+        }
+    }
+}
+
+/// Pulls chunks from the app's body iterator until it ends (then closes
+/// it) or its client falls behind (then the request is parked).
+enum Iterated {
+    Ended,
+    Park,
+}
+
+fn iterate(t: &mut AppThread<'_>, d: &mut Desk) -> Iterated {
+    let shared = t.shared;
+    let Desk {
+        conn,
+        ex,
+        env: _,
+        input,
+        iter,
+        start,
+        head_len,
+        line,
+        stall,
+        gone,
+        ..
+    } = d;
+    let conn = conn.as_mut().expect("a desk at work holds its connection");
+    let body = iter.take().expect("iterating");
+    let (at, len) = *line;
+    let buf = &conn.buf;
+    let mut wire = Wire {
+        io: &conn.io,
+        buffered: &buf[*start + *head_len..],
+        line: &buf[at..at + len],
+        peer: &conn.peer,
+        input,
+        stint: &mut t.stint,
+        shared,
+        stall,
+        gone,
+    };
+    let ex: *mut Exchange = ex;
+    if !*wire.gone {
+        loop {
+            // SAFETY: as in `start_request`: the exchange and environ stay
+            // in this desk until `close`; `body` came from this request's
+            // call and is not closed yet.
+            let pulled = unsafe { exchange::pull(ex, &shared.plugin, &body, &mut wire) };
+            if pulled == Pulled::Ended || *wire.gone || wire.stint.abandoned {
+                break;
+            }
+            // SAFETY: between plugin calls the exchange is ours to read.
+            let unsent = unsafe { (*ex).out.len() };
+            if over_high_water(unsent, shared) {
+                // The client is behind: the request waits for it without a
+                // thread. App code stops here (client time, not app time).
+                if !wire.stint.pause() {
+                    break;
+                }
+                let io = wire.io;
+                wire.stall
+                    .get_or_insert_with(|| Stall::new(Instant::now(), io.unacked()));
+                *iter = Some(body);
+                return Iterated::Park;
             }
         }
     }
-    conn.buf.drain(..start);
+    // SAFETY: as above; closed exactly once (`iter` was taken).
+    unsafe { exchange::close(ex, &shared.plugin, &body, &mut wire) };
+    Iterated::Ended
+}
+
+/// Whether a producer with `unsent` bytes on its connection holds back.
+fn over_high_water(unsent: usize, shared: &Shared) -> bool {
+    unsent > HIGH_WATER
+        || (unsent > LOW_WATER && shared.queued.load(Ordering::Relaxed) > WORKER_HIGH_WATER)
+}
+
+/// The request is over: log it, step past it in the buffer, and decide
+/// whether the turn goes on. None: serve the next request in the buffer.
+fn end_request(t: &mut AppThread<'_>, d: &mut Desk) -> Option<Done> {
+    // App code for this request is over; if the event loop took it over
+    // meanwhile (-t), its client was answered: drop everything.
+    if !t.stint.end() {
+        return Some(Done::Gone);
+    }
+    let shared = t.shared;
+    if let Some(log) = &shared.access_log {
+        let env = &d.env;
+        log.record(&Entry {
+            remote: env.remote_addr(),
+            method: env.method(),
+            target: env.target(),
+            version: d.version,
+            status: d.ex.status,
+            bytes: d.ex.body_bytes,
+            referer: env.header(b"referer"),
+            user_agent: env.header(b"user-agent"),
+        });
+    }
+    let conn = d
+        .conn
+        .as_mut()
+        .expect("a desk at work holds its connection");
+    conn.served = true;
+    // Past the head and the body (the environ's pointers into the buffer
+    // are dead from here).
+    let input = std::mem::replace(&mut d.input, Input::Empty);
+    d.start += d.head_len;
+    match input {
+        Input::Empty | Input::Spooled { .. } => {}
+        Input::Buffered(_) => d.start += d.body_len,
+        Input::Streamed(reader, _) => {
+            let (used, leftover, decode) = reader.into_rest();
+            d.start += used;
+            if !leftover.is_empty() {
+                // Read past what the buffer held: the rest of the body, or
+                // the next request's start, goes after what is buffered.
+                conn.buf.drain(..d.start);
+                d.start = 0;
+                conn.buf.extend_from_slice(&leftover);
+            }
+            if !decode.is_done() && d.ex.keep_alive {
+                // The app left some of the body: the event loop drops it
+                // (the response said keep-alive only if that is short).
+                conn.ahead = Some(Box::new(Ahead::Discarding(Intake::discard(
+                    d.start,
+                    decode,
+                    Instant::now(),
+                ))));
+                return Some(end_turn(t, d, Done::Idle));
+            }
+        }
+    }
+    if d.gone {
+        return Some(Done::Gone);
+    }
+    if !d.ex.keep_alive {
+        return Some(end_turn(t, d, Done::Close));
+    }
+    if d.ex.out.len() >= FLUSH_AT {
+        let conn = d
+            .conn
+            .as_ref()
+            .expect("a desk at work holds its connection");
+        if conn.io.send_from(&mut d.ex.out).is_err() {
+            return Some(Done::Gone);
+        }
+        if !d.ex.out.is_empty() {
+            // The client is behind: let the event loop send the rest
+            // before more of its requests are served.
+            return Some(end_turn(t, d, Done::Idle));
+        }
+    }
+    None
+}
+
+/// Ends the turn: the consumed bytes leave the buffer, and what the
+/// socket does not take of the responses stays with the connection for the
+/// event loop to send.
+fn end_turn(t: &mut AppThread<'_>, d: &mut Desk, how: Done) -> Done {
+    let _ = t;
+    let conn = d
+        .conn
+        .as_mut()
+        .expect("a desk at work holds its connection");
+    if matches!(how, Done::Gone) {
+        return how;
+    }
+    if d.start > 0 {
+        conn.buf.drain(..d.start);
+        d.start = 0;
+    }
+    conn.scan = Default::default();
     if conn.buf.is_empty() {
         // Idle until the next request: the connection keeps no buffer.
         release_buffer(&mut conn.buf);
     }
-    if flush(&mut conn.stream, &mut scratch.out, timeout).is_err() {
-        return Outcome::Gone;
-    }
-    // (`waiting_since` is set by the event loop when it takes the
-    // connection back.)
-    Outcome::Idle(conn)
-}
-
-/// Sends what is pending and hands the connection back for closing.
-fn close(mut conn: Conn, scratch: &mut Buffers, timeout: std::time::Duration) -> Outcome {
-    match flush(&mut conn.stream, &mut scratch.out, timeout) {
-        Ok(()) => Outcome::Close(conn),
-        Err(_) => Outcome::Gone,
-    }
-}
-
-/// Header slots tried first: enough for nearly every request, and cheap to
-/// set up. Slots are written before parsing, and a hundred of them would
-/// be 3 KiB of stores per request.
-const FEW_FIELDS: usize = 24;
-
-/// Parses the head at the start of `buf` and hands the outcome to `f`.
-///
-/// With a `memo`, a head it remembers is not parsed again, and every head
-/// that parses is shown to it (see `memo.rs`).
-///
-/// Tries FEW_FIELDS slots first; a head with more fields than that (or
-/// any other 431) is parsed again with the full `--limit-request-fields`,
-/// which decides. The outcome is the same as one parse with the full
-/// limit: with fewer slots the parse either succeeds identically or stops
-/// at "too many headers".
-fn parse_request<'b, R>(
-    buf: &'b [u8],
-    limits: &crate::http1::parse::Limits,
-    mut memo: Option<&mut HeadMemo>,
-    f: impl for<'h> FnOnce(Result<Option<RequestHead<'b, 'h>>, crate::http1::error::HttpError>) -> R,
-) -> R {
-    if let Some(memo) = memo.as_deref() {
-        let mut slots = memo_slots();
-        if let Some(head) = memo.recall(buf, &mut slots) {
-            return f(Ok(Some(head)));
+    if !d.ex.out.is_empty() {
+        if conn.io.send_from(&mut d.ex.out).is_err() {
+            return Done::Gone;
+        }
+        if !d.ex.out.is_empty() {
+            let bytes = if d.ex.out.len() < 4096 {
+                let copy = d.ex.out.clone();
+                d.ex.out.clear();
+                copy
+            } else {
+                std::mem::replace(&mut d.ex.out, Vec::with_capacity(16 * 1024))
+            };
+            let (at, len) = d.line;
+            let line = conn
+                .buf
+                .get(at..at + len)
+                .map(line_text)
+                .unwrap_or_default();
+            let stall = d
+                .stall
+                .take()
+                .unwrap_or_else(|| Stall::new(Instant::now(), conn.io.unacked()));
+            conn.pending = Some(Box::new(Pending { bytes, stall, line }));
         }
     }
-    if limits.fields > FEW_FIELDS {
-        let mut few = [EMPTY_FIELD; FEW_FIELDS];
-        match parse_remembering(buf, &mut few, limits, memo.as_deref_mut()) {
-            Err(crate::http1::error::HttpError::HeaderFieldsTooLarge) => {}
-            parsed => return f(parsed),
+    d.stall = None;
+    how
+}
+
+/// The connection, as the exchange sees it during one entry into app code.
+struct Wire<'w, 's> {
+    io: &'w Transport,
+    /// The bytes after the head in the connection's buffer.
+    buffered: &'w [u8],
+    /// The request line, for the scoreboard and the log.
+    line: &'w [u8],
+    peer: &'w std::net::SocketAddr,
+    input: &'w mut Input,
+    stint: &'w mut Stint<'s>,
+    shared: &'w Shared,
+    stall: &'w mut Option<Stall>,
+    gone: &'w mut bool,
+}
+
+impl Wire<'_, '_> {
+    /// Waits until the socket can take more of `out`, sending what it
+    /// takes, until `done(out)`; the client's time, not the app's. Err when
+    /// the client is gone or too slow.
+    fn wait_to_send(
+        &mut self,
+        out: &mut Vec<u8>,
+        done: impl Fn(&Vec<u8>, &Shared) -> bool,
+    ) -> Result<(), Gone> {
+        if !self.stint.pause() {
+            return Err(Gone);
         }
-    }
-    with_slots(limits.fields, EMPTY_FIELD, |slots| {
-        f(parse_remembering(buf, slots, limits, memo))
-    })
-}
-
-/// `parse_head`, and a head that parses is shown to `memo`.
-fn parse_remembering<'b, 'h>(
-    buf: &'b [u8],
-    slots: &'h mut [Field<'b>],
-    limits: &crate::http1::parse::Limits,
-    memo: Option<&mut HeadMemo>,
-) -> Result<Option<RequestHead<'b, 'h>>, crate::http1::error::HttpError> {
-    let parsed = parse_head(buf, slots, limits);
-    if let (Some(memo), Ok(Some(head))) = (memo, &parsed) {
-        memo.remember(buf, head);
-    }
-    parsed
-}
-
-struct Handled {
-    keep_alive: bool,
-    /// Body bytes taken from the receive buffer after the head.
-    body_consumed: usize,
-    /// Bytes read from the socket past the body: the next request's start.
-    leftover: Vec<u8>,
-}
-
-/// One request: environ → plugin call → response, then the body's rest.
-/// Counts it in `answered`.
-#[allow(clippy::too_many_arguments)]
-fn handle(
-    head: &RequestHead<'_, '_>,
-    stream: &mut TcpStream,
-    buf: &[u8],
-    peer_text: &PeerText,
-    shared: &Shared,
-    scratch: &mut Buffers,
-    answered: &mut u64,
-) -> Handled {
-    let config = &shared.config;
-    let Buffers {
-        out,
-        head: response_head,
-        headers,
-        path,
-        slot,
-    } = scratch;
-
-    headers.clear();
-    headers.extend(head.headers.iter().map(|h| nwsgi_header {
-        name: nwsgi_str::from_bytes(h.name),
-        value: nwsgi_str::from_bytes(h.value),
-    }));
-    let path_info: &[u8] = if percent_decode(head.path, path) {
-        path
-    } else {
-        head.path
-    };
-    let env = HostEnviron::new(
-        head,
-        EnvironParts {
-            api: &crate::gateway::api::HOST_API,
-            headers,
-            path_info,
-            peer: peer_text,
-            multithread: config.threads > 1,
-            multiprocess: false,
-        },
-    );
-    let keep_alive =
-        head.keep_alive && config.keep_alive_enabled() && !shared.stopping.load(Ordering::Relaxed);
-    let body = BodyReader::new(
-        head.framing,
-        &buf[head.len..],
-        head.expect_continue,
-        config.limits.body,
-        config.body_timeout,
-    );
-    let mut ex = Exchange::new(
-        stream,
-        out,
-        response_head,
-        body,
-        head.version,
-        head.method == b"HEAD",
-        keep_alive,
-        config.send_timeout,
-        &shared.stopping,
-    );
-    if let Some(slot) = slot {
-        slot.begin(head.line);
-    }
-    run(&shared.plugin, &env, &mut ex);
-    if let Some(slot) = slot {
-        slot.end();
-    }
-    *answered += 1;
-
-    let mut keep_alive = ex.keep_alive;
-    if keep_alive && !ex.body.is_done() {
-        keep_alive = ex.drain_body(DRAIN_MAX);
-    }
-    let (status, body_bytes) = (ex.status, ex.body_bytes);
-    if let Some(log) = &shared.access_log {
-        log.record(&Entry {
-            remote: peer_text.remote_addr(),
-            method: head.method,
-            target: head.target,
-            version: head.version,
-            status,
-            bytes: body_bytes,
-            referer: header(head, "referer"),
-            user_agent: header(head, "user-agent"),
-        });
-    }
-    let (body_consumed, leftover) = ex.body.into_leftover();
-    Handled {
-        keep_alive,
-        body_consumed,
-        leftover,
-    }
-}
-
-fn header<'b>(head: &RequestHead<'b, '_>, name: &str) -> Option<&'b [u8]> {
-    head.headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name.as_bytes()))
-        .map(|h| h.value)
-}
-
-/// Is a request head in `buf`, for the event loop to lend the connection
-/// out? The end of a head (an empty line) is enough: the app thread then
-/// parses it, once, and serves it or refuses it. Without an end, the start
-/// is parsed here, so that garbage and heads over the limits are refused at
-/// once rather than at the header timeout. (A malformed head queued behind
-/// calls that are all stuck is found by `check_head`.)
-pub fn head_ready(
-    buf: &[u8],
-    limits: &crate::http1::parse::Limits,
-) -> Result<bool, crate::http1::error::HttpError> {
-    if has_blank_line(buf) {
-        return Ok(true);
-    }
-    parse_request(buf, limits, None, |parsed| parsed.map(|h| h.is_some()))
-}
-
-/// Parses the head at the start of `buf` in full: Err if it is refused.
-pub fn check_head(
-    buf: &[u8],
-    limits: &crate::http1::parse::Limits,
-) -> Result<(), crate::http1::error::HttpError> {
-    parse_request(buf, limits, None, |parsed| parsed.map(|_| ()))
-}
-
-/// A line end followed by an empty line: CRLF or a bare LF (which the
-/// parser refuses, but only once it sees it). Every complete head has one.
-fn has_blank_line(buf: &[u8]) -> bool {
-    // Nearly always the head just arrived whole and ends the buffer.
-    if buf.ends_with(b"\r\n\r\n") {
-        return true;
-    }
-    buf.iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\n' && matches!(&buf[i + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
-}
-
-/// Receive buffers, recycled per thread: an idle connection holds none,
-/// and a connection that becomes readable takes one from here instead of
-/// the allocator.
-const BUFFER_SIZE: usize = 4096;
-const POOLED_BUFFERS: usize = 64;
-
-thread_local! {
-    static BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// A buffer for a connection that has none.
-pub fn take_buffer() -> Vec<u8> {
-    BUFFERS
-        .with(|b| b.borrow_mut().pop())
-        .unwrap_or_else(|| Vec::with_capacity(BUFFER_SIZE))
-}
-
-/// Takes an idle connection's (empty) buffer back.
-pub fn release_buffer(buf: &mut Vec<u8>) {
-    if buf.capacity() == 0 {
-        return;
-    }
-    let mut spare = std::mem::take(buf);
-    if spare.capacity() > 4 * BUFFER_SIZE {
-        // A big pipelined burst grew it; do not keep that much around.
-        return;
-    }
-    spare.clear();
-    BUFFERS.with(|b| {
-        let mut pool = b.borrow_mut();
-        if pool.len() < POOLED_BUFFERS {
-            pool.push(spare);
-        }
-    });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::http1::parse::Limits;
-
-    #[test]
-    fn head_ready_finds_every_complete_head_and_refuses_garbage_early() {
-        let limits = Limits::default();
-        let heads: [&[u8]; 5] = [
-            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
-            b"GET / HTTP/1.1\r\n\r\n",
-            b"\r\n\r\nGET / HTTP/1.0\r\n\r\n",
-            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi",
-            // Bare LF: lent out, and the app thread's parse refuses it.
-            b"GET / HTTP/1.1\nHost: x\n\n",
-        ];
-        for head in heads {
-            assert_eq!(head_ready(head, &limits), Ok(true), "{head:?}");
-            // Every shorter prefix that the parser calls complete is found
-            // too, and none is refused unless the parser refuses it.
-            for end in 0..head.len() {
-                let prefix = &head[..end];
-                let mut slots = [EMPTY_FIELD; 100];
-                match parse_head(prefix, &mut slots, &limits) {
-                    Ok(Some(_)) => assert_eq!(head_ready(prefix, &limits), Ok(true)),
-                    Ok(None) => assert!(head_ready(prefix, &limits).is_ok()),
-                    Err(e) => assert!(
-                        matches!(head_ready(prefix, &limits), Err(x) if x == e)
-                            || has_blank_line(prefix)
-                    ),
+        let rule = self.shared.config.send_rule();
+        let io = self.io;
+        let stall = self
+            .stall
+            .get_or_insert_with(|| Stall::new(Instant::now(), io.unacked()));
+        let result = loop {
+            if done(out, self.shared) {
+                break Ok(());
+            }
+            stall.observe(io.unacked(), Instant::now());
+            match self.io.wait(Ready::Writable, stall.deadline(rule)) {
+                Ok(()) => {}
+                Err(e) => {
+                    if e.kind() == io::ErrorKind::TimedOut {
+                        tracing::info!(
+                            peer = %self.peer,
+                            request = ?line_text(self.line),
+                            unsent = out.len(),
+                            "client too slow reading the response; closed"
+                        );
+                    }
+                    break Err(Gone);
                 }
             }
+            match self.io.send_from(out) {
+                Ok(n) => stall.wrote(n),
+                Err(_) => break Err(Gone),
+            }
+        };
+        if out.is_empty() {
+            *self.stall = None;
         }
-        assert_eq!(
-            head_ready(b"GET / HTTP/1.1\r\nHost: x\r\n", &limits),
-            Ok(false)
-        );
-        assert!(head_ready(b"\x16\x03\x01\x02\x00\x01\x00", &limits).is_err());
-        assert!(check_head(b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", &limits).is_err());
-        assert_eq!(
-            check_head(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &limits),
-            Ok(())
-        );
+        if result.is_err() {
+            *self.gone = true;
+        }
+        // App code again, under a new number.
+        self.stint.begin(self.line, self.io.fd(), false);
+        result
+    }
+}
+
+impl Client for Wire<'_, '_> {
+    fn send(&mut self, out: &mut Vec<u8>, wait: bool) -> Result<(), Gone> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let io = self.io;
+        let sent = self
+            .stint
+            .write(|| {
+                let r = io.send_from(out);
+                let any = matches!(r, Ok(n) if n > 0);
+                (r, any)
+            })
+            .ok_or(Gone)?;
+        let n = match sent {
+            Ok(n) => n,
+            Err(_) => {
+                *self.gone = true;
+                return Err(Gone);
+            }
+        };
+        if out.is_empty() {
+            *self.stall = None;
+            return Ok(());
+        }
+        // The client is behind: from now on its rate is measured (the only
+        // clock read, and only for a lagging client).
+        match self.stall {
+            Some(stall) => stall.wrote(n),
+            // What the kernel holds now includes these `n` bytes.
+            None => *self.stall = Some(Stall::new(Instant::now(), self.io.unacked())),
+        }
+        if wait && over_high_water(out.len(), self.shared) {
+            // The app's write(): it returns once the client has caught up.
+            return self.wait_to_send(out, |out, shared| {
+                !over_high_water(out.len(), shared) && out.len() <= LOW_WATER || out.is_empty()
+            });
+        }
+        if !wait
+            && out.len() > LAST_SEND_AT
+            && self.shared.queued.load(Ordering::Relaxed) > WORKER_HIGH_WATER
+        {
+            // A large last chunk while the worker holds too much for slow
+            // clients: it waits its turn rather than grow that further.
+            return self.wait_to_send(out, |out, shared| {
+                out.len() <= LOW_WATER || shared.queued.load(Ordering::Relaxed) <= WORKER_HIGH_WATER
+            });
+        }
+        Ok(())
+    }
+
+    fn read_body(
+        &mut self,
+        dst: &mut [u8],
+        may_continue: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, BodyError> {
+        match self.input {
+            Input::Empty => Ok(0),
+            Input::Buffered(reader) => reader.read(self.buffered, &mut Whole, dst),
+            Input::Spooled { file, len, pos } => {
+                let want = dst
+                    .len()
+                    .min(usize::try_from(*len - *pos).unwrap_or(usize::MAX));
+                if want == 0 {
+                    return Ok(0);
+                }
+                let n = file
+                    .read_at(&mut dst[..want], *pos)
+                    .map_err(BodyError::Io)?;
+                if n == 0 {
+                    return Err(BodyError::Closed);
+                }
+                *pos += n as u64;
+                Ok(n)
+            }
+            Input::Streamed(reader, rate) => {
+                let mut source = Upload {
+                    io: self.io,
+                    line: self.line,
+                    peer: self.peer,
+                    stint: self.stint,
+                    rule: self.shared.config.body_rule(),
+                    rate,
+                    out,
+                    may_continue,
+                };
+                let r = reader.read(self.buffered, &mut source, dst);
+                if matches!(r, Err(BodyError::Closed | BodyError::Io(_))) {
+                    *self.gone = true;
+                }
+                r
+            }
+        }
+    }
+
+    fn body_left_ok(&self) -> bool {
+        match &self.input {
+            Input::Streamed(reader, _) => {
+                reader.is_done()
+                    || (reader.expect != crate::http1::body::Continue::Expected
+                        && reader.remaining().is_some_and(|n| n <= DISCARD_MAX))
+            }
+            _ => true,
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::Relaxed)
+    }
+
+    fn progress(&mut self) {
+        if !self.stint.progress() {
+            *self.gone = true;
+        }
+    }
+}
+
+/// The source of a body already whole in the buffer: never asked.
+struct Whole;
+
+impl BodySource for Whole {
+    fn read_more(&mut self, _: &mut Vec<u8>, _: usize) -> io::Result<usize> {
+        Ok(0)
+    }
+
+    fn send_continue(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The client's socket as an upload's source (`--no-request-buffering`):
+/// the app thread waits for the client, at its minimum rate, and that wait
+/// is not app time.
+struct Upload<'u, 's> {
+    io: &'u Transport,
+    line: &'u [u8],
+    peer: &'u std::net::SocketAddr,
+    stint: &'u mut Stint<'s>,
+    rule: crate::runtime::rate::MinRate,
+    rate: &'u mut Option<Rate>,
+    /// Pending responses go out before a `100 Continue`, keeping order.
+    out: &'u mut Vec<u8>,
+    may_continue: bool,
+}
+
+impl BodySource for Upload<'_, '_> {
+    fn read_more(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        buf.reserve(max);
+        loop {
+            match self.io.recv_append(buf, max) {
+                Ok(n) => {
+                    // Timed only once the client made us wait (no clock
+                    // read for an upload that keeps up).
+                    if let Some(rate) = self.rate.as_mut() {
+                        rate.add(n, Instant::now());
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            if !self.stint.pause() {
+                return Err(io::ErrorKind::ConnectionAborted.into());
+            }
+            let rate = self.rate.get_or_insert_with(|| Rate::new(Instant::now()));
+            let waited = self.io.wait(Ready::Readable, rate.deadline(self.rule));
+            self.stint.begin(self.line, self.io.fd(), false);
+            if let Err(e) = waited {
+                if e.kind() == io::ErrorKind::TimedOut {
+                    tracing::info!(
+                        peer = %self.peer,
+                        request = ?line_text(self.line),
+                        received = rate.bytes(),
+                        "client too slow sending the request body"
+                    );
+                }
+                return Err(e);
+            }
+        }
+    }
+
+    fn send_continue(&mut self) -> io::Result<()> {
+        if !self.may_continue {
+            return Ok(());
+        }
+        encode_continue(self.out);
+        let deadline = Instant::now() + self.rule.grace;
+        while !self.out.is_empty() {
+            self.io.send_from(self.out)?;
+            if !self.out.is_empty() {
+                self.io.wait(Ready::Writable, deadline)?;
+            }
+        }
+        Ok(())
     }
 }

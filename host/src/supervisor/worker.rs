@@ -4,7 +4,6 @@
 //! here, after the fork, so the master never runs plugin code.
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::gateway::plugin::{Plugin, PluginSpec};
@@ -105,13 +104,12 @@ fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: Vec<TcpListener>) -> Result<
         plugin.abi_minor,
     );
 
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(Shared::new(
         plugin,
-        config: spec.config.clone(),
+        spec.config.clone(),
         access_log,
-        stopping: AtomicBool::new(false),
-        monitor: Some(monitor),
-    });
+        Some(monitor),
+    ));
     // The event loop drops the listeners when it stops accepting (after
     // taking what the backlog holds), which closes this process's copies.
     let stop = runtime::run(listeners, Arc::clone(&shared))
