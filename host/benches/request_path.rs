@@ -40,7 +40,7 @@ const REQUEST: &[u8] =
 /// A served connection and the client end that drains its responses.
 struct Bench {
     me: AppThread<'static>,
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     client: TcpStream,
     sink: Vec<u8>,
 }

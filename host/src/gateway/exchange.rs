@@ -54,11 +54,10 @@ pub trait Client {
         may_continue: bool,
         out: &mut Vec<u8>,
     ) -> Result<usize, BodyError>;
-    /// Whether what the app has not read of the request body can be
-    /// dropped after the response without closing the connection.
-    fn body_left_ok(&self) -> bool;
-    /// The worker is stopping: every response closes its connection.
-    fn stopping(&self) -> bool;
+    /// Whether the connection may stay open after this response: the
+    /// worker is not stopping, and what the app has not read of the
+    /// request body can be dropped without closing it.
+    fn may_keep_alive(&self) -> bool;
     /// The app produced a chunk: it is making progress (for `-t`).
     fn progress(&mut self);
 }
@@ -238,10 +237,8 @@ impl Exchange {
         // while this request ran says `Connection: close` now, and so does
         // a response the host will close after because the app left a
         // request body it cannot drop (RFC 9112 §9.6: say so in advance).
-        if let Some(client) = self.client() {
-            if client.stopping() || !client.body_left_ok() {
-                self.keep_alive = false;
-            }
+        if self.keep_alive && self.client().is_some_and(|c| !c.may_keep_alive()) {
+            self.keep_alive = false;
         }
         let framing = if let Some(cl) = self.head.content_length() {
             BodyFraming::Length(cl)
@@ -441,8 +438,8 @@ impl Exchange {
                 if status == 500 {
                     tracing::error!("{why}; answering 500");
                 }
-                let stopping = self.client().is_some_and(|c| c.stopping());
-                self.keep_alive &= self.body_error.is_none() && !stopping;
+                let may = self.client().is_none_or(|c| c.may_keep_alive());
+                self.keep_alive &= self.body_error.is_none() && may;
                 encode_error(&mut self.out, status, reason, self.keep_alive);
                 self.status = status;
                 self.phase = Phase::Done;
@@ -524,7 +521,8 @@ unsafe fn leave(ex: *mut Exchange) {
 
 /// PEP 3333's `app(environ, start_response)`: calls the plugin. Returns the
 /// body iterator to drain, or None when the response is already decided
-/// (the call failed). Then `pull` until `Ended`, and `close` exactly once.
+/// (the call failed, or returned no iterator: then the response is
+/// complete). Then `pull` until `Ended`, and `close` exactly once.
 ///
 /// # Safety
 /// `ex` points to an exchange that stays at its address, with `begin`
@@ -540,16 +538,23 @@ pub unsafe fn call(
     let mut body = nwsgi_body::EMPTY;
     // SAFETY (this block): per this function's contract; `client` outlives
     // the plugin call, and `leave` runs before it returns.
-    let rc = unsafe {
+    unsafe {
         enter(ex, client);
         let rc = plugin.call(&env.raw, ex.cast::<nwsgi_request>(), &mut body);
-        if rc != NWSGI_OK {
+        let drain = if rc != NWSGI_OK {
             (*ex).fail(&format!("app call failed (status {rc})"));
-        }
+            false
+        } else if body.next.is_none() && body.close.is_none() {
+            // No iterator: the response is complete now (the common
+            // single-chunk answer, in the same entry).
+            (*ex).finish();
+            false
+        } else {
+            true
+        };
         leave(ex);
-        rc
-    };
-    (rc == NWSGI_OK).then_some(body)
+        drain.then_some(body)
+    }
 }
 
 /// Pulls the next chunk from the app's body iterator and hands it to the
@@ -624,20 +629,6 @@ pub unsafe fn close(
     unsafe {
         enter(ex, client);
         plugin.close(body, ex.cast::<nwsgi_request>());
-        (*ex).finish();
-        leave(ex);
-    }
-}
-
-/// Completes a response whose call returned no iterator to close (or
-/// failed): the same framing as after `close`.
-///
-/// # Safety
-/// As for `call`, after `call` returned.
-pub unsafe fn finish(ex: *mut Exchange, client: &mut dyn Client) {
-    // SAFETY: per this function's contract.
-    unsafe {
-        enter(ex, client);
         (*ex).finish();
         leave(ex);
     }

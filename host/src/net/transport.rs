@@ -188,6 +188,15 @@ pub fn answer_abandoned(fd: RawFd, bytes: &[u8]) {
     unsafe { libc::shutdown(fd, libc::SHUT_WR) };
 }
 
+/// The peer of the connection on `fd` (for the log of a request taken
+/// over, whose connection an app thread still owns).
+pub fn peer_of(fd: RawFd) -> Option<SocketAddr> {
+    // SAFETY: the fd is open for the duration of this call (the same
+    // contract as `answer_abandoned`); it is only borrowed.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    socket2::SockRef::from(&fd).peer_addr().ok()?.as_socket()
+}
+
 impl Source for Transport {
     fn register(
         &mut self,

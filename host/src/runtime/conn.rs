@@ -67,8 +67,10 @@ pub enum Ahead {
 }
 
 impl Conn {
-    pub fn new(io: Transport, peer: SocketAddr, local: SocketAddr, now: Instant) -> Conn {
-        Conn {
+    /// Boxed: a connection moves between the event loop and the app
+    /// threads several times per request, and a pointer moves for free.
+    pub fn new(io: Transport, peer: SocketAddr, local: SocketAddr, now: Instant) -> Box<Conn> {
+        Box::new(Conn {
             io,
             peer,
             local,
@@ -80,7 +82,7 @@ impl Conn {
             head_bytes: 0,
             pending: None,
             ahead: None,
-        }
+        })
     }
 
     /// Response bytes waiting for the client.

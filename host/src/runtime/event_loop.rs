@@ -88,14 +88,14 @@ enum Slot {
     Free,
     /// Waiting for a request head: an idle keep-alive connection, or a head
     /// on its way.
-    Head(Conn),
+    Head(Box<Conn>),
     /// Reading a request body before the app sees the request, or dropping
     /// what an app left unread of one (`conn.ahead`).
-    Body(Conn),
+    Body(Box<Conn>),
     /// Lent to an app thread.
     Lent(Lent),
     /// Sending response bytes the client has not taken yet; then `After`.
-    Sending(Conn, After),
+    Sending(Box<Conn>, After),
     /// A request whose body iterator waits for its client to read.
     Parked(Box<Desk>),
     /// Closing: our side is shut down for writing, and what the client
@@ -104,7 +104,7 @@ enum Slot {
     /// reset, which can destroy the response we just sent before the client
     /// reads it — the 400 or 413 it most needs to see. The count is the
     /// bytes dropped so far.
-    Lingering(Conn, usize),
+    Lingering(Box<Conn>, usize),
     /// Its request was taken over from a hung app thread (`-t`): the
     /// thread still holds the connection, which is dropped if it ever comes
     /// back.
@@ -116,9 +116,8 @@ struct Lent {
     /// An event for it came meanwhile (its edge is gone: read when it is
     /// back).
     unread: bool,
-    /// Its socket and peer, to answer it if its request is taken over.
+    /// Its socket, to answer it if its request is taken over.
     fd: std::os::fd::RawFd,
-    peer: std::net::SocketAddr,
 }
 
 /// What follows once a client has taken its pending response bytes.
@@ -445,10 +444,7 @@ impl Loop {
                         .slots
                         .iter()
                         .position(|s| matches!(s, Slot::Lent(l) if l.fd == fd));
-                    let peer = idx.and_then(|i| match &self.slots[i] {
-                        Slot::Lent(l) => Some(l.peer),
-                        _ => None,
-                    });
+                    let peer = transport::peer_of(fd);
                     if clean {
                         let mut out = Vec::new();
                         encode_error(&mut out, 503, "Service Unavailable", false);
@@ -744,11 +740,10 @@ impl Loop {
     // --- lending ------------------------------------------------------------
 
     /// Lends a connection with a complete request to an app thread.
-    fn lend(&mut self, idx: usize, conn: Conn) {
+    fn lend(&mut self, idx: usize, conn: Box<Conn>) {
         self.slots[idx] = Slot::Lent(Lent {
             unread: false,
             fd: conn.io.fd(),
-            peer: conn.peer,
         });
         self.lent += 1;
         self.ready.push((
@@ -837,7 +832,8 @@ impl Loop {
     }
 
     /// Sends what the connection has pending first, then goes on to `then`.
-    fn after(&mut self, idx: usize, conn: Conn, then: After, now: Instant) {
+    #[inline]
+    fn after(&mut self, idx: usize, conn: Box<Conn>, then: After, now: Instant) {
         if conn.pending.is_some() {
             self.slots[idx] = Slot::Sending(conn, then);
             self.send_pending(idx, now);
@@ -852,7 +848,7 @@ impl Loop {
 
     /// Back to waiting for the next request (or dropping what the app left
     /// of a streamed body first).
-    fn await_request(&mut self, idx: usize, mut conn: Conn, now: Instant) {
+    fn await_request(&mut self, idx: usize, mut conn: Box<Conn>, now: Instant) {
         conn.since = now;
         conn.scan = HeadScan::default();
         if matches!(conn.ahead.as_deref(), Some(Ahead::Discarding(_))) {
@@ -893,7 +889,7 @@ impl Loop {
 
     /// The request at the start of the buffer has a body still on its way:
     /// read it here, before the app sees the request.
-    fn start_body(&mut self, idx: usize, mut conn: Conn, now: Instant) {
+    fn start_body(&mut self, idx: usize, mut conn: Box<Conn>, now: Instant) {
         if let Some(Ahead::Reading(intake)) = conn.ahead.as_deref_mut() {
             intake.rate = crate::runtime::rate::Rate::new(now);
             // The client waits for permission before it sends the body
@@ -1093,7 +1089,6 @@ impl Loop {
         self.slots[idx] = Slot::Lent(Lent {
             unread: false,
             fd: conn.io.fd(),
-            peer: conn.peer,
         });
         self.lent += 1;
         let thread = desk.thread;
@@ -1131,7 +1126,7 @@ impl Loop {
 
     /// Closes gracefully: FIN first, then drop whatever the client still
     /// sends until it closes its side (see `Slot::Lingering`).
-    fn linger(&mut self, idx: usize, mut conn: Conn) {
+    fn linger(&mut self, idx: usize, mut conn: Box<Conn>) {
         self.uncount_head(&mut conn);
         conn.io.shutdown_write();
         release_buffer(&mut conn.buf);

@@ -61,7 +61,7 @@ const LAST_SEND_AT: usize = HIGH_WATER;
 pub enum Work {
     /// A connection with a complete request head (and body, when the loop
     /// read it ahead).
-    Serve(Conn),
+    Serve(Box<Conn>),
     /// A parked request to take up again: its client read enough, or went
     /// away (`Desk::gone`).
     Resume(Box<Desk>),
@@ -71,16 +71,16 @@ pub enum Work {
 pub enum Outcome {
     /// Back to the event loop to wait for the next request (after sending
     /// what is pending, and dropping what is left of a streamed body).
-    Idle(Conn),
+    Idle(Box<Conn>),
     /// The server ends the connection (an error answered, `Connection:
     /// close`, HTTP/1.0): the event loop sends what is pending, then closes
     /// it gracefully.
-    Close(Conn),
+    Close(Box<Conn>),
     /// The client is gone (reset, or too slow): the event loop drops it.
-    Gone(Conn),
+    Gone(Box<Conn>),
     /// The request at the start of `buf` has a body still on its way: the
     /// event loop reads it (`ahead`), then hands the connection back.
-    NeedBody(Conn),
+    NeedBody(Box<Conn>),
     /// A body iterator waits for its client to read.
     Parked(Box<Desk>),
     /// The connection was dropped on the thread (a panic in host code).
@@ -107,7 +107,7 @@ enum Input {
 /// parked, its desk goes with it and the thread takes another.
 pub struct Desk {
     /// The connection being served.
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     /// The request handle the plugin holds, and the response.
     ex: Exchange,
     env: HostEnviron,
@@ -519,14 +519,9 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         // until then (the wire borrows other fields).
         let body = unsafe { exchange::call(ex, &shared.plugin, env, &mut wire) };
         match body {
-            Some(body) if body.next.is_some() || body.close.is_some() => {
+            Some(body) => {
                 *iter = Some(body);
                 Parsed::Started(Started::Iterating)
-            }
-            Some(_) => {
-                // SAFETY: as above; the call returned OK with no iterator.
-                unsafe { exchange::finish(ex, &mut wire) };
-                Parsed::Started(Started::Answered)
             }
             None => Parsed::Started(Started::Answered),
         }
@@ -666,13 +661,17 @@ fn end_request(t: &mut AppThread<'_>, d: &mut Desk) -> Option<Done> {
         .expect("a desk at work holds its connection");
     conn.served = true;
     // Past the head and the body (the environ's pointers into the buffer
-    // are dead from here).
-    let input = std::mem::replace(&mut d.input, Input::Empty);
+    // are dead from here). Only a streamed body's reader is moved out: the
+    // others stay where they are until the next request replaces them.
     d.start += d.head_len;
-    match input {
-        Input::Empty | Input::Spooled { .. } => {}
+    match &d.input {
+        Input::Empty => {}
         Input::Buffered(_) => d.start += d.body_len,
-        Input::Streamed(reader, _) => {
+        Input::Spooled { .. } => d.input = Input::Empty,
+        Input::Streamed(..) => {
+            let Input::Streamed(reader, _) = std::mem::replace(&mut d.input, Input::Empty) else {
+                unreachable!("matched above");
+            };
             let (used, leftover, decode) = reader.into_rest();
             d.start += used;
             if !leftover.is_empty() {
@@ -931,19 +930,16 @@ impl Client for Wire<'_, '_> {
         }
     }
 
-    fn body_left_ok(&self) -> bool {
-        match &self.input {
+    fn may_keep_alive(&self) -> bool {
+        let body_ok = match &self.input {
             Input::Streamed(reader, _) => {
                 reader.is_done()
                     || (reader.expect != crate::http1::body::Continue::Expected
                         && reader.remaining().is_some_and(|n| n <= DISCARD_MAX))
             }
             _ => true,
-        }
-    }
-
-    fn stopping(&self) -> bool {
-        self.shared.stopping.load(Ordering::Relaxed)
+        };
+        body_ok && !self.shared.stopping.load(Ordering::Relaxed)
     }
 
     fn progress(&mut self) {
