@@ -297,3 +297,32 @@ fn timed_out_request_costs_only_itself() {
     let resp = client::get(server.addr(), "/sleep?ms=1");
     assert_eq!((resp.status, resp.text().as_str()), (200, "slept 1"));
 }
+
+/// TERM reaches a worker that is still booting (here: a reload's canary,
+/// in a slow init): the worker must not lose it and go on to serve, and
+/// listen, after the master closed its sockets; the whole server stops
+/// well within the graceful timeout, and nobody listens on the port.
+#[test]
+fn term_while_a_worker_boots_is_not_lost() {
+    let mut server = server::serve(artifacts::rust_plugin("testapps"))
+        .args(["--graceful-timeout", "30", "--app-arg", "init_ms=1500"])
+        .start();
+    let port = server.port();
+    server.send_signal("HUP");
+    server.wait_for_log("reload: booting build", TIMEOUT);
+    // The canary is in its init: TERM now.
+    server.terminate();
+    let stopped = Instant::now();
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status}; log:\n{}", server.logs());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "the server took {:?} to stop (a worker missed its TERM?); log:\n{}",
+        stopped.elapsed(),
+        server.logs()
+    );
+    assert!(
+        !listening(port),
+        "port {port} still listened on after the stop"
+    );
+}

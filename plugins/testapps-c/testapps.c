@@ -43,7 +43,8 @@
  *   GET  /config       "key=value\n" per --app-arg, in order
  *   GET  /threads      "multithread=M multiprocess=P"
  *   anything else      404 "not found"
- * init refuses to start when the config holds `fail=1`.
+ * init refuses to start when the config holds `fail=1`, and sleeps N ms
+ * first for `init_ms=N` (a slow boot, for the tests).
  *
  * C only, no Rust twin: the ABI 1.2 calls start_response_static and
  * write_last, under /v12/ (GET and HEAD; tests/abi_1_2.rs). Each head is a
@@ -1253,6 +1254,14 @@ static int32_t testapps_init(const nwsgi_init_args *args, void **app_state) {
     host_api = args->api;
     memset(pattern_bytes, PATTERN, sizeof pattern_bytes);
     for (size_t i = 0; i < args->n_config; i++) {
+        if (str_eq(args->config[i].name, "init_ms")) {
+            unsigned long ms = 0;
+            nwsgi_str v = args->config[i].value;
+            for (size_t j = 0; j < v.len && v.ptr[j] >= '0' && v.ptr[j] <= '9'; j++) {
+                ms = ms * 10 + (unsigned long)(v.ptr[j] - '0');
+            }
+            sleep_ms(ms);
+        }
         if (str_eq(args->config[i].name, "fail") && str_eq(args->config[i].value, "1")) {
             args->fail(args->fail_ctx, str_of("init refused: fail=1"));
             return NWSGI_ERROR;

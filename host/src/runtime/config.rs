@@ -2,6 +2,7 @@
 //! loop and the app threads of a worker share (`Shared`).
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::gateway::plugin::Plugin;
@@ -106,6 +107,32 @@ pub struct Shared {
     /// connections together (published by the loop once per turn; app
     /// threads hold back past `serve::WORKER_HIGH_WATER`).
     pub queued: AtomicUsize,
+    /// Stop signals that came before the event loop listened for them.
+    pub early_signals: EarlySignals,
+}
+
+/// TERM and INT/QUIT as they arrive while a worker boots (loading the
+/// plugin, running its init), before the event loop installs its own
+/// handlers: without these, a TERM in that window (the master stopping,
+/// or dying) would be lost, and the worker would go on to serve, and
+/// listen, after everyone else stopped.
+#[derive(Debug, Default, Clone)]
+pub struct EarlySignals {
+    pub term: Arc<AtomicBool>,
+    pub quit: Arc<AtomicBool>,
+}
+
+impl EarlySignals {
+    /// Starts noting TERM, INT and QUIT (and keeps noting them: the loop
+    /// looks once, when it starts).
+    pub fn register() -> std::io::Result<EarlySignals> {
+        use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
+        let early = EarlySignals::default();
+        signal_hook::flag::register(SIGTERM, Arc::clone(&early.term))?;
+        signal_hook::flag::register(SIGINT, Arc::clone(&early.quit))?;
+        signal_hook::flag::register(SIGQUIT, Arc::clone(&early.quit))?;
+        Ok(early)
+    }
 }
 
 impl Shared {
@@ -122,6 +149,7 @@ impl Shared {
             stopping: AtomicBool::new(false),
             monitor,
             queued: AtomicUsize::new(0),
+            early_signals: EarlySignals::default(),
         }
     }
 }

@@ -181,6 +181,8 @@ pub struct Loop {
     stop_deadline: Option<Instant>,
     /// Set when the loop decides to stop.
     stop: Option<Stop>,
+    /// The first turn has looked at the signals that came while booting.
+    started: bool,
     shared: Arc<Shared>,
 }
 
@@ -231,6 +233,7 @@ impl Loop {
             stopped_at: None,
             stop_deadline: None,
             stop: None,
+            started: false,
             shared,
         }))
     }
@@ -257,6 +260,19 @@ impl Loop {
     /// the next sweep), handle them, sweep deadlines, check for the end.
     pub fn turn(&mut self, host: &dyn Host) {
         let shared = Arc::clone(&self.shared);
+        if !self.started {
+            // A stop signal that came while the worker booted.
+            self.started = true;
+            let early = &shared.early_signals;
+            if early.quit.load(Ordering::SeqCst) {
+                tracing::info!("INT/QUIT while booting: exiting now");
+                self.stop = Some(Stop::Fast);
+                return;
+            }
+            if early.term.load(Ordering::SeqCst) {
+                self.begin_graceful_stop();
+            }
+        }
         host.polling(true);
         // The clock is read twice per turn (here and after the poll) and
         // never per request: a returned connection's idle time counts from

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::gateway::plugin::{Plugin, PluginSpec};
 use crate::runtime::access_log::AccessLog;
+use crate::runtime::config::EarlySignals;
 use crate::runtime::scoreboard::{Monitor, Scoreboard, WorkerState};
 use crate::runtime::{self, Config, Shared, Stop};
 use crate::supervisor::staging::Build;
@@ -64,11 +65,14 @@ pub fn run(spec: WorkerSpec<'_>, listeners: Vec<TcpListener>) -> ! {
 }
 
 fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: Vec<TcpListener>) -> Result<(), (i32, String)> {
+    let boot_error = |what: &str, e: std::io::Error| (EXIT_BOOT_ERROR, format!("{what}: {e}"));
+    // Ours first, then the master's go: no stop signal falls in between.
+    let early_signals =
+        EarlySignals::register().map_err(|e| boot_error("cannot install signal handlers", e))?;
     for id in spec.master_signals {
         signal_hook::low_level::unregister(*id);
     }
     die_with_master(spec.master_pid);
-    let boot_error = |what: &str, e: std::io::Error| (EXIT_BOOT_ERROR, format!("{what}: {e}"));
 
     let plugin_spec = PluginSpec {
         path: spec.build.path.clone(),
@@ -104,12 +108,9 @@ fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: Vec<TcpListener>) -> Result<
         plugin.abi_minor,
     );
 
-    let shared = Arc::new(Shared::new(
-        plugin,
-        spec.config.clone(),
-        access_log,
-        Some(monitor),
-    ));
+    let mut shared = Shared::new(plugin, spec.config.clone(), access_log, Some(monitor));
+    shared.early_signals = early_signals;
+    let shared = Arc::new(shared);
     // The event loop drops the listeners when it stops accepting (after
     // taking what the backlog holds), which closes this process's copies.
     let stop = runtime::run(listeners, Arc::clone(&shared))

@@ -38,7 +38,8 @@
 //!   GET  /config       "key=value\n" per --app-arg, in order
 //!   GET  /threads      "multithread=M multiprocess=P"
 //!   anything else      404 "not found"
-//! init refuses to start when the config holds `fail=1`.
+//! init refuses to start when the config holds `fail=1`, and sleeps N ms
+//! first for `init_ms=N` (a slow boot, for the tests).
 //!
 //! Every answer is `Content-Type: text/plain`. If a host call does not return
 //! what the route expects, the body says "unexpected rc=<rc>" instead.
@@ -158,6 +159,9 @@ impl App for TestApps {
     const NAME: &'static str = "testapps";
 
     fn init(config: &Config) -> Result<Self, String> {
+        for (_, v) in config.iter().filter(|(k, _)| *k == "init_ms") {
+            sleep(Duration::from_millis(v.parse().unwrap_or(0)));
+        }
         if config.iter().any(|(k, v)| k == "fail" && v == "1") {
             return Err("init refused: fail=1".into());
         }
