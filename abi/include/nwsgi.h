@@ -196,21 +196,41 @@ typedef struct nwsgi_host_api {
                               const nwsgi_header *headers, size_t n_headers,
                               const nwsgi_exc_info *exc_info);
 
-    /* PEP 3333 write(): push-style output, sent before it returns (blocking
-     * this app thread, never other connections). Valid only after
-     * start_response. `data` is borrowed for the call; `len` 0 does nothing.
+    /* PEP 3333 write(): push-style output, handed to the client before it
+     * returns. Valid only after start_response. `data` is borrowed for the
+     * call (copied or sent before it returns); `len` 0 does nothing. What the
+     * client does not take at once is queued by the host; past a high-water
+     * mark (per connection, and for the worker as a whole) the call waits
+     * until the client has caught up, holding this thread (never other
+     * connections). That wait is the client's time, not the application's
+     * (it does not count toward the host's timeout), and a client too slow to
+     * keep up is cut off: the call then returns NWSGI_E_DISCONNECTED. A body
+     * iterator never makes a thread wait for a client (see nwsgi_body).
      * Returns NWSGI_OK, NWSGI_E_STATE, or NWSGI_E_DISCONNECTED. */
     int32_t (*write)(nwsgi_request *req, const uint8_t *data, size_t len);
 
     /* wsgi.input: read up to `cap` (> 0) bytes of the request body into `buf`
      * (`cap` 0 returns 0 and reads nothing).
      * Returns the number of bytes read (> 0), 0 at the end of the body, or a
-     * negative nwsgi_status. After NWSGI_E_BAD_BODY (malformed chunked
-     * framing, body over the size limit, client too slow) the host answers
-     * the matching 4xx itself (400/413/408) if the app then fails before
-     * sending anything, and closes the connection. The body is de-chunked and ends exactly at its
-     * end; reading never consumes the next request. If the client sent
-     * `Expect: 100-continue`, the first read sends `100 Continue`. */
+     * negative nwsgi_status. The body is de-chunked and ends exactly at its
+     * end; reading never consumes the next request.
+     * By default the host reads the whole body before it calls the
+     * application (from memory, or a temporary file for a large one), so read
+     * never waits for the client, and a malformed body, one over the size
+     * limit, or a client too slow to send it is answered by the host
+     * (400/413/408) without calling the application at all. If the client
+     * sent `Expect: 100-continue`, the host answers `100 Continue` when it
+     * starts reading the body.
+     * When the host streams bodies instead (`--no-request-buffering`), read
+     * waits for the client (the client's time, not the application's), and
+     * the first read sends `100 Continue` if the client asked for it. After
+     * NWSGI_E_BAD_BODY (malformed chunked framing, body over the size limit,
+     * client too slow) the host answers the matching 4xx itself (400/413/408)
+     * if the app then fails before sending anything, and closes the
+     * connection. A body the application does not read to its end is read
+     * and dropped by the host after the response (it closes the connection
+     * instead when that is not worth it, and the response then says
+     * `Connection: close`). */
     int64_t (*read)(nwsgi_request *req, uint8_t *buf, size_t cap);
 
     /* wsgi.errors: a log line into the host's logs at `level`.
@@ -321,8 +341,14 @@ typedef struct nwsgi_environ {
  * next:  OPTIONAL; NULL means "no (more) data": everything was sent with
  *        write(). Produces the next chunk into *chunk and returns
  *          NWSGI_BODY_MORE (1): a chunk (possibly empty); more may follow. The
- *                   host transmits it before calling next again, so a slow
- *                   producer never holds back what it already produced;
+ *                   host hands it to the client before calling next again,
+ *                   so a slow producer never holds back what it already
+ *                   produced. If the client is slow to read it, the host
+ *                   puts the request aside without holding a thread (other
+ *                   requests may run on that thread meanwhile) and calls next
+ *                   again, on the same thread, once the client has read; a
+ *                   client that stops reading is cut off, and close is
+ *                   called;
  *          NWSGI_BODY_LAST (2): the final chunk (possibly empty). The host may
  *                   hold it briefly to batch it with the following responses
  *                   of pipelined requests, and, if no header or byte was sent
@@ -381,11 +407,20 @@ typedef int32_t (*nwsgi_init_fn)(const nwsgi_init_args *args, void **app_state);
  * (which starts zeroed: leaving it so means "no iterator") and return
  * NWSGI_OK, or return a negative status (then *body is ignored and close is
  * not called; the host answers 500 if nothing was sent yet).
- * call, next and close of one request run on the same thread. Calls for
- * different requests run concurrently on several threads only if the
- * descriptor has NWSGI_APP_THREAD_SAFE; otherwise the host serialises every
- * call, next and close. The `api` in the environ is the same static table
- * init received (also when the app has no init). */
+ * call, next and close of one request run on the same thread, though other
+ * requests may run on that thread between two calls of next (while the host
+ * waits for a slow client). Calls for different requests run concurrently
+ * on several threads only if the descriptor has NWSGI_APP_THREAD_SAFE;
+ * otherwise the host serialises every call, next and close. The `api` in the
+ * environ is the same static table init received (also when the app has no
+ * init).
+ * A host may bound how long application code runs for one request without
+ * producing a chunk (the server's timeout; waiting for the client does not
+ * count). Past it the host answers that request's client itself (503, or it
+ * closes the connection if the response had begun) and gives up on the
+ * thread, which stays inside the application; the worker process then
+ * retires: its other requests finish, shutdown is not run, and the process
+ * exits without waiting for that thread. */
 typedef int32_t (*nwsgi_call_fn)(void *app_state, const nwsgi_environ *env,
                                  nwsgi_request *req, nwsgi_body *body);
 
