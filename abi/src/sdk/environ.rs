@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 use tracing::Level;
 
 use super::error::AbiError;
-use super::raw::{Field, Headers, RawRequest};
+use super::host::{Field, Headers, RawRequest};
 use crate::ffi;
 
 /// The environ of one request. Every byte string is borrowed from the host

@@ -56,7 +56,7 @@ where
         }
         line.push_str(&format_event(event));
         let meta = event.metadata();
-        super::raw::log(level_code(*meta.level()), meta.target(), &line);
+        super::host::log(level_code(*meta.level()), meta.target(), &line);
     }
 }
 

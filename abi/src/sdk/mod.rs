@@ -1,11 +1,14 @@
 //! The safe Rust SDK: everything a plugin author needs, with no `unsafe`.
-//! The only `unsafe` lives in [`raw`], the boundary module.
+//! The only `unsafe` lives in the two boundary modules: [`raw`], where the
+//! host calls the plugin, and [`host`], where the plugin calls the host.
 
 mod app;
 mod body;
 mod config;
 mod environ;
 mod error;
+mod export;
+mod host;
 mod log;
 mod raw;
 mod response;
@@ -15,12 +18,12 @@ pub use body::Body;
 pub use config::Config;
 pub use environ::{Environ, ErrorStream, Input};
 pub use error::{AbiError, Error};
+pub use host::Headers;
 pub use log::HostLayer;
-pub use raw::Headers;
 pub use response::{Head, Header, StartResponse, Writer};
 
 /// What `export_app!` expands to; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use super::app::{c_name, descriptor};
+    pub use super::export::{c_name, descriptor};
 }

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 
 use super::*;
 use crate::ffi::*;
+use crate::sdk::host::INLINE_HEADERS;
 use crate::{AbiError, App, Body, Config, Environ, Error, StartResponse};
 
 // ---------------------------------------------------------------- fake host

@@ -3,7 +3,7 @@
 use std::io;
 
 use super::error::AbiError;
-use super::raw::RawRequest;
+use super::host::RawRequest;
 use crate::ffi::{nwsgi_header, nwsgi_response_head, nwsgi_str};
 
 /// `start_response` for one request, and the `write()` callable it returns

@@ -536,7 +536,7 @@ pub unsafe fn call(
     client: &mut dyn Client,
 ) -> Option<nwsgi_body> {
     let mut body = nwsgi_body::EMPTY;
-    // SAFETY (this block): per this function's contract; `client` outlives
+    // SAFETY: (this block) per this function's contract; `client` outlives
     // the plugin call, and `leave` runs before it returns.
     unsafe {
         enter(ex, client);
@@ -575,7 +575,7 @@ pub unsafe fn pull(
         return Pulled::Ended;
     }
     let mut chunk = nwsgi_str::EMPTY;
-    // SAFETY (this block): per this function's contract. The chunk is
+    // SAFETY: (this block) per this function's contract. The chunk is
     // borrowed until the next call to next or close; it is copied into
     // `out` (or sent) before either happens.
     unsafe {
