@@ -30,7 +30,6 @@ use crate::runtime::claim::Takeover;
 use crate::runtime::config::Shared;
 use crate::runtime::conn::{release_buffer, take_buffer, Ahead, Conn, BUFFER_SIZE};
 use crate::runtime::intake::{Budget, IntakeError, Progress};
-use crate::runtime::pool::Job;
 use crate::runtime::serve::{Desk, Outcome, Work, LOW_WATER};
 use crate::runtime::Stop;
 
@@ -65,6 +64,15 @@ const HEAD_READ: usize = 64 * 1024;
 /// hands the requests it found to the other threads before it goes on, so
 /// a client's request never waits for the rest of a long turn.
 const TURN_BUDGET: usize = 256 * 1024;
+
+/// A connection (or a parked request) the loop found work for, waiting
+/// for a thread.
+pub struct Job {
+    pub idx: usize,
+    pub work: Work,
+    /// Its head was parsed while every call was stuck (it is not again).
+    pub checked: bool,
+}
 
 /// What the loop needs of the threads around it (`pool`).
 pub trait Host {
@@ -574,15 +582,22 @@ impl Loop {
                     self.send_parked(idx);
                 }
             }
-            Some(Slot::Lingering(conn, dropped)) if ev.readable => {
-                let before = *dropped;
-                let open = discard_input(conn, dropped);
-                self.turn_read += *dropped - before;
-                if !open {
-                    self.close(idx);
-                }
-            }
+            Some(Slot::Lingering(..)) if ev.readable => self.drop_input(idx),
             _ => {}
+        }
+    }
+
+    /// Reads and drops what a closing connection sends (counted in the
+    /// turn's reading); closes it once it is done.
+    fn drop_input(&mut self, idx: usize) {
+        let Some(Slot::Lingering(conn, dropped)) = self.slots.get_mut(idx) else {
+            return;
+        };
+        let before = *dropped;
+        let open = discard_input(conn, dropped);
+        self.turn_read += *dropped - before;
+        if !open {
+            self.close(idx);
         }
     }
 
@@ -597,14 +612,7 @@ impl Loop {
             match self.slots.get_mut(idx) {
                 Some(Slot::Head(c)) if c.unread => self.read_head(idx, now),
                 Some(Slot::Body(c)) if c.unread => self.read_body(idx, now),
-                Some(Slot::Lingering(conn, dropped)) => {
-                    let before = *dropped;
-                    let open = discard_input(conn, dropped);
-                    self.turn_read += *dropped - before;
-                    if !open {
-                        self.close(idx);
-                    }
-                }
+                Some(Slot::Lingering(..)) => self.drop_input(idx),
                 _ => {}
             }
         }
@@ -1156,14 +1164,8 @@ impl Loop {
         self.slots[idx] = Slot::Lingering(conn, 0);
         if self.turn_read > TURN_BUDGET {
             self.revisit.push_back(idx);
-            return;
-        }
-        if let Slot::Lingering(conn, dropped) = &mut self.slots[idx] {
-            let open = discard_input(conn, dropped);
-            self.turn_read += *dropped;
-            if !open {
-                self.close(idx);
-            }
+        } else {
+            self.drop_input(idx);
         }
     }
 

@@ -22,8 +22,8 @@ use mio::Waker;
 
 use crate::runtime::claim::{Claim, Stint, Takeover};
 use crate::runtime::config::Shared;
-use crate::runtime::event_loop::{Host, Loop};
-use crate::runtime::serve::{AppThread, Outcome, Work};
+use crate::runtime::event_loop::{Host, Job, Loop};
+use crate::runtime::serve::{AppThread, Outcome};
 use crate::runtime::Stop;
 
 /// How long the loop may stay unattended while its last leader serves a
@@ -90,14 +90,6 @@ struct CoreState {
     spawned: usize,
     /// Set once the loop decided to stop: every thread exits.
     stop: Option<Stop>,
-}
-
-/// A connection (or a parked request) waiting for a thread.
-pub struct Job {
-    pub idx: usize,
-    pub work: Work,
-    /// Its head was parsed while every call was stuck (it is not again).
-    pub checked: bool,
 }
 
 impl CoreState {
