@@ -274,6 +274,34 @@ fn expect_continue_is_not_sent_when_the_app_does_not_read(app: App) {
     conn.expect_closed(Duration::from_secs(5));
 }
 
+/// With `--no-request-buffering`, a body the app did not read is dropped
+/// before the next request, never read as one: here the body of a POST is
+/// itself a request (`GET /empty`), which must not run, and the request
+/// after it gets its own answer on the same connection.
+fn unread_streamed_body_is_dropped_not_served(app: App) {
+    let server = app.serve().arg("--no-request-buffering").start();
+    let mut conn = server.connect();
+    let smuggled = b"GET /empty HTTP/1.1\r\nHost: a\r\n\r\n";
+    let mut requests = format!(
+        "POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        smuggled.len()
+    )
+    .into_bytes();
+    requests.extend_from_slice(smuggled);
+    requests.extend_from_slice(b"GET /last HTTP/1.1\r\nHost: x\r\n\r\n");
+    conn.send(&requests);
+    // The 404 route answers without reading the body.
+    let first = conn.read_response();
+    assert_eq!((first.status, first.text().as_str()), (404, "not found"));
+    assert_ok(&conn.read_response(), "last\n");
+    // Nothing else: the smuggled /empty (an empty 200) never ran.
+    assert!(
+        !conn.await_data(Duration::from_millis(300)).unwrap_or(false),
+        "a third answer came: {:?}",
+        String::from_utf8_lossy(conn.unread())
+    );
+}
+
 fn environ_get_finds_headers(app: App) {
     let server = app.start();
     let resp = client::request(
@@ -484,6 +512,7 @@ for_both_plugins!(
     input_reads_a_chunked_body,
     expect_continue_is_answered_when_the_body_is_read_ahead,
     expect_continue_is_not_sent_when_the_app_does_not_read,
+    unread_streamed_body_is_dropped_not_served,
     environ_get_finds_headers,
     environ_get_joins_repeated_headers,
     app_log_lines_reach_the_host_log,

@@ -876,8 +876,13 @@ impl Loop {
         conn.since = now;
         conn.scan = HeadScan::default();
         if matches!(conn.ahead.as_deref(), Some(Ahead::Discarding(_))) {
+            // What the buffer holds of the rest goes first (all of it may
+            // be there already, and the next request behind it), then what
+            // the socket holds.
             self.slots[idx] = Slot::Body(conn);
-            self.read_body(idx, now);
+            if self.advance_body(idx, now) {
+                self.read_body(idx, now);
+            }
             return;
         }
         let unread = conn.unread;

@@ -673,19 +673,18 @@ fn end_request(t: &mut AppThread<'_>, d: &mut Desk) -> Option<Done> {
                 unreachable!("matched above");
             };
             let (used, leftover, decode) = reader.into_rest();
-            d.start += used;
-            if !leftover.is_empty() {
-                // Read past what the buffer held: the rest of the body, or
-                // the next request's start, goes after what is buffered.
-                conn.buf.drain(..d.start);
-                d.start = 0;
-                conn.buf.extend_from_slice(&leftover);
-            }
+            // What follows the body's consumed part goes to the front of
+            // the buffer, then what was read past the buffer: the rest of
+            // the body, or the next request.
+            conn.buf.drain(..d.start + used);
+            d.start = 0;
+            conn.buf.extend_from_slice(&leftover);
             if !decode.is_done() && d.ex.keep_alive {
-                // The app left some of the body: the event loop drops it
-                // (the response said keep-alive only if that is short).
+                // The app left some of the body: the event loop drops it,
+                // from the front of the buffer on (the response said
+                // keep-alive only if that is short).
                 conn.ahead = Some(Box::new(Ahead::Discarding(Intake::discard(
-                    d.start,
+                    0,
                     decode,
                     Instant::now(),
                 ))));
