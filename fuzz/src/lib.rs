@@ -1,10 +1,13 @@
 //! Helpers shared by the fuzz targets: turning the first input bytes into
-//! configuration, and bytes arriving in pieces as a socket delivers them.
+//! configuration, bytes arriving in pieces as a socket delivers them, and
+//! a body's framing decoded independently of the engine's readers.
 
 use std::io;
 
 use host::http1::body::BodySource;
-use host::http1::parse::Limits;
+use host::http1::chunked::ChunkedDecoder;
+use host::http1::error::HttpError;
+use host::http1::parse::{Framing, Limits};
 
 /// Small limits from three configuration bytes, so the fuzzer reaches the
 /// 414/431/413 edges with short inputs (the defaults need ~800 KiB heads).
@@ -105,6 +108,89 @@ impl BodySource for Wire<'_> {
     fn send_continue(&mut self) -> io::Result<()> {
         self.continues += 1;
         Ok(())
+    }
+}
+
+/// The source of a body already whole in the buffer (`serve.rs`'s `Whole`,
+/// which answers "closed"): being asked at all means `body_end` and the
+/// reader disagree about where the body ends.
+pub struct Whole;
+
+impl BodySource for Whole {
+    fn read_more(&mut self, _: &mut Vec<u8>, _: usize) -> io::Result<usize> {
+        panic!("a body buffered whole asked the socket for more");
+    }
+
+    fn send_continue(&mut self) -> io::Result<()> {
+        panic!("a body buffered whole asked for 100 Continue");
+    }
+}
+
+/// A body as its framing delimits it on the wire, found without the
+/// engine's `Decode`, `body_end`, `Intake` or `BodyReader`.
+#[derive(Debug)]
+pub struct OnWire {
+    /// Raw bytes of the body, framing included (up to its end if `done`).
+    pub raw: usize,
+    /// The body's bytes, de-chunked.
+    pub body: Vec<u8>,
+    /// The whole body is in the bytes given.
+    pub done: bool,
+}
+
+/// Decodes the body at the start of `bytes`: Content-Length is exactly that
+/// many bytes, chunked goes through one `ChunkedDecoder` call over all of
+/// `bytes` (the `chunked` target checks that this equals any other split).
+pub fn on_wire(framing: Framing, bytes: &[u8]) -> Result<OnWire, HttpError> {
+    match framing {
+        Framing::Empty => Ok(OnWire {
+            raw: 0,
+            body: Vec::new(),
+            done: true,
+        }),
+        Framing::Length(n) => {
+            let raw = usize::try_from(n).map_or(bytes.len(), |n| n.min(bytes.len()));
+            Ok(OnWire {
+                raw,
+                body: bytes[..raw].to_vec(),
+                done: raw as u64 == n,
+            })
+        }
+        Framing::Chunked => {
+            let mut dec = ChunkedDecoder::new();
+            let mut out = vec![0u8; bytes.len()];
+            let (raw, written) = dec.decode(bytes, &mut out)?;
+            out.truncate(written);
+            Ok(OnWire {
+                raw,
+                body: out,
+                done: dec.is_done(),
+            })
+        }
+    }
+}
+
+/// Body bytes that `bytes` decodes to before its framing fails or the body
+/// ends: the most any reader could have counted toward the body limit.
+/// Only for the rare 413 paths: it feeds the decoder a byte at a time.
+pub fn decoded_before_error(framing: Framing, bytes: &[u8]) -> u64 {
+    match framing {
+        Framing::Chunked => {
+            let mut dec = ChunkedDecoder::new();
+            let mut out = [0u8; 1];
+            let mut total = 0;
+            for i in 0..bytes.len() {
+                match dec.decode(&bytes[i..i + 1], &mut out) {
+                    Ok((_, n)) => total += n as u64,
+                    Err(_) => break,
+                }
+                if dec.is_done() {
+                    break;
+                }
+            }
+            total
+        }
+        other => on_wire(other, bytes).map_or(0, |w| w.body.len() as u64),
     }
 }
 
