@@ -562,9 +562,16 @@ impl Master {
         } else {
             0
         };
+        // The stop signals wait (blocked) across the fork: the child must not
+        // take one with the master's handlers, which it is about to drop;
+        // it unblocks them once its own are in place (worker::run).
+        let previous = worker::block_stop_signals();
         // SAFETY: the master is single-threaded (it never starts a thread),
         // so the child is a consistent copy and may go on running Rust code.
         let pid = unsafe { libc::fork() };
+        if pid != 0 {
+            worker::restore_signal_mask(&previous);
+        }
         match pid {
             -1 => {
                 tracing::error!("fork failed: {}", std::io::Error::last_os_error());

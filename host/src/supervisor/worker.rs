@@ -72,6 +72,9 @@ fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: Vec<TcpListener>) -> Result<
     for id in spec.master_signals {
         signal_hook::low_level::unregister(*id);
     }
+    // A stop signal sent since the fork was held back (see
+    // `block_stop_signals`): it reaches our handlers now.
+    unblock_stop_signals();
     die_with_master(spec.master_pid);
 
     let plugin_spec = PluginSpec {
@@ -138,4 +141,43 @@ fn die_with_master(master_pid: i32) {
     if unsafe { libc::getppid() } != master_pid {
         std::process::exit(0);
     }
+}
+
+/// The signals that stop a worker.
+fn stop_signals() -> libc::sigset_t {
+    // SAFETY: a zeroed sigset_t is a valid buffer for sigemptyset, which
+    // initialises it; sigaddset takes valid signal numbers.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT] {
+            libc::sigaddset(&mut set, sig);
+        }
+        set
+    }
+}
+
+/// Blocks the stop signals (for a fork); returns the mask to restore.
+pub fn block_stop_signals() -> libc::sigset_t {
+    let set = stop_signals();
+    // SAFETY: a zeroed sigset_t is a valid buffer for the old mask, which
+    // pthread_sigmask fills; `set` was initialised above.
+    unsafe {
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        old
+    }
+}
+
+/// Puts back the mask `block_stop_signals` returned.
+pub fn restore_signal_mask(old: &libc::sigset_t) {
+    // SAFETY: `old` is a mask pthread_sigmask filled in.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
+}
+
+/// Lets the stop signals through again (a pending one is delivered now).
+fn unblock_stop_signals() {
+    let set = stop_signals();
+    // SAFETY: `set` is an initialised signal set.
+    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
 }
