@@ -37,15 +37,32 @@ use crate::http1::response::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gone;
 
+/// When handing output to a slow client may hold the app's thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Never: an iterator's chunk (a client that stops reading gets the
+    /// request parked instead, by the runtime, between two chunks).
+    Never,
+    /// The app's write(): until what is left is below the connection's
+    /// high-water mark (PEP 3333: write blocks).
+    Write,
+    /// A large last chunk: only while the worker holds more than its total
+    /// for slow clients (the bytes are copied; the wait bounds memory).
+    Last,
+}
+
+/// A last chunk longer than this is handed to the client at once rather
+/// than waiting in `out` for the batch.
+pub const LAST_SEND_AT: usize = 64 * 1024;
+
 /// What an exchange needs of the connection it answers, lent by the
 /// runtime for each entry into plugin code (`call`, `pull`, `close`).
 pub trait Client {
     /// Hands `out` to the client: what the socket takes now is sent and
     /// removed from `out`; the rest stays in `out` for the runtime to send.
-    /// With `wait` (the app's write()), returns only once what is left is
-    /// below the high-water mark: a slow client holds this thread, and that
-    /// wait is the client's time, not the app's.
-    fn send(&mut self, out: &mut Vec<u8>, wait: bool) -> Result<(), Gone>;
+    /// `wait` says whether a slow client may hold this thread meanwhile;
+    /// that wait is the client's time, not the app's.
+    fn send(&mut self, out: &mut Vec<u8>, wait: Wait) -> Result<(), Gone>;
     /// wsgi.input: body bytes into `dst` (Ok(0) at its end). `may_continue`:
     /// a `100 Continue` may still be sent (it goes after what is in `out`).
     fn read_body(
@@ -323,7 +340,7 @@ impl Exchange {
         if let Some(client) = self.client() {
             client.progress();
         }
-        self.send_now(true)
+        self.send_now(Wait::Write)
     }
 
     /// The app's write_last (ABI 1.2): the rest of the body, as if the
@@ -358,24 +375,31 @@ impl Exchange {
         self.append_body(data);
         if last {
             // May wait in `out` to share a write with later pipelined
-            // responses.
+            // responses, unless it is large.
+            if self.out.len() > LAST_SEND_AT {
+                return self.send_now(Wait::Last);
+            }
             return NWSGI_OK;
         }
         // Handed to the socket, or queued for the event loop to send: an
-        // iterator's chunk never waits for the client on this thread (a
-        // client that stops reading gets the request parked instead).
-        self.send_now(false)
+        // iterator's chunk never waits for the client on this thread.
+        self.send_now(Wait::Never)
     }
 
-    /// Hands `out` to the client; with `wait` (the app's write()), returns
-    /// only once what is queued is below the high-water mark.
-    fn send_now(&mut self, wait: bool) -> i32 {
+    /// The client went away while the response was parked: what is left
+    /// of it will not be sent (and it is not the app's doing).
+    pub fn client_gone(&mut self) {
+        self.abort();
+    }
+
+    /// Hands `out` to the client, waiting as `wait` allows.
+    fn send_now(&mut self, wait: Wait) -> i32 {
         let aborted = self.phase == Phase::Aborted;
         let (Some(client), out) = self.client_and_out() else {
             return NWSGI_E_DISCONNECTED;
         };
         // Even after an abort, what was framed correctly is delivered.
-        let sent = client.send(out, wait && !aborted);
+        let sent = client.send(out, if aborted { Wait::Never } else { wait });
         if aborted {
             return NWSGI_E_DISCONNECTED;
         }

@@ -25,7 +25,7 @@ use abi::ffi::{nwsgi_body, nwsgi_header, nwsgi_str};
 
 use crate::gateway::api::HOST_API;
 use crate::gateway::environ::{percent_decode, EnvironParts, HostEnviron, PeerText};
-use crate::gateway::exchange::{self, Client, Exchange, Gone, Pulled};
+use crate::gateway::exchange::{self, Client, Exchange, Gone, Pulled, Wait};
 use crate::http1::body::{body_end, BodyError, BodyReader, BodySource, Decode};
 use crate::http1::error::HttpError;
 use crate::http1::head::parse_request;
@@ -53,9 +53,6 @@ pub const LOW_WATER: usize = 16 * 1024;
 /// every producer holds back to the low-water mark: what slow clients cost
 /// in memory stays bounded whatever the app sends them.
 pub const WORKER_HIGH_WATER: usize = 64 << 20;
-/// A last chunk (write_last, NWSGI_BODY_LAST) longer than this is handed to
-/// the socket at once instead of waiting in the batch.
-const LAST_SEND_AT: usize = HIGH_WATER;
 
 /// What a thread is given to do.
 pub enum Work {
@@ -174,6 +171,16 @@ impl Desk {
         self.conn
             .as_ref()
             .expect("a parked desk holds its connection")
+    }
+
+    /// The parked connection, and the stall its client is in.
+    pub fn conn_and_stall(&mut self) -> (&Conn, Option<&mut Stall>) {
+        (
+            self.conn
+                .as_deref()
+                .expect("a parked desk holds its connection"),
+            self.stall.as_mut(),
+        )
     }
 
     /// Response bytes not sent yet.
@@ -617,10 +624,21 @@ fn iterate(t: &mut AppThread<'_>, d: &mut Desk) -> Iterated {
                 let io = wire.io;
                 wire.stall
                     .get_or_insert_with(|| Stall::new(Instant::now(), io.unacked()));
+                // A parked request may wait long: it keeps what it has to
+                // send, not the room a burst grew its buffer to.
+                // SAFETY: between plugin calls the exchange is ours to change.
+                let out = unsafe { &mut (*ex).out };
+                if out.capacity() > 2 * out.len() + 16 * 1024 {
+                    out.shrink_to(out.len());
+                }
                 *iter = Some(body);
                 return Iterated::Park;
             }
         }
+    }
+    if *wire.gone {
+        // SAFETY: between plugin calls the exchange is ours to change.
+        unsafe { (*ex).client_gone() };
     }
     // SAFETY: as above; closed exactly once (`iter` was taken).
     unsafe { exchange::close(ex, &shared.plugin, &body, &mut wire) };
@@ -834,7 +852,7 @@ impl Wire<'_, '_> {
 }
 
 impl Client for Wire<'_, '_> {
-    fn send(&mut self, out: &mut Vec<u8>, wait: bool) -> Result<(), Gone> {
+    fn send(&mut self, out: &mut Vec<u8>, wait: Wait) -> Result<(), Gone> {
         if out.is_empty() {
             return Ok(());
         }
@@ -865,16 +883,13 @@ impl Client for Wire<'_, '_> {
             // What the kernel holds now includes these `n` bytes.
             None => *self.stall = Some(Stall::new(Instant::now(), self.io.unacked())),
         }
-        if wait && over_high_water(out.len(), self.shared) {
+        if wait == Wait::Write && over_high_water(out.len(), self.shared) {
             // The app's write(): it returns once the client has caught up.
             return self.wait_to_send(out, |out, shared| {
                 !over_high_water(out.len(), shared) && out.len() <= LOW_WATER || out.is_empty()
             });
         }
-        if !wait
-            && out.len() > LAST_SEND_AT
-            && self.shared.queued.load(Ordering::Relaxed) > WORKER_HIGH_WATER
-        {
+        if wait == Wait::Last && self.shared.queued.load(Ordering::Relaxed) > WORKER_HIGH_WATER {
             // A large last chunk while the worker holds too much for slow
             // clients: it waits its turn rather than grow that further.
             return self.wait_to_send(out, |out, shared| {
