@@ -554,10 +554,7 @@ fn write_last_longer_than_content_length_is_cut_and_closes() {
     assert_eq!(resp.text(), "too");
     // Not one byte more, and the connection closes.
     conn.expect_closed(Duration::from_secs(3));
-    server.wait_for_log(
-        "app produced more body than its Content-Length",
-        Duration::from_secs(5),
-    );
+    server.wait_for_log("more body than its Content-Length", Duration::from_secs(5));
     assert_no_unexpected(&server);
 }
 

@@ -164,6 +164,34 @@ fn a_descriptor_without_call_is_an_error() {
 }
 
 #[test]
+fn unknown_descriptor_flags_are_an_error() {
+    let path = artifacts::bad_plugin("unknown_flags");
+    assert_load_error(
+        &plugin_spec(&path, "app"),
+        &[&path_str(&path), "app", "0x100", "1.2"],
+    );
+}
+
+/// A plugin's name is its author's to choose, bytes and all: what the
+/// host prints of it is escaped, one line, no terminal control.
+#[test]
+fn a_plugin_name_with_control_bytes_is_shown_escaped() {
+    let path = artifacts::bad_plugin("evil_name");
+    let run = server::run(["check", &plugin_spec(&path, "app")]);
+    assert!(run.status.success(), "{run:#?}");
+    let name = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("name: "))
+        .unwrap_or_else(|| panic!("no name line: {run:#?}"));
+    assert_eq!(
+        name, "name: evil\\nERROR forged line \\x1b[31mred\\u{202e}",
+        "{run:#?}"
+    );
+    assert!(!run.stdout.contains("\x1b") && !run.stdout.lines().any(|l| l.starts_with("ERROR")));
+}
+
+#[test]
 fn init_failure_stops_serve_with_the_plugins_reason() {
     let path = artifacts::bad_plugin("init_fails");
     let run = server::run(["serve", &plugin_spec(&path, "app"), "-b", "127.0.0.1:0"]);

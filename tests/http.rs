@@ -669,3 +669,95 @@ fn a_rejected_upload_is_closed_in_stages() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+// ---------------------------------------------------------------------------
+// What the app is not shown
+
+/// `X_Forwarded_For` would read as `X-Forwarded-For` once mapped to CGI
+/// names: by default such headers are dropped everywhere, the raw list
+/// included, so no app (nor a WSGI bridge mapping the raw list) sees them.
+#[test]
+fn header_names_with_underscores_are_dropped_by_default() {
+    let server = echo();
+    let seen = echo_request(
+        &server,
+        b"GET /u HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1\r\n\
+          X_Forwarded_For: 6.6.6.6\r\nX_Only: y\r\n\r\n",
+    );
+    assert_eq!(
+        seen.headers,
+        pairs(&[("Host", "x"), ("X-Forwarded-For", "10.0.0.1")])
+    );
+    let mut conn = server.connect();
+    let env = environ(
+        &mut conn,
+        "GET /__environ HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1\r\n\
+         X_Forwarded_For: 6.6.6.6\r\n\r\n",
+    );
+    assert_vars(&env, &[("HTTP_X_FORWARDED_FOR", "10.0.0.1")]);
+}
+
+#[test]
+fn header_map_refuse_answers_400() {
+    let server = server::serve(artifacts::rust_plugin("echo"))
+        .args(["--header-map", "refuse"])
+        .start();
+    let mut conn = server.connect();
+    conn.send(b"GET /u HTTP/1.1\r\nHost: x\r\nX_Only: y\r\n\r\n");
+    assert_eq!(conn.read_response().status, 400);
+    let seen = echo_request(&server, b"GET /u HTTP/1.1\r\nHost: x\r\nX-Ok: y\r\n\r\n");
+    assert_eq!(seen.headers, pairs(&[("Host", "x"), ("X-Ok", "y")]));
+}
+
+/// gunicorn's `dangerous`: kept, and mapped like their `-` twins.
+#[test]
+fn header_map_dangerous_passes_them_on() {
+    let server = server::serve(artifacts::rust_plugin("echo"))
+        .args(["--header-map", "dangerous"])
+        .start();
+    let seen = echo_request(&server, b"GET /u HTTP/1.1\r\nHost: x\r\nX_Only: y\r\n\r\n");
+    assert_eq!(seen.headers, pairs(&[("Host", "x"), ("X_Only", "y")]));
+    let mut conn = server.connect();
+    let env = environ(
+        &mut conn,
+        "GET /__environ HTTP/1.1\r\nHost: x\r\nX-Twin: a\r\nX_Twin: b\r\n\r\n",
+    );
+    assert_vars(&env, &[("HTTP_X_TWIN", "a, b")]);
+}
+
+/// A decoded NUL would end the path early for an app using C strings.
+#[test]
+fn percent_encoded_nul_in_the_path_is_400() {
+    assert_rejected(b"GET /a%00b HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+    assert_rejected(b"GET /%00 HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+}
+
+#[test]
+fn host_port_out_of_range_is_400() {
+    for host in ["a:99999", "a:65536", "[::1]:70000"] {
+        assert_rejected(
+            format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
+            400,
+        );
+    }
+    assert_rejected(b"GET http://a:65536/ HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+}
+
+/// gunicorn reads a limit of 0 as "no limit": here, the most allowed.
+#[test]
+fn a_request_line_limit_of_zero_allows_the_most() {
+    let server = server::serve(artifacts::rust_plugin("echo"))
+        .args([
+            "--limit-request-line",
+            "0",
+            "--limit-request-field_size",
+            "0",
+        ])
+        .start();
+    let long = "a".repeat(20_000);
+    let seen = echo_request(
+        &server,
+        format!("GET /{long} HTTP/1.1\r\nHost: x\r\nX-Long: {long}\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(seen.uri.len(), long.len() + 1);
+}

@@ -357,10 +357,26 @@ fn init_failure_is_reported(app: App) {
     assert!(line.contains("init refused: fail=1"), "{line:?}");
 }
 
+/// wsgi.multithread and wsgi.multiprocess say what the server does: more
+/// than one app thread, more than one worker process.
 fn threads_route_reports_multithread(app: App) {
-    let resp = get(&app.serve().args(["--threads", "4"]).start(), "/threads");
-    assert_eq!(resp.status, 200);
-    assert!(resp.text().contains("multithread="), "{:?}", resp.text());
+    for (args, want) in [
+        (
+            ["--threads", "4", "-w", "1"],
+            "multithread=1 multiprocess=0",
+        ),
+        (
+            ["--threads", "1", "-w", "2"],
+            "multithread=0 multiprocess=1",
+        ),
+        (
+            ["--threads", "1", "-w", "1"],
+            "multithread=0 multiprocess=0",
+        ),
+    ] {
+        let resp = get(&app.serve().args(args).start(), "/threads");
+        assert_eq!((resp.status, resp.text().as_str()), (200, want), "{args:?}");
+    }
 }
 
 /// Sends `GET target` on a new connection without waiting for the answer.

@@ -31,6 +31,13 @@
  *    how long it lives ("borrowed until ...").
  *  - Functions return `int32_t` status codes from `nwsgi_status` (0 = OK,
  *    negative = error) unless stated otherwise.
+ *  - What the application hands the host is checked, not trusted: a NULL
+ *    pointer with a non-zero length (a status, a header name or value, a
+ *    body chunk, a log message, exc_info's message, a read buffer) makes
+ *    the call return NWSGI_E_INVALID, the host logs the mistake with the
+ *    request it belongs to, and the request is answered 500 (or, if its
+ *    response had begun, its connection is closed). Other requests, and
+ *    the worker process, are not affected.
  *  - Structs only ever grow at the end (within a major version). Each struct
  *    that crosses the boundary carries its own size so either side can tell
  *    which fields the other knows about. Never reorder, never remove.
@@ -83,7 +90,9 @@ typedef enum nwsgi_status {
     /* Generic application failure: the host answers 500 if it still can. */
     NWSGI_ERROR = -1,
     /* An argument was invalid (bad status line, bad header name/value,
-     * NULL where a pointer is required). The response becomes a 500. */
+     * NULL where a pointer is required, more body than the application's
+     * own Content-Length). The response becomes a 500, or, when it had
+     * begun, its connection is closed after what was valid of it. */
     NWSGI_E_INVALID = -2,
     /* start_response was called a second time without exc_info, or
      * write() was called before start_response. */
@@ -131,7 +140,9 @@ typedef struct nwsgi_exc_info {
     nwsgi_str message; /* borrowed for the duration of the call; logged */
 } nwsgi_exc_info;
 
-/* Log levels for api->log (the environ's error stream, wsgi.errors). */
+/* Log levels for api->log (the environ's error stream, wsgi.errors). A
+ * level below NWSGI_LOG_ERROR is logged as ERROR, one above
+ * NWSGI_LOG_TRACE as TRACE. */
 typedef enum nwsgi_log_level {
     NWSGI_LOG_ERROR = 1,
     NWSGI_LOG_WARN = 2,
@@ -178,17 +189,21 @@ typedef struct nwsgi_host_api {
     uint16_t abi_minor;
 
     /* PEP 3333 start_response. `status` is "NNN Reason", a final status
-     * (200-999: interim 1xx responses are the host's business); `headers` is an
+     * (200-599: interim 1xx responses are the host's business, and RFC 9110
+     * makes 600-999 invalid); `headers` is an
      * array of `n_headers` fields. Everything is copied before it returns:
      * the arguments are borrowed for the duration of the call only.
      * Headers are not sent yet: they go out with the first non-empty body
      * chunk or write(), or when the response ends.
+     * exc_info on the first call is accepted (there is nothing to replace)
+     * and its message logged.
      * Returns NWSGI_OK; NWSGI_E_STATE if called again without exc_info;
      * NWSGI_E_HEADERS_SENT if exc_info is given after the headers went out
      * (the connection is then aborted); NWSGI_E_INVALID for a malformed
-     * status or header (the response becomes a 500, logged, never sent;
-     * later start_response/write calls for this request return
-     * NWSGI_E_INVALID too).
+     * status or header, or an exc_info whose message is NULL with a length
+     * (the response becomes a 500, logged, never sent; later
+     * start_response/write calls for this request return NWSGI_E_INVALID
+     * too).
      * Content-Length given by the app is honoured; otherwise the host picks
      * Content-Length (whole body known) or chunked encoding. Hop-by-hop
      * headers (Connection, Transfer-Encoding, ...) are refused as invalid. */
@@ -206,7 +221,11 @@ typedef struct nwsgi_host_api {
      * (it does not count toward the host's timeout), and a client too slow to
      * keep up is cut off: the call then returns NWSGI_E_DISCONNECTED. A body
      * iterator never makes a thread wait for a client (see nwsgi_body).
-     * Returns NWSGI_OK, NWSGI_E_STATE, or NWSGI_E_DISCONNECTED. */
+     * More bytes than the application's own Content-Length allows are its
+     * error: what fits is sent, the rest dropped, the connection closed
+     * after it, and the call returns NWSGI_E_INVALID.
+     * Returns NWSGI_OK, NWSGI_E_STATE, NWSGI_E_INVALID, or
+     * NWSGI_E_DISCONNECTED. */
     int32_t (*write)(nwsgi_request *req, const uint8_t *data, size_t len);
 
     /* wsgi.input: read up to `cap` (> 0) bytes of the request body into `buf`
@@ -234,20 +253,24 @@ typedef struct nwsgi_host_api {
     int64_t (*read)(nwsgi_request *req, uint8_t *buf, size_t cap);
 
     /* wsgi.errors: a log line into the host's logs at `level`.
-     * `req` may be NULL (e.g. from init). `target` names the source (may be
-     * empty); both strings are borrowed for the call. Thread-safe. */
+     * `req` may be NULL (e.g. from init, or a thread of the application's
+     * own); given, the line names that request (its request line and a
+     * number shared by every line about it). `target` names the source
+     * (may be empty); both strings are borrowed for the call. The host
+     * writes control bytes and invalid UTF-8 as escapes, so a message is
+     * always one line of the log. Thread-safe. */
     void (*log)(nwsgi_request *req, int32_t level, nwsgi_str target, nwsgi_str message);
 
     /* Look up one environ variable by its CGI/WSGI name: the fixed names
      * (REQUEST_METHOD, PATH_INFO, ...) and HTTP_<NAME> for each request header
      * (upper-cased, '-' as '_'; repeated headers joined with ", ").
      * Returns 1 and sets *value (borrowed until the request ends) or 0 if
-     * absent. */
+     * absent (also for a key that is NULL with a length, which is logged). */
     int32_t (*environ_get)(const struct nwsgi_environ *env, nwsgi_str key, nwsgi_str *value);
 
     /* Enumerate every environ variable (fixed names, then one HTTP_* per
-     * distinct header name) through `fn`. Returns NWSGI_OK, or the first
-     * non-zero value `fn` returned. */
+     * distinct header name) through `fn`. Returns NWSGI_OK, the first
+     * non-zero value `fn` returned, or NWSGI_E_INVALID for a NULL `fn`. */
     int32_t (*environ_each)(const struct nwsgi_environ *env, nwsgi_environ_each_fn fn, void *user);
 
     /* -- 1.2: present when NWSGI_API_HAS(api, <name>) -- */
@@ -256,8 +279,11 @@ typedef struct nwsgi_host_api {
      * the same rules, arguments and return codes as
      *   start_response(req, head->status, head->headers, head->n_headers, exc_info)
      * but a head the host has seen before on this thread costs it one
-     * pointer comparison instead of a validation. An invalid head is refused
-     * with NWSGI_E_INVALID every time it is used, as start_response would. */
+     * pointer comparison instead of a validation. Only a head that lies in
+     * the library's own static storage is remembered by its address; one
+     * on the stack or the heap is read and checked on every call (correct,
+     * just not faster). An invalid head is refused with NWSGI_E_INVALID
+     * every time it is used, as start_response would. */
     int32_t (*start_response_static)(nwsgi_request *req, const nwsgi_response_head *head,
                                      const nwsgi_exc_info *exc_info);
 
@@ -406,7 +432,8 @@ typedef int32_t (*nwsgi_init_fn)(const nwsgi_init_args *args, void **app_state);
  * `env` and `req` are borrowed as described above. Must either fill *body
  * (which starts zeroed: leaving it so means "no iterator") and return
  * NWSGI_OK, or return a negative status (then *body is ignored and close is
- * not called; the host answers 500 if nothing was sent yet).
+ * not called; the host answers 500 if nothing was sent yet). A positive
+ * return is an error too: logged, and handled as a negative one.
  * call, next and close of one request run on the same thread, though other
  * requests may run on that thread between two calls of next (while the host
  * waits for a slow client). Calls for different requests run concurrently
@@ -427,7 +454,8 @@ typedef int32_t (*nwsgi_call_fn)(void *app_state, const nwsgi_environ *env,
 /* OPTIONAL. Runs once when the worker retires, after the last request. */
 typedef void (*nwsgi_shutdown_fn)(void *app_state);
 
-/* Flags. */
+/* Flags. A host refuses to load a descriptor with a flag bit it does not
+ * know (naming the bits), rather than serve it without what it asked for. */
 #define NWSGI_APP_THREAD_SAFE 0x1u /* call/next/close may run on several threads at once */
 
 /* The exported descriptor. The host checks magic, major version and
@@ -442,7 +470,8 @@ typedef struct nwsgi_app {
     nwsgi_call_fn call;          /* required */
     nwsgi_shutdown_fn shutdown;  /* optional */
     /* -- 1.1 -- */
-    const char *name; /* optional NUL-terminated display name, static */
+    const char *name; /* optional NUL-terminated display name, static (shown
+                         escaped: control bytes never reach a log raw) */
     /* -- fields added in later minor versions go here, at the end -- */
 } nwsgi_app;
 

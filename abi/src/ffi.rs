@@ -61,6 +61,24 @@ impl nwsgi_str {
         }
     }
 
+    /// View the bytes, or None when they cannot be viewed: a NULL pointer
+    /// with a length (the header allows NULL only with 0), or a length no
+    /// object can have. What the host does with what an app hands over.
+    ///
+    /// # Safety
+    /// Unless NULL, `ptr` must point to `len` readable bytes that stay valid
+    /// and unchanged for `'a`.
+    pub unsafe fn try_as_bytes<'a>(self) -> Option<&'a [u8]> {
+        if self.len == 0 {
+            return Some(&[]);
+        }
+        if self.ptr.is_null() || self.len > isize::MAX as usize {
+            return None;
+        }
+        // SAFETY: non-null and in range; the rest is the caller's promise.
+        Some(unsafe { std::slice::from_raw_parts(self.ptr, self.len) })
+    }
+
     /// View the bytes.
     ///
     /// # Safety
@@ -126,7 +144,9 @@ pub type nwsgi_environ_each_fn =
 #[repr(transparent)]
 #[derive(StableAbi, Clone, Copy)]
 pub struct nwsgi_environ_each_cb {
-    pub func: unsafe extern "C" fn(user: *mut c_void, key: nwsgi_str, value: nwsgi_str) -> i32,
+    /// None is a NULL callback from a C caller (refused by the host).
+    pub func:
+        Option<unsafe extern "C" fn(user: *mut c_void, key: nwsgi_str, value: nwsgi_str) -> i32>,
 }
 
 #[repr(C)]

@@ -6,7 +6,7 @@
 //! then header names and values in turn. A truncated field ends the list.
 //!
 //! Asserted: `set` accepts exactly what an independent reading of its rules
-//! accepts (status "NNN reason" with NNN 200-999, token names, values
+//! accepts (status "NNN reason" with NNN 200-599, token names, values
 //! without CTLs, no hop-by-hop names, one Content-Length number), and
 //! refuses anything with CR, LF or NUL where it would reach the wire. A
 //! reused head gives the same result as a fresh one, and so does
@@ -149,7 +149,7 @@ fn valid(status: &[u8], headers: &[(&[u8], &[u8])]) -> bool {
     let text_ok = |s: &[u8]| s.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f));
     let status_ok = status.len() >= 4
         && status[..3].iter().all(u8::is_ascii_digit)
-        && status[0] >= b'2'
+        && (b'2'..=b'5').contains(&status[0])
         && status[3] == b' '
         && text_ok(&status[4..]);
     let token = |s: &[u8]| {

@@ -154,7 +154,7 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1 << 20..))]
     pub limit_head_memory: u64,
 
-    /// Access log file, `-` for stderr. No access log without it.
+    /// Access log file, `-` for stdout. No access log without it.
     #[arg(long = "access-logfile", value_name = "FILE")]
     pub access_logfile: Option<String>,
 
@@ -166,25 +166,56 @@ pub struct ServeArgs {
     #[arg(long = "app-arg", value_name = "KEY=VALUE", value_parser = parse_app_arg)]
     pub app_arg: Vec<(String, String)>,
 
-    /// Longest request line, in bytes (414 beyond).
+    /// Longest request line, in bytes (414 beyond); 0 for the most allowed, 1 MiB.
     #[arg(long = "limit-request-line", default_value_t = DEFAULT_LIMIT_REQUEST_LINE as u64,
-          value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+          value_parser = limit(16, MAX_LIMIT_REQUEST_LINE))]
     pub limit_request_line: u64,
 
-    /// Most header fields in a request (431 beyond).
+    /// Most header fields in a request (431 beyond); 0 for the most allowed, 32768.
     #[arg(long = "limit-request-fields", default_value_t = DEFAULT_LIMIT_REQUEST_FIELDS as u64,
-          value_parser = clap::value_parser!(u64).range(1..=32768))]
+          value_parser = limit(1, MAX_LIMIT_REQUEST_FIELDS))]
     pub limit_request_fields: u64,
 
-    /// Longest header field line, in bytes (431 beyond).
+    /// Longest header field line, in bytes (431 beyond); 0 for the most allowed, 1 MiB.
     #[arg(long = "limit-request-field_size", alias = "limit-request-field-size",
           default_value_t = DEFAULT_LIMIT_REQUEST_FIELD_SIZE as u64,
-          value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+          value_parser = limit(16, MAX_LIMIT_REQUEST_FIELD_SIZE))]
     pub limit_request_field_size: u64,
+
+    /// Request headers with '_' in their name: drop them, refuse the request (400), or pass them on as if '_' were '-' (dangerous: X_Forwarded_For then reads as X-Forwarded-For).
+    #[arg(long = "header-map", value_enum, default_value_t = HeaderMapArg::Drop)]
+    pub header_map: HeaderMapArg,
 
     /// Largest request body, in bytes; 0 for no limit (413 beyond).
     #[arg(long = "limit-request-body", default_value_t = 0)]
     pub limit_request_body: u64,
+}
+
+/// The largest request line and field line a limit may allow (what 0 asks
+/// for, as in gunicorn: "no limit" up to what the server can hold).
+pub const MAX_LIMIT_REQUEST_LINE: u64 = 1 << 20;
+pub const MAX_LIMIT_REQUEST_FIELD_SIZE: u64 = 1 << 20;
+pub const MAX_LIMIT_REQUEST_FIELDS: u64 = 32768;
+
+/// A limit from `min` to `max`, where 0 means `max` (gunicorn reads 0 as
+/// unlimited).
+fn limit(min: u64, max: u64) -> impl Fn(&str) -> Result<u64, String> + Clone {
+    move |s: &str| {
+        let n: u64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+        match n {
+            0 => Ok(max),
+            n if (min..=max).contains(&n) => Ok(n),
+            _ => Err(format!("{n} is not 0 or a number from {min} to {max}")),
+        }
+    }
+}
+
+/// `--header-map` (gunicorn's values).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderMapArg {
+    Drop,
+    Refuse,
+    Dangerous,
 }
 
 /// gunicorn's level names.

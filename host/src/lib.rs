@@ -6,9 +6,10 @@
 //! waits on clients, the app threads that serve them) → `http1` (parse the
 //! head and body, encode the response) → `gateway` (the environ, the plugin
 //! call and the host callbacks). `supervisor` is the process model around
-//! it: the master and its workers.
+//! it: the master and its workers. `text` shows outside bytes in logs.
 pub mod gateway;
 pub mod http1;
 pub mod net;
 pub mod runtime;
 pub mod supervisor;
+pub mod text;

@@ -9,6 +9,7 @@ use abi::ffi::{NWSGI_ABI_MAJOR, NWSGI_ABI_MINOR};
 use clap::Parser;
 use tracing::level_filters::LevelFilter;
 
+use host::gateway::environ::HeaderMap;
 use host::gateway::plugin::{Plugin, PluginSpec};
 use host::http1::parse;
 use host::net::listener::listen;
@@ -73,7 +74,9 @@ fn check(args: CheckArgs) -> Result<(), String> {
         "abi: {}.{} (host {NWSGI_ABI_MAJOR}.{NWSGI_ABI_MINOR})",
         plugin.abi_major, plugin.abi_minor
     );
-    println!("name: {}", plugin.name.as_deref().unwrap_or("-"));
+    // The name is the plugin's to choose: shown escaped, never raw.
+    let name = plugin.name.as_deref().map(host::text::shown);
+    println!("name: {}", name.map_or("-".to_string(), |n| n.to_string()));
     println!("flags: {}", plugin.flags_text());
     println!("build: {}", &staging::hash(&bytes)[..12]);
     Ok(())
@@ -131,6 +134,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             field_size: args.limit_request_field_size as usize,
             body: args.limit_request_body,
         },
+        header_map: match args.header_map {
+            cli::HeaderMapArg::Drop => HeaderMap::Drop,
+            cli::HeaderMapArg::Refuse => HeaderMap::Refuse,
+            cli::HeaderMapArg::Dangerous => HeaderMap::Dangerous,
+        },
+        multiprocess: args.workers > 1,
     };
     let master = Master::start(
         MasterConfig {

@@ -72,7 +72,7 @@
  *                      after it -> E_STATE
  *   /v12/short-length  head with Content-Length: 10 + last "short" (5)
  *   /v12/long-length   head with Content-Length: 3 + last "too long" (8);
- *                      write_last may return OK or E_DISCONNECTED
+ *                      write_last -> E_INVALID (the app's error)
  *   /v12/last-with-iterator  last "from write_last\n" and an iterator
  *                      whose next fails (must never be called) and whose
  *                      close must run once
@@ -1060,7 +1060,7 @@ static int32_t route_v12_long_length(const nwsgi_environ *env, nwsgi_request *re
         return v12_start_failed(env, req, body, rc);
     }
     rc = api->write_last(req, (const uint8_t *)"too long", 8);
-    if (rc != NWSGI_OK && rc != NWSGI_E_DISCONNECTED) {
+    if (rc != NWSGI_E_INVALID) {
         return v12_unexpected(env, req, "write_last over Content-Length", rc);
     }
     return NWSGI_OK;

@@ -73,6 +73,11 @@ pub fn testapps_c() -> PathBuf {
     compile_c("testapps_c", "plugins/testapps-c/testapps.c", "abi/include")
 }
 
+/// `plugins/mistakes-c`, exporting `app`: a route per plugin mistake.
+pub fn mistakes_c() -> PathBuf {
+    compile_c("mistakes_c", "plugins/mistakes-c/mistakes.c", "abi/include")
+}
+
 /// The frozen ABI 1.0 application, built against the 1.0 header.
 pub fn app10() -> PathBuf {
     compile_c(

@@ -341,7 +341,9 @@ impl<'r> RawRequest<'r> {
         let rc = unsafe {
             (self.api.environ_each)(
                 self.env,
-                nwsgi_environ_each_cb { func: each_cb },
+                nwsgi_environ_each_cb {
+                    func: Some(each_cb),
+                },
                 ptr::from_mut(&mut ctx).cast(),
             )
         };

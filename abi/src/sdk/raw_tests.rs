@@ -158,8 +158,9 @@ unsafe extern "C" fn fake_environ_each(
     // SAFETY: as above.
     let env = unsafe { &*env.cast::<FakeEnv>() };
     for (k, v) in &env.vars {
+        let func = f.func.expect("the SDK passes a callback");
         // SAFETY: the SDK's callback with its own `user`.
-        let rc = unsafe { (f.func)(user, nwsgi_str::from_bytes(k), nwsgi_str::from_bytes(v)) };
+        let rc = unsafe { func(user, nwsgi_str::from_bytes(k), nwsgi_str::from_bytes(v)) };
         if rc != 0 {
             return rc;
         }

@@ -2,7 +2,7 @@
 //! table, and an `extern "C"` function per entry that checks the plugin's
 //! pointers and hands the call to the request's `Exchange`.
 use std::ffi::c_void;
-use std::ptr;
+use std::sync::OnceLock;
 
 use abi::ffi::{
     nwsgi_environ_each_cb, nwsgi_exc_info, nwsgi_header, nwsgi_host_api, nwsgi_request,
@@ -11,6 +11,7 @@ use abi::ffi::{
 
 use crate::gateway::exchange::Exchange;
 use crate::gateway::ffi_guard;
+use crate::text::Shown;
 
 /// The table every plugin gets; static, so valid while any library is loaded.
 pub static HOST_API: nwsgi_host_api = nwsgi_host_api {
@@ -50,7 +51,7 @@ unsafe fn exchange<'r>(req: *mut nwsgi_request) -> Option<&'r mut Exchange> {
 }
 
 /// The app's `n` headers at `list`: empty for 0, `None` for a NULL list of
-/// more.
+/// more (or more than any array can hold).
 ///
 /// # Safety
 /// Unless NULL, `list` points to `n` headers, borrowed for `'a`.
@@ -58,6 +59,7 @@ unsafe fn header_list<'a>(list: *const nwsgi_header, n: usize) -> Option<&'a [nw
     match (list.is_null(), n) {
         (_, 0) => Some(&[]),
         (true, _) => None,
+        _ if n > isize::MAX as usize / std::mem::size_of::<nwsgi_header>() => None,
         // SAFETY: non-null and `n` long, per the contract.
         (false, _) => Some(unsafe { std::slice::from_raw_parts(list, n) }),
     }
@@ -68,8 +70,72 @@ unsafe fn header_list<'a>(list: *const nwsgi_header, n: usize) -> Option<&'a [nw
 /// # Safety
 /// Unless NULL, `data` points to `len` readable bytes, borrowed for `'a`.
 unsafe fn app_bytes<'a>(data: *const u8, len: usize) -> Option<&'a [u8]> {
-    // SAFETY: per the contract (`as_bytes` returns nothing for len 0).
-    (!data.is_null() || len == 0).then(|| unsafe { nwsgi_str { ptr: data, len }.as_bytes() })
+    // SAFETY: per the contract.
+    unsafe { nwsgi_str { ptr: data, len }.try_as_bytes() }
+}
+
+/// What is wrong with a head the app handed over, if anything the host
+/// cannot even read: a NULL header list with a count, or a NULL string
+/// with a length. (What it says is checked by `ResponseHead`.)
+///
+/// # Safety
+/// The strings and the list are borrowed for the call (see the header).
+unsafe fn unreadable_head(
+    status: nwsgi_str,
+    headers: *const nwsgi_header,
+    n: usize,
+) -> Option<String> {
+    // SAFETY: per the contract.
+    if unsafe { status.try_as_bytes() }.is_none() {
+        return Some(format!(
+            "the status is a NULL pointer with length {}",
+            status.len
+        ));
+    }
+    // SAFETY: per the contract.
+    let Some(list) = (unsafe { header_list(headers, n) }) else {
+        return Some(format!("the header list is NULL with {n} headers"));
+    };
+    list.iter().enumerate().find_map(|(i, h)| {
+        // SAFETY: per the contract.
+        let (name, value) = unsafe { (h.name.try_as_bytes(), h.value.try_as_bytes()) };
+        match (name, value) {
+            (None, _) => Some(format!(
+                "header {i}'s name is a NULL pointer with length {}",
+                h.name.len
+            )),
+            (_, None) => Some(format!(
+                "header {i}'s value is a NULL pointer with length {}",
+                h.value.len
+            )),
+            _ => None,
+        }
+    })
+}
+
+/// exc_info's message: `Err` when it is a NULL pointer with a length.
+///
+/// # Safety
+/// `exc_info` is NULL or borrowed for the call.
+unsafe fn exc_message<'a>(exc_info: *const nwsgi_exc_info) -> Result<Option<&'a [u8]>, String> {
+    // SAFETY: per the contract.
+    match unsafe { exc_info.as_ref() } {
+        None => Ok(None),
+        // SAFETY: per the contract.
+        Some(e) => match unsafe { e.message.try_as_bytes() } {
+            Some(m) => Ok(Some(m)),
+            None => Err(format!(
+                "exc_info's message is a NULL pointer with length {}",
+                e.message.len
+            )),
+        },
+    }
+}
+
+/// A NULL request handle: there is no request to fail, only a line to log.
+fn no_request(call: &str) -> i32 {
+    tracing::error!("app called {call} with a NULL request handle; refused");
+    NWSGI_E_INVALID
 }
 
 unsafe extern "C" fn host_start_response(
@@ -82,15 +148,25 @@ unsafe extern "C" fn host_start_response(
     ffi_guard(NWSGI_ERROR, || {
         // SAFETY: the header says req is the handle given to call; status,
         // headers and exc_info are borrowed for this call.
-        let (Some(ex), Some(headers)) = (unsafe { exchange(req) }, unsafe {
-            header_list(headers, n_headers)
-        }) else {
-            return NWSGI_E_INVALID;
+        let Some(ex) = (unsafe { exchange(req) }) else {
+            return no_request("start_response");
         };
         // SAFETY: as above.
-        let exc = unsafe { exc_info.as_ref().map(|e| e.message.as_bytes()) };
+        if let Some(why) = unsafe { unreadable_head(status, headers, n_headers) } {
+            return ex.misuse("start_response", &why);
+        }
         // SAFETY: as above.
-        let status = unsafe { status.as_bytes() };
+        let exc = match unsafe { exc_message(exc_info) } {
+            Ok(exc) => exc,
+            Err(why) => return ex.misuse("start_response", &why),
+        };
+        // SAFETY: checked readable above, borrowed for this call.
+        let (status, headers) = unsafe {
+            (
+                status.as_bytes(),
+                header_list(headers, n_headers).unwrap_or(&[]),
+            )
+        };
         ex.start_response(0, status, headers, exc)
     })
 }
@@ -101,32 +177,54 @@ unsafe extern "C" fn host_start_response_static(
     exc_info: *const nwsgi_exc_info,
 ) -> i32 {
     ffi_guard(NWSGI_ERROR, || {
-        // SAFETY: see host_start_response; `head` is null or, per the
-        // header, a head that stays valid and unchanged while the library
-        // is loaded, and so is everything it points to.
+        // SAFETY: see host_start_response.
+        let Some(ex) = (unsafe { exchange(req) }) else {
+            return no_request("start_response_static");
+        };
+        // SAFETY: `head` is null or, per the header, a head that stays
+        // valid while the library is loaded, and so is what it points to.
         let Some(head) = (unsafe { head.as_ref() }) else {
-            return NWSGI_E_INVALID;
+            return ex.misuse("start_response_static", "the head is NULL");
         };
+        // Remembered by address only when it lies in the plugin's own
+        // image: a head on the stack or the heap is checked every time.
+        let key = ex.static_key(head);
+        if !ex.knows_static(key) {
+            // SAFETY: as above.
+            if let Some(why) = unsafe { unreadable_head(head.status, head.headers, head.n_headers) }
+            {
+                return ex.misuse("start_response_static", &why);
+            }
+        }
         // SAFETY: as above.
-        let (Some(ex), Some(headers)) = (unsafe { exchange(req) }, unsafe {
-            header_list(head.headers, head.n_headers)
-        }) else {
-            return NWSGI_E_INVALID;
+        let exc = match unsafe { exc_message(exc_info) } {
+            Ok(exc) => exc,
+            Err(why) => return ex.misuse("start_response_static", &why),
         };
-        // SAFETY: as above.
-        let exc = unsafe { exc_info.as_ref().map(|e| e.message.as_bytes()) };
-        // SAFETY: as above.
-        let status = unsafe { head.status.as_bytes() };
-        ex.start_response(ptr::from_ref(head) as usize, status, headers, exc)
+        // SAFETY: checked readable (now or when the key was first seen).
+        let (status, headers) = unsafe {
+            (
+                head.status.as_bytes(),
+                header_list(head.headers, head.n_headers).unwrap_or(&[]),
+            )
+        };
+        ex.start_response(key, status, headers, exc)
     })
 }
 
 unsafe extern "C" fn host_write(req: *mut nwsgi_request, data: *const u8, len: usize) -> i32 {
     ffi_guard(NWSGI_ERROR, || {
         // SAFETY: see host_start_response; `len` bytes borrowed for the call.
-        match unsafe { (exchange(req), app_bytes(data, len)) } {
-            (Some(ex), Some(data)) => ex.write(data),
-            _ => NWSGI_E_INVALID,
+        let Some(ex) = (unsafe { exchange(req) }) else {
+            return no_request("write");
+        };
+        // SAFETY: as above.
+        match unsafe { app_bytes(data, len) } {
+            Some(data) => ex.write(data),
+            None => ex.misuse(
+                "write",
+                &format!("data is a NULL pointer with length {len}"),
+            ),
         }
     })
 }
@@ -134,9 +232,16 @@ unsafe extern "C" fn host_write(req: *mut nwsgi_request, data: *const u8, len: u
 unsafe extern "C" fn host_write_last(req: *mut nwsgi_request, data: *const u8, len: usize) -> i32 {
     ffi_guard(NWSGI_ERROR, || {
         // SAFETY: as in host_write.
-        match unsafe { (exchange(req), app_bytes(data, len)) } {
-            (Some(ex), Some(data)) => ex.write_last(data),
-            _ => NWSGI_E_INVALID,
+        let Some(ex) = (unsafe { exchange(req) }) else {
+            return no_request("write_last");
+        };
+        // SAFETY: as above.
+        match unsafe { app_bytes(data, len) } {
+            Some(data) => ex.write_last(data),
+            None => ex.misuse(
+                "write_last",
+                &format!("data is a NULL pointer with length {len}"),
+            ),
         }
     })
 }
@@ -145,13 +250,14 @@ unsafe extern "C" fn host_read(req: *mut nwsgi_request, buf: *mut u8, cap: usize
     ffi_guard(NWSGI_ERROR as i64, || {
         // SAFETY: see host_start_response.
         let Some(ex) = (unsafe { exchange(req) }) else {
-            return NWSGI_E_INVALID as i64;
+            return no_request("read") as i64;
         };
         if cap == 0 {
             return 0;
         }
-        if buf.is_null() {
-            return NWSGI_E_INVALID as i64;
+        if buf.is_null() || cap > isize::MAX as usize {
+            let why = format!("buf is a NULL pointer with cap {cap}");
+            return ex.misuse("read", &why) as i64;
         }
         // SAFETY: the app provides `cap` writable bytes for the call.
         let buf = unsafe { std::slice::from_raw_parts_mut(buf, cap) };
@@ -159,24 +265,66 @@ unsafe extern "C" fn host_read(req: *mut nwsgi_request, buf: *mut u8, cap: usize
     })
 }
 
+/// The app's name in log lines (its descriptor's name, else its file's),
+/// set once by the worker that loaded it.
+static APP_NAME: OnceLock<Box<str>> = OnceLock::new();
+
+/// Names the app in the lines it logs (first call wins: a worker serves
+/// one app).
+pub fn set_app_name(name: &str) {
+    let _ = APP_NAME.set(name.into());
+}
+
 unsafe extern "C" fn host_log(
-    _req: *mut nwsgi_request,
+    req: *mut nwsgi_request,
     level: i32,
     target: nwsgi_str,
     message: nwsgi_str,
 ) {
     ffi_guard((), || {
+        let app = APP_NAME.get().map_or("app", |n| n);
         // SAFETY: both strings are borrowed for the call.
-        let (target, message) = unsafe { (target.as_bytes(), message.as_bytes()) };
-        let target = String::from_utf8_lossy(target);
-        let message = String::from_utf8_lossy(message);
-        let message = message.trim_end_matches('\n');
+        let (target, message) = unsafe { (target.try_as_bytes(), message.try_as_bytes()) };
+        // SAFETY: `req` is NULL or the handle of the request running on
+        // this thread (the header's rule for every request function).
+        let ex = unsafe { exchange(req) };
+        let (Some(target), Some(message)) = (target, message) else {
+            let why = "log: the target or the message is a NULL pointer with a length";
+            match ex {
+                Some(ex) => {
+                    ex.misuse("log", why);
+                }
+                None => {
+                    tracing::error!(target: "app", app = %app, "app error: {why}; nothing logged")
+                }
+            }
+            return;
+        };
+        let message = message.strip_suffix(b"\n").unwrap_or(message);
+        let (source, message) = (Shown(target), Shown(message));
+        // The request the line is about, when the app said which.
+        let (id, line) = match ex {
+            Some(ex) => {
+                let (id, line) = ex.identity();
+                (Some(id), Some(Shown(line)))
+            }
+            None => (None, None),
+        };
+        macro_rules! emit {
+            ($level:ident) => {
+                tracing::$level!(
+                    target: "app", app = %app, source = %source, req = id, request = line.map(tracing::field::display),
+                    "{message}"
+                )
+            };
+        }
+        // Levels below ERROR are errors, above TRACE traces (see the header).
         match level {
-            i32::MIN..=1 => tracing::error!(target: "app", app = %target, "{message}"),
-            2 => tracing::warn!(target: "app", app = %target, "{message}"),
-            3 => tracing::info!(target: "app", app = %target, "{message}"),
-            4 => tracing::debug!(target: "app", app = %target, "{message}"),
-            _ => tracing::trace!(target: "app", app = %target, "{message}"),
+            i32::MIN..=1 => emit!(error),
+            2 => emit!(warn),
+            3 => emit!(info),
+            4 => emit!(debug),
+            _ => emit!(trace),
         }
     })
 }

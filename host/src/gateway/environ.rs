@@ -163,6 +163,22 @@ pub struct HostEnviron {
     /// pushed once and never moved, so handed-out pointers stay valid until
     /// the request ends (the next `fill`).
     joined: RefCell<Vec<Box<[u8]>>>,
+    /// See `EnvironParts::underscores`.
+    underscores: bool,
+}
+
+/// What becomes of a request header whose name holds `_` (gunicorn's
+/// `--header-map`). Mapped to CGI names, `X_Forwarded_For` and
+/// `X-Forwarded-For` are the same HTTP_X_FORWARDED_FOR: a client could
+/// pass one for the other past a proxy that sets only the `-` one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderMap {
+    /// Left out of the request the app sees, raw list included (default).
+    Drop,
+    /// The request is answered 400.
+    Refuse,
+    /// Kept, and mapped to HTTP_* like a `-` name (a twin's values join).
+    Dangerous,
 }
 
 pub struct EnvironParts<'a> {
@@ -173,6 +189,9 @@ pub struct EnvironParts<'a> {
     pub peer: &'a PeerText,
     pub multithread: bool,
     pub multiprocess: bool,
+    /// Underscore names in `headers` get HTTP_* variables
+    /// (`HeaderMap::Dangerous`).
+    pub underscores: bool,
 }
 
 impl HostEnviron {
@@ -206,6 +225,7 @@ impl HostEnviron {
                 api,
             },
             joined: RefCell::new(Vec::new()),
+            underscores: false,
         }
     }
 
@@ -240,6 +260,7 @@ impl HostEnviron {
         r.multiprocess = parts.multiprocess as u8;
         r.has_body = !matches!(head.framing, crate::http1::parse::Framing::Empty) as u8;
         r.api = parts.api;
+        self.underscores = parts.underscores;
         let joined = self.joined.get_mut();
         if !joined.is_empty() {
             joined.clear();
@@ -333,7 +354,7 @@ impl HostEnviron {
         let mut matches = self
             .headers()
             .iter()
-            .filter(|h| cgi_name_matches(self.text(h.name), suffix));
+            .filter(|h| cgi_name_matches(self.text(h.name), suffix, self.underscores));
         let first = matches.next()?;
         let Some(second) = matches.next() else {
             return Some(first.value);
@@ -367,7 +388,7 @@ impl HostEnviron {
         let headers = self.headers();
         for (i, h) in headers.iter().enumerate() {
             let name = self.text(h.name);
-            if !exposed_as_http_var(name) {
+            if !exposed_as_http_var(name, self.underscores) {
                 continue;
             }
             key.clear();
@@ -376,10 +397,11 @@ impl HostEnviron {
                 b'-' => b'_',
                 c => c.to_ascii_uppercase(),
             }));
-            // One entry per distinct name: skip names seen earlier.
+            // One entry per distinct variable: skip names seen earlier
+            // (or, with underscores mapped, their twins).
             let seen = headers[..i]
                 .iter()
-                .any(|e| self.text(e.name).eq_ignore_ascii_case(name));
+                .any(|e| cgi_name_matches(self.text(e.name), &key[5..], self.underscores));
             if seen {
                 continue;
             }
@@ -396,21 +418,21 @@ impl HostEnviron {
 }
 
 /// CONTENT_TYPE/CONTENT_LENGTH have their own variables (CGI), and a name
-/// with '_' would collide with a '-' twin once mapped (the header-spoofing
-/// trick gunicorn and nginx also close): such headers stay in the raw list
-/// but get no HTTP_* variable.
-fn exposed_as_http_var(name: &[u8]) -> bool {
-    !name.contains(&b'_')
+/// with '_' would collide with a '-' twin once mapped (see `HeaderMap`):
+/// it gets none unless `underscores` (such names are normally not in the
+/// list at all; this keeps the environ safe whatever built the list).
+fn exposed_as_http_var(name: &[u8], underscores: bool) -> bool {
+    (underscores || !name.contains(&b'_'))
         && !name.eq_ignore_ascii_case(b"content-type")
         && !name.eq_ignore_ascii_case(b"content-length")
 }
 
 /// Does header `name` map to `HTTP_<suffix>`?
-fn cgi_name_matches(name: &[u8], suffix: &[u8]) -> bool {
+fn cgi_name_matches(name: &[u8], suffix: &[u8], underscores: bool) -> bool {
     name.len() == suffix.len()
-        && exposed_as_http_var(name)
+        && exposed_as_http_var(name, underscores)
         && name.iter().zip(suffix).all(|(&n, &s)| match n {
-            b'-' => s == b'_',
+            b'-' | b'_' => s == b'_',
             n => n.to_ascii_uppercase() == s,
         })
 }
@@ -470,7 +492,13 @@ pub(crate) unsafe extern "C" fn environ_get(
         // SAFETY: the only environs the host hands out are the `raw` field
         // (first, repr(C)) of a live HostEnviron; the app may call this only
         // while the request runs. `key` is borrowed for the call.
-        let (host_env, key) = unsafe { (&*env.cast::<HostEnviron>(), key.as_bytes()) };
+        let (host_env, key) = unsafe { (&*env.cast::<HostEnviron>(), key.try_as_bytes()) };
+        let Some(key) = key else {
+            tracing::error!(
+                "app error: environ_get with a NULL key of non-zero length; answered 0"
+            );
+            return 0;
+        };
         match host_env.get(key) {
             Some(v) => {
                 // SAFETY: checked non-null; the app provides the slot.
@@ -492,6 +520,10 @@ pub(crate) unsafe extern "C" fn environ_each(
     user: *mut c_void,
 ) -> i32 {
     ffi_guard(abi::ffi::NWSGI_ERROR, || {
+        let Some(func) = f.func else {
+            tracing::error!("app error: environ_each with a NULL callback; refused");
+            return abi::ffi::NWSGI_E_INVALID;
+        };
         if env.is_null() {
             return abi::ffi::NWSGI_E_INVALID;
         }
@@ -500,7 +532,7 @@ pub(crate) unsafe extern "C" fn environ_each(
         host_env.each(|k, v| {
             // SAFETY: calling the app's callback with strings borrowed for
             // the duration of the call, as the header promises.
-            unsafe { (f.func)(user, nwsgi_str::from_bytes(k), v) }
+            unsafe { func(user, nwsgi_str::from_bytes(k), v) }
         })
     })
 }
@@ -568,8 +600,15 @@ mod tests {
 
     #[test]
     fn cgi_names() {
-        assert!(cgi_name_matches(b"X-Custom-Header", b"X_CUSTOM_HEADER"));
-        assert!(!cgi_name_matches(b"X_Custom", b"X_CUSTOM"));
-        assert!(!cgi_name_matches(b"Content-Type", b"CONTENT_TYPE"));
+        assert!(cgi_name_matches(
+            b"X-Custom-Header",
+            b"X_CUSTOM_HEADER",
+            false
+        ));
+        assert!(!cgi_name_matches(b"X_Custom", b"X_CUSTOM", false));
+        assert!(!cgi_name_matches(b"Content-Type", b"CONTENT_TYPE", false));
+        // --header-map dangerous: an underscore name maps like its twin.
+        assert!(cgi_name_matches(b"X_Custom", b"X_CUSTOM", true));
+        assert!(cgi_name_matches(b"X-Custom", b"X_CUSTOM", true));
     }
 }

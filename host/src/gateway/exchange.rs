@@ -15,16 +15,17 @@
 //! The exchange knows nothing of sockets: what it needs of the connection
 //! (sending, the request body, whether the worker is stopping) it asks a
 //! `Client`, which the runtime lends it for each entry into plugin code.
-use std::ptr::NonNull;
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use abi::ffi::{
-    nwsgi_body, nwsgi_header, nwsgi_request, nwsgi_str, NWSGI_BODY_END, NWSGI_BODY_LAST,
-    NWSGI_BODY_MORE, NWSGI_E_BAD_BODY, NWSGI_E_DISCONNECTED, NWSGI_E_HEADERS_SENT, NWSGI_E_INVALID,
-    NWSGI_E_STATE, NWSGI_OK,
+    nwsgi_body, nwsgi_header, nwsgi_request, nwsgi_response_head, nwsgi_str, NWSGI_BODY_END,
+    NWSGI_BODY_LAST, NWSGI_BODY_MORE, NWSGI_E_BAD_BODY, NWSGI_E_DISCONNECTED, NWSGI_E_HEADERS_SENT,
+    NWSGI_E_INVALID, NWSGI_E_STATE, NWSGI_OK,
 };
 
 use crate::gateway::environ::HostEnviron;
-use crate::gateway::plugin::Plugin;
+use crate::gateway::plugin::{Image, Plugin};
 use crate::http1::body::BodyError;
 use crate::http1::error::HttpError;
 use crate::http1::parse::Version;
@@ -32,6 +33,7 @@ use crate::http1::response::{
     encode_chunk, encode_error, encode_head, encode_last_chunk, status_forbids_body, BodyFraming,
     ResponseHead,
 };
+use crate::text::Shown;
 
 /// The client is gone (reset, closed, or too slow to read): stop sending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +79,8 @@ pub trait Client {
     fn may_keep_alive(&self) -> bool;
     /// The app produced a chunk: it is making progress (for `-t`).
     fn progress(&mut self);
+    /// The request line, as received (for log lines about the request).
+    fn request_line(&self) -> &[u8];
 }
 
 /// Where the response stands.
@@ -131,9 +135,17 @@ pub struct Exchange {
     remaining: u64,
     /// A malformed or timed-out body: answered with its own status.
     body_error: Option<HttpError>,
-    /// For the access log.
+    /// For the access log: the status sent, and the body bytes handed to
+    /// the connection (not what the app produced: what the framing let
+    /// through, less what a client that went away never took).
     pub status: u16,
     pub body_bytes: u64,
+    /// The request's number in log lines, given when the first line about
+    /// it is written (0: none yet).
+    id: u64,
+    /// Where the plugin's image lies: a static head inside it is
+    /// remembered by address (set for each call).
+    image: Image,
     /// The connection, while plugin code runs for this request (set by
     /// `enter`, cleared by `leave`). A raw pointer: it borrows the
     /// runtime's stack frame for exactly that long.
@@ -154,6 +166,8 @@ impl Default for Exchange {
             body_error: None,
             status: 0,
             body_bytes: 0,
+            id: 0,
+            image: Image::default(),
             client: None,
         }
     }
@@ -172,10 +186,78 @@ impl Exchange {
         self.body_error = None;
         self.status = 0;
         self.body_bytes = 0;
+        self.id = 0;
     }
 
     pub fn aborted(&self) -> bool {
         self.phase == Phase::Aborted
+    }
+
+    /// The request's number and request line, for a log line about it.
+    /// Numbers are given in the order first asked for, per process.
+    pub(crate) fn identity(&mut self) -> (u64, &[u8]) {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        if self.id == 0 {
+            self.id = NEXT.fetch_add(1, Ordering::Relaxed);
+        }
+        let id = self.id;
+        let line = match self.client {
+            // SAFETY: as in `client_and_out`: the client is lent for the
+            // current entry into plugin code, on this thread, and outlives
+            // this borrow of the exchange.
+            Some(c) => unsafe { &*c.as_ptr() }.request_line(),
+            None => &[],
+        };
+        (id, line)
+    }
+
+    /// The app handed over something the header forbids (a NULL pointer
+    /// with a length, ...): logged with the request, and the answer is a
+    /// 500, or the connection is cut if the response had begun. Returns
+    /// NWSGI_E_INVALID for the app.
+    pub(crate) fn misuse(&mut self, call: &str, why: &str) -> i32 {
+        let phase = self.phase;
+        let (id, line) = self.identity();
+        let request = Shown(line);
+        match phase {
+            Phase::NotStarted | Phase::Started | Phase::Invalid => {
+                tracing::error!(req = id, request = %request, "app error in {call}: {why}; answering 500");
+                self.phase = Phase::Invalid;
+            }
+            Phase::Sending(_) => {
+                tracing::error!(
+                    req = id, request = %request,
+                    "app error in {call}: {why}; the response had begun, closing the connection"
+                );
+                self.abort();
+            }
+            Phase::Done | Phase::Aborted => {
+                tracing::error!(req = id, request = %request, "app error in {call}: {why}");
+            }
+        }
+        NWSGI_E_INVALID
+    }
+
+    /// The key `start_response_static` remembers `head` by: its address
+    /// when it lies in the plugin's image (static storage, unchanged while
+    /// loaded, as the header demands), else 0: a head on the stack or the
+    /// heap may hold another request's headers at the same address later.
+    pub(crate) fn static_key(&self, head: &nwsgi_response_head) -> usize {
+        let addr = ptr::from_ref(head) as usize;
+        if self
+            .image
+            .contains(addr, std::mem::size_of::<nwsgi_response_head>())
+        {
+            addr
+        } else {
+            0
+        }
+    }
+
+    /// Whether the head known by `key` was validated before (and may be
+    /// used without reading it again).
+    pub(crate) fn knows_static(&self, key: usize) -> bool {
+        self.head.knows_static(key)
     }
 
     /// Whether any byte of this request's response was produced.
@@ -207,19 +289,30 @@ impl Exchange {
         exc_info: Option<&[u8]>,
     ) -> i32 {
         match (self.phase, exc_info) {
-            (Phase::NotStarted, _) => {}
+            (Phase::NotStarted, None) => {}
+            (Phase::NotStarted, Some(msg)) => {
+                // Nothing to replace: accepted (PEP 3333 allows it), and
+                // the error the app reports is not lost.
+                let (id, line) = self.identity();
+                tracing::warn!(
+                    req = id, request = %Shown(line), exc_info = %Shown(msg),
+                    "app passed exc_info to its first start_response"
+                );
+            }
             (Phase::Invalid, _) => return NWSGI_E_INVALID,
             (Phase::Started, None) => return NWSGI_E_STATE,
             (Phase::Started, Some(msg)) => {
+                let (id, line) = self.identity();
                 tracing::warn!(
-                    exc_info = %String::from_utf8_lossy(msg),
+                    req = id, request = %Shown(line), exc_info = %Shown(msg),
                     "app replaced its response head (start_response with exc_info)"
                 );
             }
             (Phase::Sending(_) | Phase::Done | Phase::Aborted, None) => return NWSGI_E_STATE,
             (Phase::Sending(_) | Phase::Done | Phase::Aborted, Some(msg)) => {
+                let (id, line) = self.identity();
                 tracing::error!(
-                    exc_info = %String::from_utf8_lossy(msg),
+                    req = id, request = %Shown(line), exc_info = %Shown(msg),
                     "app error after the response head was sent; aborting the connection"
                 );
                 self.abort();
@@ -237,8 +330,9 @@ impl Exchange {
                 NWSGI_OK
             }
             Err(e) => {
+                let (id, line) = self.identity();
                 tracing::error!(
-                    status = %String::from_utf8_lossy(status),
+                    req = id, request = %Shown(line), status = %Shown(status),
                     "invalid response from app: {e}; answering 500 instead"
                 );
                 self.phase = Phase::Invalid;
@@ -287,29 +381,32 @@ impl Exchange {
         self.is_head || status_forbids_body(self.status)
     }
 
-    /// Appends body bytes in the committed framing.
-    fn append_body(&mut self, mut data: &[u8]) {
+    /// Appends body bytes in the committed framing. Err: the app gave more
+    /// than its own Content-Length; what fits went in, the rest is dropped
+    /// and the connection closes after it (its error, logged).
+    fn append_body(&mut self, data: &[u8]) -> Result<(), ()> {
         let Phase::Sending(framing) = self.phase else {
-            return;
+            return Ok(());
         };
         if self.body_suppressed() {
-            return;
+            return Ok(());
         }
-        // Bytes the client gets (Apache's %b), not what the app produced.
-        self.body_bytes += data.len() as u64;
         match framing {
             BodyFraming::Length(_) => {
                 if data.len() as u64 > self.remaining {
+                    let (fits, status) = (self.remaining as usize, self.status);
+                    let (id, line) = self.identity();
                     tracing::error!(
-                        status = self.status,
-                        "app produced more body than its Content-Length; truncating and closing"
+                        req = id, request = %Shown(line), status,
+                        over = data.len() - fits,
+                        "app error: more body than its Content-Length; the rest is dropped \
+                         and the connection closes"
                     );
-                    data = &data[..self.remaining as usize];
-                    self.out.extend_from_slice(data);
+                    self.out.extend_from_slice(&data[..fits]);
+                    self.body_bytes += fits as u64;
                     self.remaining = 0;
-                    self.keep_alive = false;
-                    self.phase = Phase::Aborted;
-                    return;
+                    self.abort();
+                    return Err(());
                 }
                 self.remaining -= data.len() as u64;
                 self.out.extend_from_slice(data);
@@ -317,6 +414,8 @@ impl Exchange {
             BodyFraming::Chunked => encode_chunk(&mut self.out, data),
             BodyFraming::CloseDelimited => self.out.extend_from_slice(data),
         }
+        self.body_bytes += data.len() as u64;
+        Ok(())
     }
 
     /// The app's write(): transmitted before it returns.
@@ -336,11 +435,15 @@ impl Exchange {
             }
             Phase::Sending(_) => {}
         }
-        self.append_body(data);
+        let fitted = self.append_body(data);
         if let Some(client) = self.client() {
             client.progress();
         }
-        self.send_now(Wait::Write)
+        let sent = self.send_now(Wait::Write);
+        if fitted.is_err() {
+            return NWSGI_E_INVALID;
+        }
+        sent
     }
 
     /// The app's write_last (ABI 1.2): the rest of the body, as if the
@@ -372,7 +475,10 @@ impl Exchange {
             Phase::Sending(_) => {}
             Phase::Done | Phase::Aborted => return NWSGI_E_DISCONNECTED,
         }
-        self.append_body(data);
+        if self.append_body(data).is_err() {
+            self.send_now(Wait::Never);
+            return NWSGI_E_INVALID;
+        }
         if last {
             // May wait in `out` to share a write with later pipelined
             // responses, unless it is large.
@@ -389,6 +495,10 @@ impl Exchange {
     /// The client went away while the response was parked: what is left
     /// of it will not be sent (and it is not the app's doing).
     pub fn client_gone(&mut self) {
+        // What is still in `out` never reaches the client: of the body,
+        // the log counts only what went before it.
+        let unsent = self.out.len() as u64;
+        self.body_bytes = self.body_bytes.saturating_sub(unsent);
         self.abort();
     }
 
@@ -407,7 +517,7 @@ impl Exchange {
             Ok(()) => NWSGI_OK,
             Err(Gone) => {
                 tracing::debug!("client went away while the app was sending");
-                self.abort();
+                self.client_gone();
                 NWSGI_E_DISCONNECTED
             }
         }
@@ -453,25 +563,47 @@ impl Exchange {
     /// sent, otherwise cut the connection: the client must not take a
     /// truncated body for a whole one.
     fn fail(&mut self, why: &str) {
+        let (phase, body_error) = (self.phase, self.body_error.is_some());
+        let (id, line) = self.identity();
+        let request = Shown(line);
+        match phase {
+            Phase::NotStarted | Phase::Started if !body_error => {
+                tracing::error!(req = id, request = %request, "{why}; answering 500");
+            }
+            Phase::Sending(_) => {
+                tracing::error!(
+                    req = id, request = %request,
+                    "{why} after the response head was sent; aborting the connection"
+                );
+            }
+            // Invalid: logged when it became so; a body error: the client's.
+            _ => {}
+        }
+        self.answer_error();
+    }
+
+    /// Replaces the response with the host's own error answer (500, or the
+    /// request body's 4xx) if nothing was sent, else cuts the connection.
+    fn answer_error(&mut self) {
         match self.phase {
             Phase::NotStarted | Phase::Invalid | Phase::Started => {
                 let (status, reason) = match self.body_error {
                     Some(e) => (e.status(), e.reason()),
                     None => (500, "Internal Server Error"),
                 };
-                if status == 500 {
-                    tracing::error!("{why}; answering 500");
-                }
                 let may = self.client().is_none_or(|c| c.may_keep_alive());
                 self.keep_alive &= self.body_error.is_none() && may;
-                encode_error(&mut self.out, status, reason, self.keep_alive);
+                let body = encode_error(&mut self.out, status, reason, self.keep_alive);
+                if self.is_head {
+                    // RFC 9110 §9.3.2: the head a GET would have, no body.
+                    self.out.truncate(self.out.len() - body);
+                } else {
+                    self.body_bytes = body as u64;
+                }
                 self.status = status;
                 self.phase = Phase::Done;
             }
-            Phase::Sending(_) => {
-                tracing::error!("{why} after the response head was sent; aborting the connection");
-                self.abort();
-            }
+            Phase::Sending(_) => self.abort(),
             Phase::Done | Phase::Aborted => {}
         }
     }
@@ -485,7 +617,8 @@ impl Exchange {
     fn finish(&mut self) {
         match self.phase {
             Phase::NotStarted => self.fail("app returned without calling start_response"),
-            Phase::Invalid => self.fail("app response head was invalid"),
+            // Logged when it became invalid.
+            Phase::Invalid => self.answer_error(),
             Phase::Started => {
                 self.commit(Some(0));
                 self.finish();
@@ -498,9 +631,10 @@ impl Exchange {
             }
             Phase::Sending(BodyFraming::Length(_)) => {
                 if self.remaining > 0 && !self.body_suppressed() {
+                    let (status, missing) = (self.status, self.remaining);
+                    let (id, line) = self.identity();
                     tracing::error!(
-                        status = self.status,
-                        missing = self.remaining,
+                        req = id, request = %Shown(line), status, missing,
                         "app body shorter than its Content-Length; closing the connection"
                     );
                     self.abort();
@@ -564,9 +698,14 @@ pub unsafe fn call(
     // the plugin call, and `leave` runs before it returns.
     unsafe {
         enter(ex, client);
+        (*ex).image = plugin.image;
         let rc = plugin.call(&env.raw, ex.cast::<nwsgi_request>(), &mut body);
-        let drain = if rc != NWSGI_OK {
+        let drain = if rc < 0 {
             (*ex).fail(&format!("app call failed (status {rc})"));
+            false
+        } else if rc != NWSGI_OK {
+            let why = format!("app call returned {rc}, which is neither NWSGI_OK nor an error");
+            (*ex).fail(&why);
             false
         } else if body.next.is_none() && body.close.is_none() {
             // No iterator: the response is complete now (the common
@@ -605,7 +744,18 @@ pub unsafe fn pull(
     unsafe {
         enter(ex, client);
         let r = plugin.next(body, ex.cast::<nwsgi_request>(), &mut chunk);
-        let data = chunk.as_bytes();
+        let data = match chunk.try_as_bytes() {
+            Some(data) => data,
+            None if matches!(r, NWSGI_BODY_MORE | NWSGI_BODY_LAST) => {
+                let why = format!("the chunk is a NULL pointer with length {}", chunk.len);
+                (*ex).misuse("next", &why);
+                // Nothing of it can be sent: the response ends here.
+                (*ex).answer_error();
+                leave(ex);
+                return Pulled::Ended;
+            }
+            None => &[],
+        };
         let pulled = match r {
             NWSGI_BODY_MORE => {
                 (*ex).chunk(data, false);

@@ -25,6 +25,10 @@ pub struct PluginSpec {
 
 pub const DEFAULT_SYMBOL: &str = "app";
 
+/// The descriptor flags this host knows; a plugin setting any other bit is
+/// refused rather than served without what it asked for.
+const KNOWN_FLAGS: u32 = NWSGI_APP_THREAD_SAFE;
+
 impl PluginSpec {
     /// Splits at the last ':' when what follows is a C identifier, so paths
     /// that merely contain a colon still work.
@@ -84,6 +88,13 @@ pub enum LoadError {
     NoCall {
         path: PathBuf,
         symbol: String,
+    },
+    UnknownFlags {
+        path: PathBuf,
+        symbol: String,
+        major: u16,
+        minor: u16,
+        flags: u32,
     },
     InitFailed {
         path: PathBuf,
@@ -150,6 +161,20 @@ impl fmt::Display for LoadError {
                 "plugin {}: symbol '{symbol}' has no call function (it is required)",
                 path.display()
             ),
+            LoadError::UnknownFlags {
+                path,
+                symbol,
+                major,
+                minor,
+                flags,
+            } => write!(
+                f,
+                "plugin {}: symbol '{symbol}' (ABI {major}.{minor}) sets flag bits 0x{:x} \
+                 that this host (ABI {host}) does not know; it may rely on behaviour \
+                 this host does not have (known: 0x{KNOWN_FLAGS:x} NWSGI_APP_THREAD_SAFE)",
+                path.display(),
+                flags & !KNOWN_FLAGS
+            ),
             LoadError::InitFailed {
                 path,
                 symbol,
@@ -157,8 +182,9 @@ impl fmt::Display for LoadError {
                 message,
             } => write!(
                 f,
-                "plugin {}: symbol '{symbol}' init failed (code {code}): {message}",
-                path.display()
+                "plugin {}: symbol '{symbol}' init failed (code {code}): {}",
+                path.display(),
+                crate::text::shown(message)
             ),
         }
     }
@@ -178,9 +204,73 @@ impl LoadError {
             | LoadError::WrongMajor { path, .. }
             | LoadError::TooSmall { path, .. }
             | LoadError::NoCall { path, .. }
+            | LoadError::UnknownFlags { path, .. }
             | LoadError::InitFailed { path, .. } => *path = shown.to_path_buf(),
         }
         self
+    }
+}
+
+/// The span of addresses a loaded object's segments occupy: its static
+/// storage, which stays where it is while the object is loaded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Image {
+    start: usize,
+    end: usize,
+}
+
+impl Image {
+    /// Whether `len` bytes at `addr` lie inside the image.
+    pub fn contains(&self, addr: usize, len: usize) -> bool {
+        addr >= self.start && addr.checked_add(len).is_some_and(|e| e <= self.end)
+    }
+
+    /// The image of the loaded object (library or program) that holds
+    /// `addr`; empty if none does.
+    pub fn holding(addr: usize) -> Image {
+        struct Search {
+            addr: usize,
+            found: Image,
+        }
+        unsafe extern "C" fn each(
+            info: *mut libc::dl_phdr_info,
+            _size: libc::size_t,
+            data: *mut c_void,
+        ) -> libc::c_int {
+            // SAFETY: dl_iterate_phdr hands a valid info for the duration of
+            // the call, whose dlpi_phdr has dlpi_phnum entries; `data` is the
+            // `Search` passed below, alive for the whole iteration.
+            let (info, search) = unsafe { (&*info, &mut *data.cast::<Search>()) };
+            let phdrs = if info.dlpi_phdr.is_null() {
+                &[][..]
+            } else {
+                // SAFETY: as above.
+                unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) }
+            };
+            let base = info.dlpi_addr as usize;
+            let mut image = Image {
+                start: usize::MAX,
+                end: 0,
+            };
+            for ph in phdrs.iter().filter(|ph| ph.p_type == libc::PT_LOAD) {
+                let start = base.wrapping_add(ph.p_vaddr as usize);
+                image.start = image.start.min(start);
+                image.end = image.end.max(start.wrapping_add(ph.p_memsz as usize));
+            }
+            if image.contains(search.addr, 1) {
+                search.found = image;
+                return 1;
+            }
+            0
+        }
+        let mut search = Search {
+            addr,
+            found: Image::default(),
+        };
+        // SAFETY: `each` only reads what the loader hands it and writes
+        // `search`, which outlives the call.
+        unsafe { libc::dl_iterate_phdr(Some(each), (&mut search as *mut Search).cast()) };
+        search.found
     }
 }
 
@@ -201,6 +291,8 @@ pub struct Plugin {
     pub abi_minor: u16,
     pub flags: u32,
     pub name: Option<String>,
+    /// The library's image (where its static heads live).
+    pub image: Image,
     /// The app's own pointer from init (null when it has none or no init).
     state: *mut c_void,
     /// Serialises calls into apps that are not thread-safe.
@@ -296,6 +388,7 @@ impl Plugin {
             abi_minor: checked.minor,
             flags: checked.flags,
             name: checked.name,
+            image: Image::holding(desc as usize),
             state: std::ptr::null_mut(),
             serial: if checked.flags & NWSGI_APP_THREAD_SAFE == 0 {
                 Some(Mutex::new(()))
@@ -303,6 +396,24 @@ impl Plugin {
                 None
             },
             shut_down: false,
+        }
+    }
+
+    /// What logs call the app: its descriptor's name, else the name of the
+    /// file it was loaded as (`shown`), without `lib` and extension.
+    pub fn display_name(&self, shown: &Path) -> String {
+        if let Some(name) = self.name.as_deref().filter(|n| !n.is_empty()) {
+            return name.to_string();
+        }
+        let stem = shown
+            .file_stem()
+            .map(|s| s.to_string_lossy())
+            .unwrap_or_default();
+        let stem = stem.strip_prefix("lib").unwrap_or(&stem);
+        if stem.is_empty() {
+            "app".into()
+        } else {
+            stem.to_string()
         }
     }
 
@@ -507,6 +618,15 @@ unsafe fn validate(desc: *const nwsgi_app, spec: &PluginSpec) -> Result<Checked,
     let (flags, call) = unsafe { ((*desc).flags, (*desc).call) };
     if call.is_none() {
         return Err(LoadError::NoCall { path, symbol });
+    }
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(LoadError::UnknownFlags {
+            path,
+            symbol,
+            major,
+            minor,
+            flags,
+        });
     }
     let name_end = std::mem::offset_of!(nwsgi_app, name) + std::mem::size_of::<*const u8>();
     let name = if size as usize >= name_end {

@@ -600,10 +600,25 @@ fn authority_host(value: &[u8], need_port: bool) -> Option<&[u8]> {
         }
     };
     let port_ok = match port {
-        Some(port) => port.iter().all(u8::is_ascii_digit) && !(need_port && port.is_empty()),
+        Some(port) => valid_port(port) && !(need_port && port.is_empty()),
         None => !need_port,
     };
     (port_ok && (!need_port || !host.is_empty())).then_some(host)
+}
+
+/// port = *DIGIT (RFC 3986 §3.2.3), and a TCP port: at most 65535 (leading
+/// zeros allowed). An empty port is syntax the callers judge.
+fn valid_port(port: &[u8]) -> bool {
+    let digits = port
+        .iter()
+        .position(|&b| b != b'0')
+        .map_or(&[][..], |i| &port[i..]);
+    port.iter().all(u8::is_ascii_digit)
+        && digits.len() <= 5
+        && digits
+            .iter()
+            .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'))
+            <= 65535
 }
 
 /// The length of the longest run at the start of `bytes` made of bytes in
@@ -1396,6 +1411,8 @@ mod tests {
             "[::1]:80",
             "%41b",
             "host:",
+            "a:65535",
+            "a:00080",
         ] {
             let req = format!("GET / HTTP/1.1\r\nHost: {good}\r\n\r\n");
             ok(req.as_bytes());
@@ -1406,6 +1423,10 @@ mod tests {
             "user@example.com",
             "a:b:c",
             "a:8x",
+            "a:99999",
+            "a:65536",
+            "[::1]:70000",
+            "a:0000065536",
             "[::1",
             "[::1]x",
             "[]",

@@ -31,7 +31,7 @@ const HOP_BY_HOP: [&str; 7] = [
 /// Why the application's status or headers were refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InvalidResponse {
-    /// The status is not "NNN reason" with NNN in 200..=999.
+    /// The status is not "NNN reason" with NNN in 200..=599.
     Status,
     /// A header name is empty or not a token.
     HeaderName,
@@ -47,7 +47,7 @@ impl fmt::Display for InvalidResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             InvalidResponse::Status => {
-                f.write_str("status is not a final 3-digit code (200-999), a space and a reason")
+                f.write_str("status is not a final 3-digit code (200-599), a space and a reason")
             }
             InvalidResponse::HeaderName => f.write_str("header name is empty or not a token"),
             InvalidResponse::HeaderValue => {
@@ -135,7 +135,7 @@ impl ResponseHead {
 
     /// Validates and stores the application's status and headers.
     ///
-    /// status must be "NNN" SP reason (3 digits, 200..=999, reason = HTAB /
+    /// status must be "NNN" SP reason (3 digits, 200..=599, reason = HTAB /
     /// SP / VCHAR / obs-text); names must be tokens; values must not contain
     /// CR, LF, NUL or other CTLs except HTAB; hop-by-hop headers are refused;
     /// Content-Length must be 1*DIGIT without overflow (repeated identical
@@ -188,12 +188,17 @@ impl ResponseHead {
     where
         I: IntoIterator<Item = (&'a [u8], &'a [u8])> + Clone,
     {
-        if key != 0 && key == self.static_key && self.status != 0 {
+        if self.knows_static(key) {
             return Ok(());
         }
         self.set(status, headers)?;
         self.static_key = key;
         Ok(())
+    }
+
+    /// Whether the static head known by `key` is the one held, validated.
+    pub fn knows_static(&self, key: usize) -> bool {
+        key != 0 && key == self.static_key && self.status != 0
     }
 
     /// Whether `status` and `headers` are the input `last_key` holds.
@@ -280,9 +285,9 @@ impl ResponseHead {
     }
 }
 
-/// "NNN" SP reason-phrase, NNN in 200..=999 (RFC 9112 §4, RFC 9110 §15:
-/// a status code is three digits, the first 1-5 registered, but any
-/// 100-999 is well-formed; clients treat unknown ones as x00). An app gives
+/// "NNN" SP reason-phrase, NNN in 200..=599 (RFC 9112 §4; RFC 9110 §15:
+/// valid codes are 100 to 599, and a client treats any other as a 5xx, so
+/// 600-999 would reach it as an unexplained server error). An app gives
 /// the final response, so 1xx is refused: an interim status as the only
 /// answer would leave the client waiting for one that never comes, and
 /// 101 would claim a protocol switch the host never makes.
@@ -290,7 +295,7 @@ fn parse_status(status: &[u8]) -> Result<u16, InvalidResponse> {
     let [h, t, o, b' ', reason @ ..] = status else {
         return Err(InvalidResponse::Status);
     };
-    if ![h, t, o].iter().all(|d| d.is_ascii_digit()) || *h < b'2' {
+    if ![h, t, o].iter().all(|d| d.is_ascii_digit()) || !(b'2'..=b'5').contains(h) {
         return Err(InvalidResponse::Status);
     }
     // reason-phrase = 1*( HTAB / SP / VCHAR / obs-text ); we also allow it
@@ -420,7 +425,9 @@ pub fn encode_last_chunk(out: &mut Vec<u8>) {
 /// `Content-Type: text/plain`, Content-Length, `Connection: close` unless
 /// `keep_alive`, and the body "<code> <reason>\n". The engine's reasons are
 /// static ASCII phrases (`HttpError::reason`).
-pub fn encode_error(out: &mut Vec<u8>, status: u16, reason: &str, keep_alive: bool) {
+/// Returns the length of its body (the last bytes appended), which a
+/// response to HEAD leaves out.
+pub fn encode_error(out: &mut Vec<u8>, status: u16, reason: &str, keep_alive: bool) -> usize {
     debug_assert!((100..=999).contains(&status));
     debug_assert!(reason.bytes().all(|b| b == b' ' || b.is_ascii_graphic()));
     let mut buf = [0u8; 20];
@@ -445,6 +452,7 @@ pub fn encode_error(out: &mut Vec<u8>, status: u16, reason: &str, keep_alive: bo
     out.push(b' ');
     out.extend_from_slice(reason.as_bytes());
     out.push(b'\n');
+    body_len
 }
 
 /// Appends the interim response a client waiting on `Expect: 100-continue`
@@ -766,7 +774,7 @@ mod tests {
         for (good, code) in [
             ("200 OK", 200),
             ("404 Not Found", 404),
-            ("999 x", 999),
+            ("599 x", 599),
             ("200 ", 200),
             ("200 caf\u{e9}\tok", 200),
         ] {
@@ -782,6 +790,8 @@ mod tests {
             "100 Continue",
             "101 Switching Protocols",
             "199 X",
+            "600 X",
+            "999 X",
             "abc OK",
             " 200 OK",
             "200 O\r\nX: y",

@@ -1,20 +1,35 @@
 //! The access log: one line per request in gunicorn's default format
-//! (Apache combined), to a file or stdout (`--access-logfile -`).
+//! (Apache combined), to a file or stdout (`--access-logfile -`). A
+//! response the client did not get whole (the app failed after its head
+//! went out, it broke its own framing, or the client went away) has
+//! ` aborted` after the combined fields. The byte count is the body bytes
+//! handed to the connection.
 //!
 //! Written directly rather than through `tracing` so the line format is
 //! exactly the one log tools expect, whatever the log level.
 use std::fs::{File, OpenOptions};
 use std::io::{self, LineWriter, Write};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::http1::date::format_imf;
 use crate::http1::parse::Version;
 
 pub struct AccessLog {
     spec: String,
-    out: Mutex<Box<dyn Write + Send>>,
+    out: Mutex<Output>,
 }
+
+/// The writer, and what its failures were last said to be.
+struct Output {
+    w: Box<dyn Write + Send>,
+    /// When a failed write was last logged, and the failures since.
+    warned: Option<Instant>,
+    failed: u64,
+}
+
+/// A full disk fails every line: one warning per this long, not per request.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// What one line says about a request.
 pub struct Entry<'a> {
@@ -26,6 +41,8 @@ pub struct Entry<'a> {
     pub bytes: u64,
     pub referer: Option<&'a [u8]>,
     pub user_agent: Option<&'a [u8]>,
+    /// The client did not get the whole response.
+    pub aborted: bool,
 }
 
 impl AccessLog {
@@ -34,14 +51,18 @@ impl AccessLog {
     pub fn open(spec: &str) -> io::Result<AccessLog> {
         Ok(AccessLog {
             spec: spec.to_string(),
-            out: Mutex::new(writer(spec)?),
+            out: Mutex::new(Output {
+                w: writer(spec)?,
+                warned: None,
+                failed: 0,
+            }),
         })
     }
 
     /// USR1: opens the file again (after logrotate moved it).
     pub fn reopen(&self) {
         match writer(&self.spec) {
-            Ok(w) => *self.out.lock().unwrap_or_else(|p| p.into_inner()) = w,
+            Ok(w) => self.out.lock().unwrap_or_else(|p| p.into_inner()).w = w,
             Err(e) => tracing::warn!("cannot reopen the access log {}: {e}", self.spec),
         }
     }
@@ -61,11 +82,41 @@ impl AccessLog {
         escape_into(&mut line, e.referer.unwrap_or(b"-"));
         line.extend_from_slice(b"\" \"");
         escape_into(&mut line, e.user_agent.unwrap_or(b"-"));
-        line.extend_from_slice(b"\"\n");
+        line.push(b'"');
+        if e.aborted {
+            line.extend_from_slice(b" aborted");
+        }
+        line.push(b'\n');
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        // A full disk must not fail requests; the error log says why.
-        if let Err(err) = out.write_all(&line) {
-            tracing::warn!("cannot write the access log: {err}");
+        // A full disk must not fail requests; the error log says why, once
+        // in a while.
+        match out.w.write_all(&line) {
+            Ok(()) if out.failed > 0 => {
+                tracing::warn!(
+                    "the access log is written again ({} lines were lost)",
+                    out.failed
+                );
+                out.failed = 0;
+                out.warned = None;
+            }
+            Ok(()) => {}
+            Err(err) => {
+                out.failed += 1;
+                let now = Instant::now();
+                if out
+                    .warned
+                    .is_none_or(|at| now.duration_since(at) >= WARN_EVERY)
+                {
+                    tracing::warn!(
+                        "cannot write the access log {}: {err} ({} lines lost so far; \
+                         next warning in {}s at the earliest)",
+                        self.spec,
+                        out.failed,
+                        WARN_EVERY.as_secs()
+                    );
+                    out.warned = Some(now);
+                }
+            }
         }
     }
 }

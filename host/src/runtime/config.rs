@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::gateway::environ::HeaderMap;
 use crate::gateway::plugin::Plugin;
 use crate::http1::parse::Limits;
 use crate::runtime::access_log::AccessLog;
@@ -48,6 +49,11 @@ pub struct Config {
     /// How long TERM waits for in-flight requests (`--graceful-timeout`).
     pub graceful_timeout: Duration,
     pub limits: Limits,
+    /// What becomes of request headers with `_` in their name
+    /// (`--header-map`).
+    pub header_map: HeaderMap,
+    /// More than one worker process serves the app (wsgi.multiprocess).
+    pub multiprocess: bool,
 }
 
 impl Config {
@@ -89,6 +95,8 @@ impl Default for Config {
             head_memory: 64 << 20,
             graceful_timeout: Duration::from_secs(30),
             limits: Limits::default(),
+            header_map: HeaderMap::Drop,
+            multiprocess: false,
         }
     }
 }

@@ -24,13 +24,13 @@ use std::time::Instant;
 use abi::ffi::{nwsgi_body, nwsgi_header, nwsgi_str};
 
 use crate::gateway::api::HOST_API;
-use crate::gateway::environ::{percent_decode, EnvironParts, HostEnviron, PeerText};
+use crate::gateway::environ::{percent_decode, EnvironParts, HeaderMap, HostEnviron, PeerText};
 use crate::gateway::exchange::{self, Client, Exchange, Gone, Pulled, Wait};
 use crate::http1::body::{body_end, BodyError, BodyReader, BodySource, Decode};
 use crate::http1::error::HttpError;
 use crate::http1::head::parse_request;
 use crate::http1::memo::HeadMemo;
-use crate::http1::parse::{Framing, Version};
+use crate::http1::parse::{Field, Framing, Version};
 use crate::http1::response::{encode_continue, encode_error};
 use crate::net::transport::{Ready, Transport};
 use crate::runtime::access_log::Entry;
@@ -473,11 +473,29 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         *line = (head.line.as_ptr() as usize - base, head.line.len());
 
         headers.clear();
-        headers.extend(head.headers.iter().map(|h| nwsgi_header {
+        let entry = |h: &Field<'_>| nwsgi_header {
             name: nwsgi_str::from_bytes(h.name),
             value: nwsgi_str::from_bytes(h.value),
-        }));
+        };
+        match config.header_map {
+            HeaderMap::Dangerous => headers.extend(head.headers.iter().map(entry)),
+            map => {
+                let plain = |h: &&Field<'_>| !h.name.contains(&b'_');
+                headers.extend(head.headers.iter().filter(plain).map(entry));
+                if map == HeaderMap::Refuse && headers.len() != head.headers.len() {
+                    return Parsed::Refused(HttpError::BadRequest(
+                        "a header name with '_' (--header-map refuse)",
+                    ));
+                }
+            }
+        }
         let path_info: &[u8] = if percent_decode(head.path, path) {
+            // A decoded NUL would cut the path short for an app that
+            // keeps it as a C string: the path it checked is not the one
+            // it uses.
+            if path.contains(&0) {
+                return Parsed::Refused(HttpError::BadRequest("%00 in the path"));
+            }
             path
         } else {
             head.path
@@ -497,7 +515,8 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
                     path_info,
                     peer,
                     multithread: config.threads > 1,
-                    multiprocess: false,
+                    multiprocess: config.multiprocess,
+                    underscores: config.header_map == HeaderMap::Dangerous,
                 },
             );
         }
@@ -671,6 +690,7 @@ fn end_request(t: &mut AppThread<'_>, d: &mut Desk) -> Option<Done> {
             bytes: d.ex.body_bytes,
             referer: env.header(b"referer"),
             user_agent: env.header(b"user-agent"),
+            aborted: d.ex.aborted(),
         });
     }
     let conn = d
@@ -954,6 +974,10 @@ impl Client for Wire<'_, '_> {
             _ => true,
         };
         body_ok && !self.shared.stopping.load(Ordering::Relaxed)
+    }
+
+    fn request_line(&self) -> &[u8] {
+        self.line
     }
 
     fn progress(&mut self) {

@@ -84,6 +84,7 @@ fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: Vec<TcpListener>) -> Result<
     let shown = PathBuf::from(spec.original);
     let mut plugin = Plugin::load(&plugin_spec)
         .map_err(|e| (EXIT_LOAD_ERROR, e.shown_as(&shown).to_string()))?;
+    crate::gateway::api::set_app_name(&plugin.display_name(&shown));
     plugin
         .init(spec.app_args, &crate::gateway::api::HOST_API)
         .map_err(|e| (EXIT_LOAD_ERROR, e.shown_as(&shown).to_string()))?;
@@ -106,7 +107,7 @@ fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: Vec<TcpListener>) -> Result<
         std::process::id(),
         spec.build.short(),
         spec.build.generation,
-        plugin.name.as_deref().unwrap_or("plugin"),
+        crate::text::shown(&plugin.display_name(&shown)),
         plugin.abi_major,
         plugin.abi_minor,
     );
