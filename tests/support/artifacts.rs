@@ -10,6 +10,8 @@
 //! Several test binaries run at the same time and may compile the same
 //! library: each compiles to a file name of its own and renames it into
 //! place, which is atomic, so a host never loads a half-written library.
+//! The Rust fixtures that must not be built with the workspace's settings
+//! (a `panic = "abort"` library) are compiled with `rustc` the same way.
 
 use std::collections::BTreeMap;
 use std::env::consts::{DLL_PREFIX, DLL_SUFFIX};
@@ -112,6 +114,72 @@ pub fn bad_plugin(name: &str) -> PathBuf {
     compile_c(name, &format!("tests/fixtures/bad/{name}.c"), "abi/include")
 }
 
+/// `tests/fixtures/rust-no-sdk/plugin.rs`, a Rust plugin written without the
+/// SDK, built by `rustc` with `-C panic=<panic>` (`"unwind"` or `"abort"`)
+/// and stripped, exporting `app`.
+pub fn rust_no_sdk(panic: &str) -> PathBuf {
+    once(&format!("rust_no_sdk_{panic}"), |tmp| {
+        let source = repo_root().join("tests/fixtures/rust-no-sdk/plugin.rs");
+        let mut args: Vec<OsString> = ["--crate-type", "cdylib", "--crate-name", "rust_no_sdk"]
+            .map(OsString::from)
+            .to_vec();
+        args.push(format!("-Cpanic={panic}").into());
+        args.push("-Cstrip=symbols".into());
+        args.push("-o".into());
+        args.push(tmp.into());
+        args.push(source.into());
+        rustc(&args).unwrap_or_else(|e| panic!("{e}"));
+    })
+}
+
+/// Runs `rustc` (`$RUSTC`, else the one on `PATH`, run in the repository
+/// root so that a toolchain file there counts) with `--edition 2021` and
+/// `args`: `Err` with its diagnostics if it fails.
+pub fn rustc(args: &[OsString]) -> Result<(), String> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let result = Command::new(&rustc)
+        .current_dir(repo_root())
+        .args(["--edition", "2021"])
+        .args(args)
+        .output()
+        .map_err(|e| format!("running `{rustc}`: {e}"))?;
+    if result.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{rustc} {}` failed ({}):\n{}",
+            args.join(std::ffi::OsStr::new(" ")).to_string_lossy(),
+            result.status,
+            String::from_utf8_lossy(&result.stderr)
+        ))
+    }
+}
+
+/// The `abi` crate as built for these tests, to compile a plugin against
+/// the SDK with [`rustc`] (`--extern abi=<this>`, its dependencies in
+/// `<target>/deps`): the newest `libabi-*.rlib` there, i.e. the one cargo
+/// built last, from the current source.
+pub fn abi_rlib() -> PathBuf {
+    let deps = target_dir().join("deps");
+    let entries = fs::read_dir(&deps).unwrap_or_else(|e| panic!("reading {}: {e}", deps.display()));
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("libabi-") && name.ends_with(".rlib")
+        })
+        .filter_map(|entry| Some((entry.metadata().ok()?.modified().ok()?, entry.path())))
+        .max()
+        .map(|(_, path)| path)
+        .unwrap_or_else(|| {
+            panic!(
+                "no libabi-*.rlib in {}: build the workspace first",
+                deps.display()
+            )
+        })
+}
+
 /// A text file named like a shared library.
 pub fn not_a_library() -> PathBuf {
     let dest = c_output_dir().join(format!("{DLL_PREFIX}not_a_library{DLL_SUFFIX}"));
@@ -122,7 +190,7 @@ pub fn not_a_library() -> PathBuf {
     dest
 }
 
-/// Where the libraries built here go.
+/// Where the libraries built here go (C, C++, and Rust built without cargo).
 fn c_output_dir() -> PathBuf {
     let dir = target_dir().join("c-plugins");
     fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
