@@ -66,6 +66,15 @@ fn check_reports_a_c_plugin() {
 }
 
 #[test]
+fn check_reports_a_cpp_plugin() {
+    // Built with -fvisibility=hidden: NWSGI_EXPORT must still export `app`.
+    let out = check(&plugin_spec(&artifacts::hello_cpp(), "app"));
+    assert_eq!(field(&out, "abi"), "1.2", "{out}");
+    assert_eq!(field(&out, "flags"), "thread-safe", "{out}");
+    assert_eq!(field(&out, "name"), "hello-cpp", "{out}");
+}
+
+#[test]
 fn check_reports_an_abi_1_0_plugin() {
     let out = check(&plugin_spec(&artifacts::app10(), "app"));
     assert_eq!(field(&out, "abi"), "1.0", "{out}");

@@ -12,15 +12,23 @@
  *   static int32_t call(void *state, const nwsgi_environ *env,
  *                       nwsgi_request *req, nwsgi_body *body) {
  *       static const nwsgi_header h[] = {{NWSGI_STR("Content-Type"), NWSGI_STR("text/plain")}};
- *       static const nwsgi_str status = NWSGI_STR("200 OK");
- *       env->api->start_response(req, status, h, 1, NULL);
- *       return env->api->write(req, (const uint8_t *)"Hello", 5);
+ *       const nwsgi_host_api *api = env->api;
+ *       int32_t rc = api->start_response(req, NWSGI_STR_LIT("200 OK"), h, 1, NULL);
+ *       (void)state; // no init, so no app state
+ *       (void)body;  // left zeroed: no body iterator
+ *       if (rc != NWSGI_OK) return rc;
+ *       if (NWSGI_API_HAS(api, write_last)) // ABI 1.2: the whole body in one call
+ *           return api->write_last(req, (const uint8_t *)"Hello", 5);
+ *       return api->write(req, (const uint8_t *)"Hello", 5);
  *   }
  *   NWSGI_EXPORT const nwsgi_app app =
  *       NWSGI_APP_INIT_NAMED(NWSGI_APP_THREAD_SAFE, NULL, call, NULL, "myapp");
  *
  *   cc -shared -fPIC -o libmyapp.so myapp.c -I<repo>/abi/include
  *   host serve ./libmyapp.so:app
+ *
+ * The same code is C++ (C++11 or later) too, built with `c++` instead of
+ * `cc`: NWSGI_EXPORT then also makes `app` extern "C".
  *
  * Conventions
  *  - Every name starts with `nwsgi_` / `NWSGI_`.
@@ -75,10 +83,20 @@ extern "C" {
 #define NWSGI_ABI_MAJOR 1
 #define NWSGI_ABI_MINOR 2
 
+/* Put in front of the exported descriptor's definition:
+ *   NWSGI_EXPORT const nwsgi_app app = NWSGI_APP_INIT(...);
+ * It keeps the symbol visible under -fvisibility=hidden. In C++ it also
+ * declares it extern "C": a namespace-scope `const` otherwise has internal
+ * linkage (nothing would be exported) and its name would be mangled. */
 #if defined(__GNUC__) || defined(__clang__)
-#define NWSGI_EXPORT __attribute__((visibility("default")))
+#define NWSGI_VISIBLE_ __attribute__((visibility("default")))
 #else
-#define NWSGI_EXPORT
+#define NWSGI_VISIBLE_
+#endif
+#ifdef __cplusplus
+#define NWSGI_EXPORT extern "C" NWSGI_VISIBLE_
+#else
+#define NWSGI_EXPORT NWSGI_VISIBLE_
 #endif
 
 /* ------------------------------------------------------------------------ */
@@ -121,9 +139,15 @@ typedef struct nwsgi_str {
 
 /* Build an nwsgi_str from a string literal (length excludes the NUL).
  * NWSGI_STR is an initializer (for static tables); NWSGI_STR_LIT is the
- * same as an expression (C99 compound literal), e.g. as a call argument. */
+ * same as an expression, e.g. as a call argument: a C99 compound literal in
+ * C, a temporary (`nwsgi_str{...}`, C++11) in C++, which lives until the end
+ * of the full expression, so in C++ do not keep its address. */
 #define NWSGI_STR(lit) { (const uint8_t *)(lit), sizeof(lit) - 1 }
+#ifdef __cplusplus
+#define NWSGI_STR_LIT(lit) (nwsgi_str NWSGI_STR(lit))
+#else
 #define NWSGI_STR_LIT(lit) ((nwsgi_str)NWSGI_STR(lit))
+#endif
 
 /* One header field: name and value exactly as on the wire (value without
  * surrounding whitespace). */

@@ -53,6 +53,8 @@
 //! Panics in `init`, `call`, the body iterator (and its `Drop`) or
 //! `shutdown` never cross into the host: they are caught, logged with their
 //! message, and turned into `NWSGI_ERROR` (a 500 if nothing was sent yet).
+//! That needs the plugin built with `panic = "unwind"` (Cargo's default):
+//! under `panic = "abort"`, [`export_app!`] does not compile.
 pub mod ffi;
 mod sdk;
 

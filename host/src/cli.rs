@@ -22,7 +22,7 @@ pub struct Cli {
 pub enum Command {
     /// Load a plugin and serve it.
     Serve(Box<ServeArgs>),
-    /// Load and validate a plugin, print its ABI version and flags; serve nothing.
+    /// Load and validate a plugin, print its ABI version and flags, warn of a panic=abort build; serve nothing.
     Check(CheckArgs),
     /// Swap in the plugin file's current build (SIGHUP to the master) and wait for the outcome.
     Reload(ControlArgs),

@@ -9,6 +9,7 @@ use abi::ffi::{NWSGI_ABI_MAJOR, NWSGI_ABI_MINOR};
 use clap::Parser;
 use tracing::level_filters::LevelFilter;
 
+use host::gateway::build::{self, PanicStrategy};
 use host::gateway::environ::HeaderMap;
 use host::gateway::plugin::{Plugin, PluginSpec};
 use host::http1::parse;
@@ -79,6 +80,13 @@ fn check(args: CheckArgs) -> Result<(), String> {
     println!("name: {}", name.map_or("-".to_string(), |n| n.to_string()));
     println!("flags: {}", plugin.flags_text());
     println!("build: {}", &staging::hash(&bytes)[..12]);
+    if build::rust_panic_strategy(&bytes) == Some(PanicStrategy::Abort) {
+        println!(
+            "warning: a Rust library built with panic = \"abort\": a panic in it kills the \
+             worker process, with the requests it serves, and its message may be lost; \
+             build it with panic = \"unwind\" (Cargo's default)"
+        );
+    }
     Ok(())
 }
 

@@ -5,11 +5,13 @@
 //! test binary's own path (`target/<profile>/deps/<test>-<hash>`), so
 //! `CARGO_TARGET_DIR` and `--release` are honoured without looking at them.
 //!
-//! The C plugins and fixtures are compiled here with the system C compiler
-//! (`$CC`, else `cc`), once per test process. Several test binaries run at
-//! the same time and may compile the same library: each compiles to a file
-//! name of its own and renames it into place, which is atomic, so a host
-//! never loads a half-written library.
+//! The C and C++ plugins and fixtures are compiled here with the system
+//! compilers (`$CC`, else `cc`; `$CXX`, else `c++`), once per test process.
+//! Several test binaries run at the same time and may compile the same
+//! library: each compiles to a file name of its own and renames it into
+//! place, which is atomic, so a host never loads a half-written library.
+//! The Rust fixtures that must not be built with the workspace's settings
+//! (a `panic = "abort"` library) are compiled with `rustc` the same way.
 
 use std::collections::BTreeMap;
 use std::env::consts::{DLL_PREFIX, DLL_SUFFIX};
@@ -68,6 +70,31 @@ pub fn hello_c() -> PathBuf {
     compile_c("hello_c", "plugins/hello-c/hello.c", "abi/include")
 }
 
+/// `plugins/hello-cpp`, exporting `app`: built as C++17 with every warning
+/// an error (`-Wall -Wextra -Werror -pedantic`) and `-fvisibility=hidden`,
+/// as a strict C++ project would build it.
+pub fn hello_cpp() -> PathBuf {
+    once("hello_cpp", |tmp| {
+        let root = repo_root();
+        let mut args = vec!["-std=c++17".to_owned()];
+        args.extend(STRICT.iter().map(|a| (*a).to_owned()));
+        args.push(format!("-I{}", root.join("abi/include").display()));
+        Compiler::cxx()
+            .shared_library(&root.join("plugins/hello-cpp/hello.cpp"), &args, tmp)
+            .unwrap_or_else(|e| panic!("{e}"));
+    })
+}
+
+/// How a strict project builds: every warning an error, and hidden
+/// visibility (under which `NWSGI_EXPORT` must still export `app`).
+pub const STRICT: [&str; 5] = [
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+    "-pedantic",
+    "-fvisibility=hidden",
+];
+
 /// `plugins/testapps-c`, exporting `app`.
 pub fn testapps_c() -> PathBuf {
     compile_c("testapps_c", "plugins/testapps-c/testapps.c", "abi/include")
@@ -92,6 +119,72 @@ pub fn bad_plugin(name: &str) -> PathBuf {
     compile_c(name, &format!("tests/fixtures/bad/{name}.c"), "abi/include")
 }
 
+/// `tests/fixtures/rust-no-sdk/plugin.rs`, a Rust plugin written without the
+/// SDK, built by `rustc` with `-C panic=<panic>` (`"unwind"` or `"abort"`)
+/// and stripped, exporting `app`.
+pub fn rust_no_sdk(panic: &str) -> PathBuf {
+    once(&format!("rust_no_sdk_{panic}"), |tmp| {
+        let source = repo_root().join("tests/fixtures/rust-no-sdk/plugin.rs");
+        let mut args: Vec<OsString> = ["--crate-type", "cdylib", "--crate-name", "rust_no_sdk"]
+            .map(OsString::from)
+            .to_vec();
+        args.push(format!("-Cpanic={panic}").into());
+        args.push("-Cstrip=symbols".into());
+        args.push("-o".into());
+        args.push(tmp.into());
+        args.push(source.into());
+        rustc(&args).unwrap_or_else(|e| panic!("{e}"));
+    })
+}
+
+/// Runs `rustc` (`$RUSTC`, else the one on `PATH`, run in the repository
+/// root so that a toolchain file there counts) with `--edition 2021` and
+/// `args`: `Err` with its diagnostics if it fails.
+pub fn rustc(args: &[OsString]) -> Result<(), String> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let result = Command::new(&rustc)
+        .current_dir(repo_root())
+        .args(["--edition", "2021"])
+        .args(args)
+        .output()
+        .map_err(|e| format!("running `{rustc}`: {e}"))?;
+    if result.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{rustc} {}` failed ({}):\n{}",
+            args.join(std::ffi::OsStr::new(" ")).to_string_lossy(),
+            result.status,
+            String::from_utf8_lossy(&result.stderr)
+        ))
+    }
+}
+
+/// The `abi` crate as built for these tests, to compile a plugin against
+/// the SDK with [`rustc`] (`--extern abi=<this>`, its dependencies in
+/// `<target>/deps`): the newest `libabi-*.rlib` there, i.e. the one cargo
+/// built last, from the current source.
+pub fn abi_rlib() -> PathBuf {
+    let deps = target_dir().join("deps");
+    let entries = fs::read_dir(&deps).unwrap_or_else(|e| panic!("reading {}: {e}", deps.display()));
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("libabi-") && name.ends_with(".rlib")
+        })
+        .filter_map(|entry| Some((entry.metadata().ok()?.modified().ok()?, entry.path())))
+        .max()
+        .map(|(_, path)| path)
+        .unwrap_or_else(|| {
+            panic!(
+                "no libabi-*.rlib in {}: build the workspace first",
+                deps.display()
+            )
+        })
+}
+
 /// A text file named like a shared library.
 pub fn not_a_library() -> PathBuf {
     let dest = c_output_dir().join(format!("{DLL_PREFIX}not_a_library{DLL_SUFFIX}"));
@@ -102,6 +195,7 @@ pub fn not_a_library() -> PathBuf {
     dest
 }
 
+/// Where the libraries built here go (C, C++, and Rust built without cargo).
 fn c_output_dir() -> PathBuf {
     let dir = target_dir().join("c-plugins");
     fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
@@ -121,6 +215,15 @@ fn unique_sibling(path: &Path) -> PathBuf {
 /// Compiles `source` (relative to the repository root) into
 /// `<target>/c-plugins/lib<stem>.so`, once per process.
 fn compile_c(stem: &str, source: &str, include: &str) -> PathBuf {
+    once(stem, |tmp| {
+        let root = repo_root();
+        cc(&root.join(source), &root.join(include), &[], tmp);
+    })
+}
+
+/// `<target>/c-plugins/lib<stem>.so`, made by `build` (into the temporary
+/// path it is given) the first time this process asks for `stem`.
+fn once(stem: &str, build: impl FnOnce(&Path)) -> PathBuf {
     static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
     // Held while compiling so a library is compiled once even when several
     // tests of this process ask for it at the same moment.
@@ -130,10 +233,9 @@ fn compile_c(stem: &str, source: &str, include: &str) -> PathBuf {
     if let Some(path) = built.get(stem) {
         return path.clone();
     }
-    let root = repo_root();
     let dest = c_output_dir().join(format!("{DLL_PREFIX}{stem}{DLL_SUFFIX}"));
     let tmp = unique_sibling(&dest);
-    cc(&root.join(source), &root.join(include), &[], &tmp);
+    build(&tmp);
     fs::rename(&tmp, &dest).unwrap_or_else(|e| panic!("renaming to {}: {e}", dest.display()));
     built.insert(stem.to_owned(), dest.clone());
     dest
@@ -164,27 +266,143 @@ pub fn swap_plugin(build_id: &str, extra: &[&str], output: &Path) {
 /// Runs the C compiler (`$CC`, else `cc`) to build a shared library;
 /// panics with its diagnostics.
 fn cc(source: &Path, include: &Path, defines: &[&str], output: &Path) {
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
-    let mut words = cc.split_whitespace();
-    let program = words.next().unwrap_or("cc");
-    let result = Command::new(program)
-        .args(words)
-        .args(["-shared", "-fPIC", "-O2", "-std=c11", "-o"])
-        .arg(output)
-        .arg(source)
-        .arg(format!("-I{}", include.display()))
-        .args(defines.iter().map(|d| format!("-D{d}")))
-        .output()
-        .unwrap_or_else(|e| panic!("running the C compiler `{cc}`: {e}"));
-    if !result.status.success() {
-        let _ = fs::remove_file(output);
-        panic!(
-            "`{cc}` failed to compile {} ({}):\n{}",
-            source.display(),
-            result.status,
-            String::from_utf8_lossy(&result.stderr)
-        );
+    let mut args = vec!["-O2".to_owned(), "-std=c11".to_owned()];
+    args.push(format!("-I{}", include.display()));
+    args.extend(defines.iter().map(|d| format!("-D{d}")));
+    Compiler::c()
+        .shared_library(source, &args, output)
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The language a [`Compiler`] compiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    C,
+    Cxx,
+}
+
+/// A C or C++ compiler command. It may carry arguments
+/// (`CC="ccache cc"`), as in make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compiler {
+    words: Vec<String>,
+}
+
+impl Compiler {
+    /// `$CC`, else `cc`.
+    pub fn c() -> Compiler {
+        Compiler::from_env("CC", "cc")
     }
+
+    /// `$CXX`, else `c++`.
+    pub fn cxx() -> Compiler {
+        Compiler::from_env("CXX", "c++")
+    }
+
+    fn from_env(var: &str, default: &str) -> Compiler {
+        let command = std::env::var(var).unwrap_or_else(|_| default.to_owned());
+        let words: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
+        if words.is_empty() {
+            Compiler::named(default)
+        } else {
+            Compiler { words }
+        }
+    }
+
+    fn named(program: &str) -> Compiler {
+        Compiler {
+            words: vec![program.to_owned()],
+        }
+    }
+
+    /// Every distinct compiler for `lang` here: the default one (`$CC` or
+    /// `cc`, `$CXX` or `c++`), then GCC's and Clang's if installed and not
+    /// the same executable. The second is what tells a portable header from
+    /// one that only one compiler accepts; `.ci/run` installs both.
+    pub fn all(lang: Lang) -> Vec<Compiler> {
+        let (default, others) = match lang {
+            Lang::C => (Compiler::c(), ["gcc", "clang"]),
+            Lang::Cxx => (Compiler::cxx(), ["g++", "clang++"]),
+        };
+        let mut found = vec![default];
+        let mut seen = vec![found[0].identity()];
+        for name in others {
+            let compiler = Compiler::named(name);
+            let identity = compiler.identity();
+            if identity.0.is_some() && !seen.contains(&identity) {
+                seen.push(identity);
+                found.push(compiler);
+            }
+        }
+        found
+    }
+
+    /// What tells two compiler commands apart: the executable the program
+    /// resolves to (`None` if not installed) and the other words.
+    fn identity(&self) -> (Option<PathBuf>, Vec<String>) {
+        (resolve(&self.words[0]), self.words[1..].to_vec())
+    }
+
+    /// The command as typed, e.g. `clang++`.
+    pub fn name(&self) -> String {
+        self.words.join(" ")
+    }
+
+    /// Runs the compiler with `args`: `Err` with the command and its
+    /// diagnostics if it fails (or cannot be run at all).
+    pub fn run(&self, args: &[String]) -> Result<(), String> {
+        let name = self.name();
+        let result = Command::new(&self.words[0])
+            .args(&self.words[1..])
+            .args(args)
+            .output()
+            .map_err(|e| {
+                format!(
+                    "running the compiler `{name}`: {e} (install it: `apt-get install gcc g++`)"
+                )
+            })?;
+        if result.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{name} {}` failed ({}):\n{}",
+                args.join(" "),
+                result.status,
+                String::from_utf8_lossy(&result.stderr)
+            ))
+        }
+    }
+
+    /// Compiles `source` with `args` into the shared library `output`
+    /// (removed again if the compiler fails).
+    pub fn shared_library(
+        &self,
+        source: &Path,
+        args: &[String],
+        output: &Path,
+    ) -> Result<(), String> {
+        let mut all = vec!["-shared".to_owned(), "-fPIC".to_owned(), "-o".to_owned()];
+        all.push(output.display().to_string());
+        all.push(source.display().to_string());
+        all.extend_from_slice(args);
+        self.run(&all).inspect_err(|_| {
+            let _ = fs::remove_file(output);
+        })
+    }
+}
+
+/// Where `program` is, as `execvp` would find it, with symbolic links
+/// resolved (`cc` is often a link to `gcc`).
+fn resolve(program: &str) -> Option<PathBuf> {
+    let path = if program.contains('/') {
+        PathBuf::from(program)
+    } else {
+        let dirs = std::env::var_os("PATH")?;
+        std::env::split_paths(&dirs)
+            .map(|dir| dir.join(program))
+            .find(|candidate| candidate.is_file())?
+    };
+    fs::canonicalize(path).ok()
 }
 
 /// A path for a scratch file, removed when dropped.

@@ -57,12 +57,30 @@ pub const fn c_name<const N: usize>(name: &str) -> [u8; N] {
 /// abi::export_app!(Hello);          // symbol `app`
 /// abi::export_app!(Admin, admin);   // symbol `admin`
 /// ```
+///
+/// The plugin must be built with `panic = "unwind"` (Cargo's default): the
+/// SDK turns a panic into a logged 500 by catching it at the boundary, which
+/// `panic = "abort"` makes impossible (the panic would kill the host's
+/// worker process, its message unlogged). Under any other strategy the
+/// expansion is a compile error. The `cfg` is in the expansion, so it is the
+/// plugin crate's panic strategy that counts (the one a `cdylib` is linked
+/// with), not this crate's: a host built with `panic = "abort"` may still
+/// depend on this crate.
 #[macro_export]
 macro_rules! export_app {
     ($app:ty) => {
         $crate::export_app!($app, app);
     };
     ($app:ty, $symbol:ident) => {
+        // `not(unwind)` rather than `abort`: any strategy that cannot be
+        // caught (abort, or one added later) is refused.
+        #[cfg(not(panic = "unwind"))]
+        ::core::compile_error!(
+            "abi::export_app!: a plugin must be built with panic = \"unwind\" (Cargo's \
+             default), not \"abort\": under abort a panic in the plugin kills the host's \
+             worker process and its message is lost. Remove `panic = \"abort\"` from the \
+             Cargo profile (or `-C panic=abort` from RUSTFLAGS)"
+        );
         #[no_mangle]
         #[allow(non_upper_case_globals)]
         pub static $symbol: $crate::ffi::nwsgi_app = {

@@ -1,8 +1,9 @@
-//! The plugin boundary: loading a plugin (`plugin`), the environ it reads
-//! (`environ`), the host API it calls back into (`api`), and the exchange
-//! those callbacks act on (`exchange`). Every `unsafe` dealing with plugin
-//! pointers lives here.
+//! The plugin boundary: loading a plugin (`plugin`), what its file says
+//! about its build (`build`), the environ it reads (`environ`), the host API
+//! it calls back into (`api`), and the exchange those callbacks act on
+//! (`exchange`). Every `unsafe` dealing with plugin pointers lives here.
 pub mod api;
+pub mod build;
 pub mod environ;
 pub mod exchange;
 pub mod plugin;
