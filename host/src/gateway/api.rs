@@ -2,6 +2,7 @@
 //! table, and an `extern "C"` function per entry that checks the plugin's
 //! pointers and hands the call to the request's `Exchange`.
 use std::ffi::c_void;
+use std::fmt;
 use std::sync::OnceLock;
 
 use abi::ffi::{
@@ -74,60 +75,89 @@ unsafe fn app_bytes<'a>(data: *const u8, len: usize) -> Option<&'a [u8]> {
     unsafe { nwsgi_str { ptr: data, len }.try_as_bytes() }
 }
 
-/// What is wrong with a head the app handed over, if anything the host
-/// cannot even read: a NULL header list with a count, or a NULL string
-/// with a length. (What it says is checked by `ResponseHead`.)
+/// Something the app handed over that the host cannot read: a NULL with a
+/// length (or a count). Formatted only when it happens.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Unreadable {
+    Status(usize),
+    HeaderList(usize),
+    HeaderName(usize, usize),
+    HeaderValue(usize, usize),
+    ExcMessage(usize),
+    Head,
+    Data(usize),
+    Buf(usize),
+    LogText,
+}
+
+impl fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Unreadable::Status(n) => write!(f, "the status is a NULL pointer with length {n}"),
+            Unreadable::HeaderList(n) => write!(f, "the header list is NULL with {n} headers"),
+            Unreadable::HeaderName(i, n) => {
+                write!(f, "header {i}'s name is a NULL pointer with length {n}")
+            }
+            Unreadable::HeaderValue(i, n) => {
+                write!(f, "header {i}'s value is a NULL pointer with length {n}")
+            }
+            Unreadable::ExcMessage(n) => {
+                write!(f, "exc_info's message is a NULL pointer with length {n}")
+            }
+            Unreadable::Head => f.write_str("the head is NULL"),
+            Unreadable::Data(n) => write!(f, "data is a NULL pointer with length {n}"),
+            Unreadable::Buf(n) => write!(f, "buf is a NULL pointer with cap {n}"),
+            Unreadable::LogText => {
+                f.write_str("the target or the message is a NULL pointer with a length")
+            }
+        }
+    }
+}
+
+/// Whether the host can read a head the app handed over: a NULL header
+/// list with a count, or a NULL string with a length, it cannot. (What the
+/// head says is checked by `ResponseHead`.)
 ///
 /// # Safety
 /// The strings and the list are borrowed for the call (see the header).
-unsafe fn unreadable_head(
+unsafe fn check_head(
     status: nwsgi_str,
     headers: *const nwsgi_header,
     n: usize,
-) -> Option<String> {
+) -> Result<(), Unreadable> {
     // SAFETY: per the contract.
     if unsafe { status.try_as_bytes() }.is_none() {
-        return Some(format!(
-            "the status is a NULL pointer with length {}",
-            status.len
-        ));
+        return Err(Unreadable::Status(status.len));
     }
     // SAFETY: per the contract.
     let Some(list) = (unsafe { header_list(headers, n) }) else {
-        return Some(format!("the header list is NULL with {n} headers"));
+        return Err(Unreadable::HeaderList(n));
     };
-    list.iter().enumerate().find_map(|(i, h)| {
+    for (i, h) in list.iter().enumerate() {
         // SAFETY: per the contract.
-        let (name, value) = unsafe { (h.name.try_as_bytes(), h.value.try_as_bytes()) };
-        match (name, value) {
-            (None, _) => Some(format!(
-                "header {i}'s name is a NULL pointer with length {}",
-                h.name.len
-            )),
-            (_, None) => Some(format!(
-                "header {i}'s value is a NULL pointer with length {}",
-                h.value.len
-            )),
-            _ => None,
+        if unsafe { h.name.try_as_bytes() }.is_none() {
+            return Err(Unreadable::HeaderName(i, h.name.len));
         }
-    })
+        // SAFETY: per the contract.
+        if unsafe { h.value.try_as_bytes() }.is_none() {
+            return Err(Unreadable::HeaderValue(i, h.value.len));
+        }
+    }
+    Ok(())
 }
 
-/// exc_info's message: `Err` when it is a NULL pointer with a length.
+/// exc_info's message, if any exc_info.
 ///
 /// # Safety
 /// `exc_info` is NULL or borrowed for the call.
-unsafe fn exc_message<'a>(exc_info: *const nwsgi_exc_info) -> Result<Option<&'a [u8]>, String> {
+unsafe fn exc_message<'a>(exc_info: *const nwsgi_exc_info) -> Result<Option<&'a [u8]>, Unreadable> {
     // SAFETY: per the contract.
     match unsafe { exc_info.as_ref() } {
         None => Ok(None),
         // SAFETY: per the contract.
         Some(e) => match unsafe { e.message.try_as_bytes() } {
             Some(m) => Ok(Some(m)),
-            None => Err(format!(
-                "exc_info's message is a NULL pointer with length {}",
-                e.message.len
-            )),
+            None => Err(Unreadable::ExcMessage(e.message.len)),
         },
     }
 }
@@ -152,13 +182,13 @@ unsafe extern "C" fn host_start_response(
             return no_request("start_response");
         };
         // SAFETY: as above.
-        if let Some(why) = unsafe { unreadable_head(status, headers, n_headers) } {
-            return ex.misuse("start_response", &why);
+        if let Err(why) = unsafe { check_head(status, headers, n_headers) } {
+            return ex.misuse("start_response", why);
         }
         // SAFETY: as above.
         let exc = match unsafe { exc_message(exc_info) } {
             Ok(exc) => exc,
-            Err(why) => return ex.misuse("start_response", &why),
+            Err(why) => return ex.misuse("start_response", why),
         };
         // SAFETY: checked readable above, borrowed for this call.
         let (status, headers) = unsafe {
@@ -184,22 +214,25 @@ unsafe extern "C" fn host_start_response_static(
         // SAFETY: `head` is null or, per the header, a head that stays
         // valid while the library is loaded, and so is what it points to.
         let Some(head) = (unsafe { head.as_ref() }) else {
-            return ex.misuse("start_response_static", "the head is NULL");
+            return ex.misuse("start_response_static", Unreadable::Head);
         };
         // Remembered by address only when it lies in the plugin's own
         // image: a head on the stack or the heap is checked every time.
         let key = ex.static_key(head);
+        if exc_info.is_null() && ex.knows_static(key) {
+            // The usual call: a head validated before, nothing to read.
+            return ex.start_response_known(key);
+        }
         if !ex.knows_static(key) {
             // SAFETY: as above.
-            if let Some(why) = unsafe { unreadable_head(head.status, head.headers, head.n_headers) }
-            {
-                return ex.misuse("start_response_static", &why);
+            if let Err(why) = unsafe { check_head(head.status, head.headers, head.n_headers) } {
+                return ex.misuse("start_response_static", why);
             }
         }
         // SAFETY: as above.
         let exc = match unsafe { exc_message(exc_info) } {
             Ok(exc) => exc,
-            Err(why) => return ex.misuse("start_response_static", &why),
+            Err(why) => return ex.misuse("start_response_static", why),
         };
         // SAFETY: checked readable (now or when the key was first seen).
         let (status, headers) = unsafe {
@@ -221,10 +254,7 @@ unsafe extern "C" fn host_write(req: *mut nwsgi_request, data: *const u8, len: u
         // SAFETY: as above.
         match unsafe { app_bytes(data, len) } {
             Some(data) => ex.write(data),
-            None => ex.misuse(
-                "write",
-                &format!("data is a NULL pointer with length {len}"),
-            ),
+            None => ex.misuse("write", Unreadable::Data(len)),
         }
     })
 }
@@ -238,10 +268,7 @@ unsafe extern "C" fn host_write_last(req: *mut nwsgi_request, data: *const u8, l
         // SAFETY: as above.
         match unsafe { app_bytes(data, len) } {
             Some(data) => ex.write_last(data),
-            None => ex.misuse(
-                "write_last",
-                &format!("data is a NULL pointer with length {len}"),
-            ),
+            None => ex.misuse("write_last", Unreadable::Data(len)),
         }
     })
 }
@@ -256,8 +283,7 @@ unsafe extern "C" fn host_read(req: *mut nwsgi_request, buf: *mut u8, cap: usize
             return 0;
         }
         if buf.is_null() || cap > isize::MAX as usize {
-            let why = format!("buf is a NULL pointer with cap {cap}");
-            return ex.misuse("read", &why) as i64;
+            return ex.misuse("read", Unreadable::Buf(cap)) as i64;
         }
         // SAFETY: the app provides `cap` writable bytes for the call.
         let buf = unsafe { std::slice::from_raw_parts_mut(buf, cap) };
@@ -289,13 +315,13 @@ unsafe extern "C" fn host_log(
         // this thread (the header's rule for every request function).
         let ex = unsafe { exchange(req) };
         let (Some(target), Some(message)) = (target, message) else {
-            let why = "log: the target or the message is a NULL pointer with a length";
+            let why = Unreadable::LogText;
             match ex {
                 Some(ex) => {
                     ex.misuse("log", why);
                 }
                 None => {
-                    tracing::error!(target: "app", app = %app, "app error: {why}; nothing logged")
+                    tracing::error!(target: "app", app = %app, "app error in log: {why}; nothing logged")
                 }
             }
             return;

@@ -15,6 +15,7 @@
 //! The exchange knows nothing of sockets: what it needs of the connection
 //! (sending, the request body, whether the worker is stopping) it asks a
 //! `Client`, which the runtime lends it for each entry into plugin code.
+use std::fmt;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -215,7 +216,9 @@ impl Exchange {
     /// with a length, ...): logged with the request, and the answer is a
     /// 500, or the connection is cut if the response had begun. Returns
     /// NWSGI_E_INVALID for the app.
-    pub(crate) fn misuse(&mut self, call: &str, why: &str) -> i32 {
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn misuse(&mut self, call: &str, why: impl fmt::Display) -> i32 {
         let phase = self.phase;
         let (id, line) = self.identity();
         let request = Shown(line);
@@ -341,6 +344,13 @@ impl Exchange {
         }
     }
 
+    /// `start_response` for a static head `knows_static(key)` says is held
+    /// (validated and encoded), without exc_info: its strings are not read.
+    pub(crate) fn start_response_known(&mut self, key: usize) -> i32 {
+        debug_assert!(self.knows_static(key));
+        self.start_response(key, &[], &[], None)
+    }
+
     /// Puts the held head into `out`, fixing the body framing.
     /// `known_len` is the whole body's length when it is already known.
     fn commit(&mut self, known_len: Option<u64>) {
@@ -394,18 +404,7 @@ impl Exchange {
         match framing {
             BodyFraming::Length(_) => {
                 if data.len() as u64 > self.remaining {
-                    let (fits, status) = (self.remaining as usize, self.status);
-                    let (id, line) = self.identity();
-                    tracing::error!(
-                        req = id, request = %Shown(line), status,
-                        over = data.len() - fits,
-                        "app error: more body than its Content-Length; the rest is dropped \
-                         and the connection closes"
-                    );
-                    self.out.extend_from_slice(&data[..fits]);
-                    self.body_bytes += fits as u64;
-                    self.remaining = 0;
-                    self.abort();
+                    self.overflow(data);
                     return Err(());
                 }
                 self.remaining -= data.len() as u64;
@@ -416,6 +415,25 @@ impl Exchange {
         }
         self.body_bytes += data.len() as u64;
         Ok(())
+    }
+
+    /// More body than the app's own Content-Length: what fits goes out,
+    /// the rest is dropped, and the connection closes after it.
+    #[cold]
+    #[inline(never)]
+    fn overflow(&mut self, data: &[u8]) {
+        let (fits, status) = (self.remaining as usize, self.status);
+        let (id, line) = self.identity();
+        tracing::error!(
+            req = id, request = %Shown(line), status,
+            over = data.len() - fits,
+            "app error: more body than its Content-Length; the rest is dropped \
+             and the connection closes"
+        );
+        self.out.extend_from_slice(&data[..fits]);
+        self.body_bytes += fits as u64;
+        self.remaining = 0;
+        self.abort();
     }
 
     /// The app's write(): transmitted before it returns.
@@ -613,6 +631,20 @@ impl Exchange {
         self.phase = Phase::Aborted;
     }
 
+    /// The body ended short of the app's own Content-Length: the client
+    /// must not wait for the rest, nor take what came for all of it.
+    #[cold]
+    #[inline(never)]
+    fn short_body(&mut self) {
+        let (status, missing) = (self.status, self.remaining);
+        let (id, line) = self.identity();
+        tracing::error!(
+            req = id, request = %Shown(line), status, missing,
+            "app body shorter than its Content-Length; closing the connection"
+        );
+        self.abort();
+    }
+
     /// The body iterator ended (and was closed): complete the framing.
     fn finish(&mut self) {
         match self.phase {
@@ -631,13 +663,7 @@ impl Exchange {
             }
             Phase::Sending(BodyFraming::Length(_)) => {
                 if self.remaining > 0 && !self.body_suppressed() {
-                    let (status, missing) = (self.status, self.remaining);
-                    let (id, line) = self.identity();
-                    tracing::error!(
-                        req = id, request = %Shown(line), status, missing,
-                        "app body shorter than its Content-Length; closing the connection"
-                    );
-                    self.abort();
+                    self.short_body();
                 } else {
                     self.phase = Phase::Done;
                 }
@@ -748,7 +774,7 @@ pub unsafe fn pull(
             Some(data) => data,
             None if matches!(r, NWSGI_BODY_MORE | NWSGI_BODY_LAST) => {
                 let why = format!("the chunk is a NULL pointer with length {}", chunk.len);
-                (*ex).misuse("next", &why);
+                (*ex).misuse("next", why);
                 // Nothing of it can be sent: the response ends here.
                 (*ex).answer_error();
                 leave(ex);

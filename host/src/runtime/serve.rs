@@ -477,17 +477,19 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
             name: nwsgi_str::from_bytes(h.name),
             value: nwsgi_str::from_bytes(h.value),
         };
+        // Names with '_' are rare: one scan finds there are none, and the
+        // list is then built as it comes.
+        let underscored = |h: &Field<'_>| h.name.contains(&b'_');
         match config.header_map {
-            HeaderMap::Dangerous => headers.extend(head.headers.iter().map(entry)),
-            map => {
-                let plain = |h: &&Field<'_>| !h.name.contains(&b'_');
-                headers.extend(head.headers.iter().filter(plain).map(entry));
-                if map == HeaderMap::Refuse && headers.len() != head.headers.len() {
-                    return Parsed::Refused(HttpError::BadRequest(
-                        "a header name with '_' (--header-map refuse)",
-                    ));
-                }
+            HeaderMap::Drop if head.headers.iter().any(underscored) => {
+                headers.extend(head.headers.iter().filter(|h| !underscored(h)).map(entry));
             }
+            HeaderMap::Refuse if head.headers.iter().any(underscored) => {
+                return Parsed::Refused(HttpError::BadRequest(
+                    "a header name with '_' (--header-map refuse)",
+                ));
+            }
+            _ => headers.extend(head.headers.iter().map(entry)),
         }
         let path_info: &[u8] = if percent_decode(head.path, path) {
             // A decoded NUL would cut the path short for an app that
