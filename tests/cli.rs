@@ -222,6 +222,27 @@ fn malformed_address_is_an_error() {
     assert_error(&run, &["nonsense"]);
 }
 
+/// A gunicorn flag host does not take gets one line saying what to do
+/// instead, and the usage exit status.
+#[test]
+fn a_gunicorn_flag_gets_a_hint() {
+    let hello = hello();
+    for (flag, hint) in [
+        ("--worker-class=gevent", "--threads"),
+        ("--daemon", "foreground"),
+        ("--tmp-upload-dir", "--body-temp-dir"),
+    ] {
+        let run = server::run(["serve", &hello, flag]);
+        assert_eq!(run.status.code(), Some(2), "{flag}: {run:#?}");
+        let line = run.error_line();
+        assert!(
+            line.contains("gunicorn") && line.contains(hint),
+            "{flag}: {line:?}"
+        );
+        assert_eq!(run.stderr.lines().count(), 1, "{flag}: {run:#?}");
+    }
+}
+
 #[test]
 fn unknown_flag_is_a_usage_error() {
     let hello = hello();

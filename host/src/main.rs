@@ -1,5 +1,6 @@
 //! `host`: the command line around the serving core in `lib.rs`.
 mod cli;
+mod hints;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -58,7 +59,17 @@ fn usage_error(e: clap::Error) -> ExitCode {
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
             let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("error: {first} (see 'host --help')");
+            // A gunicorn flag typed from habit: say what host does instead.
+            let hint = match (e.kind(), e.get(clap::error::ContextKind::InvalidArg)) {
+                (ErrorKind::UnknownArgument, Some(clap::error::ContextValue::String(arg))) => {
+                    hints::for_flag(arg)
+                }
+                _ => None,
+            };
+            match hint {
+                Some(hint) => eprintln!("error: {first}: a gunicorn flag; {hint}"),
+                None => eprintln!("error: {first} (see 'host --help')"),
+            }
             ExitCode::from(2)
         }
     }
