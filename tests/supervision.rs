@@ -1,22 +1,25 @@
 //! The master and its workers, seen from a client's side of the socket:
 //! a stopping server refuses new clients instead of accepting connections
-//! nobody will serve, a dead master leaves the port free at once, and a
-//! request past `-t` costs only itself.
+//! nobody will serve, a dead master leaves the port free at once, a
+//! request past `-t` costs only itself, and requests whose clients left
+//! while they waited in the backlog are not run.
 //!
-//! Every test serves the `testapps` plugin (`GET /sleep?ms=N` answers
-//! `slept N` after N ms) and waits on log lines or on the kernel's view of
-//! the port, each with a deadline: none sleeps its way to green.
+//! Most tests serve the `testapps` plugin (`GET /sleep?ms=N` answers
+//! `slept N` after N ms); the crash tests serve the process tests' `swap`
+//! plugin (`GET /segv` crashes the worker, `GET /` answers `build v1 pid
+//! N`). They wait on log lines or on the kernel's view of the port, each
+//! with a deadline: none sleeps its way to green.
 
 use std::fs;
-use std::io::ErrorKind;
-use std::net::{SocketAddr, TcpStream};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use integration_tests::artifacts;
+use integration_tests::artifacts::{self, TempDir};
 use integration_tests::client::{self, Conn};
 use integration_tests::server::{self, Server};
 use integration_tests::TIMEOUT;
@@ -325,4 +328,121 @@ fn term_while_a_worker_boots_is_not_lost() {
         !listening(port),
         "port {port} still listened on after the stop"
     );
+}
+
+/// The `swap` plugin built as `v1`, in a scratch directory (kept as long as
+/// the returned guard).
+fn swap_plugin() -> (TempDir, std::path::PathBuf) {
+    let dir = TempDir::new("swap");
+    let path = dir.join("libapp.so");
+    artifacts::swap_plugin("v1", &[], &path);
+    (dir, path)
+}
+
+/// `GET /` on a fresh connection: `Ok(pid of the worker that answered)`.
+fn answering_pid(addr: SocketAddr) -> Result<u32, String> {
+    let mut conn = Conn::try_connect(addr).map_err(|e| format!("connecting: {e}"))?;
+    conn.try_send(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("sending: {e}"))?;
+    let resp = conn.try_read_response()?;
+    let text = resp.text();
+    match text.strip_prefix("build v1 pid ") {
+        Some(pid) if resp.status == 200 => pid.trim().parse().map_err(|_| text.clone()),
+        _ => Err(format!("unexpected answer {:?}", resp.raw)),
+    }
+}
+
+/// Clients that sent a crashing request and left while it waited in the
+/// listen backlog (the only worker was not accepting: stopped here, as a
+/// worker that is booting or was replaced after a crash) — one closed its
+/// connection, one reset it — do not get their requests run: the worker
+/// does not crash. A client that half-closed after its request and waited
+/// as long gets a 503, not a reset, and the request is named in the log.
+#[test]
+fn requests_left_in_the_backlog_by_clients_who_left_are_not_run() {
+    let (_dir, plugin) = swap_plugin();
+    let server = server::serve(&plugin).args(["-w", "1"]).start();
+    let log = server.wait_for_log(" booted", TIMEOUT);
+    let pid = answering_pid(server.addr()).expect("the worker answers");
+    assert!(log.contains(&format!("worker {pid} booted")), "{log}");
+    let kill = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} {pid}");
+    };
+    kill("STOP");
+    let addr = server.addr();
+    let segv = b"GET /segv HTTP/1.1\r\nHost: test\r\n\r\n";
+    // Closed: a FIN after the request.
+    let mut closed = TcpStream::connect(addr).unwrap();
+    closed.write_all(segv).unwrap();
+    drop(closed);
+    // Reset: SO_LINGER 0 turns the close into a RST.
+    let reset = TcpStream::connect(addr).unwrap();
+    (&reset).write_all(segv).unwrap();
+    socket2::SockRef::from(&reset)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(reset);
+    // Half-closed, still reading.
+    let mut half = TcpStream::connect(addr).unwrap();
+    half.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    half.shutdown(Shutdown::Write).unwrap();
+    half.set_read_timeout(Some(TIMEOUT)).unwrap();
+    thread::sleep(Duration::from_millis(1500));
+    kill("CONT");
+
+    let mut answer = Vec::new();
+    let _ = half.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 503 "),
+        "the half-closed client that waited should get a 503: {answer:?}; log:\n{}",
+        server.logs()
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            answering_pid(addr),
+            Ok(pid),
+            "the same worker should still serve; log:\n{}",
+            server.logs()
+        );
+    }
+    let log = server.logs();
+    assert!(
+        !log.contains("killed by signal"),
+        "a request whose client had left was run:\n{log}"
+    );
+    assert!(
+        log.contains("GET /segv HTTP/1.1") && log.contains("answered 503 without running"),
+        "the dropped request should be named in the log:\n{log}"
+    );
+}
+
+/// A client that half-closes its connection right after its request (the
+/// request is all it sends) is served as any other: the backlog rule is for
+/// requests that waited, not for half-closing.
+#[test]
+fn half_closing_clients_are_served() {
+    let (_dir, plugin) = swap_plugin();
+    let server = server::serve(&plugin).start();
+    server.wait_for_log(" booted", TIMEOUT);
+    for close in [false, true] {
+        let mut conn = TcpStream::connect(server.addr()).unwrap();
+        let header = if close { "Connection: close\r\n" } else { "" };
+        conn.write_all(format!("GET / HTTP/1.1\r\nHost: test\r\n{header}\r\n").as_bytes())
+            .unwrap();
+        conn.shutdown(Shutdown::Write).unwrap();
+        conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut answer = Vec::new();
+        let _ = conn.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 200 ") && answer.contains("build v1 pid "),
+            "a half-closing client (Connection: close {close}) got {answer:?}"
+        );
+    }
 }
