@@ -1,8 +1,9 @@
 //! The master and its workers, seen from a client's side of the socket:
 //! a stopping server refuses new clients instead of accepting connections
 //! nobody will serve, a dead master leaves the port free at once, a
-//! request past `-t` costs only itself, and requests whose clients left
-//! while they waited in the backlog are not run.
+//! request past `-t` costs only itself, a client crashing workers in a loop
+//! does not take the service down, and requests whose clients left while
+//! they waited in the backlog are not run.
 //!
 //! Most tests serve the `testapps` plugin (`GET /sleep?ms=N` answers
 //! `slept N` after N ms); the crash tests serve the process tests' `swap`
@@ -350,6 +351,104 @@ fn answering_pid(addr: SocketAddr) -> Result<u32, String> {
         Some(pid) if resp.status == 200 => pid.trim().parse().map_err(|_| text.clone()),
         _ => Err(format!("unexpected answer {:?}", resp.raw)),
     }
+}
+
+/// A client hitting a crashing route every 0.2 s for several seconds, with
+/// `-w 2`: the server answers others throughout (at least one worker is
+/// always up), and once the attack stops it serves at once and is back to
+/// both workers within seconds — not after a backoff that grew with the
+/// attack. No crash is taken for a worker that could not boot.
+#[test]
+fn a_crash_loop_attack_does_not_outlast_the_attack() {
+    let (_dir, plugin) = swap_plugin();
+    let server = server::serve(&plugin).args(["-w", "2"]).start();
+    server.wait_for_log_count(" booted", 2, TIMEOUT);
+    let addr = server.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let attacker = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut sent = 0;
+            while !stop.load(Ordering::Relaxed) {
+                // Sends, waits a little for an answer, and gives up: what is
+                // not taken in time is left in the backlog.
+                if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                    let _ = s.write_all(b"GET /segv HTTP/1.1\r\nHost: test\r\n\r\n");
+                    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                    let _ = s.read(&mut [0u8; 64]);
+                    sent += 1;
+                }
+                thread::sleep(Duration::from_millis(200));
+            }
+            sent
+        })
+    };
+    let attack = Instant::now();
+    let (mut answered, mut failed) = (0, 0);
+    while attack.elapsed() < Duration::from_secs(6) {
+        match answering_pid(addr) {
+            Ok(_) => answered += 1,
+            Err(_) => failed += 1,
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent = attacker.join().expect("the attacker panicked");
+    let stopped = Instant::now();
+    assert!(
+        answered > failed,
+        "during the attack ({sent} crashing requests) {answered} requests were answered \
+         and {failed} failed; log:\n{}",
+        server.logs()
+    );
+    // Served at once after the attack...
+    let first = loop {
+        if answering_pid(addr).is_ok() {
+            break stopped.elapsed();
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(3),
+            "still not serving 3 s after the attack stopped; log:\n{}",
+            server.logs()
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    for i in 0..20 {
+        if let Err(e) = answering_pid(addr) {
+            panic!(
+                "request {i} after the attack failed: {e}; log:\n{}",
+                server.logs()
+            );
+        }
+    }
+    // ... and both workers back within seconds: the slots are forgiven
+    // once nothing has crashed for 5 s.
+    let deadline = stopped + Duration::from_secs(10);
+    let mut pids = std::collections::BTreeSet::new();
+    while pids.len() < 2 {
+        if let Ok(pid) = answering_pid(addr) {
+            pids.insert(pid);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "one worker only, 10 s after the attack stopped; log:\n{}",
+            server.logs()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let log = server.logs();
+    assert!(
+        log.matches("killed by signal 11 (SIGSEGV)").count() >= 5,
+        "the attack crashed too few workers to test anything:\n{log}"
+    );
+    assert!(
+        !log.contains("could not boot") && !log.contains("crashed while loading"),
+        "a worker that crashed on a request was logged as one that could not boot:\n{log}"
+    );
+    assert!(
+        first < Duration::from_secs(3),
+        "first answer {first:?} after the attack"
+    );
 }
 
 /// Clients that sent a crashing request and left while it waited in the
