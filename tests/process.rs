@@ -789,8 +789,10 @@ fn crash_on_every_request_build_is_rolled_back_under_load() {
     let run = site.reload();
     let error = reload_error(&run, &server);
     assert!(
-        error.contains(site.plugin_str()) && error.contains(&v2) && error.contains("crashed"),
-        "the reason should name the plugin file, build {v2} and its crash: {error:?}"
+        error.contains(site.plugin_str())
+            && error.contains(&format!("build {v2} crashed"))
+            && error.contains(&format!("rolled back to build {v1}")),
+        "the reason should name the plugin file, build {v2}'s crash and build {v1}: {error:?}"
     );
     let during = load.finish();
     assert!(

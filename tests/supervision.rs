@@ -457,10 +457,16 @@ fn a_crash_loop_attack_does_not_outlast_the_attack() {
 /// connection, one reset it — do not get their requests run: the worker
 /// does not crash. A client that half-closed after its request and waited
 /// as long gets a 503, not a reset, and the request is named in the log.
+/// Two addresses, each with a client that left: each listener's backlog is
+/// looked at, not only the first one emptied.
 #[test]
 fn requests_left_in_the_backlog_by_clients_who_left_are_not_run() {
     let (_dir, plugin) = swap_plugin();
-    let server = server::serve(&plugin).args(["-w", "1"]).start();
+    let server = server::serve(&plugin)
+        .bind("127.0.0.1:0")
+        .bind("127.0.0.1:0")
+        .args(["-w", "1"])
+        .start();
     let log = server.wait_for_log(" booted", TIMEOUT);
     let pid = answering_pid(server.addr()).expect("the worker answers");
     assert!(log.contains(&format!("worker {pid} booted")), "{log}");
@@ -472,21 +478,21 @@ fn requests_left_in_the_backlog_by_clients_who_left_are_not_run() {
         assert!(ok, "kill -{sig} {pid}");
     };
     kill("STOP");
-    let addr = server.addr();
+    let (addr, other) = (server.addrs[0], server.addrs[1]);
     let segv = b"GET /segv HTTP/1.1\r\nHost: test\r\n\r\n";
     // Closed: a FIN after the request.
     let mut closed = TcpStream::connect(addr).unwrap();
     closed.write_all(segv).unwrap();
     drop(closed);
     // Reset: SO_LINGER 0 turns the close into a RST.
-    let reset = TcpStream::connect(addr).unwrap();
+    let reset = TcpStream::connect(other).unwrap();
     (&reset).write_all(segv).unwrap();
     socket2::SockRef::from(&reset)
         .set_linger(Some(Duration::ZERO))
         .unwrap();
     drop(reset);
     // Half-closed, still reading.
-    let mut half = TcpStream::connect(addr).unwrap();
+    let mut half = TcpStream::connect(other).unwrap();
     half.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
         .unwrap();
     half.shutdown(Shutdown::Write).unwrap();

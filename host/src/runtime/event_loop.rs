@@ -191,8 +191,9 @@ pub struct Loop {
     /// A request was taken over: this worker retires, and exits without
     /// waiting for the thread stuck in the plugin.
     abandoned: bool,
-    /// When accepting last found the backlog empty (None: never yet).
-    drained_at: Option<Instant>,
+    /// Per listener, when accepting last found its backlog empty (None:
+    /// never yet).
+    drained_at: Vec<Option<Instant>>,
     /// When TERM arrived, and when the graceful timeout ends.
     stopped_at: Option<Instant>,
     stop_deadline: Option<Instant>,
@@ -220,6 +221,7 @@ impl Loop {
                 Ok(l)
             })
             .collect::<io::Result<Vec<_>>>()?;
+        let drained_at = vec![None; listeners.len()];
         use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
         let graceful_pipe = signal_pipe(&poll, SIG_GRACEFUL, &[SIGTERM])?;
         let fast_pipe = signal_pipe(&poll, SIG_FAST, &[SIGINT, SIGQUIT])?;
@@ -247,7 +249,7 @@ impl Loop {
             turn_read: 0,
             revisit: VecDeque::new(),
             abandoned: false,
-            drained_at: None,
+            drained_at,
             stopped_at: None,
             stop_deadline: None,
             stop: None,
@@ -514,18 +516,17 @@ impl Loop {
         // Taken out for the call: accept_all borrows the loop mutably.
         let mut listeners = std::mem::take(&mut self.listeners);
         if let Some(l) = listeners.get_mut(i) {
-            self.accept_all(l, now);
+            self.accept_all(l, i, now);
         }
         self.listeners = listeners;
     }
 
-    fn accept_all(&mut self, listener: &mut TcpListener, now: Instant) {
+    fn accept_all(&mut self, listener: &mut TcpListener, i: usize, now: Instant) {
         // Connections can have waited long in the backlog only if this
         // loop has not emptied it for a while (it just started: a worker
         // replacing one that crashed, say; or it was stopped).
-        let may_be_stale = self
-            .drained_at
-            .is_none_or(|at| now.duration_since(at) >= BACKLOG_STALE);
+        let may_be_stale =
+            self.drained_at[i].is_none_or(|at| now.duration_since(at) >= BACKLOG_STALE);
         loop {
             match listener.accept() {
                 Ok((stream, peer)) => {
@@ -578,7 +579,7 @@ impl Loop {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.drained_at = Some(now);
+                    self.drained_at[i] = Some(now);
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -1082,11 +1082,14 @@ impl Master {
                         "worker {pid} exited: {what} (build {}, before it took over)",
                         w.build.short()
                     );
+                    // It was taking requests already: going back to the
+                    // old build alone is a rollback of that much.
                     format!(
-                        "plugin {}: build {} crashed {}({cause}) before it took over",
+                        "plugin {}: build {} crashed {}({cause}) before it took over; rolled back to build {}",
                         self.cfg.original.display(),
                         w.build.short(),
-                        serving_text(&serving).map(|s| s + " ").unwrap_or_default()
+                        serving_text(&serving).map(|s| s + " ").unwrap_or_default(),
+                        self.current.short()
                     )
                 } else {
                     tracing::info!("worker {pid} exited while booting: {cause}");
