@@ -206,6 +206,12 @@ impl Master {
     /// first worker. An Err is the one-line reason the plugin cannot be
     /// served (the caller exits non-zero with it).
     pub fn start(mut cfg: MasterConfig, listeners: Vec<TcpListener>) -> Result<Master, String> {
+        // A file size limit (`ulimit -f`) makes a control file's write fail
+        // (EFBIG), as a full disk does, instead of killing the master. The
+        // workers put the default back.
+        // SAFETY: setting a signal's disposition to SIG_IGN has no memory
+        // effects; no handler runs for it.
+        unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
         let current = stage(&cfg.original, 1)?;
         // Before the first fork: the workers inherit the board's
         // descriptor, which is harmless (they never write it).
@@ -319,7 +325,14 @@ impl Master {
     /// Writes the pidfile and serves until stopped.
     pub fn run(mut self) -> Result<(), String> {
         if let Some(control) = &mut self.control {
-            control.publish_pid()?;
+            // The control commands find the master by the pidfile's lock,
+            // held already: a pid that cannot be written (a full disk) is
+            // no reason not to serve.
+            if let Err(e) = control.publish_pid() {
+                tracing::error!(
+                    "{e}; `host reload/stop/status -p` find this master by its lock on the file"
+                );
+            }
         }
         // `host status` has something to say from the first moment.
         self.write_status();
