@@ -1014,6 +1014,10 @@ fn stale_control_files_of_a_dead_master() {
     }
 
     let server = site.serve(&["--settle-period", "0"]);
+    assert!(
+        fs::read_to_string(&reload_file).is_err(),
+        "the new master should remove the dead one's reload file"
+    );
     site.deploy("v5", &[]);
     let started = Instant::now();
     let line = site.reload_ok();

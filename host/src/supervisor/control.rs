@@ -388,6 +388,10 @@ impl Control {
             .map_err(|e| tracing::warn!("cannot create the control board: {e}"))
             .ok();
         let run = identity(std::process::id() as i32).unwrap_or_default();
+        // Whatever is beside the pidfile is an earlier run's (we hold the
+        // lock): gone, rather than read by someone as ours.
+        let _ = fs::remove_file(status_path(pidfile.path()));
+        let _ = fs::remove_file(reload_status_path(pidfile.path()));
         Control {
             status: Mirror::new(status_path(pidfile.path())),
             reload: Mirror::new(reload_status_path(pidfile.path())),
