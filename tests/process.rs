@@ -691,26 +691,491 @@ fn segfault_and_abort_on_one_path() {
     }
 }
 
-/// A worker that keeps dying young is restarted with growing delays, and
-/// the master says so instead of spinning.
+/// Workers that keep dying young are restarted with growing delays, per
+/// slot of the pool, and the master says so instead of spinning; but the
+/// service is never down: a worker answers right after each crash, every
+/// crash names the request that caused it, and once the crashes stop every
+/// slot serves again within seconds.
 #[test]
-fn crash_loops_back_off() {
+fn crash_loops_back_off_per_slot() {
     let site = Site::new("backoff", "v1");
-    let server = site.serve(&["-w", "1"]);
-    server.wait_for_log_count(" booted", 1, TIMEOUT);
-    for crash in 1..=3 {
+    let server = site.serve(&["-w", "2"]);
+    server.wait_for_log_count(" booted", 2, TIMEOUT);
+    for crash in 1..=6 {
         let mut conn = server.connect();
         conn.send(b"GET /segv HTTP/1.1\r\nHost: test\r\n\r\n");
         let _ = conn.try_read_response();
         server.wait_for_log_count("killed by signal 11 (SIGSEGV)", crash, TIMEOUT);
-        server.wait_for_log_count(" booted", crash + 1, TIMEOUT);
+        let asked = Instant::now();
+        assert_eq!(current_build(&server), "v1", "right after crash {crash}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "after crash {crash} the service was down for {:?}; log:\n{}",
+            asked.elapsed(),
+            server.logs()
+        );
     }
     let log = server.logs();
     assert!(
-        log.contains("times in a row; next restart in"),
-        "no backoff announced after three quick crashes:\n{log}"
+        log.contains("times in a row"),
+        "no backoff announced after six quick crashes:\n{log}"
     );
-    assert_eq!(current_build(&server), "v1", "the replacement serves");
+    let crashes = lines_with(&log, "killed by signal 11 (SIGSEGV)");
+    assert!(
+        crashes
+            .iter()
+            .all(|l| l.contains("crashed while serving \"GET /segv HTTP/1.1\"")),
+        "each crash should name its request: {crashes:#?}"
+    );
+    assert!(
+        !log.contains("could not boot") && !log.contains("while loading"),
+        "a worker that crashed while serving was taken for one that could not boot:\n{log}"
+    );
+    // Quiet again: both slots serve within MIN_UPTIME (5 s) and a bit.
+    wait_for_ready(&site, 2, Duration::from_secs(10));
+}
+
+/// `host status -p`, which must succeed; its output.
+fn status_of(site: &Site) -> String {
+    let run = server::run(["status", "-p", site.pidfile_str()]);
+    assert!(run.status.success(), "`host status` failed: {run:#?}");
+    run.stdout
+}
+
+/// Polls `host status -p` until it lists `ready` ready workers (the master
+/// notices a boot within a tick); returns that output.
+fn wait_for_ready(site: &Site, ready: usize, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = status_of(site);
+        if status.matches(" ready").count() == ready {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not {ready} ready workers after {timeout:?}:\n{status}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `error: ` line of a `host reload` that must fail with exit status 1.
+fn reload_error(run: &Finished, server: &Server) -> String {
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "`host reload` should exit 1: {run:#?}\nserver log:\n{}",
+        server.logs()
+    );
+    run.error_line().to_owned()
+}
+
+/// A build that loads and inits but crashes on every request, reloaded
+/// while clients are being served: it is refused (its first worker dies
+/// before it takes over) or rolled back (within its settle period),
+/// `host reload` says so and exits 1, and the old build goes on serving
+/// without a single failed request.
+#[test]
+fn crash_on_every_request_build_is_rolled_back_under_load() {
+    let site = Site::new("rollback-load", "v1");
+    let server = site.serve(&["-w", "2", "--threads", "2"]);
+    server.wait_for_log_count(" booted", 2, TIMEOUT);
+    let v1 = build_hash(&site);
+    let load = Load::start(server.addr(), 3, "/");
+    thread::sleep(Duration::from_millis(300));
+    site.deploy("v2", &["CRASH_ALWAYS"]);
+    let v2 = build_hash(&site);
+    load.set_phase(1);
+    let run = site.reload();
+    let error = reload_error(&run, &server);
+    assert!(
+        error.contains(site.plugin_str())
+            && error.contains(&format!("build {v2} crashed"))
+            && error.contains(&format!("rolled back to build {v1}")),
+        "the reason should name the plugin file, build {v2}'s crash and build {v1}: {error:?}"
+    );
+    let during = load.finish();
+    assert!(
+        during.ok > 0,
+        "nothing answered around the reload: {during:?}"
+    );
+
+    // The service continues on v1, every request answered.
+    wait_for_build(&server, "v1", TIMEOUT);
+    let after = client_loop(
+        server.addr(),
+        "/",
+        &AtomicBool::new(false),
+        Some(100),
+        Duration::ZERO,
+        &AtomicUsize::new(0),
+    );
+    assert_no_failures(&after, &server);
+    assert_eq!(after.builds, BTreeSet::from(["v1".to_owned()]));
+    let log = server.logs();
+    assert!(
+        log.contains("reload rolled back") || log.contains("before it took over"),
+        "the log should say the crashing build was refused or rolled back:\n{log}"
+    );
+    let status = status_of(&site);
+    assert!(
+        status.lines().next().is_some_and(|l| l.contains(&v1)),
+        "`host status` should show build {v1} serving again:\n{status}"
+    );
+}
+
+/// The crashing build passes its canary (no request reaches it before it
+/// takes over); its workers then crash on the first requests, and the
+/// master rolls back to the build it replaced, which is still staged:
+/// `host reload` exits 1 naming both builds.
+#[test]
+fn a_build_that_crashes_after_taking_over_is_rolled_back() {
+    let site = Site::new("rollback", "v1");
+    let server = site.serve(&["-w", "1", "--settle-period", "5"]);
+    server.wait_for_log_count(" booted", 1, TIMEOUT);
+    let v1 = build_hash(&site);
+    site.deploy("v2", &["CRASH_ALWAYS"]);
+    let v2 = build_hash(&site);
+    let pidfile = site.pidfile_str().to_owned();
+    let reload = thread::spawn(move || server::run(["reload", "-p", &pidfile]));
+    server.wait_for_log("is serving", TIMEOUT);
+    // The v1 worker is retired once v2 takes over (-w 1): once it has shut
+    // down, requests go to v2, and crash it, until v1 is back.
+    server.wait_for_log("swap shutdown build v1", TIMEOUT);
+    let deadline = Instant::now() + TIMEOUT;
+    let mut lost = 0;
+    loop {
+        match try_get(server.addr(), "/") {
+            Ok(resp) if resp.status == 200 && resp.text().starts_with("build v1 ") => break,
+            Ok(resp) => panic!("unexpected answer: {:?}", resp.raw),
+            Err(_) => lost += 1,
+        }
+        assert!(
+            Instant::now() < deadline,
+            "v1 never came back; log:\n{}",
+            server.logs()
+        );
+    }
+    assert!(lost >= 2, "the crashing build crashed only {lost} times");
+    let run = reload.join().expect("`host reload` ran");
+    let error = reload_error(&run, &server);
+    assert!(
+        error.contains(&format!("build {v2} crashed 2 times"))
+            && error.contains(&format!("rolled back to build {v1}")),
+        "the reason should name the crashing build and the one rolled back to: {error:?}"
+    );
+    let log = server.logs();
+    assert!(
+        log.contains(&format!(
+            "reload rolled back: build {v2} (generation 2) crashed 2 times"
+        )),
+        "no rollback logged:\n{log}"
+    );
+    for _ in 0..10 {
+        assert_eq!(current_build(&server), "v1", "after the rollback");
+    }
+    // A good build still goes in afterwards.
+    site.deploy("v3", &[]);
+    site.reload_ok();
+    wait_for_build(&server, "v3", TIMEOUT);
+}
+
+/// `host reload` of a good build answers once its settle period has passed
+/// without a crash, and the log says it stays.
+#[test]
+fn a_good_build_settles() {
+    let site = Site::new("settle", "v1");
+    let server = site.serve(&["-w", "1", "--settle-period", "2"]);
+    server.wait_for_log_count(" booted", 1, TIMEOUT);
+    site.deploy("v2", &[]);
+    let started = Instant::now();
+    let line = site.reload_ok();
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "`host reload` answered before the settle period ended: {line:?}"
+    );
+    assert!(line.contains(&build_hash(&site)), "{line:?}");
+    server.wait_for_log("served 2s without crashing; it stays", TIMEOUT);
+    assert_eq!(current_build(&server), "v2");
+}
+
+/// `--reload` swaps for a new build, not for a new timestamp: the same
+/// bytes copied over the plugin file (a new inode and modification time)
+/// keep the workers, and their state.
+#[test]
+fn reload_flag_ignores_the_same_build_with_a_new_timestamp() {
+    let site = Site::new("watch-touch", "v1");
+    let server = site.serve(&["--reload"]);
+    let before = build_and_pid(&get_ok(&server, "/")).expect("an answer naming its pid");
+    fs::copy(&site.plugin, &site.stage).expect("copying the served build");
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&site.stage)
+        .expect("opening the copy");
+    file.set_modified(std::time::SystemTime::now() + Duration::from_secs(60))
+        .expect("setting the copy's modification time");
+    drop(file);
+    site.rename_stage();
+    server.wait_for_log("changed on disk but holds build", Duration::from_secs(8));
+    let after = build_and_pid(&get_ok(&server, "/")).expect("an answer naming its pid");
+    assert_eq!(after, before, "the same build was swapped in again");
+    assert!(
+        !server.logs().contains("reload: booting build"),
+        "{}",
+        server.logs()
+    );
+}
+
+/// Under `--reload`, `host reload` of a new build swaps it in once: the
+/// watcher does not swap the same file in a second time.
+#[test]
+fn host_reload_under_the_reload_flag_swaps_once() {
+    let site = Site::new("watch-hup", "v1");
+    let server = site.serve(&["--reload", "--settle-period", "1"]);
+    server.wait_for_log_count(" booted", 1, TIMEOUT);
+    site.deploy("v2", &[]);
+    site.reload_ok();
+    // The watcher looks every second and wants two looks alike.
+    thread::sleep(Duration::from_millis(3500));
+    let log = server.logs();
+    assert_eq!(
+        log.matches("reload: booting build").count(),
+        1,
+        "the new build was swapped in more than once:\n{log}"
+    );
+    assert_eq!(current_build(&server), "v2");
+}
+
+// --- control files ------------------------------------------------------
+
+/// A second `host serve` given the pidfile of a running master is refused
+/// before it binds, naming the master; the first one keeps its pidfile.
+#[test]
+fn a_second_master_on_the_same_pidfile_is_refused() {
+    let site = Site::new("pid-lock", "v1");
+    let server = site.serve(&[]);
+    let run = server::run([
+        "serve",
+        site.plugin_str(),
+        "-b",
+        "127.0.0.1:0",
+        "-p",
+        site.pidfile_str(),
+    ]);
+    let line = run.error_line();
+    assert!(
+        line.contains(site.pidfile_str()) && line.contains(&format!("master {}", server.pid())),
+        "the error should name the pidfile and the master holding it: {line:?}"
+    );
+    assert!(
+        !run.stderr.contains("booted"),
+        "the refused master started a worker: {run:#?}"
+    );
+    assert_eq!(
+        fs::read_to_string(&site.pidfile).unwrap().trim(),
+        server.pid().to_string()
+    );
+    assert!(status_of(&site).starts_with(&format!("master {} ", server.pid())));
+}
+
+/// A master killed with -9 leaves its pidfile and control files behind:
+/// the control commands say no host runs, and a new master on the same
+/// pidfile is controlled normally (its first reload outcome is not
+/// mistaken for, or hidden behind, the dead master's).
+#[test]
+fn stale_control_files_of_a_dead_master() {
+    let site = Site::new("stale", "v1");
+    {
+        let server = site.serve(&["--settle-period", "0"]);
+        let _orphans = KillGroup(server.pid());
+        for build in ["v2", "v3", "v4"] {
+            site.deploy(build, &[]);
+            site.reload_ok();
+        }
+        // Dropping the server kills it and its workers (SIGKILL).
+    }
+    assert!(site.pidfile.exists(), "a killed master leaves its pidfile");
+    let reload_file = format!("{}.reload", site.pidfile_str());
+    assert!(
+        fs::read_to_string(&reload_file).is_ok_and(|t| t.contains("3 ok")),
+        "the dead master's reload file should be left with outcome 3"
+    );
+    for cmd in ["status", "reload", "stop"] {
+        let run = server::run([cmd, "-p", site.pidfile_str()]);
+        assert!(
+            run.error_line().contains("no running host"),
+            "`host {cmd}` on a dead master's pidfile: {run:#?}"
+        );
+        assert!(
+            run.elapsed < Duration::from_secs(3),
+            "`host {cmd}` took {:?}",
+            run.elapsed
+        );
+    }
+
+    let server = site.serve(&["--settle-period", "0"]);
+    assert!(
+        fs::read_to_string(&reload_file).is_err(),
+        "the new master should remove the dead one's reload file"
+    );
+    site.deploy("v5", &[]);
+    let started = Instant::now();
+    let line = site.reload_ok();
+    assert!(line.contains(&build_hash(&site)), "{line:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "`host reload` took {:?}",
+        started.elapsed()
+    );
+    assert!(status_of(&site).starts_with(&format!("master {} ", server.pid())));
+}
+
+/// Control files overwritten by someone else — a bogus pid in the pidfile,
+/// foreign status and reload files — do not fool the control commands: the
+/// pidfile's lock names the master, and its own memory says the rest.
+#[test]
+fn clobbered_control_files_are_not_believed() {
+    let site = Site::new("clobbered", "v1");
+    let server = site.serve(&["-w", "2", "--settle-period", "0"]);
+    server.wait_for_log_count(" booted", 2, TIMEOUT);
+    // A decoy: if the commands trusted the pidfile, they would signal it.
+    let mut decoy = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("starting sleep");
+    fs::write(&site.pidfile, format!("{}\n", decoy.id())).unwrap();
+    fs::write(
+        format!("{}.status", site.pidfile_str()),
+        "run 1.2.3\nmaster 1 build fake generation 9 workers 9\n",
+    )
+    .unwrap();
+    fs::write(
+        format!("{}.reload", site.pidfile_str()),
+        "run 1.2.3\n99 ok build fake\n",
+    )
+    .unwrap();
+
+    let status = wait_for_ready(&site, 2, TIMEOUT);
+    assert!(
+        status.starts_with(&format!("master {} ", server.pid())) && !status.contains("fake"),
+        "{status}"
+    );
+    site.deploy("v2", &[]);
+    let line = site.reload_ok();
+    assert!(line.contains(&build_hash(&site)), "{line:?}");
+    wait_for_build(&server, "v2", TIMEOUT);
+    site.deploy("v3", &["INIT_FAIL"]);
+    let error = reload_error(&site.reload(), &server);
+    assert!(error.contains("swap init refused"), "{error:?}");
+
+    let run = server::run(["stop", "-p", site.pidfile_str()]);
+    assert!(run.status.success(), "`host stop` failed: {run:#?}");
+    assert!(
+        run.stdout
+            .contains(&format!("stopped: master {}", server.pid())),
+        "{run:#?}"
+    );
+    assert_eq!(
+        decoy.try_wait().expect("polling sleep"),
+        None,
+        "the process named in the clobbered pidfile was signalled"
+    );
+    let _ = decoy.kill();
+    let _ = decoy.wait();
+}
+
+/// The status and reload files cannot be written (here: directories stand
+/// where they go, as a full disk would refuse them): `host status` and
+/// `host reload` still answer, at once and correctly, from the master's
+/// memory; no temporary file is left behind.
+#[test]
+fn control_commands_work_when_the_files_cannot_be_written() {
+    let site = Site::new("unwritable", "v1");
+    for suffix in [".status", ".reload"] {
+        fs::create_dir(format!("{}{suffix}", site.pidfile_str())).unwrap();
+    }
+    let server = site.serve(&["-w", "2", "--settle-period", "0"]);
+    server.wait_for_log_count(" booted", 2, TIMEOUT);
+    server.wait_for_log("cannot write", TIMEOUT);
+    let status = status_of(&site);
+    assert!(
+        status.starts_with(&format!("master {} ", server.pid())),
+        "{status}"
+    );
+    site.deploy("v2", &[]);
+    let started = Instant::now();
+    let line = site.reload_ok();
+    assert!(line.contains(&build_hash(&site)), "{line:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "`host reload` took {:?}",
+        started.elapsed()
+    );
+    site.deploy("v3", &["INIT_FAIL"]);
+    let error = reload_error(&site.reload(), &server);
+    assert!(error.contains("swap init refused"), "{error:?}");
+    wait_for_build(&server, "v2", TIMEOUT);
+    let status = status_of(&site);
+    assert!(
+        status
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("generation 2 ")),
+        "`host status` should show the build swapped in:\n{status}"
+    );
+    let leftovers: Vec<_> = fs::read_dir(site.pidfile.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+/// A pidfile nobody holds whose pid now belongs to another process (a
+/// master that died, its pid reused): the control commands refuse it and
+/// signal nobody.
+#[test]
+fn a_stale_pidfile_naming_another_process_signals_nobody() {
+    let site = Site::new("reused-pid", "v1");
+    let mut decoy = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("starting sleep");
+    fs::write(&site.pidfile, format!("{}\n", decoy.id())).unwrap();
+    for cmd in ["stop", "reload", "status"] {
+        let run = server::run([cmd, "-p", site.pidfile_str()]);
+        assert!(
+            run.error_line().contains("stale"),
+            "`host {cmd}` should call the pidfile stale: {run:#?}"
+        );
+    }
+    assert_eq!(
+        decoy.try_wait().expect("polling sleep"),
+        None,
+        "the process named in the stale pidfile was signalled"
+    );
+    let _ = decoy.kill();
+    let _ = decoy.wait();
+    // A master started on it takes it over.
+    let server = site.serve(&[]);
+    assert_eq!(
+        fs::read_to_string(&site.pidfile).unwrap().trim(),
+        server.pid().to_string()
+    );
+}
+
+/// Kills a process group when dropped: the workers of a master a test
+/// killed, which the server's own cleanup might not reach.
+struct KillGroup(u32);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0)])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }
 
 /// USR1: workers reopen the access log, so a rotated file is let go and

@@ -1,22 +1,26 @@
 //! The master and its workers, seen from a client's side of the socket:
 //! a stopping server refuses new clients instead of accepting connections
-//! nobody will serve, a dead master leaves the port free at once, and a
-//! request past `-t` costs only itself.
+//! nobody will serve, a dead master leaves the port free at once, a
+//! request past `-t` costs only itself, a client crashing workers in a loop
+//! does not take the service down, and requests whose clients left while
+//! they waited in the backlog are not run.
 //!
-//! Every test serves the `testapps` plugin (`GET /sleep?ms=N` answers
-//! `slept N` after N ms) and waits on log lines or on the kernel's view of
-//! the port, each with a deadline: none sleeps its way to green.
+//! Most tests serve the `testapps` plugin (`GET /sleep?ms=N` answers
+//! `slept N` after N ms); the crash tests serve the process tests' `swap`
+//! plugin (`GET /segv` crashes the worker, `GET /` answers `build v1 pid
+//! N`). They wait on log lines or on the kernel's view of the port, each
+//! with a deadline: none sleeps its way to green.
 
 use std::fs;
-use std::io::ErrorKind;
-use std::net::{SocketAddr, TcpStream};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use integration_tests::artifacts;
+use integration_tests::artifacts::{self, TempDir};
 use integration_tests::client::{self, Conn};
 use integration_tests::server::{self, Server};
 use integration_tests::TIMEOUT;
@@ -325,4 +329,225 @@ fn term_while_a_worker_boots_is_not_lost() {
         !listening(port),
         "port {port} still listened on after the stop"
     );
+}
+
+/// The `swap` plugin built as `v1`, in a scratch directory (kept as long as
+/// the returned guard).
+fn swap_plugin() -> (TempDir, std::path::PathBuf) {
+    let dir = TempDir::new("swap");
+    let path = dir.join("libapp.so");
+    artifacts::swap_plugin("v1", &[], &path);
+    (dir, path)
+}
+
+/// `GET /` on a fresh connection: `Ok(pid of the worker that answered)`.
+fn answering_pid(addr: SocketAddr) -> Result<u32, String> {
+    let mut conn = Conn::try_connect(addr).map_err(|e| format!("connecting: {e}"))?;
+    conn.try_send(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("sending: {e}"))?;
+    let resp = conn.try_read_response()?;
+    let text = resp.text();
+    match text.strip_prefix("build v1 pid ") {
+        Some(pid) if resp.status == 200 => pid.trim().parse().map_err(|_| text.clone()),
+        _ => Err(format!("unexpected answer {:?}", resp.raw)),
+    }
+}
+
+/// A client hitting a crashing route every 0.2 s for several seconds, with
+/// `-w 2`: the server answers others throughout (at least one worker is
+/// always up), and once the attack stops it serves at once and is back to
+/// both workers within seconds — not after a backoff that grew with the
+/// attack. No crash is taken for a worker that could not boot.
+#[test]
+fn a_crash_loop_attack_does_not_outlast_the_attack() {
+    let (_dir, plugin) = swap_plugin();
+    let server = server::serve(&plugin).args(["-w", "2"]).start();
+    server.wait_for_log_count(" booted", 2, TIMEOUT);
+    let addr = server.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let attacker = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut sent = 0;
+            while !stop.load(Ordering::Relaxed) {
+                // Sends, waits a little for an answer, and gives up: what is
+                // not taken in time is left in the backlog.
+                if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                    let _ = s.write_all(b"GET /segv HTTP/1.1\r\nHost: test\r\n\r\n");
+                    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                    let _ = s.read(&mut [0u8; 64]);
+                    sent += 1;
+                }
+                thread::sleep(Duration::from_millis(200));
+            }
+            sent
+        })
+    };
+    let attack = Instant::now();
+    let (mut answered, mut failed) = (0, 0);
+    while attack.elapsed() < Duration::from_secs(6) {
+        match answering_pid(addr) {
+            Ok(_) => answered += 1,
+            Err(_) => failed += 1,
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent = attacker.join().expect("the attacker panicked");
+    let stopped = Instant::now();
+    assert!(
+        answered > failed,
+        "during the attack ({sent} crashing requests) {answered} requests were answered \
+         and {failed} failed; log:\n{}",
+        server.logs()
+    );
+    // Served at once after the attack...
+    let first = loop {
+        if answering_pid(addr).is_ok() {
+            break stopped.elapsed();
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(3),
+            "still not serving 3 s after the attack stopped; log:\n{}",
+            server.logs()
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    for i in 0..20 {
+        if let Err(e) = answering_pid(addr) {
+            panic!(
+                "request {i} after the attack failed: {e}; log:\n{}",
+                server.logs()
+            );
+        }
+    }
+    // ... and both workers back within seconds: the slots are forgiven
+    // once nothing has crashed for 5 s.
+    let deadline = stopped + Duration::from_secs(10);
+    let mut pids = std::collections::BTreeSet::new();
+    while pids.len() < 2 {
+        if let Ok(pid) = answering_pid(addr) {
+            pids.insert(pid);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "one worker only, 10 s after the attack stopped; log:\n{}",
+            server.logs()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let log = server.logs();
+    assert!(
+        log.matches("killed by signal 11 (SIGSEGV)").count() >= 5,
+        "the attack crashed too few workers to test anything:\n{log}"
+    );
+    assert!(
+        !log.contains("could not boot") && !log.contains("crashed while loading"),
+        "a worker that crashed on a request was logged as one that could not boot:\n{log}"
+    );
+    assert!(
+        first < Duration::from_secs(3),
+        "first answer {first:?} after the attack"
+    );
+}
+
+/// Clients that sent a crashing request and left while it waited in the
+/// listen backlog (the only worker was not accepting: stopped here, as a
+/// worker that is booting or was replaced after a crash) — one closed its
+/// connection, one reset it — do not get their requests run: the worker
+/// does not crash. A client that half-closed after its request and waited
+/// as long gets a 503, not a reset, and the request is named in the log.
+/// Two addresses, each with a client that left: each listener's backlog is
+/// looked at, not only the first one emptied.
+#[test]
+fn requests_left_in_the_backlog_by_clients_who_left_are_not_run() {
+    let (_dir, plugin) = swap_plugin();
+    let server = server::serve(&plugin)
+        .bind("127.0.0.1:0")
+        .bind("127.0.0.1:0")
+        .args(["-w", "1"])
+        .start();
+    let log = server.wait_for_log(" booted", TIMEOUT);
+    let pid = answering_pid(server.addr()).expect("the worker answers");
+    assert!(log.contains(&format!("worker {pid} booted")), "{log}");
+    let kill = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} {pid}");
+    };
+    kill("STOP");
+    let (addr, other) = (server.addrs[0], server.addrs[1]);
+    let segv = b"GET /segv HTTP/1.1\r\nHost: test\r\n\r\n";
+    // Closed: a FIN after the request.
+    let mut closed = TcpStream::connect(addr).unwrap();
+    closed.write_all(segv).unwrap();
+    drop(closed);
+    // Reset: SO_LINGER 0 turns the close into a RST.
+    let reset = TcpStream::connect(other).unwrap();
+    (&reset).write_all(segv).unwrap();
+    socket2::SockRef::from(&reset)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(reset);
+    // Half-closed, still reading.
+    let mut half = TcpStream::connect(other).unwrap();
+    half.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    half.shutdown(Shutdown::Write).unwrap();
+    half.set_read_timeout(Some(TIMEOUT)).unwrap();
+    thread::sleep(Duration::from_millis(1500));
+    kill("CONT");
+
+    let mut answer = Vec::new();
+    let _ = half.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 503 "),
+        "the half-closed client that waited should get a 503: {answer:?}; log:\n{}",
+        server.logs()
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            answering_pid(addr),
+            Ok(pid),
+            "the same worker should still serve; log:\n{}",
+            server.logs()
+        );
+    }
+    let log = server.logs();
+    assert!(
+        !log.contains("killed by signal"),
+        "a request whose client had left was run:\n{log}"
+    );
+    assert!(
+        log.contains("GET /segv HTTP/1.1") && log.contains("answered 503 without running"),
+        "the dropped request should be named in the log:\n{log}"
+    );
+}
+
+/// A client that half-closes its connection right after its request (the
+/// request is all it sends) is served as any other: the backlog rule is for
+/// requests that waited, not for half-closing.
+#[test]
+fn half_closing_clients_are_served() {
+    let (_dir, plugin) = swap_plugin();
+    let server = server::serve(&plugin).start();
+    server.wait_for_log(" booted", TIMEOUT);
+    for close in [false, true] {
+        let mut conn = TcpStream::connect(server.addr()).unwrap();
+        let header = if close { "Connection: close\r\n" } else { "" };
+        conn.write_all(format!("GET / HTTP/1.1\r\nHost: test\r\n{header}\r\n").as_bytes())
+            .unwrap();
+        conn.shutdown(Shutdown::Write).unwrap();
+        conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut answer = Vec::new();
+        let _ = conn.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 200 ") && answer.contains("build v1 pid "),
+            "a half-closing client (Connection: close {close}) got {answer:?}"
+        );
+    }
 }

@@ -85,11 +85,15 @@ pub struct ServeArgs {
     #[arg(long = "max-requests-jitter", default_value_t = 0)]
     pub max_requests_jitter: u64,
 
-    /// Watch the plugin file and swap in each new build (development).
+    /// Watch the plugin file and swap in each new build whose content changed (development).
     #[arg(long)]
     pub reload: bool,
 
-    /// Write the master's pid to FILE (for `host reload`/`host stop -p FILE`).
+    /// Seconds a reloaded build is watched: if its workers crash repeatedly meanwhile while the previous build did not, the previous build comes back (0: no rollback).
+    #[arg(long = "settle-period", value_name = "SECONDS", default_value_t = 3)]
+    pub settle_period: u64,
+
+    /// Write the master's pid to FILE and lock it (for `host reload`/`stop`/`status -p FILE`).
     #[arg(short = 'p', long = "pid", value_name = "FILE")]
     pub pidfile: Option<std::path::PathBuf>,
 

@@ -16,7 +16,8 @@ use host::gateway::plugin::{Plugin, PluginSpec};
 use host::http1::parse;
 use host::net::listener::listen;
 use host::runtime::{access_log, Config};
-use host::supervisor::master::{self, Master, MasterConfig};
+use host::supervisor::control::{self, Pidfile, Remote};
+use host::supervisor::master::{Master, MasterConfig};
 use host::supervisor::staging;
 
 use crate::cli::{CheckArgs, Cli, Command, ControlArgs, LogLevel, ServeArgs};
@@ -130,6 +131,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         )
     })?;
     let spec = PluginSpec::parse(&args.plugin);
+    // Before binding: a second master given the same pidfile is refused
+    // before it takes an address or starts a worker.
+    let pidfile = args.pidfile.as_deref().map(Pidfile::lock).transpose()?;
     let listeners = addrs
         .iter()
         .map(|addr| listen(*addr, args.backlog).map_err(|e| format!("cannot bind {addr}: {e}")))
@@ -170,7 +174,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             max_requests: args.max_requests,
             max_requests_jitter: args.max_requests_jitter,
             watch: args.reload,
-            pidfile: args.pidfile,
+            settle: Duration::from_secs(args.settle_period),
+            pidfile,
             app_args: args.app_arg,
             access_log: args.access_logfile,
             server,
@@ -181,114 +186,57 @@ fn serve(args: ServeArgs) -> Result<(), String> {
 }
 
 /// `host reload -p FILE`: HUP the master, then wait for the outcome it
-/// writes next to the pidfile.
+/// reports (read from its memory through /proc, else from the file next to
+/// the pidfile, and only if it is this run's).
 fn reload(args: ControlArgs) -> Result<(), String> {
-    let pid = read_pidfile(&args.pidfile)?;
-    let status_path = master::reload_status_path(&args.pidfile);
-    let seq_of = |text: &str| {
-        text.split_whitespace()
-            .next()
-            .and_then(|n| n.parse::<u64>().ok())
-    };
-    let before = std::fs::read_to_string(&status_path)
-        .ok()
-        .and_then(|t| seq_of(&t))
-        .unwrap_or(0);
-    signal(pid, libc::SIGHUP, &args.pidfile)?;
+    let master = Remote::find(&args.pidfile)?;
+    let before = master.reload_outcome().map_or(0, |o| o.seq);
+    master.signal(libc::SIGHUP)?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     while Instant::now() < deadline {
-        if let Ok(text) = std::fs::read_to_string(&status_path) {
-            if seq_of(&text).is_some_and(|n| n > before) {
-                let mut parts = text.trim_end().splitn(3, ' ');
-                let (_, outcome, detail) = (parts.next(), parts.next(), parts.next().unwrap_or(""));
-                return match outcome {
-                    Some("ok") => {
-                        println!("reloaded: {detail}");
-                        Ok(())
-                    }
-                    _ => Err(format!("reload failed: {detail}")),
-                };
+        if let Some(outcome) = master.reload_outcome().filter(|o| o.seq > before) {
+            if outcome.ok {
+                println!("reloaded: {}", outcome.detail);
+                return Ok(());
             }
+            return Err(format!("reload failed: {}", outcome.detail));
+        }
+        if !control::running(master.pid) {
+            return Err(format!(
+                "master {} exited before the reload was decided",
+                master.pid
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     Err(format!(
-        "no reload outcome from master {pid} within {}s",
-        args.timeout
+        "no reload outcome from master {} within {}s",
+        master.pid, args.timeout
     ))
 }
 
 /// `host stop -p FILE`: TERM the master and wait until it is gone.
 fn stop(args: ControlArgs) -> Result<(), String> {
-    let pid = read_pidfile(&args.pidfile)?;
-    signal(pid, libc::SIGTERM, &args.pidfile)?;
+    let master = Remote::find(&args.pidfile)?;
+    master.signal(libc::SIGTERM)?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     while Instant::now() < deadline {
-        if !running(pid) {
-            println!("stopped: master {pid}");
+        if !control::running(master.pid) {
+            println!("stopped: master {}", master.pid);
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     Err(format!(
-        "master {pid} still running after {}s",
-        args.timeout
+        "master {} still running after {}s",
+        master.pid, args.timeout
     ))
 }
 
-/// Is `pid` a live process? A zombie (exited, not yet reaped by its
-/// parent) has stopped, though `kill(pid, 0)` alone would still say yes.
-fn running(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    if unsafe { libc::kill(pid, 0) } != 0 {
-        return false;
-    }
-    // /proc/PID/stat: "pid (comm) S ...": the state follows the last ')'.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !matches!(
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.trim_start().chars().next()),
-            Some('Z' | 'X')
-        ),
-        Err(_) => false,
-    }
-}
-
-/// `host status -p FILE`: what the master last wrote about its workers.
+/// `host status -p FILE`: the workers as the master last published them.
 fn status(args: ControlArgs) -> Result<(), String> {
-    let pid = read_pidfile(&args.pidfile)?;
-    if !running(pid) {
-        return Err(format!(
-            "no running host with pid {pid} (from {})",
-            args.pidfile.display()
-        ));
-    }
-    let path = master::status_path(&args.pidfile);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    print!("{text}");
-    Ok(())
-}
-
-fn read_pidfile(path: &std::path::Path) -> Result<i32, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read pidfile {}: {e}", path.display()))?;
-    text.trim()
-        .parse::<i32>()
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| format!("pidfile {} does not hold a pid", path.display()))
-}
-
-fn signal(pid: i32, sig: i32, pidfile: &std::path::Path) -> Result<(), String> {
-    // SAFETY: kill has no memory effects.
-    if unsafe { libc::kill(pid, sig) } != 0 {
-        return Err(format!(
-            "no running host with pid {pid} (from {}): {}",
-            pidfile.display(),
-            std::io::Error::last_os_error()
-        ));
-    }
+    let master = Remote::find(&args.pidfile)?;
+    print!("{}", master.status()?);
     Ok(())
 }
 

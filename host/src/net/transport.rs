@@ -11,7 +11,7 @@
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::event::Source;
 use mio::net::TcpStream;
@@ -22,6 +22,22 @@ use mio::{Interest, Registry, Token};
 pub struct Transport {
     stream: TcpStream,
 }
+
+/// What TCP knows of a connection's client (`TCP_INFO`), asked of one
+/// just accepted that may have waited long in the listen backlog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    /// The client closed its side (a FIN came): it sent all it will send.
+    pub peer_closed: bool,
+    /// The client reset the connection: it is gone.
+    pub reset: bool,
+    /// How long ago its last bytes arrived.
+    pub idle: Duration,
+}
+
+/// Linux TCP states (`include/net/tcp_states.h`).
+const TCP_CLOSE: u8 = 7;
+const TCP_CLOSE_WAIT: u8 = 8;
 
 /// What `wait` waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +180,34 @@ impl Transport {
         } else {
             n.max(0) as usize
         }
+    }
+
+    /// What TCP says of the client now; None if the kernel would not say.
+    /// A system call: for connections that may have waited in the backlog,
+    /// not for every one.
+    pub fn arrival(&self) -> Option<Arrival> {
+        // SAFETY: tcp_info is plain data, for which all-zero is valid.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `info`, which
+        // is valid for them for the call; the fd is open while borrowed.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return None;
+        }
+        Some(Arrival {
+            peer_closed: info.tcpi_state == TCP_CLOSE_WAIT,
+            reset: info.tcpi_state == TCP_CLOSE,
+            idle: Duration::from_millis(u64::from(info.tcpi_last_data_recv)),
+        })
     }
 
     /// Our side is done sending: FIN after whatever is queued.

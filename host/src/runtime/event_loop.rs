@@ -59,6 +59,12 @@ const HEAD_SLACK: usize = 64 * 1024;
 const BODY_MEMORY: usize = 64 << 20;
 /// How much a body read pulls in at once.
 const BODY_READ: usize = 64 * 1024;
+/// A connection accepted after waiting this long in the listen backlog
+/// (no worker was accepting: this one was booting, or stopped), whose
+/// client has closed its side since, is answered 503 without running its
+/// request; a reset one is dropped. Only a worker that has not emptied the
+/// backlog for this long asks (a system call per connection).
+const BACKLOG_STALE: Duration = Duration::from_secs(1);
 /// What one connection's head may read in one turn.
 const HEAD_READ: usize = 64 * 1024;
 /// A turn that has read this much (a flood of large heads or bodies)
@@ -185,6 +191,9 @@ pub struct Loop {
     /// A request was taken over: this worker retires, and exits without
     /// waiting for the thread stuck in the plugin.
     abandoned: bool,
+    /// Per listener, when accepting last found its backlog empty (None:
+    /// never yet).
+    drained_at: Vec<Option<Instant>>,
     /// When TERM arrived, and when the graceful timeout ends.
     stopped_at: Option<Instant>,
     stop_deadline: Option<Instant>,
@@ -212,6 +221,7 @@ impl Loop {
                 Ok(l)
             })
             .collect::<io::Result<Vec<_>>>()?;
+        let drained_at = vec![None; listeners.len()];
         use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
         let graceful_pipe = signal_pipe(&poll, SIG_GRACEFUL, &[SIGTERM])?;
         let fast_pipe = signal_pipe(&poll, SIG_FAST, &[SIGINT, SIGQUIT])?;
@@ -239,6 +249,7 @@ impl Loop {
             turn_read: 0,
             revisit: VecDeque::new(),
             abandoned: false,
+            drained_at,
             stopped_at: None,
             stop_deadline: None,
             stop: None,
@@ -505,16 +516,28 @@ impl Loop {
         // Taken out for the call: accept_all borrows the loop mutably.
         let mut listeners = std::mem::take(&mut self.listeners);
         if let Some(l) = listeners.get_mut(i) {
-            self.accept_all(l, now);
+            self.accept_all(l, i, now);
         }
         self.listeners = listeners;
     }
 
-    fn accept_all(&mut self, listener: &mut TcpListener, now: Instant) {
+    fn accept_all(&mut self, listener: &mut TcpListener, i: usize, now: Instant) {
+        // Connections can have waited long in the backlog only if this
+        // loop has not emptied it for a while (it just started: a worker
+        // replacing one that crashed, say; or it was stopped).
+        let may_be_stale =
+            self.drained_at[i].is_none_or(|at| now.duration_since(at) >= BACKLOG_STALE);
         loop {
             match listener.accept() {
                 Ok((stream, peer)) => {
                     let io = Transport::tcp(stream);
+                    let arrival = if may_be_stale { io.arrival() } else { None };
+                    if arrival.is_some_and(|a| a.reset) {
+                        // Gone before we got to it: nobody would read an
+                        // answer, and its request is not run.
+                        tracing::debug!(%peer, "client reset its connection in the listen backlog; dropped");
+                        continue;
+                    }
                     let Ok(local) = io.local_addr() else {
                         continue;
                     };
@@ -537,6 +560,10 @@ impl Loop {
                         continue;
                     }
                     self.slots[idx] = Slot::Head(conn);
+                    if let Some(a) = arrival.filter(|a| a.peer_closed && a.idle >= BACKLOG_STALE) {
+                        self.refuse_left(idx, a.idle);
+                        continue;
+                    }
                     // Its request usually came with it: read it now, ahead
                     // of whatever else this turn has to do (in a long turn,
                     // see TURN_BUDGET, a new client is served at once), as
@@ -551,7 +578,10 @@ impl Loop {
                         self.revisit.push_front(idx);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.drained_at[i] = Some(now);
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // EMFILE and friends: the sweep retries shortly.
@@ -560,6 +590,32 @@ impl Loop {
                 }
             }
         }
+    }
+
+    /// A client sent its request and closed its side while its connection
+    /// waited `waited` in the backlog, with no worker accepting: it most
+    /// likely gave up (a client that timed out), and running its request
+    /// now could only cost, or crash, a worker that has just started (an
+    /// attacker's crashing request, left behind). It is answered 503
+    /// without being run: a client that half-closed and still reads learns
+    /// why and may retry. One that sent nothing is closed.
+    fn refuse_left(&mut self, idx: usize, waited: Duration) {
+        let Some(Slot::Head(conn)) = self.slots.get_mut(idx) else {
+            return;
+        };
+        let mut first = Vec::with_capacity(256);
+        let _ = conn.io.recv_append(&mut first, 256);
+        if first.is_empty() {
+            self.close(idx);
+            return;
+        }
+        tracing::info!(
+            peer = %conn.peer,
+            request = ?crate::runtime::conn::line_text(&first),
+            "client closed its side while its connection waited {:.1}s in the listen backlog (no worker was accepting); answered 503 without running the request",
+            waited.as_secs_f64()
+        );
+        self.answer_and_close(idx, 503, "Service Unavailable");
     }
 
     // --- events ---------------------------------------------------------------
@@ -632,6 +688,7 @@ impl Loop {
         };
         conn.unread = false;
         let mut eof = false;
+        let mut reset = false;
         let mut read = 0;
         loop {
             if conn.buf.len() >= cap {
@@ -671,10 +728,16 @@ impl Loop {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
-                    eof = true;
+                    reset = true;
                     break;
                 }
             }
+        }
+        if reset {
+            // The client is gone (a reset, a failed connection): nobody
+            // would read an answer, so its requests are not run.
+            self.close(idx);
+            return;
         }
         if conn.buf.is_empty() {
             // Idle: give the buffer back so a held connection costs little.

@@ -8,7 +8,8 @@
 //! each), then always reaps exited workers, notices booted ones, retires
 //! workers whose request ran past `--timeout` (the worker abandons that
 //! request alone: SIGUSR2 and an abort order on the scoreboard), kills
-//! workers that stopped turning their event loop, and tops the pool up.
+//! workers that stopped turning their event loop, judges a reloaded build
+//! on probation, and tops the pool up.
 //!
 //! Stopping (TERM, INT, QUIT), the master closes its listening sockets at
 //! once, and each worker closes the copies it inherited as soon as it has
@@ -24,7 +25,15 @@
 //! keep-alive clients with `Connection: close`, finishes what is in flight,
 //! runs the plugin's shutdown). The listening sockets are shared, so
 //! connections queued in the backlog wait for whichever worker accepts
-//! next: none is reset.
+//! next: none is reset. For `--settle-period` after that, the new build is
+//! on probation (`health`): if its workers crash repeatedly while the build
+//! it replaced had served without crashing, the master rolls back to that
+//! build, still staged in memory, and `host reload` fails with the reason.
+//!
+//! Crashes (`health`): each slot of the pool backs off on its own when its
+//! workers keep dying young, but while the current build boots fine at
+//! least one worker is always up, so a request that crashes workers costs
+//! those workers, never the service.
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::TcpListener;
@@ -37,18 +46,19 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SI
 
 use crate::runtime::scoreboard::{now_ms, Scoreboard, WorkerState, MAX_WORKERS};
 use crate::runtime::Config;
+use crate::supervisor::control::{Control, Pidfile};
+use crate::supervisor::health::{Probation, Slot, Verdict, MIN_UPTIME};
 use crate::supervisor::staging::{stage, Build};
 use crate::supervisor::worker::{self, WorkerSpec, EXIT_LOAD_ERROR};
 
 /// How often the loop turns when nothing wakes it.
 const TICK: Duration = Duration::from_millis(100);
-/// A worker that dies sooner than this after booting counts as a crash in
-/// a row (backoff); one that ran longer resets the count.
-const MIN_UPTIME: Duration = Duration::from_secs(5);
-/// Longest wait before restarting a worker that keeps crashing.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often `--reload` looks at the plugin file.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
+/// Least time between two workers started despite a backoff because none
+/// was serving: a build that crashes on every request then costs at most
+/// this many forks a second, however fast the requests come.
+const FLOOR_EVERY: Duration = Duration::from_millis(100);
 
 /// Everything the master is told at start.
 pub struct MasterConfig {
@@ -65,7 +75,12 @@ pub struct MasterConfig {
     pub max_requests_jitter: u64,
     /// `--reload`: swap when the plugin file changes.
     pub watch: bool,
-    pub pidfile: Option<PathBuf>,
+    /// `--settle-period`: how long a reload's new build is on probation
+    /// (rolled back if it crashes repeatedly meanwhile); zero disables.
+    pub settle: Duration,
+    /// `-p`, already locked: a second master on the same file was refused
+    /// before it bound anything.
+    pub pidfile: Option<Pidfile>,
     pub app_args: Vec<(String, String)>,
     pub access_log: Option<String>,
     pub server: Config,
@@ -77,6 +92,11 @@ struct Worker {
     build: Build,
     phase: Phase,
     started: Instant,
+    /// The pool slot it holds (`health::Slot`, whose backoff its crashes
+    /// count toward): a worker of the current build that serves and is not
+    /// being replaced. None for the others (old builds, a canary, recycled,
+    /// retiring).
+    slot: Option<usize>,
     /// Reached `--max-requests`: replaced like an old build.
     recycle: bool,
     /// Ran a request past `--timeout` (retired with an abort order), or
@@ -141,14 +161,29 @@ pub struct Master {
     workers: BTreeMap<i32, Worker>,
     /// The build new workers get.
     current: Build,
+    /// Builds staged so far: the last one's generation.
+    generations: u32,
     /// A reload's canary: booting on a build not yet current.
     canary: Option<i32>,
     /// Workers wanted (`-w`, changed by TTIN/TTOU).
     target: usize,
+    /// The pool's slots, `target` of them, each with its crash backoff.
+    slots: Vec<Slot>,
+    /// Workers of the current build that failed to boot, in a row: zero
+    /// while the build is healthy (its workers boot; if they crash, it is
+    /// while serving).
+    boot_failures: u32,
+    /// When a worker last crashed, and when one of the current build did.
+    last_crash: Option<Instant>,
+    /// When a worker was last started despite a backoff (`keep_one_up`).
+    floor_at: Option<Instant>,
+    current_crashed_at: Option<Instant>,
+    /// The build the last reload promoted, during its settle period.
+    probation: Option<Probation>,
+    /// The hash of the last build rolled back: `--reload` does not try it
+    /// again (an explicit `host reload` does).
+    rolled_back: Option<String>,
     stopping: Option<Stopping>,
-    /// Unexpected worker deaths in a row, and when a respawn may happen.
-    crashes: u32,
-    respawn_at: Instant,
     /// What `--reload` last loaded, and a change seen once (loaded when
     /// the next look finds it unchanged).
     watched: Option<FileStamp>,
@@ -156,9 +191,9 @@ pub struct Master {
     next_watch: Instant,
     /// A reload was asked for while a canary was booting.
     reload_queued: bool,
-    /// Outcomes of reloads, numbered for `host reload`.
-    reload_seq: u64,
-    /// What the status file says now.
+    /// The pidfile, the control board and files (`control`), with `-p`.
+    control: Option<Control>,
+    /// What the status says now.
     last_status: String,
     flags: Vec<Arc<AtomicBool>>,
     signal_ids: Vec<signal_hook::SigId>,
@@ -170,8 +205,17 @@ impl Master {
     /// Stages the first build, installs the signal handlers and boots the
     /// first worker. An Err is the one-line reason the plugin cannot be
     /// served (the caller exits non-zero with it).
-    pub fn start(cfg: MasterConfig, listeners: Vec<TcpListener>) -> Result<Master, String> {
+    pub fn start(mut cfg: MasterConfig, listeners: Vec<TcpListener>) -> Result<Master, String> {
+        // A file size limit (`ulimit -f`) makes a control file's write fail
+        // (EFBIG), as a full disk does, instead of killing the master. The
+        // workers put the default back.
+        // SAFETY: setting a signal's disposition to SIG_IGN has no memory
+        // effects; no handler runs for it.
+        unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
         let current = stage(&cfg.original, 1)?;
+        // Before the first fork: the workers inherit the board's
+        // descriptor, which is harmless (they never write it).
+        let control = cfg.pidfile.take().map(Control::new);
         // A worker runs one thread more than --threads (see server.rs).
         let threads = cfg.server.threads + 1;
         let board: &'static Scoreboard = Box::leak(Box::new(
@@ -199,22 +243,29 @@ impl Master {
         let watched = cfg.watch.then(|| FileStamp::of(&cfg.original)).flatten();
         let target = cfg.workers.clamp(1, MAX_WORKERS / 2);
         let seed = std::process::id() as u64 ^ now_ms().rotate_left(17);
+        let now = Instant::now();
         let mut master = Master {
             cfg,
             listeners,
             board,
             workers: BTreeMap::new(),
             current,
+            generations: 1,
             canary: None,
             target,
+            slots: vec![Slot::new(now); target],
+            boot_failures: 0,
+            last_crash: None,
+            floor_at: None,
+            current_crashed_at: None,
+            probation: None,
+            rolled_back: None,
             stopping: None,
-            crashes: 0,
-            respawn_at: Instant::now(),
             watched,
             changed: None,
-            next_watch: Instant::now() + WATCH_EVERY,
+            next_watch: now + WATCH_EVERY,
             reload_queued: false,
-            reload_seq: 0,
+            control,
             last_status: String::new(),
             flags,
             signal_ids,
@@ -229,7 +280,9 @@ impl Master {
     /// before the server says it is listening.
     fn boot_first(&mut self) -> Result<(), String> {
         let build = self.current.clone();
-        let pid = self.spawn(&build).ok_or("cannot start a worker process")?;
+        let pid = self
+            .spawn(&build, Some(0))
+            .ok_or("cannot start a worker process")?;
         loop {
             self.wait_for_wake();
             // TERM stays pending: once the worker is up, the main loop stops
@@ -244,8 +297,8 @@ impl Master {
                 self.kill_all(libc::SIGKILL);
                 return Err("interrupted while the first worker was booting".into());
             }
-            if let Some(failure) = self.reap_boot_failure(pid) {
-                return Err(failure);
+            if let Some(outcome) = self.reap_first(pid) {
+                return outcome;
             }
             self.check_boots();
             if self
@@ -259,7 +312,7 @@ impl Master {
                 && self.workers[&pid].started.elapsed() > self.cfg.timeout
             {
                 self.kill(pid, libc::SIGKILL);
-                let _ = self.reap_boot_failure(pid);
+                let _ = self.reap_first(pid);
                 return Err(format!(
                     "plugin {}: the worker did not finish loading it within {}s (-t)",
                     self.cfg.original.display(),
@@ -271,10 +324,18 @@ impl Master {
 
     /// Writes the pidfile and serves until stopped.
     pub fn run(mut self) -> Result<(), String> {
-        if let Some(p) = &self.cfg.pidfile {
-            fs::write(p, format!("{}\n", std::process::id()))
-                .map_err(|e| format!("cannot write pidfile {}: {e}", p.display()))?;
+        if let Some(control) = &mut self.control {
+            // The control commands find the master by the pidfile's lock,
+            // held already: a pid that cannot be written (a full disk) is
+            // no reason not to serve.
+            if let Err(e) = control.publish_pid() {
+                tracing::error!(
+                    "{e}; `host reload/stop/status -p` find this master by its lock on the file"
+                );
+            }
         }
+        // `host status` has something to say from the first moment.
+        self.write_status();
         tracing::info!(
             plugin = %self.cfg.original.display(),
             build = self.current.short(),
@@ -310,15 +371,13 @@ impl Master {
                 }
                 continue;
             }
+            self.judge_new_build();
             self.watch_plugin();
             self.manage_workers();
             self.write_status();
         }
-        if let Some(p) = &self.cfg.pidfile {
-            let _ = fs::remove_file(p);
-            let _ = fs::remove_file(status_path(p));
-            let _ = fs::remove_file(reload_status_path(p));
-        }
+        // The status and reload files, then the pidfile (still locked).
+        self.control = None;
         tracing::info!("master {} stopped", std::process::id());
         Ok(())
     }
@@ -444,49 +503,95 @@ impl Master {
             self.reload_queued = true;
             return;
         }
-        let generation = self.current.generation + 1;
-        let build = match stage(&self.cfg.original, generation) {
-            Ok(b) => b,
-            Err(why) => return self.reload_failed(&why),
-        };
-        tracing::info!(
-            "reload: booting build {} (generation {generation})",
-            build.short()
-        );
-        match self.spawn(&build) {
-            Some(pid) => self.canary = Some(pid),
-            None => self.reload_failed("cannot start a worker process"),
+        match self.stage_file() {
+            Ok(build) => self.start_canary(build),
+            Err(why) => self.reload_failed(&why, None),
         }
     }
 
-    fn reload_failed(&mut self, why: &str) {
+    /// Stages the plugin file as the next generation.
+    fn stage_file(&mut self) -> Result<Build, String> {
+        self.generations += 1;
+        if self.cfg.watch {
+            // What `--reload` compares with from now on: this file is
+            // staged, whoever asked (else a `host reload` of a new build
+            // would be followed by the watcher swapping it in again). Taken
+            // before the read: a change during it is seen next time.
+            self.watched = FileStamp::of(&self.cfg.original);
+            self.changed = None;
+        }
+        stage(&self.cfg.original, self.generations)
+    }
+
+    fn start_canary(&mut self, build: Build) {
+        tracing::info!(
+            "reload: booting build {} (generation {})",
+            build.short(),
+            build.generation
+        );
+        match self.spawn(&build, None) {
+            Some(pid) => self.canary = Some(pid),
+            None => self.reload_failed("cannot start a worker process", Some(&build.hash)),
+        }
+    }
+
+    /// A reload's build cannot serve (`failed`: its hash, once staged).
+    fn reload_failed(&mut self, why: &str, failed: Option<&str>) {
         tracing::error!(
             "reload failed: {why}; build {} keeps serving",
             self.current.short()
         );
-        if !self.reload_again() {
+        if !self.reload_again(failed) {
             self.report_reload(false, why);
         }
     }
 
-    /// Starts the reload that was asked for while another was running.
-    /// Only the last outcome is reported: `host reload` answers for the
-    /// file as it is now, never for a build already superseded.
-    fn reload_again(&mut self) -> bool {
+    /// Starts the reload that was asked for while a canary booted, unless
+    /// the file still holds the build just decided (`decided`, its hash):
+    /// that outcome then answers the later request too. Only the last
+    /// outcome is reported: `host reload` answers for the file as it is
+    /// now, never for a build already superseded. True if the outcome is
+    /// left to what was started (or already reported).
+    fn reload_again(&mut self, decided: Option<&str>) -> bool {
         if !std::mem::take(&mut self.reload_queued) || self.stopping.is_some() {
             return false;
         }
-        self.reload();
-        true
+        match self.stage_file() {
+            Ok(build) if Some(build.hash.as_str()) == decided => {
+                tracing::info!(
+                    "reload: the file still holds build {}; nothing more to swap",
+                    build.short()
+                );
+                false
+            }
+            Ok(build) => {
+                self.start_canary(build);
+                true
+            }
+            Err(why) => {
+                self.reload_failed(&why, None);
+                true
+            }
+        }
     }
 
-    /// The canary is up: its build is current from now on.
+    /// The canary is up: its build is current from now on, on probation
+    /// for `--settle-period`.
     fn promote(&mut self, pid: i32) {
         self.canary = None;
         let Some(w) = self.workers.get(&pid) else {
             return;
         };
         let old = std::mem::replace(&mut self.current, w.build.clone());
+        self.boot_failures = 0;
+        // What a rollback would bring back: the build this one replaces,
+        // unless that one was itself still on probation (then the one it
+        // would have fallen back to).
+        let (fallback, fallback_crashed_at) = match self.probation.take() {
+            Some(p) => (p.fallback, p.fallback_crashed_at),
+            None => (old.clone(), self.current_crashed_at),
+        };
+        self.current_crashed_at = None;
         tracing::info!(
             "reload: build {} (generation {}) is serving; retiring generation {} (build {}) as new workers come up",
             self.current.short(),
@@ -494,36 +599,135 @@ impl Master {
             old.generation,
             old.short()
         );
-        if !self.reload_again() {
+        let settle = self.cfg.settle;
+        if !settle.is_zero() {
+            self.probation = Some(Probation::new(
+                self.current.generation,
+                settle,
+                fallback,
+                fallback_crashed_at,
+                Instant::now(),
+            ));
+        }
+        let hash = self.current.hash.clone();
+        if self.reload_again(Some(&hash)) {
+            return;
+        }
+        if settle.is_zero() {
             let text = format!("build {}", self.current.short());
             self.report_reload(true, &text);
+        } else {
+            tracing::info!(
+                "reload: watching build {} for {}s (--settle-period) before it stays",
+                self.current.short(),
+                settle.as_secs()
+            );
+        }
+    }
+
+    /// The build on probation stays once its settle period has passed, or
+    /// is rolled back as soon as it has crashed repeatedly where the build
+    /// it replaced did not.
+    fn judge_new_build(&mut self) {
+        let Some(p) = &self.probation else {
+            return;
+        };
+        match p.verdict(Instant::now()) {
+            Verdict::Watching => {}
+            Verdict::Settled { crashes } => {
+                let p = self.probation.take().expect("matched above");
+                let text = if crashes == 0 {
+                    tracing::info!(
+                        "reload: build {} served {}s without crashing; it stays",
+                        self.current.short(),
+                        p.settle.as_secs()
+                    );
+                    format!("build {}", self.current.short())
+                } else {
+                    tracing::warn!(
+                        "reload: build {} crashed {crashes} times in its first {}s, but build {} it replaced had crashed too; it stays",
+                        self.current.short(),
+                        p.settle.as_secs(),
+                        p.fallback.short()
+                    );
+                    format!(
+                        "build {} (it crashed {crashes} times in its first {}s; so had build {})",
+                        self.current.short(),
+                        p.settle.as_secs(),
+                        p.fallback.short()
+                    )
+                };
+                // A reload started since answers for itself.
+                if self.canary.is_none() {
+                    self.report_reload(true, &text);
+                }
+            }
+            Verdict::RollBack(why) => {
+                let p = self.probation.take().expect("matched above");
+                self.roll_back(p, &why);
+            }
+        }
+    }
+
+    /// Brings back the build a reload replaced (still staged in memory):
+    /// the new one's workers go at once, the old build's boot in their
+    /// slots, and `host reload` fails with `why`.
+    fn roll_back(&mut self, p: Probation, why: &str) {
+        let bad = std::mem::replace(&mut self.current, p.fallback);
+        self.current_crashed_at = p.fallback_crashed_at;
+        self.boot_failures = 0;
+        self.rolled_back = Some(bad.hash.clone());
+        // The crashes were the bad build's: the slots start again at once.
+        let now = Instant::now();
+        for slot in &mut self.slots {
+            slot.forgive(now);
+        }
+        tracing::error!(
+            "reload rolled back: build {} (generation {}) {why}; build {} (generation {}) serves again",
+            bad.short(),
+            bad.generation,
+            self.current.short(),
+            self.current.generation
+        );
+        // Each request a worker of the bad build takes may be one more
+        // crash: they stop accepting now, and the backlog waits for the
+        // old build's workers (booting next, in their slots).
+        let doomed: Vec<i32> = self
+            .workers
+            .iter()
+            .filter(|(pid, w)| {
+                w.build.generation == bad.generation
+                    && matches!(w.phase, Phase::Booting | Phase::Ready)
+                    && Some(**pid) != self.canary
+            })
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in doomed {
+            self.retire(pid);
+        }
+        if self.canary.is_none() {
+            let text = format!(
+                "plugin {}: build {} {why}, where build {} had served without crashing; rolled back to build {}",
+                self.cfg.original.display(),
+                bad.short(),
+                self.current.short(),
+                self.current.short()
+            );
+            self.report_reload(false, &text);
         }
     }
 
     /// Tells a waiting `host reload` how the last reload went.
     fn report_reload(&mut self, ok: bool, text: &str) {
-        let Some(pidfile) = &self.cfg.pidfile else {
-            return;
-        };
-        self.reload_seq += 1;
-        let path = reload_status_path(pidfile);
-        let tmp = path.with_extension("tmp");
-        let line = format!(
-            "{} {} {}\n",
-            self.reload_seq,
-            if ok { "ok" } else { "error" },
-            text.replace('\n', " ")
-        );
-        if fs::write(&tmp, line)
-            .and_then(|()| fs::rename(&tmp, &path))
-            .is_err()
-        {
-            tracing::warn!("cannot write {}", path.display());
+        if let Some(control) = &mut self.control {
+            control.report_reload(ok, text);
         }
     }
 
     /// `--reload`: swap when the plugin file changed and looked the same
-    /// at two looks in a row (a copy in progress is not loaded half-written).
+    /// at two looks in a row (a copy in progress is not loaded half-written)
+    /// and its content is not the build already serving (a new timestamp
+    /// alone is no reason to lose the workers' state).
     fn watch_plugin(&mut self) {
         if !self.cfg.watch || Instant::now() < self.next_watch {
             return;
@@ -534,22 +738,44 @@ impl Master {
             self.changed = None;
             return;
         }
-        if now == self.changed {
-            tracing::info!("{} changed; reloading", self.cfg.original.display());
+        if now != self.changed {
+            self.changed = now;
+            return;
+        }
+        let file = self.cfg.original.display().to_string();
+        if self.canary.is_some() {
+            tracing::info!("{file} changed; reloading after the reload in progress");
             self.watched = now;
             self.changed = None;
-            self.reload();
+            self.reload_queued = true;
+            return;
+        }
+        let build = match self.stage_file() {
+            Ok(build) => build,
+            Err(why) => return self.reload_failed(&why, None),
+        };
+        if build.hash == self.current.hash {
+            tracing::info!(
+                "{file} changed on disk but holds build {} still; not reloading",
+                build.short()
+            );
+        } else if self.rolled_back.as_deref() == Some(build.hash.as_str()) {
+            tracing::warn!(
+                "{file} holds build {}, which was rolled back; not trying it again (`host reload` would)",
+                build.short()
+            );
         } else {
-            self.changed = now;
+            tracing::info!("{file} changed; reloading");
+            self.start_canary(build);
         }
     }
 
     // --- the pool -------------------------------------------------------
 
-    /// Forks a worker on `build`; None if no slot or fork failed, or if
-    /// the server is stopping (its listeners are closed: a new worker
-    /// would have nothing to serve).
-    fn spawn(&mut self, build: &Build) -> Option<i32> {
+    /// Forks a worker on `build` in pool slot `slot` (None: a canary);
+    /// None if no slot or fork failed, or if the server is stopping (its
+    /// listeners are closed: a new worker would have nothing to serve).
+    fn spawn(&mut self, build: &Build, slot: Option<usize>) -> Option<i32> {
         if self.stopping.is_some() || self.listeners.is_empty() {
             return None;
         }
@@ -610,6 +836,7 @@ impl Master {
                         build: build.clone(),
                         phase: Phase::Booting,
                         started: Instant::now(),
+                        slot,
                         recycle: false,
                         timed_out: false,
                         seen: vec![None; self.board.threads_per_worker()],
@@ -620,9 +847,11 @@ impl Master {
         }
     }
 
-    /// Starts workers of the current build up to the target, and retires
-    /// workers beyond it — old builds and recycled ones first — but only
-    /// while enough others are ready, so capacity never dips during a swap.
+    /// Starts workers of the current build in the free slots whose backoff
+    /// has passed, keeps at least one worker up while the build is healthy,
+    /// and retires workers beyond the target — old builds, recycled and
+    /// slotless ones first — but only while enough others are ready, so
+    /// capacity never dips during a swap.
     fn manage_workers(&mut self) {
         for (pid, w) in &mut self.workers {
             if w.phase == Phase::Ready && !w.recycle && self.board.worker(w.index).wants_recycle() {
@@ -633,32 +862,22 @@ impl Master {
                 );
             }
         }
+        self.sync_slots();
+        let now = Instant::now();
+        self.forgive_when_quiet(now);
         // Generations, not hashes: a reload of unchanged bytes still
-        // replaces every worker (a rolling restart).
-        let current = self.current.generation;
-        // A retiring worker is not serving, whether retired for a new build
-        // or for a request past -t (it only finishes what it has): its
-        // replacement boots at once, and being ready it retires no one.
-        let serving = |w: &Worker| matches!(w.phase, Phase::Booting | Phase::Ready);
-        let live_current = self
-            .workers
-            .iter()
-            .filter(|(pid, w)| {
-                serving(w)
-                    && w.build.generation == current
-                    && !w.recycle
-                    && Some(**pid) != self.canary
-            })
-            .count();
-        if self.canary.is_none() && live_current < self.target && Instant::now() >= self.respawn_at
-        {
+        // replaces every worker (a rolling restart). While a canary boots,
+        // the current build starts no one (it may be replaced in a moment)
+        // unless the pool is empty (below).
+        if self.canary.is_none() {
             let build = self.current.clone();
-            for _ in live_current..self.target {
-                if self.spawn(&build).is_none() {
+            for slot in self.free_slots() {
+                if self.slots[slot].may_start(now) && self.spawn(&build, Some(slot)).is_none() {
                     break;
                 }
             }
         }
+        self.keep_one_up();
         loop {
             let ready = self
                 .workers
@@ -668,13 +887,14 @@ impl Master {
             if ready <= self.target {
                 break;
             }
-            // The least wanted ready worker: recycled or an old build
-            // first, then the oldest.
+            // The least wanted ready worker: one without a slot (an old
+            // build, recycled, or beyond a lowered target) first, then the
+            // oldest.
             let victim = self
                 .workers
                 .iter()
                 .filter(|(_, w)| w.phase == Phase::Ready)
-                .min_by_key(|(_, w)| (!(w.recycle || w.build.generation != current), w.started))
+                .min_by_key(|(_, w)| (w.slot.is_some(), w.started))
                 .map(|(pid, _)| *pid);
             match victim {
                 Some(pid) => self.retire(pid),
@@ -683,11 +903,118 @@ impl Master {
         }
     }
 
+    /// Gives each worker that may hold a slot one (the canary just
+    /// promoted, old workers current again after a rollback, one left
+    /// beyond a lowered target), and takes it from those that may not.
+    fn sync_slots(&mut self) {
+        let now = Instant::now();
+        self.slots.resize_with(self.target, || Slot::new(now));
+        let (current, canary, target) = (self.current.generation, self.canary, self.target);
+        let mut taken = vec![false; target];
+        let mut slotless = Vec::new();
+        for (pid, w) in &mut self.workers {
+            let eligible = w.build.generation == current
+                && !w.recycle
+                && !w.timed_out
+                && matches!(w.phase, Phase::Booting | Phase::Ready)
+                && Some(*pid) != canary;
+            match w.slot {
+                Some(s) if eligible && s < target && !taken[s] => taken[s] = true,
+                _ if eligible => {
+                    w.slot = None;
+                    slotless.push((w.started, *pid));
+                }
+                _ => w.slot = None,
+            }
+        }
+        // Longest serving first.
+        slotless.sort();
+        for (_, pid) in slotless {
+            let Some(free) = taken.iter().position(|t| !t) else {
+                break;
+            };
+            taken[free] = true;
+            if let Some(w) = self.workers.get_mut(&pid) {
+                w.slot = Some(free);
+            }
+        }
+    }
+
+    /// Slots no worker holds, in order.
+    fn free_slots(&self) -> Vec<usize> {
+        (0..self.target)
+            .filter(|&s| !self.workers.values().any(|w| w.slot == Some(s)))
+            .collect()
+    }
+
+    /// Does any worker serve, or boot to serve the current pool (a canary
+    /// does not count: its build may yet be refused)?
+    fn any_serving(&self) -> bool {
+        self.workers.iter().any(|(pid, w)| {
+            Some(*pid) != self.canary && matches!(w.phase, Phase::Booting | Phase::Ready)
+        })
+    }
+
+    /// Never below one worker while the current build is healthy (its
+    /// workers boot; they crash while serving, on some request): a backoff
+    /// protects the machine from a build that cannot start, but a client
+    /// that crashes every worker it reaches must not take the service down
+    /// for the length of a backoff. The slot whose wait ends first starts
+    /// one now.
+    fn keep_one_up(&mut self) {
+        if self.boot_failures > 0 || self.any_serving() || self.stopping.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        if self.floor_at.is_some_and(|at| now < at + FLOOR_EVERY) {
+            return;
+        }
+        let Some(slot) = self
+            .free_slots()
+            .into_iter()
+            .min_by_key(|&s| self.slots[s].start_at())
+        else {
+            return;
+        };
+        tracing::debug!("no worker is serving: starting one in slot {slot} despite its backoff");
+        self.floor_at = Some(now);
+        let build = self.current.clone();
+        self.spawn(&build, Some(slot));
+    }
+
+    /// Once no worker has crashed for `MIN_UPTIME` while the build is
+    /// healthy, the crashes were an episode (an attack, a bad request), not
+    /// the build: every slot still waiting out a backoff starts again.
+    fn forgive_when_quiet(&mut self, now: Instant) {
+        let Some(at) = self.last_crash else {
+            return;
+        };
+        if self.boot_failures > 0 || now.duration_since(at) < MIN_UPTIME {
+            return;
+        }
+        self.last_crash = None;
+        let waiting = self
+            .free_slots()
+            .into_iter()
+            .filter(|&s| !self.slots[s].may_start(now))
+            .count();
+        for slot in &mut self.slots {
+            slot.forgive(now);
+        }
+        if waiting > 0 {
+            tracing::info!(
+                "no worker crashed for {}s: the {waiting} slot(s) in backoff start again",
+                MIN_UPTIME.as_secs()
+            );
+        }
+    }
+
     fn retire(&mut self, pid: i32) {
         let Some(w) = self.workers.get_mut(&pid) else {
             return;
         };
         w.phase = Phase::Retiring(Instant::now());
+        w.slot = None;
         tracing::info!("retiring worker {pid} (build {})", w.build.short());
         self.kill(pid, libc::SIGTERM);
     }
@@ -706,6 +1033,9 @@ impl Master {
         for pid in booted {
             if let Some(w) = self.workers.get_mut(&pid) {
                 w.phase = Phase::Ready;
+                if w.build.generation == self.current.generation {
+                    self.boot_failures = 0;
+                }
             }
             if self.canary == Some(pid) {
                 self.promote(pid);
@@ -713,7 +1043,7 @@ impl Master {
         }
     }
 
-    /// Reaps every exited worker and says why it exited.
+    /// Reaps every exited worker.
     fn reap(&mut self) {
         loop {
             let mut status = 0;
@@ -722,48 +1052,86 @@ impl Master {
             if pid <= 0 {
                 return;
             }
-            let Some(w) = self.workers.remove(&pid) else {
-                continue;
-            };
-            let slot = self.board.worker(w.index);
-            let message = slot.message();
-            self.board.reset(w.index);
-            let cause = describe_exit(status);
-            match w.phase {
-                // Not a crash: the worker left as told, after abandoning
-                // the request that ran past -t (its replacement is up).
-                Phase::Retiring(_) if w.timed_out => {
-                    tracing::warn!("worker {pid} exited: {cause} (timed out, retired)")
-                }
-                Phase::Retiring(_) => tracing::info!("worker {pid} exited: {cause} (retired)"),
-                _ if self.stopping.is_some() => tracing::info!("worker {pid} exited: {cause}"),
-                Phase::Booting => {
-                    let why = boot_failure(&self.cfg.original, message, status, &cause);
-                    if self.canary == Some(pid) {
-                        tracing::info!("worker {pid} exited while booting: {cause}");
-                        self.canary = None;
-                        self.reload_failed(&why);
-                    } else {
-                        tracing::error!("worker {pid} could not boot: {why}");
-                        self.crashed(w.started);
-                    }
-                }
-                Phase::Ready if w.timed_out => {
-                    tracing::warn!("worker {pid} exited: {cause} (timed out); replacing it")
-                }
-                Phase::Ready => {
-                    tracing::error!(
-                        "worker {pid} exited: {cause} (build {}); replacing it",
-                        w.build.short()
-                    );
-                    self.crashed(w.started);
-                }
+            if let Some(w) = self.workers.remove(&pid) {
+                self.exited(pid, w, status);
             }
         }
     }
 
-    /// The startup canary's fate: Some(reason) if it exited.
-    fn reap_boot_failure(&mut self, pid: i32) -> Option<String> {
+    /// Says why a worker exited, and counts it if it crashed.
+    fn exited(&mut self, pid: i32, w: Worker, status: i32) {
+        let record = self.board.worker(w.index);
+        // Booted, even if this loop had not seen it yet: a worker can boot
+        // and die on its first request between two looks.
+        let booted = w.phase != Phase::Booting || record.state() == WorkerState::Ready;
+        let serving: Vec<String> = (0..self.board.threads_per_worker())
+            .filter_map(|t| {
+                self.board
+                    .thread(w.index, t)
+                    .running()
+                    .map(|(_, line)| line)
+            })
+            .collect();
+        let message = record.message();
+        self.board.reset(w.index);
+        let cause = describe_exit(status);
+        // `killed by signal 11 (SIGSEGV), crashed while serving "GET /segv HTTP/1.1"`
+        let what = match serving_text(&serving) {
+            Some(serving) => format!("{cause}, crashed {serving}"),
+            None => cause.clone(),
+        };
+        match w.phase {
+            // Not a crash: the worker left as told, after abandoning
+            // the request that ran past -t (its replacement is up).
+            Phase::Retiring(_) if w.timed_out => {
+                tracing::warn!("worker {pid} exited: {cause} (timed out, retired)")
+            }
+            Phase::Retiring(_) => tracing::info!("worker {pid} exited: {cause} (retired)"),
+            _ if self.stopping.is_some() => tracing::info!("worker {pid} exited: {cause}"),
+            _ if self.canary == Some(pid) => {
+                self.canary = None;
+                let why = if booted {
+                    tracing::error!(
+                        "worker {pid} exited: {what} (build {}, before it took over)",
+                        w.build.short()
+                    );
+                    // It was taking requests already: going back to the
+                    // old build alone is a rollback of that much.
+                    format!(
+                        "plugin {}: build {} crashed {}({cause}) before it took over; rolled back to build {}",
+                        self.cfg.original.display(),
+                        w.build.short(),
+                        serving_text(&serving).map(|s| s + " ").unwrap_or_default(),
+                        self.current.short()
+                    )
+                } else {
+                    tracing::info!("worker {pid} exited while booting: {cause}");
+                    boot_failure(&self.cfg.original, message, status, &cause)
+                };
+                self.reload_failed(&why, Some(&w.build.hash));
+            }
+            _ if !booted => {
+                let why = boot_failure(&self.cfg.original, message, status, &cause);
+                tracing::error!("worker {pid} could not boot: {why}");
+                self.crashed(&w, false, &format!("worker {pid} could not boot: {why}"));
+            }
+            _ if w.timed_out => {
+                tracing::warn!("worker {pid} exited: {cause} (timed out); replacing it")
+            }
+            _ => {
+                tracing::error!(
+                    "worker {pid} exited: {what} (build {}); replacing it",
+                    w.build.short()
+                );
+                self.crashed(&w, true, &format!("worker {pid} exited: {what}"));
+            }
+        }
+    }
+
+    /// The first worker's fate, if it exited: Err(why) if it could not
+    /// boot; Ok if it booted and then died (a request in the backlog
+    /// crashed it: the build loads, and the loop replaces it as any crash).
+    fn reap_first(&mut self, pid: i32) -> Option<Result<(), String>> {
         let mut status = 0;
         // SAFETY: waitpid on our own child with a valid out-pointer.
         let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
@@ -771,33 +1139,57 @@ impl Master {
             return None;
         }
         let w = self.workers.remove(&pid)?;
-        let message = self.board.worker(w.index).message();
+        let record = self.board.worker(w.index);
+        if record.state() == WorkerState::Ready {
+            self.exited(pid, w, status);
+            return Some(Ok(()));
+        }
+        let message = record.message();
         self.board.reset(w.index);
-        Some(boot_failure(
+        Some(Err(boot_failure(
             &self.cfg.original,
             message,
             status,
             &describe_exit(status),
-        ))
+        )))
     }
 
-    /// Backoff for workers that keep dying.
-    fn crashed(&mut self, started: Instant) {
-        if started.elapsed() >= MIN_UPTIME {
-            self.crashes = 0;
+    /// A worker died unasked (`what`: how): the crash counts toward its
+    /// slot's backoff, its build's health (a boot failure) and a build on
+    /// probation.
+    fn crashed(&mut self, w: &Worker, booted: bool, what: &str) {
+        let now = Instant::now();
+        self.last_crash = Some(now);
+        if w.build.generation == self.current.generation {
+            self.current_crashed_at = Some(now);
+            if !booted {
+                self.boot_failures += 1;
+            }
         }
-        self.crashes += 1;
-        if self.crashes >= 2 {
-            let delay = Duration::from_secs(1 << (self.crashes - 2).min(5)).min(MAX_BACKOFF);
-            self.respawn_at = Instant::now() + delay;
+        if let Some(p) = &mut self.probation {
+            p.crashed(w.build.generation, what, now);
+        }
+        let Some(s) = w.slot.filter(|&s| s < self.slots.len()) else {
+            return;
+        };
+        let delay = self.slots[s].crashed(w.started.elapsed(), now);
+        let crashes = self.slots[s].crashes();
+        // Each exit has its line already; the backoff's at 2, 4, 8 … crashes.
+        if delay.is_zero() || !crashes.is_power_of_two() {
+            return;
+        }
+        if self.boot_failures == 0 && !self.any_serving() {
             tracing::warn!(
-                "workers crashed {} times in a row; next restart in {}s",
-                self.crashes,
+                "workers in slot {s} crashed {crashes} times in a row; restarting one at once all the same: no other worker is serving, and build {} boots fine",
+                self.current.short()
+            );
+        } else {
+            tracing::warn!(
+                "workers in slot {s} crashed {crashes} times in a row; next restart in {}s",
                 delay.as_secs()
             );
         }
     }
-
     /// Retires workers whose request ran past `--timeout` (naming the
     /// request first): the worker is ordered to abandon that request (its
     /// client gets a 503, or a closed connection if its response had
@@ -910,9 +1302,12 @@ impl Master {
     /// Rewrites the status file next to the pidfile when what it would
     /// say changed: the master's build, then one line per worker.
     fn write_status(&mut self) {
-        let Some(pidfile) = &self.cfg.pidfile else {
+        let Some(control) = &mut self.control else {
             return;
         };
+        // A file that could not be written is tried again (at most once a
+        // second), whether or not its text changed since.
+        control.retry();
         let mut text = format!(
             "master {} build {} generation {} workers {}\n",
             std::process::id(),
@@ -932,15 +1327,8 @@ impl Master {
                 w.build.generation
             ));
         }
-        if text == self.last_status {
-            return;
-        }
-        let path = status_path(pidfile);
-        let tmp = path.with_extension("status-tmp");
-        if fs::write(&tmp, &text)
-            .and_then(|()| fs::rename(&tmp, &path))
-            .is_ok()
-        {
+        if text != self.last_status {
+            control.set_status(&text);
             self.last_status = text;
         }
     }
@@ -986,20 +1374,6 @@ impl Master {
     }
 }
 
-/// The file next to the pidfile that lists the workers (`host status`).
-pub fn status_path(pidfile: &Path) -> PathBuf {
-    let mut name = pidfile.as_os_str().to_os_string();
-    name.push(".status");
-    PathBuf::from(name)
-}
-
-/// The file next to the pidfile where reload outcomes are written.
-pub fn reload_status_path(pidfile: &Path) -> PathBuf {
-    let mut name = pidfile.as_os_str().to_os_string();
-    name.push(".reload");
-    PathBuf::from(name)
-}
-
 /// Why a worker that was booting exited.
 fn boot_failure(original: &Path, message: Option<String>, status: i32, cause: &str) -> String {
     match message {
@@ -1023,6 +1397,21 @@ pub fn describe_exit(status: i32) -> String {
         format!("killed by signal {sig} ({})", signal_name(sig))
     } else {
         format!("stopped with status {status}")
+    }
+}
+
+/// What a worker that died was doing: `while serving "GET /segv
+/// HTTP/1.1"` (the requests its app threads were running, as the
+/// scoreboard shows them); None if it ran none.
+fn serving_text(serving: &[String]) -> Option<String> {
+    match serving {
+        [] => None,
+        [one] => Some(format!("while serving {one:?}")),
+        [first, rest @ ..] => Some(format!(
+            "while serving {first:?} (and {} other request{})",
+            rest.len(),
+            if rest.len() == 1 { "" } else { "s" }
+        )),
     }
 }
 

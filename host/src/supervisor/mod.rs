@@ -1,5 +1,9 @@
 //! The process model: the master (`master`) forks and supervises worker
-//! processes (`worker`), each serving one staged plugin build (`staging`).
+//! processes (`worker`), each serving one staged plugin build (`staging`);
+//! `health` judges crashes (backoff per slot, a new build's probation) and
+//! `control` is how `host reload`/`stop`/`status` reach a running master.
+pub mod control;
+pub mod health;
 pub mod master;
 pub mod staging;
 pub mod worker;

@@ -76,6 +76,10 @@ fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: Vec<TcpListener>) -> Result<
     // `block_stop_signals`): it reaches our handlers now.
     unblock_stop_signals();
     die_with_master(spec.master_pid);
+    // The master ignores SIGXFSZ (see `Master::start`); the plugin gets the
+    // process as it would be anywhere.
+    // SAFETY: resetting a signal's disposition has no memory effects.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_DFL) };
 
     let plugin_spec = PluginSpec {
         path: spec.build.path.clone(),
