@@ -254,3 +254,55 @@ fn the_access_log_counts_what_was_sent_and_marks_aborts() {
     assert!(!line("GET /pid").ends_with(" aborted"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--log-level critical` shows what costs service (a worker that crashed)
+/// and nothing else: not info lines, not an app's mistake that cost only
+/// its request.
+#[test]
+fn log_level_critical_shows_only_what_costs_service() {
+    // Nothing says "listening" at this level: the port is chosen up front.
+    let addr: std::net::SocketAddr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let server = server::serve(plugin_spec(&artifacts::mistakes_c(), "app"))
+        .bind(&addr.to_string())
+        .args(["--log-level", "critical"])
+        .spawn();
+    let status = |target: &str| {
+        client::Conn::try_connect(addr).ok().and_then(|mut c| {
+            c.try_send(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .ok()?;
+            c.try_read_response().ok().map(|r| r.status)
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while status("/pid") != Some(200) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never served:\n{}",
+            server.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(status("/null-status"), Some(500));
+    let _ = status("/crash");
+    let logs = server.wait_for_log("SIGSEGV", Duration::from_secs(10));
+    while status("/pid") != Some(200) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not serving again:\n{}",
+            server.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let logs = format!("{logs}{}", server.logs());
+    assert!(
+        !logs.contains("app error"),
+        "a request's mistake at critical:\n{logs}"
+    );
+    assert!(
+        !logs.contains(" INFO ") && !logs.contains(" WARN "),
+        "{logs}"
+    );
+}

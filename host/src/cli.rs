@@ -29,7 +29,7 @@ pub enum Command {
     /// Stop the server gracefully (SIGTERM to the master) and wait until it exits.
     Stop(ControlArgs),
     /// Show the master's workers and the plugin build each one runs.
-    Status(ControlArgs),
+    Status(StatusArgs),
 }
 
 #[derive(Args, Debug)]
@@ -40,6 +40,17 @@ pub struct ControlArgs {
 
     /// Seconds to wait for the outcome.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub timeout: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The pidfile the server was started with (`host serve -p FILE`).
+    #[arg(short = 'p', long = "pid", value_name = "FILE")]
+    pub pidfile: std::path::PathBuf,
+
+    /// Seconds to wait for a master that has not published its status yet (one still starting).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     pub timeout: u64,
 }
 

@@ -7,6 +7,15 @@
 //! head and body, encode the response) → `gateway` (the environ, the plugin
 //! call and the host callbacks). `supervisor` is the process model around
 //! it: the master and its workers. `text` shows outside bytes in logs.
+/// An error that costs service: a worker that crashed, hung or could not
+/// boot, a deploy that failed or was rolled back, a loop that failed. Logged
+/// at ERROR, and the only lines `--log-level critical` shows (gunicorn's
+/// critical level: worker timeouts and the like).
+#[macro_export]
+macro_rules! critical {
+    ($($arg:tt)*) => { ::tracing::error!(target: "host::critical", $($arg)*) };
+}
+
 pub mod gateway;
 pub mod http1;
 pub mod net;

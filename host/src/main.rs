@@ -20,7 +20,7 @@ use host::supervisor::control::{self, Pidfile, Remote};
 use host::supervisor::master::{Master, MasterConfig};
 use host::supervisor::staging;
 
-use crate::cli::{CheckArgs, Cli, Command, ControlArgs, LogLevel, ServeArgs};
+use crate::cli::{CheckArgs, Cli, Command, ControlArgs, LogLevel, ServeArgs, StatusArgs};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -233,11 +233,21 @@ fn stop(args: ControlArgs) -> Result<(), String> {
     ))
 }
 
-/// `host status -p FILE`: the workers as the master last published them.
-fn status(args: ControlArgs) -> Result<(), String> {
+/// `host status -p FILE`: the workers as the master last published them;
+/// a master still starting is given `--timeout` to publish.
+fn status(args: StatusArgs) -> Result<(), String> {
     let master = Remote::find(&args.pidfile)?;
-    print!("{}", master.status()?);
-    Ok(())
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    loop {
+        match master.status() {
+            Ok(text) => {
+                print!("{text}");
+                return Ok(());
+            }
+            Err(e) if Instant::now() >= deadline || !control::running(master.pid) => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
 }
 
 fn init_logging(level: LogLevel) {
@@ -245,7 +255,20 @@ fn init_logging(level: LogLevel) {
         LogLevel::Debug => LevelFilter::DEBUG,
         LogLevel::Info => LevelFilter::INFO,
         LogLevel::Warning => LevelFilter::WARN,
-        LogLevel::Error | LogLevel::Critical => LevelFilter::ERROR,
+        LogLevel::Error => LevelFilter::ERROR,
+        // Only what costs service (`host::critical!`); startup errors are
+        // printed whatever the level.
+        LogLevel::Critical => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_env_filter(tracing_subscriber::EnvFilter::new(
+                    "off,host::critical=error",
+                ))
+                .with_target(false)
+                .init();
+            return;
+        }
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

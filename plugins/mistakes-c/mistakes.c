@@ -42,6 +42,8 @@
  *   /positive            call returns 7
  *   /stack-head?v=X      start_response_static with a head built on the
  *                        stack holding X-Echo: X; write_last "X"
+ *   /crash               writes through a NULL pointer: the worker dies of
+ *                        SIGSEGV (the one mistake the host cannot contain)
  *   anything else        404
  */
 #define _POSIX_C_SOURCE 200809L
@@ -224,6 +226,11 @@ static int32_t call(void *state, const nwsgi_environ *env, nwsgi_request *req, n
     }
     if (path_is(env, "/positive")) {
         return 7;
+    }
+    if (path_is(env, "/crash")) {
+        volatile int *nowhere = NULL;
+        *nowhere = 1;
+        return NWSGI_ERROR;
     }
     if (path_is(env, "/stack-head")) {
         if (!NWSGI_API_HAS(api, start_response_static)) {

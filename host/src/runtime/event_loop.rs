@@ -308,7 +308,7 @@ impl Loop {
         host.polling(false);
         if let Err(e) = polled {
             if e.kind() != io::ErrorKind::Interrupted {
-                tracing::error!("the event loop failed: {e}");
+                crate::critical!("the event loop failed: {e}");
                 self.stop = Some(Stop::Fast);
                 return;
             }

@@ -537,7 +537,7 @@ impl Master {
 
     /// A reload's build cannot serve (`failed`: its hash, once staged).
     fn reload_failed(&mut self, why: &str, failed: Option<&str>) {
-        tracing::error!(
+        crate::critical!(
             "reload failed: {why}; build {} keeps serving",
             self.current.short()
         );
@@ -682,7 +682,7 @@ impl Master {
         for slot in &mut self.slots {
             slot.forgive(now);
         }
-        tracing::error!(
+        crate::critical!(
             "reload rolled back: build {} (generation {}) {why}; build {} (generation {}) serves again",
             bad.short(),
             bad.generation,
@@ -800,7 +800,7 @@ impl Master {
         }
         match pid {
             -1 => {
-                tracing::error!("fork failed: {}", std::io::Error::last_os_error());
+                crate::critical!("fork failed: {}", std::io::Error::last_os_error());
                 self.board.reset(index);
                 None
             }
@@ -1091,7 +1091,7 @@ impl Master {
             _ if self.canary == Some(pid) => {
                 self.canary = None;
                 let why = if booted {
-                    tracing::error!(
+                    crate::critical!(
                         "worker {pid} exited: {what} (build {}, before it took over)",
                         w.build.short()
                     );
@@ -1112,14 +1112,14 @@ impl Master {
             }
             _ if !booted => {
                 let why = boot_failure(&self.cfg.original, message, status, &cause);
-                tracing::error!("worker {pid} could not boot: {why}");
+                crate::critical!("worker {pid} could not boot: {why}");
                 self.crashed(&w, false, &format!("worker {pid} could not boot: {why}"));
             }
             _ if w.timed_out => {
                 tracing::warn!("worker {pid} exited: {cause} (timed out); replacing it")
             }
             _ => {
-                tracing::error!(
+                crate::critical!(
                     "worker {pid} exited: {what} (build {}); replacing it",
                     w.build.short()
                 );
@@ -1216,7 +1216,7 @@ impl Master {
                 }
                 Phase::Booting => {
                     if !timeout.is_zero() && w.started.elapsed() > timeout {
-                        tracing::error!(
+                        crate::critical!(
                             "worker {pid} did not boot within {}s (-t); killing it",
                             timeout.as_secs()
                         );
@@ -1258,7 +1258,7 @@ impl Master {
             let stalled = beat != 0 && now.saturating_sub(beat) > limit;
             if stalled {
                 // A loop that does not turn cannot take an abort order.
-                tracing::error!(
+                crate::critical!(
                     "worker {pid} unresponsive: its event loop has not turned for {:.1}s{}; killing it",
                     now.saturating_sub(beat) as f64 / 1000.0,
                     hung.map(|h| format!(" ({})", h.describe()))
@@ -1266,7 +1266,7 @@ impl Master {
                 );
                 doomed.push(*pid);
             } else if let Some(h) = hung {
-                tracing::error!(
+                crate::critical!(
                     "worker {pid} timed out: {} (-t {}s); retiring it",
                     h.describe(),
                     timeout.as_secs()
