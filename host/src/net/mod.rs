@@ -1,5 +1,6 @@
 //! Sockets: the listening sockets (`listener`) and a client connection's
 //! byte stream (`transport`).
+pub mod allow;
 pub mod listener;
 pub mod transport;
 
