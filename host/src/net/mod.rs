@@ -2,6 +2,7 @@
 //! byte stream (`transport`).
 pub mod allow;
 pub mod listener;
+pub mod proxy_protocol;
 pub mod transport;
 
 use std::io;
