@@ -3,8 +3,9 @@
 //!
 //! Nothing here copies the request: every string points into the
 //! connection's receive buffer, except a percent-decoded PATH_INFO (only
-//! when the path contains '%'), the peer address text (formatted into a
-//! small fixed buffer) and values of repeated headers joined on demand.
+//! when the path contains '%'), the peer address text and a client a
+//! trusted proxy named (formatted into small fixed buffers) and values of
+//! repeated headers joined on demand.
 use std::cell::RefCell;
 use std::ffi::c_void;
 use std::io::Write as _;
@@ -16,6 +17,7 @@ use abi::ffi::{
 };
 
 use crate::gateway::ffi_guard;
+use crate::http1::forwarded::Scheme;
 use crate::http1::parse::RequestHead;
 
 /// Where the connection came from and arrived, as text in fixed buffers
@@ -54,6 +56,26 @@ impl PeerText {
 
     pub fn remote_addr(&self) -> &[u8] {
         self.remote_addr.as_bytes()
+    }
+}
+
+/// The client a trusted proxy named for the current request (see
+/// `http1::forwarded`), as text; written only for a request that has one,
+/// and kept in place until the next.
+#[derive(Default)]
+pub struct ClientText {
+    addr: AddrText,
+    /// Empty when the proxy gave no port (X-Forwarded-For never does).
+    port: PortText,
+}
+
+impl ClientText {
+    pub fn set(&mut self, ip: std::net::IpAddr, port: Option<u16>) {
+        self.addr.set(ip);
+        match port {
+            Some(port) => self.port.set(port),
+            None => self.port = PortText::default(),
+        }
     }
 }
 
@@ -187,6 +209,11 @@ pub struct EnvironParts<'a> {
     pub headers: &'a [nwsgi_header],
     pub path_info: &'a [u8],
     pub peer: &'a PeerText,
+    /// The client a trusted proxy named, instead of the peer; None: the
+    /// peer is the client.
+    pub client: Option<&'a ClientText>,
+    /// wsgi.url_scheme.
+    pub scheme: Scheme,
     pub multithread: bool,
     pub multiprocess: bool,
     /// Underscore names in `headers` get HTTP_* variables
@@ -250,9 +277,17 @@ impl HostEnviron {
         r.server_name = s(server_name);
         r.server_port = s(parts.peer.local_port.as_bytes());
         r.server_protocol = s(head.version.as_str().as_bytes());
-        r.remote_addr = s(parts.peer.remote_addr());
-        r.remote_port = s(parts.peer.remote_port.as_bytes());
-        r.url_scheme = s(b"http");
+        match parts.client {
+            None => {
+                r.remote_addr = s(parts.peer.remote_addr());
+                r.remote_port = s(parts.peer.remote_port.as_bytes());
+            }
+            Some(client) => {
+                r.remote_addr = s(client.addr.as_bytes());
+                r.remote_port = s(client.port.as_bytes());
+            }
+        }
+        r.url_scheme = s(parts.scheme.as_bytes());
         r.request_uri = s(head.target);
         r.headers = parts.headers.as_ptr();
         r.n_headers = parts.headers.len();
@@ -307,7 +342,9 @@ impl HostEnviron {
 
     /// The fixed (non-HTTP_*) variables, in the order environ_each lists
     /// them. CONTENT_TYPE and CONTENT_LENGTH are absent when the request
-    /// has no such header, as CGI has it.
+    /// has no such header, as CGI has it; REMOTE_PORT when a proxy named
+    /// the client without a port (rather than the proxy's own port, or an
+    /// empty string an app would fail to read as a number).
     fn fixed(&self) -> [(&'static [u8], nwsgi_str, bool); 13] {
         let r = &self.raw;
         [
@@ -329,7 +366,7 @@ impl HostEnviron {
             (b"SERVER_PORT", r.server_port, true),
             (b"SERVER_PROTOCOL", r.server_protocol, true),
             (b"REMOTE_ADDR", r.remote_addr, true),
-            (b"REMOTE_PORT", r.remote_port, true),
+            (b"REMOTE_PORT", r.remote_port, r.remote_port.len > 0),
             (b"REQUEST_URI", r.request_uri, true),
             (b"wsgi.url_scheme", r.url_scheme, true),
         ]
