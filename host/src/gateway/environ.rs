@@ -153,11 +153,16 @@ fn ip_into(buf: &mut [u8; 46], ip: std::net::IpAddr) -> usize {
                     buf[len] = b'.';
                     len += 1;
                 }
-                let mut text = PortText::default();
-                text.set(u16::from(octet));
-                let digits = text.as_bytes();
-                buf[len..len + digits.len()].copy_from_slice(digits);
-                len += digits.len();
+                if octet >= 100 {
+                    buf[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    buf[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                buf[len] = b'0' + octet % 10;
+                len += 1;
             }
             len
         }
@@ -209,11 +214,6 @@ pub struct EnvironParts<'a> {
     pub headers: &'a [nwsgi_header],
     pub path_info: &'a [u8],
     pub peer: &'a PeerText,
-    /// The client a trusted proxy named, instead of the peer; None: the
-    /// peer is the client.
-    pub client: Option<&'a ClientText>,
-    /// wsgi.url_scheme.
-    pub scheme: Scheme,
     pub multithread: bool,
     pub multiprocess: bool,
     /// Underscore names in `headers` get HTTP_* variables
@@ -277,17 +277,9 @@ impl HostEnviron {
         r.server_name = s(server_name);
         r.server_port = s(parts.peer.local_port.as_bytes());
         r.server_protocol = s(head.version.as_str().as_bytes());
-        match parts.client {
-            None => {
-                r.remote_addr = s(parts.peer.remote_addr());
-                r.remote_port = s(parts.peer.remote_port.as_bytes());
-            }
-            Some(client) => {
-                r.remote_addr = s(client.addr.as_bytes());
-                r.remote_port = s(client.port.as_bytes());
-            }
-        }
-        r.url_scheme = s(parts.scheme.as_bytes());
+        r.remote_addr = s(parts.peer.remote_addr());
+        r.remote_port = s(parts.peer.remote_port.as_bytes());
+        r.url_scheme = s(Scheme::Http.as_bytes());
         r.request_uri = s(head.target);
         r.headers = parts.headers.as_ptr();
         r.n_headers = parts.headers.len();
@@ -300,6 +292,23 @@ impl HostEnviron {
         if !joined.is_empty() {
             joined.clear();
         }
+    }
+
+    /// After `fill`: the client is the one a trusted proxy named, not the
+    /// peer (kept apart from `fill`, so a request without a proxy's word
+    /// pays nothing for it).
+    ///
+    /// # Safety
+    /// As for `fill`: `client` stays in place and unchanged until the next
+    /// `fill`.
+    pub unsafe fn set_client(&mut self, client: &ClientText) {
+        self.raw.remote_addr = nwsgi_str::from_bytes(client.addr.as_bytes());
+        self.raw.remote_port = nwsgi_str::from_bytes(client.port.as_bytes());
+    }
+
+    /// After `fill`: the client's scheme, when it is not http.
+    pub fn set_scheme(&mut self, scheme: Scheme) {
+        self.raw.url_scheme = nwsgi_str::from_bytes(scheme.as_bytes());
     }
 
     /// The raw header list.
@@ -591,6 +600,31 @@ mod tests {
             t.set(peer, local);
             check(&t, peer, local);
         }
+    }
+
+    #[test]
+    fn ipv4_text_for_every_octet() {
+        for o in 0..=255u8 {
+            let ip = std::net::IpAddr::from([o, 255 - o, o / 2, o % 10]);
+            let mut t = AddrText::default();
+            t.set(ip);
+            assert_eq!(t.as_bytes(), ip.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn client_text_has_a_port_only_when_given_one() {
+        let mut c = ClientText::default();
+        c.set("2001:db8::7".parse().unwrap(), Some(4711));
+        assert_eq!(
+            (c.addr.as_bytes(), c.port.as_bytes()),
+            (&b"2001:db8::7"[..], &b"4711"[..])
+        );
+        c.set("203.0.113.7".parse().unwrap(), None);
+        assert_eq!(
+            (c.addr.as_bytes(), c.port.as_bytes()),
+            (&b"203.0.113.7"[..], &b""[..])
+        );
     }
 
     /// A kept PeerText re-formatted for each connection in turn reads as

@@ -30,7 +30,7 @@ use crate::gateway::environ::{
 use crate::gateway::exchange::{self, Client, Exchange, Gone, Pulled, Wait};
 use crate::http1::body::{body_end, BodyError, BodyReader, BodySource, Decode};
 use crate::http1::error::HttpError;
-use crate::http1::forwarded;
+use crate::http1::forwarded::{self, Scheme};
 use crate::http1::head::parse_request;
 use crate::http1::memo::HeadMemo;
 use crate::http1::parse::{Field, Framing, Version};
@@ -509,31 +509,12 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         } else {
             head.path
         };
-        // A trusted proxy's word on who the client is and how it came:
-        // one comparison for any other peer, one pass over the field names
-        // for a proxy's request that carries no forwarding header.
-        let mut scheme = conn.scheme;
-        let mut proxied = None;
-        if conn.forwarding == Forwarding::Believed {
-            let trusted = |ip| config.forwarded_allow.contains(ip);
-            if let Some(said) = forwarded::reported(head.headers, trusted) {
-                if let Some(why) = said.ignored {
-                    tracing::debug!(peer = %conn.peer, "forwarding header not believed: {why}");
-                }
-                if let Some((ip, port)) = said.client {
-                    client.set(ip, port);
-                    proxied = Some(&*client);
-                }
-                scheme = said.scheme.unwrap_or(scheme);
-            }
-        }
         // SAFETY: the environ points into the connection's buffer (not
         // touched until the request ends: reads ahead and leftovers are
-        // appended only after `end_request`), the header list, the decoded
-        // path and the proxied client's text (refilled only for the next
-        // request) and the peer text (set only between connections); all
-        // are in this desk or its connection, which stay put until the
-        // request ends.
+        // appended only after `end_request`), the header list and the
+        // decoded path (refilled only for the next request) and the peer
+        // text (set only between connections); all are in this desk or its
+        // connection, which stay put until the request ends.
         unsafe {
             env.fill(
                 &head,
@@ -542,13 +523,33 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
                     headers,
                     path_info,
                     peer,
-                    client: proxied,
-                    scheme,
                     multithread: config.threads > 1,
                     multiprocess: config.multiprocess,
                     underscores: config.header_map == HeaderMap::Dangerous,
                 },
             );
+        }
+        // A trusted proxy's word on who the client is and how it came:
+        // one comparison for any other peer, a look at the name lengths
+        // for a proxy's request that carries no forwarding header.
+        let mut scheme = conn.scheme;
+        if conn.forwarding == Forwarding::Believed {
+            let trusted = |ip| config.forwarded_allow.contains(ip);
+            if let Some(said) = forwarded::reported(head.headers, trusted) {
+                if let Some(why) = said.ignored {
+                    tracing::debug!(peer = %conn.peer, "forwarding header not believed: {why}");
+                }
+                if let Some((ip, port)) = said.client {
+                    client.set(ip, port);
+                    // SAFETY: the client text is in this desk, refilled
+                    // only for the next request.
+                    unsafe { env.set_client(client) };
+                }
+                scheme = said.scheme.unwrap_or(scheme);
+            }
+        }
+        if scheme != Scheme::Http {
+            env.set_scheme(scheme);
         }
         let keep_alive = head.keep_alive
             && config.keep_alive_enabled()
