@@ -360,9 +360,13 @@ typedef struct nwsgi_environ {
     nwsgi_str server_name;     /* from Host (without port), else bind address */
     nwsgi_str server_port;     /* "8000" */
     nwsgi_str server_protocol; /* "HTTP/1.1" or "HTTP/1.0" */
-    nwsgi_str remote_addr;     /* "127.0.0.1" */
-    nwsgi_str remote_port;     /* "53211" */
-    nwsgi_str url_scheme;      /* wsgi.url_scheme: "http" */
+    nwsgi_str remote_addr;     /* "127.0.0.1": the client; behind a proxy
+                                  the host trusts, the one it names */
+    nwsgi_str remote_port;     /* "53211"; "" when a trusted proxy named the
+                                  client without a port (environ_get then
+                                  reports REMOTE_PORT absent) */
+    nwsgi_str url_scheme;      /* wsgi.url_scheme: "http", or "https" when a
+                                  trusted proxy says the client used TLS */
     nwsgi_str request_uri;     /* raw request-target as received */
 
     /* The raw header list, in order, repeated names kept apart. */

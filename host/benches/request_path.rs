@@ -2,6 +2,11 @@
 //! call → response bytes → one write, for a hello app linked into this
 //! benchmark (the SDK's own, so the boundary is the real ABI), over a real
 //! loopback connection. `cargo bench -p host --bench request_path`.
+//!
+//! The client is on 127.0.0.1, which `--forwarded-allow-ips` trusts by
+//! default, as it is for wrk in `bench/run`: every request pays the look
+//! for forwarding headers. `proxied_request` is one that has them, as
+//! nginx in front sends it.
 use std::hint::black_box;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -12,7 +17,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use host::gateway::plugin::Plugin;
 use host::http1::parse::{parse_head, Limits, EMPTY_FIELD};
 use host::net::transport::Transport;
-use host::runtime::conn::Conn;
+use host::runtime::conn::{Conn, Forwarding};
 use host::runtime::serve::{AppThread, Outcome, Work};
 use host::runtime::{Claim, Stint};
 use host::runtime::{Config, Shared};
@@ -36,6 +41,11 @@ abi::export_app!(Hello);
 
 const REQUEST: &[u8] =
     b"GET / HTTP/1.1\r\nHost: localhost:8000\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n";
+/// What nginx sends upstream for that request (`proxy_set_header` of the
+/// README's example).
+const PROXIED: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost:8000\r\n\
+    X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n\
+    User-Agent: wrk\r\nAccept: */*\r\n\r\n";
 
 /// A served connection and the client end that drains its responses.
 struct Bench {
@@ -57,11 +67,13 @@ impl Bench {
         client.set_nonblocking(true).unwrap();
         let local = server.local_addr().unwrap();
         let io = Transport::from_std(server).unwrap();
-        let conn = Conn::new(io, peer, local, Instant::now());
+        let mut conn = Conn::new(io, peer, local, Instant::now());
         // The app thread borrows what a worker shares for as long as it
         // lives: leaked here, for the benchmark's life.
         let shared: &'static Shared =
             Box::leak(Box::new(Shared::new(plugin, Config::default(), None, None)));
+        // As the event loop decides it at accept.
+        conn.forwarding = Forwarding::of(&shared.config.forwarded_allow, peer);
         let claim: &'static Claim = Box::leak(Box::default());
         Bench {
             me: AppThread::new(0, shared, Stint::new(claim, None), None),
@@ -71,11 +83,12 @@ impl Bench {
         }
     }
 
-    /// Serves `requests` already "received", then drains the answers.
-    fn round(&mut self, requests: usize) {
+    /// Serves `requests` copies of `request` already "received", then
+    /// drains the answers.
+    fn round(&mut self, request: &[u8], requests: usize) {
         let mut conn = self.conn.take().expect("a connection");
         for _ in 0..requests {
-            conn.buf.extend_from_slice(REQUEST);
+            conn.buf.extend_from_slice(request);
         }
         match self.me.work(Work::Serve(conn)) {
             Outcome::Idle(c) => self.conn = Some(c),
@@ -109,9 +122,12 @@ fn request_path(c: &mut Criterion) {
             )
         })
     });
-    group.bench_function("keep_alive_request", |b| b.iter(|| bench.round(1)));
+    group.bench_function("keep_alive_request", |b| b.iter(|| bench.round(REQUEST, 1)));
+    group.bench_function("proxied_request", |b| b.iter(|| bench.round(PROXIED, 1)));
     group.throughput(Throughput::Elements(16));
-    group.bench_function("16_pipelined_requests", |b| b.iter(|| bench.round(16)));
+    group.bench_function("16_pipelined_requests", |b| {
+        b.iter(|| bench.round(REQUEST, 16))
+    });
     group.finish();
     // Keep the client end open until the benches are done.
     let _ = bench.client.write(b"");

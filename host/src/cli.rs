@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use host::http1::parse::{
     DEFAULT_LIMIT_REQUEST_FIELDS, DEFAULT_LIMIT_REQUEST_FIELD_SIZE, DEFAULT_LIMIT_REQUEST_LINE,
 };
+use host::net::allow::{AllowIps, LOCALHOST};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -204,6 +205,25 @@ pub struct ServeArgs {
     /// Largest request body, in bytes; 0 for no limit (413 beyond).
     #[arg(long = "limit-request-body", default_value_t = 0)]
     pub limit_request_body: u64,
+
+    /// Proxies whose X-Forwarded-For/-Proto/-Ssl or Forwarded headers set REMOTE_ADDR, REMOTE_PORT and wsgi.url_scheme: addresses and CIDR blocks, comma-separated, or '*' for any ('' for none).
+    #[arg(long = "forwarded-allow-ips", value_name = "IPS", env = "FORWARDED_ALLOW_IPS",
+          default_value = LOCALHOST, value_parser = parse_allow_ips)]
+    pub forwarded_allow_ips: AllowIps,
+
+    /// Connections from --proxy-allow-ips peers must start with a PROXY protocol header (v1 or v2), which names the client; others are plain HTTP.
+    #[arg(long = "proxy-protocol")]
+    pub proxy_protocol: bool,
+
+    /// Peers that send a PROXY protocol header (--proxy-protocol): addresses and CIDR blocks, comma-separated, or '*'.
+    #[arg(long = "proxy-allow-ips", alias = "proxy-allow-from", value_name = "IPS",
+          default_value = LOCALHOST, value_parser = parse_allow_ips)]
+    pub proxy_allow_ips: AllowIps,
+}
+
+/// `--forwarded-allow-ips`, `--proxy-allow-ips`.
+fn parse_allow_ips(s: &str) -> Result<AllowIps, String> {
+    AllowIps::parse(s)
 }
 
 /// The largest request line and field line a limit may allow (what 0 asks

@@ -33,7 +33,7 @@ const GUNICORN: &[(&str, &str)] = &[
     ("--keyfile --certfile --ssl-version --cert-reqs --ca-certs --ciphers --do-handshake-on-connect --suppress-ragged-eofs", "TLS is not built in yet: terminate it in a proxy in front (nginx, HAProxy)"),
     ("--strip-header-spaces", "never: whitespace before a header's colon is refused with 400 (RFC 9112 section 5.1 requires it)"),
     ("--permit-unconventional-http-method --permit-unconventional-http-version --casefold-http-method", "host follows RFC 9110/9112 strictly: any token is a method, as received; HTTP/1.x only"),
-    ("--forwarded-allow-ips --secure-scheme-headers --proxy-protocol --proxy-allow-from", "not supported yet: the app sees the proxy's address and scheme"),
+    ("--secure-scheme-headers", "the scheme headers are gunicorn's defaults, fixed: X-Forwarded-Proto, X-Forwarded-Ssl, X-Forwarded-Protocol (and Forwarded proto=), from --forwarded-allow-ips peers"),
     ("-u --user -g --group -m --umask --initgroups --chdir", "not supported yet: start host as the user it should run as"),
     ("--reuse-port", "not supported yet: workers share the master's listening socket"),
     ("--no-sendfile", "host does not use sendfile: responses come from the app's buffers"),

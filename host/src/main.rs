@@ -15,7 +15,7 @@ use host::gateway::environ::HeaderMap;
 use host::gateway::plugin::{Plugin, PluginSpec};
 use host::http1::parse;
 use host::net::listener::listen;
-use host::runtime::{access_log, Config};
+use host::runtime::{access_log, Config, ProxyProtocol};
 use host::supervisor::control::{self, Pidfile, Remote};
 use host::supervisor::master::{Master, MasterConfig};
 use host::supervisor::staging;
@@ -163,7 +163,20 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             cli::HeaderMapArg::Dangerous => HeaderMap::Dangerous,
         },
         multiprocess: args.workers > 1,
+        forwarded_allow: args.forwarded_allow_ips.clone(),
+        proxy_protocol: if args.proxy_protocol {
+            ProxyProtocol::From(args.proxy_allow_ips.clone())
+        } else {
+            ProxyProtocol::Off
+        },
     };
+    tracing::debug!(
+        "forwarding headers believed from: {}",
+        server.forwarded_allow
+    );
+    if let ProxyProtocol::From(peers) = &server.proxy_protocol {
+        tracing::info!("a PROXY protocol header is expected from: {peers}");
+    }
     let master = Master::start(
         MasterConfig {
             original: spec.path,

@@ -111,6 +111,12 @@ impl Conn {
     pub fn connect(addr: SocketAddr) -> Conn {
         let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
             .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+        Conn::from_stream(stream)
+    }
+
+    /// A connection opened some other way (from a chosen local address,
+    /// say), with the same timeouts and options as [`Conn::connect`].
+    pub fn from_stream(stream: TcpStream) -> Conn {
         stream.set_read_timeout(Some(TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();

@@ -70,17 +70,20 @@ impl<'r> Environ<'r> {
         self.raw.field(Field::ServerProtocol)
     }
 
-    /// `REMOTE_ADDR`, e.g. `127.0.0.1`.
+    /// `REMOTE_ADDR`, e.g. `127.0.0.1`: the client, or behind a proxy
+    /// the host trusts, the client it names.
     pub fn remote_addr(&self) -> &'r [u8] {
         self.raw.field(Field::RemoteAddr)
     }
 
-    /// `REMOTE_PORT`.
+    /// `REMOTE_PORT`; empty when a trusted proxy named the client without
+    /// a port.
     pub fn remote_port(&self) -> &'r [u8] {
         self.raw.field(Field::RemotePort)
     }
 
-    /// `wsgi.url_scheme`, e.g. `http`.
+    /// `wsgi.url_scheme`: `http`, or `https` when a trusted proxy says the
+    /// client used TLS.
     pub fn url_scheme(&self) -> &'r [u8] {
         self.raw.field(Field::UrlScheme)
     }

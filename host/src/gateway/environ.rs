@@ -3,8 +3,9 @@
 //!
 //! Nothing here copies the request: every string points into the
 //! connection's receive buffer, except a percent-decoded PATH_INFO (only
-//! when the path contains '%'), the peer address text (formatted into a
-//! small fixed buffer) and values of repeated headers joined on demand.
+//! when the path contains '%'), the peer address text and a client a
+//! trusted proxy named (formatted into small fixed buffers) and values of
+//! repeated headers joined on demand.
 use std::cell::RefCell;
 use std::ffi::c_void;
 use std::io::Write as _;
@@ -16,6 +17,7 @@ use abi::ffi::{
 };
 
 use crate::gateway::ffi_guard;
+use crate::http1::forwarded::Scheme;
 use crate::http1::parse::RequestHead;
 
 /// Where the connection came from and arrived, as text in fixed buffers
@@ -54,6 +56,26 @@ impl PeerText {
 
     pub fn remote_addr(&self) -> &[u8] {
         self.remote_addr.as_bytes()
+    }
+}
+
+/// The client a trusted proxy named for the current request (see
+/// `http1::forwarded`), as text; written only for a request that has one,
+/// and kept in place until the next.
+#[derive(Default)]
+pub struct ClientText {
+    addr: AddrText,
+    /// Empty when the proxy gave no port (X-Forwarded-For never does).
+    port: PortText,
+}
+
+impl ClientText {
+    pub fn set(&mut self, ip: std::net::IpAddr, port: Option<u16>) {
+        self.addr.set(ip);
+        match port {
+            Some(port) => self.port.set(port),
+            None => self.port = PortText::default(),
+        }
     }
 }
 
@@ -131,11 +153,16 @@ fn ip_into(buf: &mut [u8; 46], ip: std::net::IpAddr) -> usize {
                     buf[len] = b'.';
                     len += 1;
                 }
-                let mut text = PortText::default();
-                text.set(u16::from(octet));
-                let digits = text.as_bytes();
-                buf[len..len + digits.len()].copy_from_slice(digits);
-                len += digits.len();
+                if octet >= 100 {
+                    buf[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    buf[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                buf[len] = b'0' + octet % 10;
+                len += 1;
             }
             len
         }
@@ -252,7 +279,7 @@ impl HostEnviron {
         r.server_protocol = s(head.version.as_str().as_bytes());
         r.remote_addr = s(parts.peer.remote_addr());
         r.remote_port = s(parts.peer.remote_port.as_bytes());
-        r.url_scheme = s(b"http");
+        r.url_scheme = s(Scheme::Http.as_bytes());
         r.request_uri = s(head.target);
         r.headers = parts.headers.as_ptr();
         r.n_headers = parts.headers.len();
@@ -265,6 +292,23 @@ impl HostEnviron {
         if !joined.is_empty() {
             joined.clear();
         }
+    }
+
+    /// After `fill`: the client is the one a trusted proxy named, not the
+    /// peer (kept apart from `fill`, so a request without a proxy's word
+    /// pays nothing for it).
+    ///
+    /// # Safety
+    /// As for `fill`: `client` stays in place and unchanged until the next
+    /// `fill`.
+    pub unsafe fn set_client(&mut self, client: &ClientText) {
+        self.raw.remote_addr = nwsgi_str::from_bytes(client.addr.as_bytes());
+        self.raw.remote_port = nwsgi_str::from_bytes(client.port.as_bytes());
+    }
+
+    /// After `fill`: the client's scheme, when it is not http.
+    pub fn set_scheme(&mut self, scheme: Scheme) {
+        self.raw.url_scheme = nwsgi_str::from_bytes(scheme.as_bytes());
     }
 
     /// The raw header list.
@@ -307,7 +351,9 @@ impl HostEnviron {
 
     /// The fixed (non-HTTP_*) variables, in the order environ_each lists
     /// them. CONTENT_TYPE and CONTENT_LENGTH are absent when the request
-    /// has no such header, as CGI has it.
+    /// has no such header, as CGI has it; REMOTE_PORT when a proxy named
+    /// the client without a port (rather than the proxy's own port, or an
+    /// empty string an app would fail to read as a number).
     fn fixed(&self) -> [(&'static [u8], nwsgi_str, bool); 13] {
         let r = &self.raw;
         [
@@ -329,7 +375,7 @@ impl HostEnviron {
             (b"SERVER_PORT", r.server_port, true),
             (b"SERVER_PROTOCOL", r.server_protocol, true),
             (b"REMOTE_ADDR", r.remote_addr, true),
-            (b"REMOTE_PORT", r.remote_port, true),
+            (b"REMOTE_PORT", r.remote_port, r.remote_port.len > 0),
             (b"REQUEST_URI", r.request_uri, true),
             (b"wsgi.url_scheme", r.url_scheme, true),
         ]
@@ -554,6 +600,31 @@ mod tests {
             t.set(peer, local);
             check(&t, peer, local);
         }
+    }
+
+    #[test]
+    fn ipv4_text_for_every_octet() {
+        for o in 0..=255u8 {
+            let ip = std::net::IpAddr::from([o, 255 - o, o / 2, o % 10]);
+            let mut t = AddrText::default();
+            t.set(ip);
+            assert_eq!(t.as_bytes(), ip.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn client_text_has_a_port_only_when_given_one() {
+        let mut c = ClientText::default();
+        c.set("2001:db8::7".parse().unwrap(), Some(4711));
+        assert_eq!(
+            (c.addr.as_bytes(), c.port.as_bytes()),
+            (&b"2001:db8::7"[..], &b"4711"[..])
+        );
+        c.set("203.0.113.7".parse().unwrap(), None);
+        assert_eq!(
+            (c.addr.as_bytes(), c.port.as_bytes()),
+            (&b"203.0.113.7"[..], &b""[..])
+        );
     }
 
     /// A kept PeerText re-formatted for each connection in turn reads as

@@ -6,6 +6,7 @@ pub mod body;
 pub mod chunked;
 pub mod date;
 pub mod error;
+pub mod forwarded;
 pub mod head;
 pub mod memo;
 pub mod parse;

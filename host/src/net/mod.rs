@@ -1,6 +1,8 @@
 //! Sockets: the listening sockets (`listener`) and a client connection's
 //! byte stream (`transport`).
+pub mod allow;
 pub mod listener;
+pub mod proxy_protocol;
 pub mod transport;
 
 use std::io;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::gateway::environ::HeaderMap;
 use crate::gateway::plugin::Plugin;
 use crate::http1::parse::Limits;
+use crate::net::allow::AllowIps;
 use crate::runtime::access_log::AccessLog;
 use crate::runtime::rate::MinRate;
 use crate::runtime::scoreboard::Monitor;
@@ -54,6 +55,38 @@ pub struct Config {
     pub header_map: HeaderMap,
     /// More than one worker process serves the app (wsgi.multiprocess).
     pub multiprocess: bool,
+    /// Peers whose forwarding headers (X-Forwarded-For and the scheme
+    /// headers, or Forwarded) say who the client is and which scheme it
+    /// used (`--forwarded-allow-ips`); also how far an X-Forwarded-For
+    /// chain is walked (see `http1::forwarded`).
+    pub forwarded_allow: AllowIps,
+    /// Which connections start with a PROXY protocol header
+    /// (`--proxy-protocol`, `--proxy-allow-ips`).
+    pub proxy_protocol: ProxyProtocol,
+}
+
+/// Whether connections start with a PROXY protocol header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    /// None does: every connection is plain HTTP.
+    Off,
+    /// Those from these peers must (and are closed if they do not); those
+    /// from anyone else are plain HTTP, where a PROXY line is just a bad
+    /// request (400). So a health check or an admin on the host itself
+    /// can still reach the server directly, and no client can choose its
+    /// address.
+    From(AllowIps),
+}
+
+impl ProxyProtocol {
+    /// Whether a connection from `peer` must start with a PROXY header.
+    #[inline]
+    pub fn expected_from(&self, peer: std::net::IpAddr) -> bool {
+        match self {
+            ProxyProtocol::Off => false,
+            ProxyProtocol::From(allow) => allow.contains(peer),
+        }
+    }
 }
 
 impl Config {
@@ -97,6 +130,8 @@ impl Default for Config {
             limits: Limits::default(),
             header_map: HeaderMap::Drop,
             multiprocess: false,
+            forwarded_allow: AllowIps::localhost(),
+            proxy_protocol: ProxyProtocol::Off,
         }
     }
 }

@@ -9,7 +9,9 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::http1::forwarded::Scheme;
 use crate::http1::head::HeadScan;
+use crate::net::allow::AllowIps;
 use crate::net::transport::Transport;
 use crate::runtime::intake::Intake;
 use crate::runtime::rate::Stall;
@@ -17,8 +19,18 @@ use crate::runtime::rate::Stall;
 /// One client connection.
 pub struct Conn {
     pub io: Transport,
+    /// The client: the TCP peer, or the one its PROXY header relays.
     pub peer: SocketAddr,
+    /// Where it connected to: our socket, or the proxy's (PROXY header).
     pub local: SocketAddr,
+    /// Whether its forwarding headers are believed: decided once, from
+    /// `peer`, when the connection starts (and again after a PROXY
+    /// header), so a request from any other peer pays one comparison.
+    pub forwarding: Forwarding,
+    /// The scheme of the client's own connection: https only when its
+    /// PROXY v2 header said it came over TLS. A trusted proxy's headers
+    /// may say otherwise per request.
+    pub scheme: Scheme,
     /// Received bytes not yet consumed: a partial head, a body read ahead,
     /// or requests pipelined behind the one being served.
     pub buf: Vec<u8>,
@@ -42,6 +54,28 @@ pub struct Conn {
     pub pending: Option<Box<Pending>>,
     /// The request body, read ahead of the app or being dropped.
     pub ahead: Option<Box<Ahead>>,
+}
+
+/// Whether a connection's forwarding headers count (`--forwarded-allow-ips`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarding {
+    /// Its peer is not a trusted proxy: the headers reach the app as sent
+    /// and change nothing.
+    Ignored,
+    /// Its peer is a trusted proxy: they may name the client and scheme.
+    Believed,
+}
+
+impl Forwarding {
+    /// Whether `peer`'s headers count under `allow`.
+    #[inline]
+    pub fn of(allow: &AllowIps, peer: SocketAddr) -> Forwarding {
+        if allow.contains(peer.ip()) {
+            Forwarding::Believed
+        } else {
+            Forwarding::Ignored
+        }
+    }
 }
 
 /// Response bytes waiting for a client that is slower than the app.
@@ -69,11 +103,15 @@ pub enum Ahead {
 impl Conn {
     /// Boxed: a connection moves between the event loop and the app
     /// threads several times per request, and a pointer moves for free.
+    /// Its forwarding headers are ignored until the caller decides
+    /// otherwise.
     pub fn new(io: Transport, peer: SocketAddr, local: SocketAddr, now: Instant) -> Box<Conn> {
         Box::new(Conn {
             io,
             peer,
             local,
+            forwarding: Forwarding::Ignored,
+            scheme: Scheme::Http,
             buf: Vec::new(),
             scan: HeadScan::default(),
             since: now,

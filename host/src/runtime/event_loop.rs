@@ -1,6 +1,8 @@
 //! The event loop: every wait on a client happens here, never on an app
-//! thread. It accepts connections; reads request heads (scanned as they
-//! arrive, each byte once) and, before the app sees a request, its body
+//! thread. It accepts connections; reads the PROXY protocol header a
+//! `--proxy-allow-ips` peer starts with (`--proxy-protocol`); reads request
+//! heads (scanned as they arrive, each byte once) and, before the app sees
+//! a request, its body
 //! (`intake`); sends what a slow client has not taken of its responses;
 //! holds parked requests until their client reads; and enforces the
 //! deadlines: a whole head within `--header-timeout`, bodies and responses
@@ -23,12 +25,14 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::http1::forwarded::Scheme;
 use crate::http1::head::{check_head, HeadScan, Scan};
 use crate::http1::response::{encode_continue, encode_error};
+use crate::net::proxy_protocol::{self, Parsed, Source};
 use crate::net::transport::{self, Transport};
 use crate::runtime::claim::Takeover;
 use crate::runtime::config::Shared;
-use crate::runtime::conn::{release_buffer, take_buffer, Ahead, Conn, BUFFER_SIZE};
+use crate::runtime::conn::{release_buffer, take_buffer, Ahead, Conn, Forwarding, BUFFER_SIZE};
 use crate::runtime::intake::{Budget, IntakeError, Progress};
 use crate::runtime::rate::{MinRate, Stall};
 use crate::runtime::serve::{Desk, Outcome, Work, LOW_WATER};
@@ -101,6 +105,11 @@ pub trait Host {
 /// which is also their poll token.
 enum Slot {
     Free,
+    /// Waiting for the PROXY protocol header a connection from a
+    /// `--proxy-allow-ips` peer must start with (`--proxy-protocol`); then
+    /// `Head`. Its bytes count as a head's: the header timeout runs from
+    /// the accept, and the buffer toward the head memory.
+    Proxy(Box<Conn>),
     /// Waiting for a request head: an idle keep-alive connection, or a head
     /// on its way.
     Head(Box<Conn>),
@@ -452,7 +461,7 @@ impl Loop {
         // Idle keep-alive connections get a short grace (see `sweep`) for
         // a request already on its way, answered with `Connection: close`.
         let heads: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| matches!(self.slots[i], Slot::Head(_)))
+            .filter(|&i| matches!(self.slots[i], Slot::Head(_) | Slot::Proxy(_)))
             .collect();
         for idx in heads {
             self.read_head(idx, now);
@@ -542,6 +551,9 @@ impl Loop {
                         continue;
                     };
                     let mut conn = Conn::new(io, peer, local, now);
+                    let config = &self.shared.config;
+                    conn.forwarding = Forwarding::of(&config.forwarded_allow, peer);
+                    let proxied = config.proxy_protocol.expected_from(peer.ip());
                     let idx = self.free.pop().unwrap_or_else(|| {
                         self.slots.push(Slot::Free);
                         self.slots.len() - 1
@@ -559,7 +571,11 @@ impl Loop {
                         self.free.push(idx);
                         continue;
                     }
-                    self.slots[idx] = Slot::Head(conn);
+                    self.slots[idx] = if proxied {
+                        Slot::Proxy(conn)
+                    } else {
+                        Slot::Head(conn)
+                    };
                     if let Some(a) = arrival.filter(|a| a.peer_closed && a.idle >= BACKLOG_STALE) {
                         self.refuse_left(idx, a.idle);
                         continue;
@@ -600,7 +616,7 @@ impl Loop {
     /// without being run: a client that half-closed and still reads learns
     /// why and may retry. One that sent nothing is closed.
     fn refuse_left(&mut self, idx: usize, waited: Duration) {
-        let Some(Slot::Head(conn)) = self.slots.get_mut(idx) else {
+        let Some(Slot::Head(conn) | Slot::Proxy(conn)) = self.slots.get_mut(idx) else {
             return;
         };
         let mut first = Vec::with_capacity(256);
@@ -622,7 +638,7 @@ impl Loop {
 
     fn on_event(&mut self, idx: usize, ev: Ready, now: Instant) {
         match self.slots.get_mut(idx) {
-            Some(Slot::Head(_)) if ev.readable => self.read_head(idx, now),
+            Some(Slot::Head(_) | Slot::Proxy(_)) if ev.readable => self.read_head(idx, now),
             Some(Slot::Body(_)) if ev.readable => self.read_body(idx, now),
             Some(Slot::Lent(lent)) => lent.unread |= ev.readable,
             Some(Slot::Sending(conn, _)) => {
@@ -667,7 +683,7 @@ impl Loop {
                 break;
             };
             match self.slots.get_mut(idx) {
-                Some(Slot::Head(c)) if c.unread => self.read_head(idx, now),
+                Some(Slot::Head(c) | Slot::Proxy(c)) if c.unread => self.read_head(idx, now),
                 Some(Slot::Body(c)) if c.unread => self.read_body(idx, now),
                 Some(Slot::Lingering(..)) => self.drop_input(idx),
                 _ => {}
@@ -679,12 +695,16 @@ impl Loop {
 
     /// Reads what arrived (edge-triggered: until WouldBlock) and lends the
     /// connection to an app thread once a whole head is there (and its
-    /// body, see `start_body`).
+    /// body, see `start_body`). A connection that must start with a PROXY
+    /// header reads into the same buffer: what follows the header is the
+    /// head.
     fn read_head(&mut self, idx: usize, now: Instant) {
         let limits = &self.shared.config.limits;
         let cap = limits.max_head() + HEAD_SLACK;
-        let Some(Slot::Head(conn)) = self.slots.get_mut(idx) else {
-            return;
+        let (conn, proxy) = match self.slots.get_mut(idx) {
+            Some(Slot::Head(conn)) => (conn, false),
+            Some(Slot::Proxy(conn)) => (conn, true),
+            _ => return,
         };
         conn.unread = false;
         let mut eof = false;
@@ -747,6 +767,20 @@ impl Loop {
             }
             return;
         }
+        if proxy {
+            self.proxy_header(idx, eof, now);
+        } else {
+            self.scan_head(idx, eof, now);
+        }
+    }
+
+    /// Looks for the end of the head in what the buffer holds; `eof`: the
+    /// client sent all it will.
+    fn scan_head(&mut self, idx: usize, eof: bool, now: Instant) {
+        let limits = &self.shared.config.limits;
+        let Some(Slot::Head(conn)) = self.slots.get_mut(idx) else {
+            return;
+        };
         let scanned = conn.scan.scan(&conn.buf, limits);
         match scanned {
             Ok(Scan::Complete) => self.head_done(idx, now),
@@ -764,6 +798,64 @@ impl Loop {
         }
     }
 
+    /// Looks for the PROXY header at the start of the buffer. Once it is
+    /// whole, the connection is the client's it names, the header leaves
+    /// the buffer, and what follows it is scanned as the request head. A
+    /// connection that does not start with one is closed without an
+    /// answer: its peer is a proxy that should have sent one, and HTTP
+    /// bytes from it cannot be told from a client's.
+    fn proxy_header(&mut self, idx: usize, eof: bool, now: Instant) {
+        let config = &self.shared.config;
+        let Some(Slot::Proxy(conn)) = self.slots.get_mut(idx) else {
+            return;
+        };
+        match proxy_protocol::parse(&conn.buf) {
+            Ok(Parsed::Done { header, len }) => {
+                conn.buf.drain(..len);
+                if let Source::Relayed { client, server } = header.source {
+                    conn.peer = client;
+                    conn.local = server;
+                }
+                // Forwarding headers are believed from the client the
+                // header names, not from the proxy that sent it.
+                conn.forwarding = Forwarding::of(&config.forwarded_allow, conn.peer);
+                if header.tls {
+                    conn.scheme = Scheme::Https;
+                }
+                let Slot::Proxy(mut conn) = std::mem::replace(&mut self.slots[idx], Slot::Free)
+                else {
+                    unreachable!("matched above");
+                };
+                if conn.buf.is_empty() {
+                    // The request is still to come: idle until then.
+                    self.uncount_head(&mut conn);
+                    release_buffer(&mut conn.buf);
+                    self.slots[idx] = Slot::Head(conn);
+                    if eof {
+                        self.close(idx);
+                    }
+                    return;
+                }
+                self.slots[idx] = Slot::Head(conn);
+                self.scan_head(idx, eof, now);
+            }
+            Ok(Parsed::Partial) if eof => {
+                tracing::info!(peer = %conn.peer, "the proxy closed before its PROXY header was whole");
+                self.close(idx);
+            }
+            Ok(Parsed::Partial) => {
+                self.count_head(idx);
+                if self.head_bytes > self.shared.config.head_memory {
+                    self.shed_heads();
+                }
+            }
+            Err(e) => {
+                tracing::info!(peer = %conn.peer, "{e} (--proxy-protocol); closed");
+                self.close(idx);
+            }
+        }
+    }
+
     /// A whole head is buffered: its body is read next if the app thread
     /// says it must be (see `Outcome::NeedBody`), else it is served.
     fn head_done(&mut self, idx: usize, now: Instant) {
@@ -777,7 +869,7 @@ impl Loop {
 
     /// Counts the head `idx` holds toward the worker's head memory.
     fn count_head(&mut self, idx: usize) {
-        if let Slot::Head(conn) = &mut self.slots[idx] {
+        if let Slot::Head(conn) | Slot::Proxy(conn) = &mut self.slots[idx] {
             let now_bytes = if conn.buf.is_empty() {
                 0
             } else {
@@ -807,14 +899,14 @@ impl Loop {
                 .iter()
                 .enumerate()
                 .filter_map(|(i, s)| match s {
-                    Slot::Head(c) if c.head_bytes > 0 => Some((c.head_bytes, i)),
+                    Slot::Head(c) | Slot::Proxy(c) if c.head_bytes > 0 => Some((c.head_bytes, i)),
                     _ => None,
                 })
                 .max();
             let Some((bytes, idx)) = largest else {
                 break;
             };
-            if let Slot::Head(conn) = &self.slots[idx] {
+            if let Slot::Head(conn) | Slot::Proxy(conn) = &self.slots[idx] {
                 tracing::info!(
                     peer = %conn.peer,
                     bytes,
@@ -1058,9 +1150,9 @@ impl Loop {
     /// The socket may hold bytes the loop has not read.
     fn mark_unread(&mut self, idx: usize) {
         match self.slots.get_mut(idx) {
-            Some(Slot::Head(conn) | Slot::Body(conn) | Slot::Sending(conn, _)) => {
-                conn.unread = true
-            }
+            Some(
+                Slot::Head(conn) | Slot::Proxy(conn) | Slot::Body(conn) | Slot::Sending(conn, _),
+            ) => conn.unread = true,
             Some(Slot::Lent(lent)) => lent.unread = true,
             Some(Slot::Parked(desk)) => desk.mark_unread(),
             _ => {}
@@ -1202,6 +1294,12 @@ impl Loop {
     fn answer_and_close(&mut self, idx: usize, status: u16, reason: &str) {
         let mut conn = match std::mem::replace(&mut self.slots[idx], Slot::Free) {
             Slot::Head(conn) | Slot::Body(conn) => conn,
+            // Not speaking HTTP yet: closed without an answer.
+            proxy @ Slot::Proxy(_) => {
+                self.slots[idx] = proxy;
+                self.close(idx);
+                return;
+            }
             other => {
                 self.slots[idx] = other;
                 return;
@@ -1242,7 +1340,7 @@ impl Loop {
         // Dropping the socket closes it, which also removes it from the
         // epoll set.
         match std::mem::replace(&mut self.slots[idx], Slot::Free) {
-            Slot::Head(mut conn) => self.uncount_head(&mut conn),
+            Slot::Head(mut conn) | Slot::Proxy(mut conn) => self.uncount_head(&mut conn),
             Slot::Parked(mut desk) => {
                 // Its iterator must still be closed on its thread: it goes
                 // back there, marked gone.
@@ -1265,6 +1363,7 @@ impl Loop {
         let (body_rule, send_rule) = (cfg.body_rule(), cfg.send_rule());
         let mut expired = Vec::new();
         let mut slow_heads = Vec::new();
+        let mut slow_proxies = Vec::new();
         let mut slow_bodies = Vec::new();
         let mut slow_readers = Vec::new();
         let (mut queued, mut bodies) = (0, 0);
@@ -1286,6 +1385,25 @@ impl Loop {
                             expired.push(idx);
                         } else {
                             slow_heads.push(idx);
+                        }
+                    }
+                }
+                Slot::Proxy(conn) => {
+                    // As a head (a PROXY header is the start of one), and
+                    // while stopping as an idle connection if nothing came.
+                    let (since, limit) = match self.stopped_at {
+                        Some(at) if conn.buf.is_empty() => {
+                            (conn.since.max(at), cfg.keep_alive.min(STOP_GRACE))
+                        }
+                        _ => (conn.since, cfg.header_timeout),
+                    };
+                    if now.duration_since(since) >= limit {
+                        // One that sent nothing goes quietly, as an idle
+                        // connection does.
+                        if conn.buf.is_empty() {
+                            expired.push(idx);
+                        } else {
+                            slow_proxies.push(idx);
                         }
                     }
                 }
@@ -1335,6 +1453,16 @@ impl Loop {
                 );
             }
             self.answer_and_close(idx, 408, "Request Timeout");
+        }
+        for idx in slow_proxies {
+            if let Some(Slot::Proxy(conn)) = self.slots.get(idx) {
+                tracing::info!(
+                    peer = %conn.peer,
+                    received = conn.buf.len(),
+                    "no whole PROXY header within --header-timeout; closed"
+                );
+            }
+            self.close(idx);
         }
         for idx in slow_bodies {
             if let Some(Slot::Body(conn)) = self.slots.get(idx) {

@@ -17,7 +17,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 pub use claim::{Claim, Stint};
-pub use config::{Config, Shared};
+pub use config::{Config, ProxyProtocol, Shared};
 
 /// How the server stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,10 +24,13 @@ use std::time::Instant;
 use abi::ffi::{nwsgi_body, nwsgi_header, nwsgi_str};
 
 use crate::gateway::api::HOST_API;
-use crate::gateway::environ::{percent_decode, EnvironParts, HeaderMap, HostEnviron, PeerText};
+use crate::gateway::environ::{
+    percent_decode, ClientText, EnvironParts, HeaderMap, HostEnviron, PeerText,
+};
 use crate::gateway::exchange::{self, Client, Exchange, Gone, Pulled, Wait};
 use crate::http1::body::{body_end, BodyError, BodyReader, BodySource, Decode};
 use crate::http1::error::HttpError;
+use crate::http1::forwarded::{self, Scheme};
 use crate::http1::head::parse_request;
 use crate::http1::memo::HeadMemo;
 use crate::http1::parse::{Field, Framing, Version};
@@ -36,7 +39,7 @@ use crate::net::transport::{Ready, Transport};
 use crate::runtime::access_log::Entry;
 use crate::runtime::claim::Stint;
 use crate::runtime::config::Shared;
-use crate::runtime::conn::{line_text, release_buffer, Ahead, Conn, Pending};
+use crate::runtime::conn::{line_text, release_buffer, Ahead, Conn, Forwarding, Pending};
 use crate::runtime::intake::{Intake, DISCARD_MAX};
 use crate::runtime::rate::{Rate, Stall};
 use crate::runtime::scoreboard::ThreadSlot;
@@ -114,6 +117,8 @@ pub struct Desk {
     path: Vec<u8>,
     /// The peer's address as text (re-formatted only when it changes).
     peer: PeerText,
+    /// The client a trusted proxy named for the current request, as text.
+    client: ClientText,
     input: Input,
     /// The app's body iterator, while one is open.
     iter: Option<nwsgi_body>,
@@ -153,6 +158,7 @@ impl Desk {
             headers: Vec::with_capacity(32),
             path: Vec::new(),
             peer: PeerText::default(),
+            client: ClientText::default(),
             input: Input::Empty,
             iter: None,
             start: 0,
@@ -409,6 +415,7 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         headers,
         path,
         peer,
+        client,
         input,
         iter,
         start,
@@ -521,6 +528,28 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
                     underscores: config.header_map == HeaderMap::Dangerous,
                 },
             );
+        }
+        // A trusted proxy's word on who the client is and how it came:
+        // one comparison for any other peer, a look at the name lengths
+        // for a proxy's request that carries no forwarding header.
+        let mut scheme = conn.scheme;
+        if conn.forwarding == Forwarding::Believed {
+            let trusted = |ip| config.forwarded_allow.contains(ip);
+            if let Some(said) = forwarded::reported(head.headers, trusted) {
+                if let Some(why) = said.ignored {
+                    tracing::debug!(peer = %conn.peer, "forwarding header not believed: {why}");
+                }
+                if let Some((ip, port)) = said.client {
+                    client.set(ip, port);
+                    // SAFETY: the client text is in this desk, refilled
+                    // only for the next request.
+                    unsafe { env.set_client(client) };
+                }
+                scheme = said.scheme.unwrap_or(scheme);
+            }
+        }
+        if scheme != Scheme::Http {
+            env.set_scheme(scheme);
         }
         let keep_alive = head.keep_alive
             && config.keep_alive_enabled()
