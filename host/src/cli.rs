@@ -23,8 +23,10 @@ pub struct Cli {
 pub enum Command {
     /// Load a plugin and serve it.
     Serve(Box<ServeArgs>),
-    /// Load and validate a plugin, print its ABI version and flags, warn of a panic=abort build; serve nothing.
+    /// Load and validate a plugin, print its ABI version and flags, warn of a panic=abort build; serve nothing. With -c, validate the config file first (and check its plugin if none is named).
     Check(CheckArgs),
+    /// Print the effective settings of `host serve` with these arguments (a config file, HOST_ARGS, $PORT, flags), each with where its value came from.
+    Config(Box<ServeArgs>),
     /// Swap in the plugin file's current build (SIGHUP to the master) and wait for the outcome.
     Reload(ControlArgs),
     /// Stop the server gracefully (SIGTERM to the master) and wait until it exits.
@@ -57,14 +59,22 @@ pub struct StatusArgs {
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
-    /// The plugin: PATH[:SYMBOL] (the symbol defaults to `app`).
-    pub plugin: String,
+    /// The plugin: PATH[:SYMBOL] (the symbol defaults to `app`); with -c, the file's `plugin` if omitted.
+    pub plugin: Option<String>,
+
+    /// A config file to validate, as `host serve -c FILE` would read it.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// The plugin: PATH[:SYMBOL] (the symbol defaults to `app`).
-    pub plugin: String,
+    /// The plugin: PATH[:SYMBOL] (the symbol defaults to `app`); or `plugin` in the config file.
+    pub plugin: Option<String>,
+
+    /// A TOML file of settings, one key per flag (`workers = 4`); flags and HOST_ARGS override it, and HUP re-reads it.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
 
     /// Address to listen on, HOST:PORT (repeatable).
     #[arg(
@@ -158,7 +168,11 @@ pub struct ServeArgs {
     pub body_buffer_size: u64,
 
     /// Directory for the temporary files of large request bodies (default: $TMPDIR, else /tmp).
-    #[arg(long = "body-temp-dir", value_name = "DIR")]
+    #[arg(
+        long = "body-temp-dir",
+        value_name = "DIR",
+        conflicts_with = "no_request_buffering"
+    )]
     pub body_temp_dir: Option<std::path::PathBuf>,
 
     /// Hand request bodies to the app as they arrive instead of reading them whole first (the app thread then waits on the client).

@@ -1,14 +1,16 @@
 //! `host`: the command line around the serving core in `lib.rs`.
 mod cli;
 mod hints;
+mod settings;
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use abi::ffi::{NWSGI_ABI_MAJOR, NWSGI_ABI_MINOR};
 use clap::Parser;
-use tracing::level_filters::LevelFilter;
 
 use host::gateway::build::{self, PanicStrategy};
 use host::gateway::environ::HeaderMap;
@@ -17,19 +19,37 @@ use host::http1::parse;
 use host::net::listener::listen;
 use host::runtime::{access_log, Config, ProxyProtocol};
 use host::supervisor::control::{self, Pidfile, Remote};
-use host::supervisor::master::{Master, MasterConfig};
+use host::supervisor::master::{Master, MasterConfig, Reread};
 use host::supervisor::staging;
 
 use crate::cli::{CheckArgs, Cli, Command, ControlArgs, LogLevel, ServeArgs, StatusArgs};
+use crate::settings::Settings;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    // `host serve` and `host config` read their settings from every source
+    // (settings.rs), starting from the arguments after the subcommand (the
+    // first argument: `host` takes no options of its own).
+    let after_subcommand: Vec<OsString> = std::env::args_os().skip(2).collect();
     let result = match cli.command {
-        Command::Serve(args) => serve(*args),
-        Command::Check(args) => check(args),
+        Command::Serve(_) => match load_settings(&after_subcommand) {
+            Ok(settings) => match settings.plugin() {
+                Ok(_) => serve(settings, after_subcommand),
+                Err(e) => return settings_error(e),
+            },
+            Err(code) => return code,
+        },
+        Command::Config(_) => match load_settings(&after_subcommand) {
+            Ok(settings) => {
+                print!("{}", settings.render());
+                Ok(())
+            }
+            Err(code) => return code,
+        },
+        Command::Check(args) => return check(args),
         Command::Reload(args) => reload(args),
         Command::Stop(args) => stop(args),
         Command::Status(args) => status(args),
@@ -76,8 +96,57 @@ fn usage_error(e: clap::Error) -> ExitCode {
     }
 }
 
-fn check(args: CheckArgs) -> Result<(), String> {
-    let spec = PluginSpec::parse(&args.plugin);
+/// The settings, or the exit status of why not (2, as any usage error, after
+/// one line naming the file, line and key, or `$HOST_ARGS`).
+fn load_settings(cli: &[OsString]) -> Result<Settings, ExitCode> {
+    let settings = Settings::load(cli).map_err(settings_error)?;
+    Ok(settings)
+}
+
+fn settings_error(e: settings::Error) -> ExitCode {
+    match e {
+        settings::Error::Usage(e) => usage_error(e),
+        settings::Error::Invalid(why) => {
+            eprintln!("error: {why}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `host check [-c FILE] [PLUGIN]`: the whole config file first, as `host
+/// serve -c FILE` would take it (exit 2 if it cannot), then the plugin
+/// named, else the file's.
+fn check(args: CheckArgs) -> ExitCode {
+    let plugin = match (&args.config, args.plugin) {
+        (Some(path), plugin) => {
+            let cli = [OsString::from("-c"), path.clone().into_os_string()];
+            let settings = match load_settings(&cli) {
+                Ok(settings) => settings,
+                Err(code) => return code,
+            };
+            println!("config: {} (valid)", path.display());
+            match plugin.map_or_else(|| settings.plugin().map(str::to_string), Ok) {
+                Ok(plugin) => plugin,
+                Err(e) => return settings_error(e),
+            }
+        }
+        (None, Some(plugin)) => plugin,
+        (None, None) => {
+            eprintln!("error: name a plugin (host check PATH[:SYMBOL]) or a config file that names one (-c FILE)");
+            return ExitCode::from(2);
+        }
+    };
+    match check_plugin(&plugin) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_plugin(plugin: &str) -> Result<(), String> {
+    let spec = PluginSpec::parse(plugin);
     let plugin = Plugin::load(&spec).map_err(|e| e.to_string())?;
     let bytes = std::fs::read(&spec.path)
         .map_err(|e| format!("cannot read plugin {}: {e}", spec.path.display()))?;
@@ -102,7 +171,10 @@ fn check(args: CheckArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn serve(args: ServeArgs) -> Result<(), String> {
+/// `host serve`: binds, starts the master and serves until stopped. With a
+/// config file, HUP re-reads it (`reread_settings`).
+fn serve(settings: Settings, cli: Vec<OsString>) -> Result<(), String> {
+    let args = &settings.args;
     init_logging(args.log_level);
     match host::net::raise_fd_limit() {
         Ok(n) => tracing::debug!("open files limit: {n}"),
@@ -112,6 +184,67 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     for b in &args.bind {
         addrs.extend(cli::resolve_bind(b)?);
     }
+    let mut config = plan(&settings)?;
+    // Before binding: a second master given the same pidfile is refused
+    // before it takes an address or starts a worker.
+    config.pidfile = args.pidfile.as_deref().map(Pidfile::lock).transpose()?;
+    let listeners = addrs
+        .iter()
+        .map(|addr| listen(*addr, args.backlog).map_err(|e| format!("cannot bind {addr}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    tracing::debug!(
+        "forwarding headers believed from: {}",
+        config.server.forwarded_allow
+    );
+    if let ProxyProtocol::From(peers) = &config.server.proxy_protocol {
+        tracing::info!("a PROXY protocol header is expected from: {peers}");
+    }
+    if let Some(path) = &settings.file {
+        tracing::info!("settings from {} (HUP re-reads it)", path.display());
+        config.reread = Some(reread_settings(settings.entries, cli));
+    }
+    let master = Master::start(config, listeners)?;
+    master.run()
+}
+
+/// What HUP does with a config file: reads the settings again from every
+/// source (the file anew; the command line and the environment as at
+/// start), checks them as a start would, and tells the master what changed.
+/// The master runs no plugin code, and none runs here.
+fn reread_settings(
+    mut before: Vec<settings::Entry>,
+    cli: Vec<OsString>,
+) -> Box<dyn FnMut() -> Result<Reread, String>> {
+    Box::new(move || {
+        let settings = Settings::load(&cli).map_err(|e| e.to_string())?;
+        let config = plan(&settings)?;
+        let (live, fixed) = settings::changes(&before, &settings.entries);
+        if let Some(set_level) = LOG_LEVEL.get() {
+            set_level(settings.args.log_level);
+        }
+        // What runs: a setting that waits for a restart keeps its running
+        // value, so the next HUP names it again.
+        before = settings
+            .entries
+            .into_iter()
+            .map(|e| match before.iter().find(|b| b.key == e.key) {
+                Some(running) if fixed.contains(&e.key) => running.clone(),
+                _ => e,
+            })
+            .collect();
+        Ok(Reread {
+            config,
+            live,
+            fixed,
+        })
+    })
+}
+
+/// What the master and its workers are told, from the settings: checked as
+/// far as can be without binding or loading the plugin. No pidfile yet.
+fn plan(settings: &Settings) -> Result<MasterConfig, String> {
+    let args: &ServeArgs = &settings.args;
+    let plugin = settings.plugin().map_err(|e| e.to_string())?;
     if let Some(path) = &args.access_logfile {
         // Workers open it; opening it here first makes a bad path a
         // start-up error rather than a worker that cannot boot.
@@ -130,14 +263,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             body_temp_dir.display()
         )
     })?;
-    let spec = PluginSpec::parse(&args.plugin);
-    // Before binding: a second master given the same pidfile is refused
-    // before it takes an address or starts a worker.
-    let pidfile = args.pidfile.as_deref().map(Pidfile::lock).transpose()?;
-    let listeners = addrs
-        .iter()
-        .map(|addr| listen(*addr, args.backlog).map_err(|e| format!("cannot bind {addr}: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
+    let spec = PluginSpec::parse(plugin);
     let server = Config {
         threads: args.threads as usize,
         keep_alive: Duration::from_secs(args.keep_alive),
@@ -170,32 +296,22 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             ProxyProtocol::Off
         },
     };
-    tracing::debug!(
-        "forwarding headers believed from: {}",
-        server.forwarded_allow
-    );
-    if let ProxyProtocol::From(peers) = &server.proxy_protocol {
-        tracing::info!("a PROXY protocol header is expected from: {peers}");
-    }
-    let master = Master::start(
-        MasterConfig {
-            original: spec.path,
-            symbol: spec.symbol,
-            workers: args.workers as usize,
-            timeout: Duration::from_secs(args.timeout),
-            graceful_timeout: Duration::from_secs(args.graceful_timeout),
-            max_requests: args.max_requests,
-            max_requests_jitter: args.max_requests_jitter,
-            watch: args.reload,
-            settle: Duration::from_secs(args.settle_period),
-            pidfile,
-            app_args: args.app_arg,
-            access_log: args.access_logfile,
-            server,
-        },
-        listeners,
-    )?;
-    master.run()
+    Ok(MasterConfig {
+        original: spec.path,
+        symbol: spec.symbol,
+        workers: args.workers as usize,
+        timeout: Duration::from_secs(args.timeout),
+        graceful_timeout: Duration::from_secs(args.graceful_timeout),
+        max_requests: args.max_requests,
+        max_requests_jitter: args.max_requests_jitter,
+        watch: args.reload,
+        settle: Duration::from_secs(args.settle_period),
+        pidfile: None,
+        app_args: args.app_arg.clone(),
+        access_log: args.access_logfile.clone(),
+        server,
+        reread: None,
+    })
 }
 
 /// `host reload -p FILE`: HUP the master, then wait for the outcome it
@@ -263,30 +379,35 @@ fn status(args: StatusArgs) -> Result<(), String> {
     }
 }
 
+/// Changes the log level of the running process (HUP with a new
+/// `log-level`); workers forked after it inherit the new level.
+type SetLevel = Box<dyn Fn(LogLevel) + Send + Sync>;
+static LOG_LEVEL: OnceLock<SetLevel> = OnceLock::new();
+
 fn init_logging(level: LogLevel) {
-    let filter = match level {
-        LogLevel::Debug => LevelFilter::DEBUG,
-        LogLevel::Info => LevelFilter::INFO,
-        LogLevel::Warning => LevelFilter::WARN,
-        LogLevel::Error => LevelFilter::ERROR,
-        // Only what costs service (`host::critical!`); startup errors are
-        // printed whatever the level.
-        LogLevel::Critical => {
-            tracing_subscriber::fmt()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_env_filter(tracing_subscriber::EnvFilter::new(
-                    "off,host::critical=error",
-                ))
-                .with_target(false)
-                .init();
-            return;
-        }
-    };
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_max_level(filter)
+        .with_env_filter(log_filter(level))
         .with_target(false)
-        .init();
+        .with_filter_reloading();
+    let handle = builder.reload_handle();
+    builder.init();
+    let _ = LOG_LEVEL.set(Box::new(move |level| {
+        if let Err(e) = handle.reload(log_filter(level)) {
+            tracing::warn!("cannot change the log level: {e}");
+        }
+    }));
+}
+
+fn log_filter(level: LogLevel) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::new(match level {
+        LogLevel::Debug => "debug",
+        LogLevel::Info => "info",
+        LogLevel::Warning => "warn",
+        LogLevel::Error => "error",
+        // Only what costs service (`host::critical!`); startup errors are
+        // printed whatever the level.
+        LogLevel::Critical => "off,host::critical=error",
+    })
 }

@@ -84,6 +84,24 @@ pub struct MasterConfig {
     pub app_args: Vec<(String, String)>,
     pub access_log: Option<String>,
     pub server: Config,
+    /// HUP re-reads the settings with it (a config file, `-c`), before the
+    /// rolling reload that applies them; an Err is one line naming the
+    /// file, line and key, and then nothing changes.
+    pub reread: Option<Box<dyn FnMut() -> Result<Reread, String>>>,
+}
+
+/// Settings a HUP read again (`MasterConfig::reread`).
+pub struct Reread {
+    /// What to serve with from now on: its plugin, worker count, timeouts,
+    /// limits, app args and server `Config` are taken; the rest (the
+    /// pidfile, `--reload`) stays as at start.
+    pub config: MasterConfig,
+    /// The settings that changed and take effect through this reload.
+    pub live: Vec<String>,
+    /// The settings that changed but cannot while the server runs
+    /// (binds, the pidfile...): named in the log and in `host reload`'s
+    /// answer, applied at the next start.
+    pub fixed: Vec<String>,
 }
 
 /// A worker as the master sees it.
@@ -191,6 +209,9 @@ pub struct Master {
     next_watch: Instant,
     /// A reload was asked for while a canary was booting.
     reload_queued: bool,
+    /// Said with the next reload outcome: settings a HUP read that wait
+    /// for a restart.
+    reload_note: Option<String>,
     /// The pidfile, the control board and files (`control`), with `-p`.
     control: Option<Control>,
     /// What the status says now.
@@ -265,6 +286,7 @@ impl Master {
             changed: None,
             next_watch: now + WATCH_EVERY,
             reload_queued: false,
+            reload_note: None,
             control,
             last_status: String::new(),
             flags,
@@ -458,8 +480,68 @@ impl Master {
             tracing::info!("HUP ignored: the server is stopping");
             return;
         }
+        if let Some(reread) = self.cfg.reread.as_mut() {
+            match reread() {
+                Ok(update) => self.apply_settings(update),
+                Err(why) => {
+                    crate::critical!(
+                        "HUP: {why}; the settings in force stay, and build {} keeps serving",
+                        self.current.short()
+                    );
+                    self.report_reload(false, &why);
+                    return;
+                }
+            }
+        }
         tracing::info!("HUP: reloading {}", self.cfg.original.display());
         self.reload();
+    }
+
+    /// Takes what can change live from settings a HUP read again; the
+    /// rolling reload that follows gives every new worker the new `Config`
+    /// and app args, and the worker count changes as with TTIN/TTOU.
+    fn apply_settings(&mut self, update: Reread) {
+        let Reread {
+            config: new,
+            mut live,
+            mut fixed,
+        } = update;
+        // The scoreboard was sized for --threads at start.
+        let most = self.board.threads_per_worker() - 1;
+        let mut server = new.server;
+        if server.threads > most {
+            live.retain(|k| k != "threads");
+            fixed.push(format!(
+                "threads (above the {most} the server started with)"
+            ));
+            server.threads = self.cfg.server.threads;
+        }
+        let cfg = &mut self.cfg;
+        cfg.original = new.original;
+        cfg.symbol = new.symbol;
+        cfg.workers = new.workers;
+        cfg.timeout = new.timeout;
+        cfg.graceful_timeout = new.graceful_timeout;
+        cfg.max_requests = new.max_requests;
+        cfg.max_requests_jitter = new.max_requests_jitter;
+        cfg.settle = new.settle;
+        cfg.app_args = new.app_args;
+        cfg.access_log = new.access_log;
+        cfg.server = server;
+        self.target = self.cfg.workers.clamp(1, MAX_WORKERS / 2);
+        if live.is_empty() {
+            tracing::info!("HUP: no setting that applies live changed");
+        } else {
+            tracing::info!("HUP: settings changed: {}", live.join(", "));
+        }
+        self.reload_note = None;
+        if !fixed.is_empty() {
+            let list = fixed.join(", ");
+            tracing::warn!(
+                "HUP: {list} changed but cannot while the server runs; the running value stays until a restart"
+            );
+            self.reload_note = Some(format!("not applied until a restart: {list}"));
+        }
     }
 
     fn handle_ttin(&mut self) {
@@ -719,8 +801,12 @@ impl Master {
 
     /// Tells a waiting `host reload` how the last reload went.
     fn report_reload(&mut self, ok: bool, text: &str) {
+        let text = match self.reload_note.take() {
+            Some(note) => format!("{text}; {note}"),
+            None => text.to_string(),
+        };
         if let Some(control) = &mut self.control {
-            control.report_reload(ok, text);
+            control.report_reload(ok, &text);
         }
     }
 
