@@ -27,6 +27,8 @@ pub fn plugin_spec(path: &Path, symbol: &str) -> String {
 fn host_command() -> Command {
     let mut cmd = Command::new(artifacts::host());
     cmd.env_remove("RUST_LOG")
+        .env_remove("HOST_ARGS")
+        .env_remove("PORT")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -155,16 +157,28 @@ fn strip_ansi(s: &str) -> String {
 /// Starts `host serve <plugin>`; see [`Serve`].
 pub fn serve(plugin: impl AsRef<OsStr>) -> Serve {
     Serve {
-        plugin: plugin.as_ref().to_owned(),
+        plugin: Some(plugin.as_ref().to_owned()),
         binds: Vec::new(),
         args: Vec::new(),
         envs: Vec::new(),
     }
 }
 
+/// Starts `host serve -c FILE`: the plugin and binds come from the file
+/// (a bind of port 0 there is logged with the port it got).
+pub fn serve_config(config: &Path) -> Serve {
+    Serve {
+        plugin: None,
+        binds: Vec::new(),
+        args: vec!["-c".into(), config.as_os_str().to_owned()],
+        envs: Vec::new(),
+    }
+}
+
 /// The command line of a `host serve` about to start.
 pub struct Serve {
-    plugin: OsString,
+    /// None: the config file names it, and the binds too.
+    plugin: Option<OsString>,
     binds: Vec<String>,
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
@@ -227,9 +241,12 @@ impl Serve {
     /// Starts the process without waiting for anything.
     pub fn spawn(self) -> Server {
         let mut cmd = host_command();
-        cmd.arg("serve").arg(&self.plugin);
-        if self.binds.is_empty() {
-            cmd.args(["-b", "127.0.0.1:0"]);
+        cmd.arg("serve");
+        if let Some(plugin) = &self.plugin {
+            cmd.arg(plugin);
+            if self.binds.is_empty() {
+                cmd.args(["-b", "127.0.0.1:0"]);
+            }
         }
         for bind in &self.binds {
             cmd.args(["-b", bind]);
@@ -405,8 +422,20 @@ pub fn run<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(args: I) -> Finished {
 
 /// [`run`] with `dir` as the working directory.
 pub fn run_in<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(dir: &Path, args: I) -> Finished {
+    run_env(dir, &[], args)
+}
+
+/// [`run_in`] with these environment variables set.
+pub fn run_env<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(
+    dir: &Path,
+    envs: &[(&str, &str)],
+    args: I,
+) -> Finished {
     let mut cmd = host_command();
-    cmd.args(args).current_dir(dir).process_group(0);
+    cmd.args(args)
+        .envs(envs.iter().copied())
+        .current_dir(dir)
+        .process_group(0);
     let started = Instant::now();
     let mut child = cmd.spawn().expect("spawning the host");
     let stdout = Output::collect(child.stdout.take().expect("piped stdout"));
