@@ -29,7 +29,7 @@ const GUNICORN: &[(&str, &str)] = &[
     ("-n --name", "no process title setting: host status -p PIDFILE names each worker's build and generation"),
     ("--pythonpath --paste --paste-global --wsgi-app", "the app is a shared library: host serve ./libapp.so[:SYMBOL]"),
     ("--spew", "no tracing of every line: use --log-level debug, or a debugger on a worker"),
-    ("--check-config", "use host check PLUGIN (loads and validates the plugin without serving)"),
+    ("--check-config", "use host check -c FILE (validates the config file, then loads its plugin without serving) or host check PLUGIN"),
     ("--keyfile --certfile --ssl-version --cert-reqs --ca-certs --ciphers --do-handshake-on-connect --suppress-ragged-eofs", "TLS is not built in yet: terminate it in a proxy in front (nginx, HAProxy)"),
     ("--strip-header-spaces", "never: whitespace before a header's colon is refused with 400 (RFC 9112 section 5.1 requires it)"),
     ("--permit-unconventional-http-method --permit-unconventional-http-version --casefold-http-method", "host follows RFC 9110/9112 strictly: any token is a method, as received; HTTP/1.x only"),
@@ -37,8 +37,13 @@ const GUNICORN: &[(&str, &str)] = &[
     ("-u --user -g --group -m --umask --initgroups --chdir", "not supported yet: start host as the user it should run as"),
     ("--reuse-port", "not supported yet: workers share the master's listening socket"),
     ("--no-sendfile", "host does not use sendfile: responses come from the app's buffers"),
-    ("-c --config", "no config file yet: every setting is a flag"),
-    ("--disable-redirect-access-to-syslog --print-config", "not supported"),
+    ("--print-config", "use host config [-c FILE] [flags]: every setting in effect, and where it came from"),
+    ("--disable-redirect-access-to-syslog", "not supported"),
+    // gunicorn's config-file names where they differ from its flags (a key
+    // of `host`'s file is the flag's name).
+    ("--accesslog", "in a config file the key is access-logfile"),
+    ("--pidfile", "in a config file the key is pid"),
+    ("--errorlog", "the error log goes to stderr: redirect it, or let systemd's journal take it"),
 ];
 
 #[cfg(test)]
@@ -54,5 +59,6 @@ mod tests {
             .contains("--body-temp-dir"));
         assert_eq!(for_flag("--frobnicate"), None);
         assert_eq!(for_flag("--work"), None);
+        assert!(for_flag("--pidfile").unwrap().contains("key is pid"));
     }
 }
