@@ -161,6 +161,10 @@ fn a_bad_file_is_one_line_naming_file_line_and_key() {
         ("workers = \"4\"\n", "bad.toml:1: key 'workers': expected an integer, found a string"),
         ("reload = 1\n", "bad.toml:1: key 'reload': expected true or false, found an integer"),
         ("bind = 8000\n", "bad.toml:1: key 'bind': expected a string"),
+        (
+            "[app-arg]\na = \"x\"\nb = [1]\n",
+            "bad.toml:3: key 'app-arg.b': expected a string, found an array",
+        ),
         ("workers = 0\n", "bad.toml:1: key 'workers': invalid value '0'"),
         ("log_level = \"loud\"\n", "bad.toml:1: key 'log_level': invalid value 'loud'"),
         ("config = \"other.toml\"\n", "bad.toml:1: key 'config': a config file cannot name another"),

@@ -483,8 +483,14 @@ fn read_file(
                 unknown_key(serve, name)
             )));
         };
-        let values = file_values(arg, value.get_ref())
-            .map_err(|why| Error::Invalid(format!("{at}: {why}")))?;
+        let values = file_values(arg, value.get_ref()).map_err(|e| match e {
+            // An entry of a table (`[app-arg]`): its own line and key.
+            Bad::Entry(offset, inner, why) => Error::Invalid(format!(
+                "{file}:{}: key '{name}.{inner}': {why}",
+                line_of(&text, offset)
+            )),
+            Bad::Value(why) => Error::Invalid(format!("{at}: {why}")),
+        })?;
         let tokens = match values {
             Values::Switch(true) => vec![OsString::from(format!(
                 "--{}",
@@ -509,12 +515,25 @@ enum Values {
     Some(Vec<String>),
 }
 
-fn file_values(arg: &Arg, value: &DeValue<'_>) -> Result<Values, String> {
+/// Why a key's value is refused.
+enum Bad {
+    Value(String),
+    /// An entry of its table: (its offset in the file, its key, why).
+    Entry(usize, String, String),
+}
+
+impl From<String> for Bad {
+    fn from(why: String) -> Bad {
+        Bad::Value(why)
+    }
+}
+
+fn file_values(arg: &Arg, value: &DeValue<'_>) -> Result<Values, Bad> {
     if is_switch(arg) {
         return value
             .as_bool()
             .map(Values::Switch)
-            .ok_or_else(|| format!("expected true or false, found {}", a_type(value)));
+            .ok_or_else(|| Bad::Value(format!("expected true or false, found {}", a_type(value))));
     }
     let kind = kind_of(arg);
     if is_list(arg) {
@@ -523,7 +542,8 @@ fn file_values(arg: &Arg, value: &DeValue<'_>) -> Result<Values, String> {
                 .iter()
                 .map(|item| scalar(kind, item.get_ref()))
                 .collect::<Result<_, _>>()
-                .map(Values::Some);
+                .map(Values::Some)
+                .map_err(Bad::Value);
         }
         let pairs = arg
             .get_value_names()
@@ -532,32 +552,34 @@ fn file_values(arg: &Arg, value: &DeValue<'_>) -> Result<Values, String> {
             return table
                 .iter()
                 .map(|(k, v)| {
-                    let k: &str = k.get_ref();
+                    let name: &str = k.get_ref();
                     scalar_text(v.get_ref())
-                        .map(|v| format!("{k}={v}"))
+                        .map(|v| format!("{name}={v}"))
                         .ok_or_else(|| {
-                            format!("'{k}': expected a string, found {}", a_type(v.get_ref()))
+                            let why = format!("expected a string, found {}", a_type(v.get_ref()));
+                            Bad::Entry(k.span().start, name.to_string(), why)
                         })
                 })
                 .collect::<Result<_, _>>()
                 .map(Values::Some);
         }
+        let what = if pairs {
+            ", an array of them or a table"
+        } else {
+            " or an array of them"
+        };
+        let why = || {
+            format!(
+                "expected {}{what}, found {}",
+                kind_name(kind),
+                a_type(value)
+            )
+        };
         return scalar(kind, value)
             .map(|v| Values::Some(vec![v]))
-            .map_err(|_| {
-                let what = if pairs {
-                    ", an array of them or a table"
-                } else {
-                    " or an array of them"
-                };
-                format!(
-                    "expected {}{what}, found {}",
-                    kind_name(kind),
-                    a_type(value)
-                )
-            });
+            .map_err(|_| Bad::Value(why()));
     }
-    scalar(kind, value).map(|v| Values::Some(vec![v]))
+    Ok(Values::Some(vec![scalar(kind, value)?]))
 }
 
 /// One value of the given kind, as the flag's text.
