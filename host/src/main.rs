@@ -14,7 +14,7 @@ use host::gateway::build::{self, PanicStrategy};
 use host::gateway::environ::HeaderMap;
 use host::gateway::plugin::{Plugin, PluginSpec};
 use host::http1::parse;
-use host::net::listener::listen;
+use host::net::listener::{self, BindOptions};
 use host::runtime::{access_log, Config, ProxyProtocol};
 use host::supervisor::control::{self, Pidfile, Remote};
 use host::supervisor::master::{Master, MasterConfig};
@@ -108,10 +108,6 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         Ok(n) => tracing::debug!("open files limit: {n}"),
         Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
     }
-    let mut addrs = Vec::new();
-    for b in &args.bind {
-        addrs.extend(cli::resolve_bind(b)?);
-    }
     if let Some(path) = &args.access_logfile {
         // Workers open it; opening it here first makes a bad path a
         // start-up error rather than a worker that cannot boot.
@@ -134,10 +130,18 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     // Before binding: a second master given the same pidfile is refused
     // before it takes an address or starts a worker.
     let pidfile = args.pidfile.as_deref().map(Pidfile::lock).transpose()?;
-    let listeners = addrs
-        .iter()
-        .map(|addr| listen(*addr, args.backlog).map_err(|e| format!("cannot bind {addr}: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(mask) = args.umask {
+        host::supervisor::process::set_umask(mask);
+    }
+    let bound = listener::open(
+        &args.bind,
+        &BindOptions {
+            backlog: args.backlog,
+            reuse_port: args.reuse_port,
+            mode: args.bind_mode,
+            owner: None,
+        },
+    )?;
     let server = Config {
         threads: args.threads as usize,
         keep_alive: Duration::from_secs(args.keep_alive),
@@ -193,7 +197,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             access_log: args.access_logfile,
             server,
         },
-        listeners,
+        bound,
     )?;
     master.run()
 }

@@ -25,7 +25,12 @@ pub fn plugin_spec(path: &Path, symbol: &str) -> String {
 
 /// A `host` command with an environment that cannot change what it logs.
 fn host_command() -> Command {
-    let mut cmd = Command::new(artifacts::host());
+    command(artifacts::host())
+}
+
+/// `program` with an environment that cannot change what the host logs.
+fn command(program: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new(program);
     cmd.env_remove("RUST_LOG")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -159,8 +164,14 @@ pub fn serve(plugin: impl AsRef<OsStr>) -> Serve {
         binds: Vec::new(),
         args: Vec::new(),
         envs: Vec::new(),
+        launcher: None,
+        setup: None,
+        default_bind: true,
     }
 }
+
+/// A change to the command before it spawns.
+type Setup = Box<dyn FnOnce(&mut Command)>;
 
 /// The command line of a `host serve` about to start.
 pub struct Serve {
@@ -168,6 +179,14 @@ pub struct Serve {
     binds: Vec<String>,
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
+    /// A program that runs the host (`systemd-socket-activate -l PATH`):
+    /// its arguments come first, then the host's command line.
+    launcher: Option<Vec<OsString>>,
+    /// Called on the command before it spawns (file descriptors to pass
+    /// with `pre_exec`, say).
+    setup: Option<Setup>,
+    /// Without `-b`, bind `127.0.0.1:0` (unless `no_bind`).
+    default_bind: bool,
 }
 
 impl Serve {
@@ -185,6 +204,31 @@ impl Serve {
     pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Serve {
         self.args
             .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Runs the host through `launcher` (a program and its arguments,
+    /// which executes the host's command line that follows them).
+    pub fn launcher<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, launcher: I) -> Serve {
+        self.launcher = Some(
+            launcher
+                .into_iter()
+                .map(|a| a.as_ref().to_owned())
+                .collect(),
+        );
+        self
+    }
+
+    /// No `-b` at all, not even the default `127.0.0.1:0` (the sockets
+    /// come from elsewhere: socket activation).
+    pub fn no_bind(mut self) -> Serve {
+        self.default_bind = false;
+        self
+    }
+
+    /// Lets the test change the command before it spawns.
+    pub fn setup(mut self, f: impl FnOnce(&mut Command) + 'static) -> Serve {
+        self.setup = Some(Box::new(f));
         self
     }
 
@@ -226,9 +270,16 @@ impl Serve {
 
     /// Starts the process without waiting for anything.
     pub fn spawn(self) -> Server {
-        let mut cmd = host_command();
+        let mut cmd = match &self.launcher {
+            None => host_command(),
+            Some(launcher) => {
+                let mut cmd = command(&launcher[0]);
+                cmd.args(&launcher[1..]).arg(artifacts::host());
+                cmd
+            }
+        };
         cmd.arg("serve").arg(&self.plugin);
-        if self.binds.is_empty() {
+        if self.binds.is_empty() && self.default_bind {
             cmd.args(["-b", "127.0.0.1:0"]);
         }
         for bind in &self.binds {
@@ -236,6 +287,9 @@ impl Serve {
         }
         cmd.args(&self.args);
         cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
+        if let Some(setup) = self.setup {
+            setup(&mut cmd);
+        }
         // Its own process group, so dropping the server also ends any
         // worker processes it forked.
         cmd.process_group(0);

@@ -36,7 +36,6 @@
 //! those workers, never the service.
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,6 +43,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1};
 
+use crate::net::listener::{Bound, Listener, SocketFile};
 use crate::runtime::scoreboard::{now_ms, Scoreboard, WorkerState, MAX_WORKERS};
 use crate::runtime::Config;
 use crate::supervisor::control::{Control, Pidfile};
@@ -156,7 +156,11 @@ const SIGNALS: [i32; 8] = [
 
 pub struct Master {
     cfg: MasterConfig,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
+    /// The unix socket files bound (`-b unix:`): removed when the master
+    /// is dropped, after its last worker exited (never by a worker, which
+    /// does not drop its copy of the master).
+    _socket_files: Vec<SocketFile>,
     board: &'static Scoreboard,
     workers: BTreeMap<i32, Worker>,
     /// The build new workers get.
@@ -205,7 +209,7 @@ impl Master {
     /// Stages the first build, installs the signal handlers and boots the
     /// first worker. An Err is the one-line reason the plugin cannot be
     /// served (the caller exits non-zero with it).
-    pub fn start(mut cfg: MasterConfig, listeners: Vec<TcpListener>) -> Result<Master, String> {
+    pub fn start(mut cfg: MasterConfig, bound: Bound) -> Result<Master, String> {
         // A file size limit (`ulimit -f`) makes a control file's write fail
         // (EFBIG), as a full disk does, instead of killing the master. The
         // workers put the default back.
@@ -246,7 +250,8 @@ impl Master {
         let now = Instant::now();
         let mut master = Master {
             cfg,
-            listeners,
+            listeners: bound.listeners,
+            _socket_files: bound.files,
             board,
             workers: BTreeMap::new(),
             current,
@@ -345,9 +350,7 @@ impl Master {
             std::process::id()
         );
         for l in &self.listeners {
-            if let Ok(addr) = l.local_addr() {
-                tracing::info!("listening on http://{addr}");
-            }
+            tracing::info!("listening on {}", l.describe());
         }
         loop {
             self.wait_for_wake();

@@ -5,5 +5,6 @@
 pub mod control;
 pub mod health;
 pub mod master;
+pub mod process;
 pub mod staging;
 pub mod worker;

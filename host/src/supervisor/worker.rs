@@ -2,11 +2,11 @@
 //! build, runs the plugin's init, reports Ready on the scoreboard and
 //! serves until told to stop. Everything that touches the plugin happens
 //! here, after the fork, so the master never runs plugin code.
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::gateway::plugin::{Plugin, PluginSpec};
+use crate::net::listener::Listener;
 use crate::runtime::access_log::AccessLog;
 use crate::runtime::config::EarlySignals;
 use crate::runtime::scoreboard::{Monitor, Scoreboard, WorkerState};
@@ -47,7 +47,7 @@ pub struct WorkerSpec<'a> {
 /// them, this process no longer holds the port open (a copy left behind
 /// would keep the kernel accepting clients nobody serves, then resetting
 /// them, and keep a restarted master from binding).
-pub fn run(spec: WorkerSpec<'_>, listeners: Vec<TcpListener>) -> ! {
+pub fn run(spec: WorkerSpec<'_>, listeners: Vec<Listener>) -> ! {
     let slot = spec.board.worker(spec.index);
     // A panic must not unwind into the master's frames copied into this
     // process (their destructors would act on the master's resources).
@@ -64,7 +64,7 @@ pub fn run(spec: WorkerSpec<'_>, listeners: Vec<TcpListener>) -> ! {
     std::process::exit(code)
 }
 
-fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: Vec<TcpListener>) -> Result<(), (i32, String)> {
+fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: Vec<Listener>) -> Result<(), (i32, String)> {
     let boot_error = |what: &str, e: std::io::Error| (EXIT_BOOT_ERROR, format!("{what}: {e}"));
     // Ours first, then the master's go: no stop signal falls in between.
     let early_signals =
