@@ -2,15 +2,17 @@
 //! life, stale and live paths), `-b fd://N` (a listening socket inherited
 //! from the parent, and the reasons one that is not is refused), systemd
 //! socket activation (with Debian's `systemd-socket-activate`, which does
-//! exactly what systemd does for a `.socket` unit), and `--reuse-port`.
+//! exactly what systemd does for a `.socket` unit), `--reuse-port`, and
+//! the notifications systemd reads from the master (`NOTIFY_SOCKET`).
 //!
 //! The unix socket client is std's `UnixStream`, speaking the raw bytes
 //! the TCP client helpers speak. Every wait has a deadline.
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -308,4 +310,99 @@ fn reuse_port_lets_two_servers_share_a_port() {
     assert!(third.error_line().contains("in use"), "{third:?}");
     stop(second);
     stop(first);
+}
+
+/// The service manager's end of `NOTIFY_SOCKET`: the datagrams the
+/// master sends, `WATCHDOG=1` pings counted apart.
+struct Manager {
+    socket: UnixDatagram,
+    pings: usize,
+}
+
+impl Manager {
+    fn new(socket: UnixDatagram) -> Manager {
+        socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+        Manager { socket, pings: 0 }
+    }
+
+    /// The next message that is not a watchdog ping (or a bare STATUS=,
+    /// with `skip_status`).
+    fn next(&mut self, skip_status: bool, server: &Server) -> String {
+        let mut buf = [0u8; 4096];
+        loop {
+            let len = self.socket.recv(&mut buf).unwrap_or_else(|e| {
+                panic!(
+                    "no sd_notify message within {TIMEOUT:?} ({e}); log:\n{}",
+                    server.logs()
+                )
+            });
+            let m = String::from_utf8_lossy(&buf[..len]).into_owned();
+            if m == "WATCHDOG=1" {
+                self.pings += 1;
+            } else if !(skip_status && m.starts_with("STATUS=")) {
+                return m;
+            }
+        }
+    }
+}
+
+#[test]
+fn sd_notify_says_ready_reloading_and_stopping_in_order() {
+    // An abstract socket (`@name`), as systemd may hand out.
+    let name = format!("host-binds-notify-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let mut manager = Manager::new(UnixDatagram::bind_addr(&addr).unwrap());
+    let server = server::serve(testapps())
+        .args(["-w", "2"])
+        .env("NOTIFY_SOCKET", format!("@{name}"))
+        // A ping every 150 ms.
+        .env("WATCHDOG_USEC", "300000")
+        .start();
+
+    // Pings and progress (`STATUS=... 1/2 workers ready`) until both
+    // workers booted, then READY=1.
+    let m = manager.next(true, &server);
+    assert!(m.starts_with("READY=1\nSTATUS=serving build "), "{m}");
+    assert!(m.contains("generation 1), 2/2 workers ready"), "{m}");
+
+    server.send_signal("HUP");
+    let m = manager.next(true, &server);
+    let usec = m
+        .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
+        .unwrap_or_else(|| panic!("{m}"));
+    assert!(usec.parse::<u64>().unwrap() > 0, "{m}");
+    // READY=1 again once the reload is decided.
+    let m = manager.next(true, &server);
+    assert!(m.starts_with("READY=1\nSTATUS=serving build "), "{m}");
+    server.wait_for_log("reload", TIMEOUT);
+
+    server.send_signal("TERM");
+    let m = manager.next(true, &server);
+    assert_eq!(m, "STOPPING=1\nSTATUS=stopping gracefully");
+    let logs = stop(server);
+    assert!(
+        manager.pings >= 2,
+        "{} watchdog pings; log:\n{logs}",
+        manager.pings
+    );
+}
+
+#[test]
+fn no_watchdog_pings_for_another_pid() {
+    let dir = TempDir::new("binds-watchdog");
+    let path = dir.join("notify.sock");
+    let mut manager = Manager::new(UnixDatagram::bind(&path).unwrap());
+    let server = server::serve(testapps())
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "20000")
+        .env("WATCHDOG_PID", "1")
+        .start();
+    let m = manager.next(false, &server);
+    assert!(m.starts_with("READY=1"), "{m}");
+    // At one ping per 10 ms, half a second would bring dozens.
+    std::thread::sleep(Duration::from_millis(500));
+    server.send_signal("TERM");
+    assert!(manager.next(true, &server).starts_with("STOPPING=1"));
+    assert_eq!(manager.pings, 0, "the watchdog is another process's");
+    stop(server);
 }

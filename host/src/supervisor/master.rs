@@ -48,6 +48,7 @@ use crate::runtime::scoreboard::{now_ms, Scoreboard, WorkerState, MAX_WORKERS};
 use crate::runtime::Config;
 use crate::supervisor::control::{Control, Pidfile};
 use crate::supervisor::health::{Probation, Slot, Verdict, MIN_UPTIME};
+use crate::supervisor::notify::Notifier;
 use crate::supervisor::staging::{stage, Build};
 use crate::supervisor::worker::{self, WorkerSpec, EXIT_LOAD_ERROR};
 
@@ -199,6 +200,8 @@ pub struct Master {
     control: Option<Control>,
     /// What the status says now.
     last_status: String,
+    /// The service manager (systemd's `NOTIFY_SOCKET`), if one listens.
+    notify: Option<Notifier>,
     flags: Vec<Arc<AtomicBool>>,
     signal_ids: Vec<signal_hook::SigId>,
     wake: std::os::unix::net::UnixStream,
@@ -272,6 +275,8 @@ impl Master {
             reload_queued: false,
             control,
             last_status: String::new(),
+            // Before the first fork: the workers must not inherit it.
+            notify: Notifier::from_env(),
             flags,
             signal_ids,
             wake,
@@ -290,6 +295,7 @@ impl Master {
             .ok_or("cannot start a worker process")?;
         loop {
             self.wait_for_wake();
+            self.feed_watchdog();
             // TERM stays pending: once the worker is up, the main loop stops
             // it gracefully (it may already be answering queued clients; a
             // worker still booting cannot take TERM yet). The master's own
@@ -354,6 +360,7 @@ impl Master {
         }
         loop {
             self.wait_for_wake();
+            self.feed_watchdog();
             self.handle_signals();
             self.reap();
             self.check_boots();
@@ -378,6 +385,7 @@ impl Master {
             self.watch_plugin();
             self.manage_workers();
             self.write_status();
+            self.notify_status();
         }
         // The status and reload files, then the pidfile (still locked).
         self.control = None;
@@ -433,6 +441,9 @@ impl Master {
             return;
         }
         tracing::info!("TERM: stopping gracefully (workers finish in-flight requests)");
+        if let Some(n) = &mut self.notify {
+            n.stopping("stopping gracefully");
+        }
         // An optional delay before closing (so that load balancers, e.g.
         // Kubernetes endpoints, stop sending clients first) would go
         // here: keep serving for it, then close and signal the workers.
@@ -451,6 +462,9 @@ impl Master {
             return;
         }
         tracing::info!("INT/QUIT: stopping now");
+        if let Some(n) = &mut self.notify {
+            n.stopping("stopping now");
+        }
         self.close_listeners();
         self.stopping = Some(Stopping::Fast(Instant::now() + Duration::from_secs(2)));
         self.kill_all(libc::SIGQUIT);
@@ -499,6 +513,9 @@ impl Master {
     // --- reload ---------------------------------------------------------
 
     fn reload(&mut self) {
+        if let Some(n) = &mut self.notify {
+            n.reloading();
+        }
         if let Some(pid) = self.canary {
             // The file may have changed again since that canary's build was
             // staged: stage it again once this one is decided.
@@ -724,6 +741,12 @@ impl Master {
     fn report_reload(&mut self, ok: bool, text: &str) {
         if let Some(control) = &mut self.control {
             control.report_reload(ok, text);
+        }
+        if self.stopping.is_none() {
+            let status = self.summary();
+            if let Some(n) = &mut self.notify {
+                n.reloaded(&status);
+            }
         }
     }
 
@@ -1334,6 +1357,50 @@ impl Master {
             control.set_status(&text);
             self.last_status = text;
         }
+    }
+
+    // --- the service manager ---------------------------------------------
+
+    /// `WATCHDOG=1` when due: the loop is turning.
+    fn feed_watchdog(&mut self) {
+        if let Some(n) = &mut self.notify {
+            n.feed_watchdog(Instant::now());
+        }
+    }
+
+    /// `READY=1` once the first generation is up (every slot of the pool
+    /// has a worker that booted), and `STATUS=` as what serves changes.
+    fn notify_status(&mut self) {
+        if self.notify.is_none() {
+            return;
+        }
+        let ready = self.ready_workers();
+        let status = self.summary();
+        let Some(n) = &mut self.notify else {
+            return;
+        };
+        if ready >= self.target {
+            n.ready(&status);
+        }
+        n.status(&status);
+    }
+
+    fn ready_workers(&self) -> usize {
+        self.workers
+            .values()
+            .filter(|w| w.phase == Phase::Ready)
+            .count()
+    }
+
+    /// `serving build 2aa95168a30f (generation 1), 4/4 workers ready`.
+    fn summary(&self) -> String {
+        format!(
+            "serving build {} (generation {}), {}/{} workers ready",
+            self.current.short(),
+            self.current.generation,
+            self.ready_workers(),
+            self.target
+        )
     }
 
     // --- helpers --------------------------------------------------------
