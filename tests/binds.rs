@@ -406,3 +406,50 @@ fn no_watchdog_pings_for_another_pid() {
     assert_eq!(manager.pings, 0, "the watchdog is another process's");
     stop(server);
 }
+
+#[test]
+fn term_delay_keeps_serving_then_drains() {
+    let dir = TempDir::new("binds-term-delay");
+    let path = dir.join("notify.sock");
+    let mut manager = Manager::new(UnixDatagram::bind(&path).unwrap());
+    let mut server = server::serve(testapps())
+        .args(["--term-delay", "2"])
+        .env("NOTIFY_SOCKET", &path)
+        .start();
+    assert!(manager.next(true, &server).starts_with("READY=1"));
+    let addr = server.addr();
+    server.send_signal("TERM");
+    let termed = Instant::now();
+    // The service manager learns at once that the server is going.
+    assert_eq!(
+        manager.next(true, &server),
+        "STOPPING=1\nSTATUS=stopping in 2s (--term-delay), still serving"
+    );
+    // New clients keep being served, on new connections, for the delay.
+    let mut last_served = Duration::ZERO;
+    while !server.logs().contains("TERM: stopping gracefully") {
+        if let Ok(mut conn) = client::Conn::try_connect(addr) {
+            conn.send(b"GET /last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+            if conn.try_read_response().is_ok_and(|r| r.status == 200) {
+                last_served = termed.elapsed();
+            }
+        }
+        assert!(termed.elapsed() < TIMEOUT, "{}", server.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stopped = termed.elapsed();
+    assert!(
+        stopped >= Duration::from_millis(1900),
+        "stopped after {stopped:?}"
+    );
+    assert!(
+        last_served >= Duration::from_millis(1500),
+        "last served {last_served:?} after TERM"
+    );
+    assert_eq!(
+        manager.next(true, &server),
+        "STOPPING=1\nSTATUS=stopping gracefully"
+    );
+    let status = server.wait_exit(TIMEOUT);
+    assert!(status.success(), "{}", server.logs());
+}

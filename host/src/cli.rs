@@ -134,6 +134,10 @@ pub struct ServeArgs {
     )]
     pub graceful_timeout: u64,
 
+    /// Seconds the server keeps serving after TERM before it stops accepting and drains (time for load balancers to stop sending it clients).
+    #[arg(long = "term-delay", value_name = "SECONDS", default_value_t = 0)]
+    pub term_delay: u64,
+
     /// Seconds a client may take to send a whole request head (slowloris).
     #[arg(long = "header-timeout", value_name = "SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..))]

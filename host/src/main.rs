@@ -188,6 +188,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             workers: args.workers as usize,
             timeout: Duration::from_secs(args.timeout),
             graceful_timeout: Duration::from_secs(args.graceful_timeout),
+            term_delay: Duration::from_secs(args.term_delay),
             max_requests: args.max_requests,
             max_requests_jitter: args.max_requests_jitter,
             watch: args.reload,

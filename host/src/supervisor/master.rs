@@ -72,6 +72,10 @@ pub struct MasterConfig {
     /// leave its event loop unturned, before it is killed); zero disables.
     pub timeout: Duration,
     pub graceful_timeout: Duration,
+    /// `--term-delay`: how long the server keeps serving after TERM
+    /// before it stops accepting (load balancers take the time to stop
+    /// sending it clients); zero stops at once.
+    pub term_delay: Duration,
     pub max_requests: u64,
     pub max_requests_jitter: u64,
     /// `--reload`: swap when the plugin file changes.
@@ -189,6 +193,9 @@ pub struct Master {
     /// again (an explicit `host reload` does).
     rolled_back: Option<String>,
     stopping: Option<Stopping>,
+    /// TERM arrived during `--term-delay`: the graceful stop begins at
+    /// this time; until then the server serves as before.
+    stop_at: Option<Instant>,
     /// What `--reload` last loaded, and a change seen once (loaded when
     /// the next look finds it unchanged).
     watched: Option<FileStamp>,
@@ -269,6 +276,7 @@ impl Master {
             probation: None,
             rolled_back: None,
             stopping: None,
+            stop_at: None,
             watched,
             changed: None,
             next_watch: now + WATCH_EVERY,
@@ -381,6 +389,10 @@ impl Master {
                 }
                 continue;
             }
+            self.stop_when_delay_ends();
+            if self.stopping.is_some() {
+                continue;
+            }
             self.judge_new_build();
             self.watch_plugin();
             self.manage_workers();
@@ -436,17 +448,45 @@ impl Master {
     }
 
     /// TERM: every worker stops accepting, drains, exits; then we do.
+    /// With `--term-delay`, the server first keeps serving for that long
+    /// (having told the service manager it is stopping), so that load
+    /// balancers (Kubernetes endpoints, say) stop sending it clients
+    /// before it refuses them; a second TERM cuts the delay short.
     fn handle_term(&mut self) {
         if self.stopping.is_some() {
             return;
         }
+        let delay = self.cfg.term_delay;
+        if !delay.is_zero() && self.stop_at.is_none() {
+            tracing::info!(
+                "TERM: serving on for {}s (--term-delay), then stopping gracefully",
+                delay.as_secs_f64()
+            );
+            if let Some(n) = &mut self.notify {
+                n.stopping(&format!(
+                    "stopping in {}s (--term-delay), still serving",
+                    delay.as_secs_f64()
+                ));
+            }
+            self.stop_at = Some(Instant::now() + delay);
+            return;
+        }
+        self.stop_gracefully();
+    }
+
+    /// The end of `--term-delay`: the graceful stop begins.
+    fn stop_when_delay_ends(&mut self) {
+        if self.stop_at.is_some_and(|at| Instant::now() >= at) {
+            self.stop_gracefully();
+        }
+    }
+
+    fn stop_gracefully(&mut self) {
+        self.stop_at = None;
         tracing::info!("TERM: stopping gracefully (workers finish in-flight requests)");
         if let Some(n) = &mut self.notify {
             n.stopping("stopping gracefully");
         }
-        // An optional delay before closing (so that load balancers, e.g.
-        // Kubernetes endpoints, stop sending clients first) would go
-        // here: keep serving for it, then close and signal the workers.
         self.close_listeners();
         // Margin over the workers' own graceful timeout, so they get to
         // finish it themselves.
@@ -462,6 +502,7 @@ impl Master {
             return;
         }
         tracing::info!("INT/QUIT: stopping now");
+        self.stop_at = None;
         if let Some(n) = &mut self.notify {
             n.stopping("stopping now");
         }
@@ -471,7 +512,7 @@ impl Master {
     }
 
     fn handle_hup(&mut self) {
-        if self.stopping.is_some() {
+        if self.stopping.is_some() || self.stop_at.is_some() {
             tracing::info!("HUP ignored: the server is stopping");
             return;
         }
@@ -1371,7 +1412,8 @@ impl Master {
     /// `READY=1` once the first generation is up (every slot of the pool
     /// has a worker that booted), and `STATUS=` as what serves changes.
     fn notify_status(&mut self) {
-        if self.notify.is_none() {
+        // During --term-delay the status says the server is stopping.
+        if self.notify.is_none() || self.stop_at.is_some() {
             return;
         }
         let ready = self.ready_workers();
