@@ -453,3 +453,98 @@ fn term_delay_keeps_serving_then_drains() {
     let status = server.wait_exit(TIMEOUT);
     assert!(status.success(), "{}", server.logs());
 }
+
+/// The `Uid:`, `Gid:` and `Groups:` lines of `/proc/PID/status`.
+fn ids_of(pid: u32) -> (String, String, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    (line("Uid:"), line("Gid:"), line("Groups:"))
+}
+
+fn id_of(args: &[&str]) -> String {
+    let out = std::process::Command::new("id")
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn the_plugin_is_not_run_as_root_unless_allowed() {
+    if !server::running_as_root() {
+        // Switching user needs root; saying so is all a non-root run can
+        // check.
+        let finished = server::run(["serve", &testapps(), "--user", "root"]);
+        assert!(finished.error_line().contains("needs root"), "{finished:?}");
+        return;
+    }
+    let mut server = server::serve(testapps()).refuse_root().spawn();
+    let status = server.wait_exit(TIMEOUT);
+    assert!(!status.success());
+    let logs = server.stderr.wait_closed(TIMEOUT);
+    assert!(
+        logs.lines().any(|l| l
+            == "error: refusing to run the plugin as root: give --user USER (sockets are \
+                bound before the switch, so ports below 1024 still work), or --allow-root"),
+        "{logs}"
+    );
+    // `--user root` is root all the same.
+    let mut server = server::serve(testapps())
+        .args(["--user", "root"])
+        .refuse_root()
+        .spawn();
+    assert!(!server.wait_exit(TIMEOUT).success());
+}
+
+#[test]
+fn workers_drop_to_user_after_the_master_binds() {
+    if !server::running_as_root() {
+        eprintln!("not root: the privilege drop needs root (see the_plugin_is_not_run_as_root_unless_allowed)");
+        return;
+    }
+    let dir = TempDir::new("binds-user");
+    // World-searchable, so the socket is reachable whoever we are.
+    std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (uid, gid) = (id_of(&["-u", "nobody"]), id_of(&["-g", "nobody"]));
+    let server = server::serve(testapps())
+        .bind("unix:app.sock")
+        .arg("--chdir")
+        .arg(&dir.path)
+        .args(["--user", "nobody", "--bind-mode", "600"])
+        .refuse_root()
+        .spawn();
+    // --chdir came first: the relative socket path is in the directory.
+    let path = dir.join("app.sock");
+    server.wait_for_log("listening on unix:app.sock", TIMEOUT);
+    assert!(unix_get(&path, "/last", "").starts_with("HTTP/1.1 200"));
+
+    let logs = server.logs();
+    let worker: u32 = logs
+        .split("worker ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no worker pid in:\n{logs}"));
+    let (uids, gids, groups) = ids_of(worker);
+    // Real, effective, saved and filesystem ids, all of them.
+    assert_eq!(uids, [uid.as_str(); 4].join(" "), "worker {worker}");
+    assert_eq!(gids, [gid.as_str(); 4].join(" "), "worker {worker}");
+    assert!(
+        groups.split(' ').all(|g| g == gid),
+        "only nobody's groups: {groups}"
+    );
+    // The master stays root: it removes the socket file at the end.
+    assert!(ids_of(server.pid()).0.starts_with("0 "));
+    // The socket file belongs to the workers' user (as in gunicorn).
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.uid().to_string(), uid);
+    stop(server);
+    assert!(!path.exists());
+}

@@ -80,6 +80,22 @@ pub struct ServeArgs {
     #[arg(long = "umask", value_name = "MODE", value_parser = parse_octal)]
     pub umask: Option<u32>,
 
+    /// Run the workers (the plugin) as this user, a name or uid; the master binds first, as whoever started it.
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Run the workers as this group, a name or gid (default: the --user's primary group).
+    #[arg(short = 'g', long = "group", value_name = "GROUP")]
+    pub group: Option<String>,
+
+    /// Change to this directory first: the plugin path and other relative paths are relative to it.
+    #[arg(long = "chdir", value_name = "DIR")]
+    pub chdir: Option<std::path::PathBuf>,
+
+    /// Let the plugin run as root (without it, running as root needs --user).
+    #[arg(long = "allow-root")]
+    pub allow_root: bool,
+
     /// Worker processes.
     #[arg(short = 'w', long = "workers", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=128))]

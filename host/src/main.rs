@@ -18,6 +18,7 @@ use host::net::listener::{self, BindOptions};
 use host::runtime::{access_log, Config, ProxyProtocol};
 use host::supervisor::control::{self, Pidfile, Remote};
 use host::supervisor::master::{Master, MasterConfig};
+use host::supervisor::process::{self, ProcessOptions};
 use host::supervisor::staging;
 
 use crate::cli::{CheckArgs, Cli, Command, ControlArgs, LogLevel, ServeArgs, StatusArgs};
@@ -108,6 +109,14 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         Ok(n) => tracing::debug!("open files limit: {n}"),
         Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
     }
+    // First: --chdir changes what every relative path below means.
+    let identity = process::prepare(&ProcessOptions {
+        chdir: args.chdir.as_deref(),
+        umask: args.umask,
+        user: args.user.as_deref(),
+        group: args.group.as_deref(),
+        allow_root: args.allow_root,
+    })?;
     if let Some(path) = &args.access_logfile {
         // Workers open it; opening it here first makes a bad path a
         // start-up error rather than a worker that cannot boot.
@@ -130,16 +139,14 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     // Before binding: a second master given the same pidfile is refused
     // before it takes an address or starts a worker.
     let pidfile = args.pidfile.as_deref().map(Pidfile::lock).transpose()?;
-    if let Some(mask) = args.umask {
-        host::supervisor::process::set_umask(mask);
-    }
     let bound = listener::open(
         &args.bind,
         &BindOptions {
             backlog: args.backlog,
             reuse_port: args.reuse_port,
             mode: args.bind_mode,
-            owner: None,
+            // As gunicorn: the workers' user may use the socket it serves.
+            owner: identity.as_ref().map(|id| (id.uid, id.gid)),
         },
     )?;
     let server = Config {
@@ -189,6 +196,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             timeout: Duration::from_secs(args.timeout),
             graceful_timeout: Duration::from_secs(args.graceful_timeout),
             term_delay: Duration::from_secs(args.term_delay),
+            identity,
             max_requests: args.max_requests,
             max_requests_jitter: args.max_requests_jitter,
             watch: args.reload,

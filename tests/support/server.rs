@@ -23,6 +23,12 @@ pub fn plugin_spec(path: &Path, symbol: &str) -> String {
     format!("{}:{symbol}", path.to_str().expect("a UTF-8 path"))
 }
 
+/// Whether the tests run as root (then `host serve` needs `--allow-root`).
+pub fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// A `host` command with an environment that cannot change what it logs.
 fn host_command() -> Command {
     command(artifacts::host())
@@ -167,6 +173,7 @@ pub fn serve(plugin: impl AsRef<OsStr>) -> Serve {
         launcher: None,
         setup: None,
         default_bind: true,
+        allow_root: true,
     }
 }
 
@@ -187,6 +194,10 @@ pub struct Serve {
     setup: Option<Setup>,
     /// Without `-b`, bind `127.0.0.1:0` (unless `no_bind`).
     default_bind: bool,
+    /// Add `--allow-root` when the tests run as root (unless
+    /// `refuse_root`): CI containers run them as root, and the host
+    /// refuses to run a plugin as root without it.
+    allow_root: bool,
 }
 
 impl Serve {
@@ -223,6 +234,12 @@ impl Serve {
     /// come from elsewhere: socket activation).
     pub fn no_bind(mut self) -> Serve {
         self.default_bind = false;
+        self
+    }
+
+    /// No `--allow-root`, even as root (to see the refusal).
+    pub fn refuse_root(mut self) -> Serve {
+        self.allow_root = false;
         self
     }
 
@@ -286,6 +303,9 @@ impl Serve {
             cmd.args(["-b", bind]);
         }
         cmd.args(&self.args);
+        if self.allow_root && running_as_root() {
+            cmd.arg("--allow-root");
+        }
         cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
         if let Some(setup) = self.setup {
             setup(&mut cmd);
@@ -460,7 +480,12 @@ pub fn run<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(args: I) -> Finished {
 /// [`run`] with `dir` as the working directory.
 pub fn run_in<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(dir: &Path, args: I) -> Finished {
     let mut cmd = host_command();
-    cmd.args(args).current_dir(dir).process_group(0);
+    let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    cmd.args(&args).current_dir(dir).process_group(0);
+    // As `Serve::spawn`: a root test run allows what it runs to be root.
+    if args.first().is_some_and(|a| a == "serve") && running_as_root() {
+        cmd.arg("--allow-root");
+    }
     let started = Instant::now();
     let mut child = cmd.spawn().expect("spawning the host");
     let stdout = Output::collect(child.stdout.take().expect("piped stdout"));

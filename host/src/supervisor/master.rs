@@ -49,6 +49,7 @@ use crate::runtime::Config;
 use crate::supervisor::control::{Control, Pidfile};
 use crate::supervisor::health::{Probation, Slot, Verdict, MIN_UPTIME};
 use crate::supervisor::notify::Notifier;
+use crate::supervisor::process::Identity;
 use crate::supervisor::staging::{stage, Build};
 use crate::supervisor::worker::{self, WorkerSpec, EXIT_LOAD_ERROR};
 
@@ -76,6 +77,9 @@ pub struct MasterConfig {
     /// before it stops accepting (load balancers take the time to stop
     /// sending it clients); zero stops at once.
     pub term_delay: Duration,
+    /// `--user`/`--group`: who the workers become before they load the
+    /// plugin (None: they stay who the master is).
+    pub identity: Option<Identity>,
     pub max_requests: u64,
     pub max_requests_jitter: u64,
     /// `--reload`: swap when the plugin file changes.
@@ -885,6 +889,7 @@ impl Master {
                         app_args: &self.cfg.app_args,
                         config: &self.cfg.server,
                         access_log: self.cfg.access_log.as_deref(),
+                        identity: self.cfg.identity.as_ref(),
                         board: self.board,
                         index,
                         max_requests,

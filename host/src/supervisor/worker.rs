@@ -11,6 +11,7 @@ use crate::runtime::access_log::AccessLog;
 use crate::runtime::config::EarlySignals;
 use crate::runtime::scoreboard::{Monitor, Scoreboard, WorkerState};
 use crate::runtime::{self, Config, Shared, Stop};
+use crate::supervisor::process::Identity;
 use crate::supervisor::staging::Build;
 
 /// Exit status of a worker that could not start for reasons of its own
@@ -30,6 +31,8 @@ pub struct WorkerSpec<'a> {
     pub app_args: &'a [(String, String)],
     pub config: &'a Config,
     pub access_log: Option<&'a str>,
+    /// Who to become before loading the plugin (`--user`, `--group`).
+    pub identity: Option<&'a Identity>,
     pub board: &'static Scoreboard,
     pub index: usize,
     /// `--max-requests` plus this worker's jitter; 0 = unlimited.
@@ -81,6 +84,31 @@ fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: Vec<Listener>) -> Result<(),
     // SAFETY: resetting a signal's disposition has no memory effects.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_DFL) };
 
+    // Opened before the switch below: a log file only root may write
+    // (in /var/log, say) is still ours. Reopened (USR1) as the user.
+    let access_log = match spec.access_log {
+        Some(path) => Some(
+            AccessLog::open(path)
+                .map_err(|e| boot_error(&format!("cannot open access log {path}"), e))?,
+        ),
+        None => None,
+    };
+    // Before any plugin code: its library's constructors run at load.
+    if let Some(identity) = spec.identity {
+        identity
+            .become_it()
+            .map_err(|e| (EXIT_LOAD_ERROR, format!("--user/--group: {e}")))?;
+        // Large bodies are spooled as the user now: a directory it cannot
+        // write is a start-up error, not a 500 on the first upload.
+        crate::runtime::spool::check_dir(&spec.config.body_temp_dir).map_err(|e| {
+            let dir = spec.config.body_temp_dir.display();
+            (
+                EXIT_LOAD_ERROR,
+                format!("cannot use --body-temp-dir {dir} as --user: {e}"),
+            )
+        })?;
+    }
+
     let plugin_spec = PluginSpec {
         path: spec.build.path.clone(),
         symbol: spec.symbol.to_string(),
@@ -92,13 +120,6 @@ fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: Vec<Listener>) -> Result<(),
     plugin
         .init(spec.app_args, &crate::gateway::api::HOST_API)
         .map_err(|e| (EXIT_LOAD_ERROR, e.shown_as(&shown).to_string()))?;
-    let access_log = match spec.access_log {
-        Some(path) => Some(
-            AccessLog::open(path)
-                .map_err(|e| boot_error(&format!("cannot open access log {path}"), e))?,
-        ),
-        None => None,
-    };
     let monitor = Monitor {
         board: spec.board,
         worker: spec.index,
