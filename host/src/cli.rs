@@ -77,7 +77,7 @@ pub struct ServeArgs {
     pub bind_mode: Option<u32>,
 
     /// File mode creation mask of the server's processes, in octal, e.g. 007: applies to unix socket files and to files the app creates (default: inherited).
-    #[arg(long = "umask", value_name = "MODE", value_parser = parse_octal)]
+    #[arg(short = 'm', long = "umask", value_name = "MODE", value_parser = parse_octal)]
     pub umask: Option<u32>,
 
     /// Run the workers (the plugin) as this user, a name or uid; the master binds first, as whoever started it.
