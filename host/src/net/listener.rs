@@ -275,6 +275,10 @@ pub fn bind_all(binds: &[Bind], opts: &BindOptions) -> Result<Bound, String> {
                 bound.files.push(file);
             }
             Bind::Fd(fd) => {
+                // One owner per descriptor: a second would close it twice.
+                if binds.iter().filter(|b| **b == Bind::Fd(*fd)).count() > 1 {
+                    return Err(format!("fd://{fd} is given more than once"));
+                }
                 let l = inherit(*fd).map_err(|e| format!("cannot serve fd://{fd}: {e}"))?;
                 bound.listeners.push(l);
             }
@@ -401,24 +405,23 @@ pub fn inherit(fd: RawFd) -> io::Result<Listener> {
         ));
     }
     let domain = int_opt(libc::SOL_SOCKET, libc::SO_DOMAIN)?;
+    if !matches!(domain, libc::AF_INET | libc::AF_INET6 | libc::AF_UNIX) {
+        return Err(invalid(format!(
+            "a socket of address family {domain}, neither IP nor unix"
+        )));
+    }
     // SAFETY: F_SETFD with FD_CLOEXEC only changes the descriptor's flags.
     unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    // SAFETY: the fd is open and ours from here on: the parent handed it
-    // over (`fd://N`, LISTEN_FDS), and nothing else in this process uses
-    // it; it is taken once, since each `fd://` is, and each
-    // activated socket.
+    // SAFETY: the fd is open, and ours from here on: the parent handed it
+    // over (`fd://N`, LISTEN_FDS) for us to serve, and nothing else in
+    // this process owns it (each `-b fd://N` and each activated socket is
+    // taken once).
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    match domain {
-        libc::AF_INET | libc::AF_INET6 => Ok(Listener::Tcp(TcpListener::from(owned))),
-        libc::AF_UNIX => Ok(Listener::Unix(UnixListener::from(owned))),
-        other => {
-            // Not ours to close: give it back to whoever handed it over.
-            std::mem::forget(owned);
-            Err(invalid(format!(
-                "a socket of address family {other}, neither IP nor unix"
-            )))
-        }
-    }
+    Ok(if domain == libc::AF_UNIX {
+        Listener::Unix(UnixListener::from(owned))
+    } else {
+        Listener::Tcp(TcpListener::from(owned))
+    })
 }
 
 impl AsRawFd for Listener {
