@@ -100,10 +100,11 @@ fn port_binds_every_interface_only_when_nothing_else_binds() {
         "{}",
         run.stdout
     );
+    // Without any: the sockets systemd passed, else 127.0.0.1:8000, decided
+    // when the server binds.
     let run = host(&dir, &[], &["config"]);
-    assert_eq!(
-        setting(&run.stdout, "bind"),
-        (r#"["127.0.0.1:8000"]"#, "default"),
+    assert!(
+        run.stdout.lines().any(|l| l.starts_with("# bind (unset)")),
         "{}",
         run.stdout
     );

@@ -67,13 +67,13 @@ impl Bench {
         client.set_nonblocking(true).unwrap();
         let local = server.local_addr().unwrap();
         let io = Transport::from_std(server).unwrap();
-        let mut conn = Conn::new(io, peer, local, Instant::now());
+        let mut conn = Conn::new(io, peer.into(), local.into(), Instant::now());
         // The app thread borrows what a worker shares for as long as it
         // lives: leaked here, for the benchmark's life.
         let shared: &'static Shared =
             Box::leak(Box::new(Shared::new(plugin, Config::default(), None, None)));
         // As the event loop decides it at accept.
-        conn.forwarding = Forwarding::of(&shared.config.forwarded_allow, peer);
+        conn.forwarding = Forwarding::of(&shared.config.forwarded_allow, peer.into());
         let claim: &'static Claim = Box::leak(Box::default());
         Bench {
             me: AppThread::new(0, shared, Stint::new(claim, None), None),

@@ -1,6 +1,4 @@
 //! The command line, gunicorn's flags where they exist.
-use std::net::{SocketAddr, ToSocketAddrs};
-
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use host::http1::parse::{
@@ -76,14 +74,37 @@ pub struct ServeArgs {
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
 
-    /// Address to listen on, HOST:PORT (repeatable).
-    #[arg(
-        short = 'b',
-        long = "bind",
-        value_name = "ADDRESS",
-        default_value = "127.0.0.1:8000"
-    )]
+    /// Address to listen on: HOST:PORT, unix:PATH, or fd://N (an inherited listening socket); repeatable. Default: the sockets systemd passed (LISTEN_FDS), else 127.0.0.1:8000.
+    #[arg(short = 'b', long = "bind", value_name = "ADDRESS")]
     pub bind: Vec<String>,
+
+    /// SO_REUSEPORT on TCP binds: other servers may listen on the same port, and the kernel spreads connections among them.
+    #[arg(long = "reuse-port")]
+    pub reuse_port: bool,
+
+    /// Permission bits of unix socket files (-b unix:PATH), in octal, e.g. 660 (default: what --umask leaves).
+    #[arg(long = "bind-mode", value_name = "MODE", value_parser = parse_octal)]
+    pub bind_mode: Option<u32>,
+
+    /// File mode creation mask of the server's processes, in octal, e.g. 007: applies to unix socket files and to files the app creates (default: inherited).
+    #[arg(short = 'm', long = "umask", value_name = "MODE", value_parser = parse_octal)]
+    pub umask: Option<u32>,
+
+    /// Run the workers (the plugin) as this user, a name or uid; the master binds first, as whoever started it.
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Run the workers as this group, a name or gid (default: the --user's primary group).
+    #[arg(short = 'g', long = "group", value_name = "GROUP")]
+    pub group: Option<String>,
+
+    /// Change to this directory first: the plugin path and other relative paths are relative to it.
+    #[arg(long = "chdir", value_name = "DIR")]
+    pub chdir: Option<std::path::PathBuf>,
+
+    /// Let the plugin run as root (without it, running as root needs --user).
+    #[arg(long = "allow-root")]
+    pub allow_root: bool,
 
     /// Worker processes.
     #[arg(short = 'w', long = "workers", default_value_t = 1,
@@ -138,6 +159,10 @@ pub struct ServeArgs {
         default_value_t = 30
     )]
     pub graceful_timeout: u64,
+
+    /// Seconds the server keeps serving after TERM before it stops accepting and drains (time for load balancers to stop sending it clients).
+    #[arg(long = "term-delay", value_name = "SECONDS", default_value_t = 0)]
+    pub term_delay: u64,
 
     /// Seconds a client may take to send a whole request head (slowloris).
     #[arg(long = "header-timeout", value_name = "SECONDS", default_value_t = 10,
@@ -284,40 +309,13 @@ fn parse_app_arg(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Resolves one `-b` value: `HOST:PORT`, `[V6]:PORT`, or `HOST` alone
-/// (port 8000, as gunicorn).
-pub fn resolve_bind(spec: &str) -> Result<Vec<SocketAddr>, String> {
-    if spec.starts_with("unix:") || spec.starts_with("fd://") {
-        return Err(format!(
-            "invalid bind address '{spec}': unix: and fd:// binds are not supported yet"
-        ));
-    }
-    if let Ok(addr) = spec.parse::<SocketAddr>() {
-        return Ok(vec![addr]);
-    }
-    let (host, port) = match spec.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') || h.starts_with('[') => (h, p),
-        _ => (spec, "8000"),
-    };
-    let port: u16 = port.parse().map_err(|_| {
-        format!("invalid bind address '{spec}': port '{port}' is not a number from 0 to 65535")
-    })?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(format!(
-            "invalid bind address '{spec}': no host (use 0.0.0.0:{port} for all interfaces)"
-        ));
-    }
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("invalid bind address '{spec}': cannot resolve '{host}': {e}"))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(format!(
-            "invalid bind address '{spec}': '{host}' has no address"
-        ));
-    }
-    Ok(addrs)
+/// `--umask`, `--bind-mode`: octal, with or without a leading `0o` or `0`.
+fn parse_octal(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("'{s}' is not an octal file mode (e.g. 007, 660)"))
 }
 
 #[cfg(test)]
@@ -325,23 +323,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn binds() {
-        assert_eq!(
-            resolve_bind("127.0.0.1:80").unwrap(),
-            vec!["127.0.0.1:80".parse().unwrap()]
-        );
-        assert_eq!(
-            resolve_bind("[::1]:81").unwrap(),
-            vec!["[::1]:81".parse().unwrap()]
-        );
-        assert_eq!(
-            resolve_bind("127.0.0.1").unwrap(),
-            vec!["127.0.0.1:8000".parse().unwrap()]
-        );
-        assert!(resolve_bind("nonsense:abc")
-            .unwrap_err()
-            .contains("nonsense:abc"));
-        assert!(resolve_bind(":80").is_err());
+    fn octal_modes() {
+        assert_eq!(parse_octal("007").unwrap(), 0o7);
+        assert_eq!(parse_octal("660").unwrap(), 0o660);
+        assert_eq!(parse_octal("0o22").unwrap(), 0o22);
+        assert!(parse_octal("8").is_err());
+        assert!(parse_octal("17777").is_err());
     }
 
     #[test]

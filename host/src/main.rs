@@ -16,10 +16,11 @@ use host::gateway::build::{self, PanicStrategy};
 use host::gateway::environ::HeaderMap;
 use host::gateway::plugin::{Plugin, PluginSpec};
 use host::http1::parse;
-use host::net::listener::listen;
+use host::net::listener::{self, BindOptions};
 use host::runtime::{access_log, Config, ProxyProtocol};
 use host::supervisor::control::{self, Pidfile, Remote};
 use host::supervisor::master::{Master, MasterConfig, Reread};
+use host::supervisor::process::{self, ProcessOptions};
 use host::supervisor::staging;
 
 use crate::cli::{CheckArgs, Cli, Command, ControlArgs, LogLevel, ServeArgs, StatusArgs};
@@ -180,18 +181,29 @@ fn serve(settings: Settings, cli: Vec<OsString>) -> Result<(), String> {
         Ok(n) => tracing::debug!("open files limit: {n}"),
         Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
     }
-    let mut addrs = Vec::new();
-    for b in &args.bind {
-        addrs.extend(cli::resolve_bind(b)?);
-    }
+    // First: --chdir changes what every relative path below means.
+    let identity = process::prepare(&ProcessOptions {
+        chdir: args.chdir.as_deref(),
+        umask: args.umask,
+        user: args.user.as_deref(),
+        group: args.group.as_deref(),
+        allow_root: args.allow_root,
+    })?;
     let mut config = plan(&settings)?;
     // Before binding: a second master given the same pidfile is refused
     // before it takes an address or starts a worker.
     config.pidfile = args.pidfile.as_deref().map(Pidfile::lock).transpose()?;
-    let listeners = addrs
-        .iter()
-        .map(|addr| listen(*addr, args.backlog).map_err(|e| format!("cannot bind {addr}: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
+    let bound = listener::open(
+        &args.bind,
+        &BindOptions {
+            backlog: args.backlog,
+            reuse_port: args.reuse_port,
+            mode: args.bind_mode,
+            // As gunicorn: the workers' user may use the socket it serves.
+            owner: identity.as_ref().map(|id| (id.uid, id.gid)),
+        },
+    )?;
+    config.identity = identity;
     tracing::debug!(
         "forwarding headers believed from: {}",
         config.server.forwarded_allow
@@ -203,7 +215,7 @@ fn serve(settings: Settings, cli: Vec<OsString>) -> Result<(), String> {
         tracing::info!("settings from {} (HUP re-reads it)", path.display());
         config.reread = Some(reread_settings(settings.entries, cli));
     }
-    let master = Master::start(config, listeners)?;
+    let master = Master::start(config, bound)?;
     master.run()
 }
 
@@ -302,6 +314,8 @@ fn plan(settings: &Settings) -> Result<MasterConfig, String> {
         workers: args.workers as usize,
         timeout: Duration::from_secs(args.timeout),
         graceful_timeout: Duration::from_secs(args.graceful_timeout),
+        term_delay: Duration::from_secs(args.term_delay),
+        identity: None,
         max_requests: args.max_requests,
         max_requests_jitter: args.max_requests_jitter,
         watch: args.reload,

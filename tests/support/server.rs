@@ -23,9 +23,20 @@ pub fn plugin_spec(path: &Path, symbol: &str) -> String {
     format!("{}:{symbol}", path.to_str().expect("a UTF-8 path"))
 }
 
+/// Whether the tests run as root (then `host serve` needs `--allow-root`).
+pub fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// A `host` command with an environment that cannot change what it logs.
 fn host_command() -> Command {
-    let mut cmd = Command::new(artifacts::host());
+    command(artifacts::host())
+}
+
+/// `program` with an environment that cannot change what the host logs.
+fn command(program: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new(program);
     cmd.env_remove("RUST_LOG")
         .env_remove("HOST_ARGS")
         .env_remove("PORT")
@@ -161,6 +172,10 @@ pub fn serve(plugin: impl AsRef<OsStr>) -> Serve {
         binds: Vec::new(),
         args: Vec::new(),
         envs: Vec::new(),
+        launcher: None,
+        setup: None,
+        default_bind: true,
+        allow_root: true,
     }
 }
 
@@ -172,8 +187,15 @@ pub fn serve_config(config: &Path) -> Serve {
         binds: Vec::new(),
         args: vec!["-c".into(), config.as_os_str().to_owned()],
         envs: Vec::new(),
+        launcher: None,
+        setup: None,
+        default_bind: false,
+        allow_root: true,
     }
 }
+
+/// A change to the command before it spawns.
+type Setup = Box<dyn FnOnce(&mut Command)>;
 
 /// The command line of a `host serve` about to start.
 pub struct Serve {
@@ -182,6 +204,18 @@ pub struct Serve {
     binds: Vec<String>,
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
+    /// A program that runs the host (`systemd-socket-activate -l PATH`):
+    /// its arguments come first, then the host's command line.
+    launcher: Option<Vec<OsString>>,
+    /// Called on the command before it spawns (file descriptors to pass
+    /// with `pre_exec`, say).
+    setup: Option<Setup>,
+    /// Without `-b`, bind `127.0.0.1:0` (unless `no_bind`).
+    default_bind: bool,
+    /// Add `--allow-root` when the tests run as root (unless
+    /// `refuse_root`): CI containers run them as root, and the host
+    /// refuses to run a plugin as root without it.
+    allow_root: bool,
 }
 
 impl Serve {
@@ -199,6 +233,37 @@ impl Serve {
     pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Serve {
         self.args
             .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Runs the host through `launcher` (a program and its arguments,
+    /// which executes the host's command line that follows them).
+    pub fn launcher<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, launcher: I) -> Serve {
+        self.launcher = Some(
+            launcher
+                .into_iter()
+                .map(|a| a.as_ref().to_owned())
+                .collect(),
+        );
+        self
+    }
+
+    /// No `-b` at all, not even the default `127.0.0.1:0` (the sockets
+    /// come from elsewhere: socket activation).
+    pub fn no_bind(mut self) -> Serve {
+        self.default_bind = false;
+        self
+    }
+
+    /// No `--allow-root`, even as root (to see the refusal).
+    pub fn refuse_root(mut self) -> Serve {
+        self.allow_root = false;
+        self
+    }
+
+    /// Lets the test change the command before it spawns.
+    pub fn setup(mut self, f: impl FnOnce(&mut Command) + 'static) -> Serve {
+        self.setup = Some(Box::new(f));
         self
     }
 
@@ -240,11 +305,18 @@ impl Serve {
 
     /// Starts the process without waiting for anything.
     pub fn spawn(self) -> Server {
-        let mut cmd = host_command();
+        let mut cmd = match &self.launcher {
+            None => host_command(),
+            Some(launcher) => {
+                let mut cmd = command(&launcher[0]);
+                cmd.args(&launcher[1..]).arg(artifacts::host());
+                cmd
+            }
+        };
         cmd.arg("serve");
         if let Some(plugin) = &self.plugin {
             cmd.arg(plugin);
-            if self.binds.is_empty() {
+            if self.binds.is_empty() && self.default_bind {
                 cmd.args(["-b", "127.0.0.1:0"]);
             }
         }
@@ -252,7 +324,13 @@ impl Serve {
             cmd.args(["-b", bind]);
         }
         cmd.args(&self.args);
+        if self.allow_root && running_as_root() {
+            cmd.arg("--allow-root");
+        }
         cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
+        if let Some(setup) = self.setup {
+            setup(&mut cmd);
+        }
         // Its own process group, so dropping the server also ends any
         // worker processes it forked.
         cmd.process_group(0);
@@ -432,10 +510,15 @@ pub fn run_env<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(
     args: I,
 ) -> Finished {
     let mut cmd = host_command();
-    cmd.args(args)
+    let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    cmd.args(&args)
         .envs(envs.iter().copied())
         .current_dir(dir)
         .process_group(0);
+    // As `Serve::spawn`: a root test run allows what it runs to be root.
+    if args.first().is_some_and(|a| a == "serve") && running_as_root() {
+        cmd.arg("--allow-root");
+    }
     let started = Instant::now();
     let mut child = cmd.spawn().expect("spawning the host");
     let stdout = Output::collect(child.stdout.take().expect("piped stdout"));

@@ -9,7 +9,6 @@
 use std::cell::RefCell;
 use std::ffi::c_void;
 use std::io::Write as _;
-use std::net::SocketAddr;
 
 use abi::ffi::{
     nwsgi_environ, nwsgi_environ_each_cb, nwsgi_header, nwsgi_host_api, nwsgi_str, NWSGI_ABI_MAJOR,
@@ -19,6 +18,7 @@ use abi::ffi::{
 use crate::gateway::ffi_guard;
 use crate::http1::forwarded::Scheme;
 use crate::http1::parse::RequestHead;
+use crate::net::endpoint::Endpoint;
 
 /// Where the connection came from and arrived, as text in fixed buffers
 /// that outlive the environ. An app thread keeps one and re-formats only
@@ -26,11 +26,19 @@ use crate::http1::parse::RequestHead;
 /// address never does, and clients often share an address (a proxy, a
 /// NAT), so usually only the remote port is new. This runs once per turn
 /// of a connection, which under keep-alive is once per request.
+///
+/// A unix socket has no addresses (as in gunicorn): its client's
+/// REMOTE_ADDR and REMOTE_PORT are empty, and our end reads as
+/// SERVER_NAME `localhost` (when the request has no Host, which names the
+/// server otherwise, as for TCP) and SERVER_PORT `80`, the port of the
+/// `http://` URL a client of the socket uses (PEP 3333 wants neither
+/// empty; an app building URLs should prefer HTTP_HOST, as PEP 3333's
+/// URL reconstruction does).
 #[derive(Default)]
 pub struct PeerText {
-    /// The addresses the text below is for.
-    peer: Option<SocketAddr>,
-    local: Option<SocketAddr>,
+    /// The endpoints the text below is for.
+    peer: Option<Endpoint>,
+    local: Option<Endpoint>,
     remote_addr: AddrText,
     remote_port: PortText,
     local_addr: AddrText,
@@ -39,17 +47,33 @@ pub struct PeerText {
 
 impl PeerText {
     /// Makes the text describe `peer` and `local`.
-    pub fn set(&mut self, peer: SocketAddr, local: SocketAddr) {
+    pub fn set(&mut self, peer: Endpoint, local: Endpoint) {
         if self.peer != Some(peer) {
-            if self.peer.map(|a| a.ip()) != Some(peer.ip()) {
-                self.remote_addr.set(peer.ip());
+            match peer {
+                Endpoint::Ip(a) => {
+                    if self.peer.and_then(|p| p.ip()) != Some(a.ip()) {
+                        self.remote_addr.set(a.ip());
+                    }
+                    self.remote_port.set(a.port());
+                }
+                Endpoint::Unix => {
+                    self.remote_addr = AddrText::default();
+                    self.remote_port = PortText::default();
+                }
             }
-            self.remote_port.set(peer.port());
             self.peer = Some(peer);
         }
         if self.local != Some(local) {
-            self.local_addr.set(local.ip());
-            self.local_port.set(local.port());
+            match local {
+                Endpoint::Ip(a) => {
+                    self.local_addr.set(a.ip());
+                    self.local_port.set(a.port());
+                }
+                Endpoint::Unix => {
+                    self.local_addr.set_text(UNIX_SERVER_NAME);
+                    self.local_port.set(UNIX_SERVER_PORT);
+                }
+            }
             self.local = Some(local);
         }
     }
@@ -58,6 +82,10 @@ impl PeerText {
         self.remote_addr.as_bytes()
     }
 }
+
+/// SERVER_NAME and SERVER_PORT on a unix socket (see `PeerText`).
+const UNIX_SERVER_NAME: &[u8] = b"localhost";
+const UNIX_SERVER_PORT: u16 = 80;
 
 /// The client a trusted proxy named for the current request (see
 /// `http1::forwarded`), as text; written only for a request that has one,
@@ -135,6 +163,12 @@ impl Default for AddrText {
 impl AddrText {
     fn set(&mut self, ip: std::net::IpAddr) {
         self.len = ip_into(&mut self.bytes, ip) as u8;
+    }
+
+    /// A name instead of an address (at most 46 bytes).
+    fn set_text(&mut self, text: &[u8]) {
+        self.bytes[..text.len()].copy_from_slice(text);
+        self.len = text.len() as u8;
     }
 
     fn as_bytes(&self) -> &[u8] {
@@ -586,6 +620,7 @@ pub(crate) unsafe extern "C" fn environ_each(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     #[test]
     fn peer_text_matches_std_formatting() {
@@ -597,7 +632,7 @@ mod tests {
             let (peer, local): (SocketAddr, SocketAddr) =
                 (peer.parse().unwrap(), local.parse().unwrap());
             let mut t = PeerText::default();
-            t.set(peer, local);
+            t.set(peer.into(), local.into());
             check(&t, peer, local);
         }
     }
@@ -646,10 +681,26 @@ mod tests {
             for local in addrs {
                 let (peer, local): (SocketAddr, SocketAddr) =
                     (peer.parse().unwrap(), local.parse().unwrap());
-                t.set(peer, local);
+                t.set(peer.into(), local.into());
                 check(&t, peer, local);
             }
         }
+    }
+
+    /// A unix socket between TCP connections: no address, a name and port
+    /// for the server, and the TCP text back afterwards.
+    #[test]
+    fn peer_text_of_a_unix_socket() {
+        let tcp: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mut t = PeerText::default();
+        t.set(tcp.into(), tcp.into());
+        t.set(Endpoint::Unix, Endpoint::Unix);
+        assert_eq!(t.remote_addr(), b"");
+        assert_eq!(t.remote_port.as_bytes(), b"");
+        assert_eq!(t.local_addr.as_bytes(), b"localhost");
+        assert_eq!(t.local_port.as_bytes(), b"80");
+        t.set(tcp.into(), tcp.into());
+        check(&t, tcp, tcp);
     }
 
     fn check(t: &PeerText, peer: SocketAddr, local: SocketAddr) {

@@ -1,6 +1,14 @@
 //! Which peers are believed about who the client is: the address lists of
 //! `--forwarded-allow-ips` and `--proxy-allow-ips` (gunicorn's names and
-//! syntax: comma-separated addresses and CIDR blocks, or `*` for anyone).
+//! syntax: comma-separated addresses and CIDR blocks, or `*` for anyone),
+//! plus `unix:` for clients on a unix socket (`-b unix:PATH`).
+//!
+//! gunicorn believes a unix socket's peer unconditionally (it has no
+//! address to check). Here it is an item of the list, in the default as
+//! `127.0.0.1` and `::1` are, since a unix socket, like the loopback
+//! interface, is reachable from this machine only: the default behaves as
+//! gunicorn does, and a list given explicitly says all it trusts (`''`
+//! trusts nobody, a unix peer included; `*` everyone).
 //!
 //! A list is checked once per connection (the peer does not change within
 //! one), and once per hop while a trusted proxy's `X-Forwarded-For` is
@@ -13,9 +21,13 @@ use std::net::IpAddr;
 pub enum AllowIps {
     /// `*`: every peer (for a server only a proxy can reach).
     Any,
-    /// These blocks only; empty trusts nobody.
-    Blocks(Vec<Cidr>),
+    /// These blocks only, and unix socket peers if `unix`; empty and
+    /// false trusts nobody.
+    Blocks { cidrs: Vec<Cidr>, unix: bool },
 }
+
+/// The item of a list that stands for unix socket peers.
+pub const UNIX: &str = "unix:";
 
 /// One address block: an address and how many of its leading bits count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,12 +36,13 @@ pub struct Cidr {
     prefix: u8,
 }
 
-/// gunicorn's default for both settings: the local machine only.
-pub const LOCALHOST: &str = "127.0.0.1,::1";
+/// gunicorn's default for both settings: the local machine only (its
+/// loopback addresses and its unix sockets).
+pub const LOCALHOST: &str = "127.0.0.1,::1,unix:";
 
 impl AllowIps {
-    /// Parses `127.0.0.1,::1`, `10.0.0.0/8, 2001:db8::/32`, `*`, or the
-    /// empty string (nobody). Blanks around items are ignored.
+    /// Parses `127.0.0.1,::1,unix:`, `10.0.0.0/8, 2001:db8::/32`, `*`, or
+    /// the empty string (nobody). Blanks around items are ignored.
     pub fn parse(text: &str) -> Result<AllowIps, String> {
         let items: Vec<&str> = text
             .split(',')
@@ -42,14 +55,16 @@ impl AllowIps {
             }
             return Ok(AllowIps::Any);
         }
-        items
+        let unix = items.contains(&UNIX);
+        let cidrs = items
             .into_iter()
+            .filter(|item| *item != UNIX)
             .map(Cidr::parse)
-            .collect::<Result<Vec<_>, _>>()
-            .map(AllowIps::Blocks)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(AllowIps::Blocks { cidrs, unix })
     }
 
-    /// gunicorn's default: 127.0.0.1 and ::1.
+    /// gunicorn's default: 127.0.0.1, ::1 and unix sockets.
     pub fn localhost() -> AllowIps {
         AllowIps::parse(LOCALHOST).expect("the default list parses")
     }
@@ -60,10 +75,19 @@ impl AllowIps {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match self {
             AllowIps::Any => true,
-            AllowIps::Blocks(blocks) => {
+            AllowIps::Blocks { cidrs, .. } => {
                 let ip = ip.to_canonical();
-                blocks.iter().any(|b| b.contains(ip))
+                cidrs.iter().any(|b| b.contains(ip))
             }
+        }
+    }
+
+    /// Whether a peer on a unix socket is trusted (`unix:` or `*`).
+    #[inline]
+    pub fn trusts_unix(&self) -> bool {
+        match self {
+            AllowIps::Any => true,
+            AllowIps::Blocks { unix, .. } => *unix,
         }
     }
 }
@@ -78,13 +102,17 @@ impl fmt::Display for AllowIps {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AllowIps::Any => f.write_str("*"),
-            AllowIps::Blocks(blocks) if blocks.is_empty() => f.write_str("nobody"),
-            AllowIps::Blocks(blocks) => {
-                for (i, b) in blocks.iter().enumerate() {
+            AllowIps::Blocks { cidrs, unix: false } if cidrs.is_empty() => f.write_str("nobody"),
+            AllowIps::Blocks { cidrs, unix } => {
+                for (i, b) in cidrs.iter().enumerate() {
                     if i > 0 {
                         f.write_str(",")?;
                     }
                     write!(f, "{b}")?;
+                }
+                if *unix {
+                    let comma = if cidrs.is_empty() { "" } else { "," };
+                    write!(f, "{comma}{UNIX}")?;
                 }
                 Ok(())
             }
@@ -189,7 +217,8 @@ mod tests {
         assert!(!allow.contains(ip("127.0.0.2")));
         assert!(!allow.contains(ip("10.0.0.1")));
         assert!(!allow.contains(ip("::2")));
-        assert_eq!(allow.to_string(), "127.0.0.1,::1");
+        assert!(allow.trusts_unix());
+        assert_eq!(allow.to_string(), "127.0.0.1,::1,unix:");
     }
 
     #[test]
@@ -220,9 +249,27 @@ mod tests {
         assert_eq!(AllowIps::parse("*").unwrap(), AllowIps::Any);
         assert!(AllowIps::Any.contains(ip("203.0.113.9")));
         let nobody = AllowIps::parse("").unwrap();
-        assert_eq!(nobody, AllowIps::Blocks(Vec::new()));
+        assert_eq!(
+            nobody,
+            AllowIps::Blocks {
+                cidrs: Vec::new(),
+                unix: false
+            }
+        );
         assert!(!nobody.contains(ip("127.0.0.1")));
+        assert!(!nobody.trusts_unix());
+        assert!(AllowIps::Any.trusts_unix());
         assert_eq!(nobody.to_string(), "nobody");
+    }
+
+    #[test]
+    fn unix_peers_only_when_listed() {
+        let only = AllowIps::parse("unix:").unwrap();
+        assert!(only.trusts_unix());
+        assert!(!only.contains(ip("127.0.0.1")));
+        assert_eq!(only.to_string(), "unix:");
+        let ips = AllowIps::parse("10.0.0.0/8").unwrap();
+        assert!(!ips.trusts_unix());
     }
 
     #[test]

@@ -1,8 +1,11 @@
-//! Sockets: the listening sockets (`listener`) and a client connection's
-//! byte stream (`transport`).
+//! Sockets: the listening sockets (`listener`, and systemd's in
+//! `systemd`), a client connection's byte stream (`transport`) and its
+//! ends (`endpoint`).
 pub mod allow;
+pub mod endpoint;
 pub mod listener;
 pub mod proxy_protocol;
+pub mod systemd;
 pub mod transport;
 
 use std::io;

@@ -1,7 +1,13 @@
 //! A client connection's byte stream, the one type the engine reads from
-//! and writes to (hyper's `Conn<I>` seam): a nonblocking TCP socket today;
-//! unix sockets and TLS will be further kinds of the same type, so nothing
-//! above this file names `mio::net::TcpStream`.
+//! and writes to (hyper's `Conn<I>` seam): a nonblocking TCP or unix
+//! stream socket (TLS would be a further kind of the same type), so
+//! nothing above this file names `mio::net::TcpStream`.
+//!
+//! Reads, writes and waits go through the file descriptor with libc calls
+//! that are the same for both kinds: the kind matters only where the
+//! socket is made, shut down or registered, so a TCP request pays nothing
+//! for unix sockets being possible (one match on a two-variant enum where
+//! the fd is taken).
 //!
 //! The socket stays nonblocking for its whole life (the event loop needs
 //! that). Every read and write here returns at once; the one way to wait is
@@ -9,18 +15,27 @@
 //! client (a `write()` past the high-water mark, an upload read with
 //! `--no-request-buffering`).
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use mio::event::Source;
-use mio::net::TcpStream;
+
+use crate::net::endpoint::Endpoint;
+use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
 /// One client connection's socket.
 #[derive(Debug)]
 pub struct Transport {
-    stream: TcpStream,
+    stream: Stream,
+}
+
+/// What kind of socket it is.
+#[derive(Debug)]
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
 }
 
 /// What TCP knows of a connection's client (`TCP_INFO`), asked of one
@@ -53,7 +68,17 @@ impl Transport {
     /// trip.
     pub fn tcp(stream: TcpStream) -> Transport {
         let _ = stream.set_nodelay(true);
-        Transport { stream }
+        Transport {
+            stream: Stream::Tcp(stream),
+        }
+    }
+
+    /// Wraps an accepted unix stream connection (nonblocking, as mio's
+    /// accept makes it). No Nagle there to turn off.
+    pub fn unix(stream: UnixStream) -> Transport {
+        Transport {
+            stream: Stream::Unix(stream),
+        }
     }
 
     /// A connected std socket, made nonblocking (benchmarks, tests).
@@ -62,12 +87,21 @@ impl Transport {
         Ok(Transport::tcp(TcpStream::from_std(stream)))
     }
 
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.local_addr()
+    /// Our end of a TCP connection; `Endpoint::Unix` for a unix one,
+    /// without a system call.
+    pub fn local(&self) -> io::Result<Endpoint> {
+        match &self.stream {
+            Stream::Tcp(s) => s.local_addr().map(Endpoint::Ip),
+            Stream::Unix(_) => Ok(Endpoint::Unix),
+        }
     }
 
+    #[inline]
     pub fn fd(&self) -> RawFd {
-        self.stream.as_raw_fd()
+        match &self.stream {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
     }
 
     /// One `recv` of at most `max` bytes into `buf`'s spare capacity (at
@@ -184,8 +218,11 @@ impl Transport {
 
     /// What TCP says of the client now; None if the kernel would not say.
     /// A system call: for connections that may have waited in the backlog,
-    /// not for every one.
+    /// not for every one. None for a unix socket, which has no TCP state.
     pub fn arrival(&self) -> Option<Arrival> {
+        if let Stream::Unix(_) = self.stream {
+            return None;
+        }
         // SAFETY: tcp_info is plain data, for which all-zero is valid.
         let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
@@ -212,7 +249,10 @@ impl Transport {
 
     /// Our side is done sending: FIN after whatever is queued.
     pub fn shutdown_write(&self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
+        let _ = match &self.stream {
+            Stream::Tcp(s) => s.shutdown(Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(Shutdown::Write),
+        };
     }
 }
 
@@ -234,11 +274,16 @@ pub fn answer_abandoned(fd: RawFd, bytes: &[u8]) {
 
 /// The peer of the connection on `fd` (for the log of a request taken
 /// over, whose connection an app thread still owns).
-pub fn peer_of(fd: RawFd) -> Option<SocketAddr> {
+pub fn peer_of(fd: RawFd) -> Option<Endpoint> {
     // SAFETY: the fd is open for the duration of this call (the same
     // contract as `answer_abandoned`); it is only borrowed.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    socket2::SockRef::from(&fd).peer_addr().ok()?.as_socket()
+    let addr = socket2::SockRef::from(&fd).peer_addr().ok()?;
+    match addr.as_socket() {
+        Some(a) => Some(Endpoint::Ip(a)),
+        None if addr.is_unix() => Some(Endpoint::Unix),
+        None => None,
+    }
 }
 
 impl Source for Transport {
@@ -248,7 +293,10 @@ impl Source for Transport {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        self.stream.register(registry, token, interests)
+        match &mut self.stream {
+            Stream::Tcp(s) => s.register(registry, token, interests),
+            Stream::Unix(s) => s.register(registry, token, interests),
+        }
     }
 
     fn reregister(
@@ -257,10 +305,16 @@ impl Source for Transport {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        self.stream.reregister(registry, token, interests)
+        match &mut self.stream {
+            Stream::Tcp(s) => s.reregister(registry, token, interests),
+            Stream::Unix(s) => s.reregister(registry, token, interests),
+        }
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        self.stream.deregister(registry)
+        match &mut self.stream {
+            Stream::Tcp(s) => s.deregister(registry),
+            Stream::Unix(s) => s.deregister(registry),
+        }
     }
 }

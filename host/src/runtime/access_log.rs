@@ -69,7 +69,9 @@ impl AccessLog {
 
     pub fn record(&self, e: &Entry<'_>) {
         let mut line = Vec::with_capacity(160);
-        line.extend_from_slice(e.remote);
+        // A unix socket's client has no address: `-`, as for any absent
+        // field of the common log format.
+        line.extend_from_slice(if e.remote.is_empty() { b"-" } else { e.remote });
         line.extend_from_slice(b" - - [");
         line.extend_from_slice(&clf_time(now_secs()));
         line.extend_from_slice(b"] \"");

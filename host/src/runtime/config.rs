@@ -9,6 +9,7 @@ use crate::gateway::environ::HeaderMap;
 use crate::gateway::plugin::Plugin;
 use crate::http1::parse::Limits;
 use crate::net::allow::AllowIps;
+use crate::net::endpoint::Endpoint;
 use crate::runtime::access_log::AccessLog;
 use crate::runtime::rate::MinRate;
 use crate::runtime::scoreboard::Monitor;
@@ -79,12 +80,14 @@ pub enum ProxyProtocol {
 }
 
 impl ProxyProtocol {
-    /// Whether a connection from `peer` must start with a PROXY header.
+    /// Whether a connection from `peer` must start with a PROXY header
+    /// (one from a unix socket if the list has `unix:`).
     #[inline]
-    pub fn expected_from(&self, peer: std::net::IpAddr) -> bool {
-        match self {
-            ProxyProtocol::Off => false,
-            ProxyProtocol::From(allow) => allow.contains(peer),
+    pub fn expected_from(&self, peer: Endpoint) -> bool {
+        match (self, peer) {
+            (ProxyProtocol::Off, _) => false,
+            (ProxyProtocol::From(allow), Endpoint::Ip(a)) => allow.contains(a.ip()),
+            (ProxyProtocol::From(allow), Endpoint::Unix) => allow.trusts_unix(),
         }
     }
 }

@@ -6,12 +6,12 @@
 //! An idle keep-alive connection holds no buffer at all (`buf` is released
 //! when empty, and the boxes are None): it costs this struct.
 use std::fs::File;
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::http1::forwarded::Scheme;
 use crate::http1::head::HeadScan;
 use crate::net::allow::AllowIps;
+use crate::net::endpoint::Endpoint;
 use crate::net::transport::Transport;
 use crate::runtime::intake::Intake;
 use crate::runtime::rate::Stall;
@@ -19,10 +19,11 @@ use crate::runtime::rate::Stall;
 /// One client connection.
 pub struct Conn {
     pub io: Transport,
-    /// The client: the TCP peer, or the one its PROXY header relays.
-    pub peer: SocketAddr,
+    /// The client: the TCP peer, a unix socket's (unnamed) one, or the one
+    /// its PROXY header relays.
+    pub peer: Endpoint,
     /// Where it connected to: our socket, or the proxy's (PROXY header).
-    pub local: SocketAddr,
+    pub local: Endpoint,
     /// Whether its forwarding headers are believed: decided once, from
     /// `peer`, when the connection starts (and again after a PROXY
     /// header), so a request from any other peer pays one comparison.
@@ -67,10 +68,15 @@ pub enum Forwarding {
 }
 
 impl Forwarding {
-    /// Whether `peer`'s headers count under `allow`.
+    /// Whether `peer`'s headers count under `allow` (a unix socket's
+    /// peer: if the list has `unix:`, as the default does).
     #[inline]
-    pub fn of(allow: &AllowIps, peer: SocketAddr) -> Forwarding {
-        if allow.contains(peer.ip()) {
+    pub fn of(allow: &AllowIps, peer: Endpoint) -> Forwarding {
+        let trusted = match peer {
+            Endpoint::Ip(a) => allow.contains(a.ip()),
+            Endpoint::Unix => allow.trusts_unix(),
+        };
+        if trusted {
             Forwarding::Believed
         } else {
             Forwarding::Ignored
@@ -105,7 +111,7 @@ impl Conn {
     /// threads several times per request, and a pointer moves for free.
     /// Its forwarding headers are ignored until the caller decides
     /// otherwise.
-    pub fn new(io: Transport, peer: SocketAddr, local: SocketAddr, now: Instant) -> Box<Conn> {
+    pub fn new(io: Transport, peer: Endpoint, local: Endpoint, now: Instant) -> Box<Conn> {
         Box::new(Conn {
             io,
             peer,

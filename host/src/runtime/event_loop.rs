@@ -16,18 +16,19 @@
 //! back when every buffered request is answered.
 use std::collections::VecDeque;
 use std::io::{self, Read};
-use std::net::TcpListener as StdListener;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, UnixStream};
+use mio::net::UnixStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::http1::forwarded::Scheme;
 use crate::http1::head::{check_head, HeadScan, Scan};
 use crate::http1::response::{encode_continue, encode_error};
+use crate::net::endpoint::Endpoint;
+use crate::net::listener::{Acceptor, Listener};
 use crate::net::proxy_protocol::{self, Parsed, Source};
 use crate::net::transport::{self, Transport};
 use crate::runtime::claim::Takeover;
@@ -178,7 +179,7 @@ pub struct Loop {
     ready: Vec<(Job, Option<usize>)>,
     /// Returned connections being taken in (a buffer kept across turns).
     returned: Vec<(usize, Outcome)>,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Acceptor>,
     graceful_pipe: UnixStream,
     fast_pipe: UnixStream,
     reopen_pipe: UnixStream,
@@ -217,14 +218,13 @@ impl Loop {
     /// A loop serving `listeners`, with the worker's signal handlers
     /// installed (TERM graceful, INT/QUIT fast, USR1 reopen logs, USR2 the
     /// master's `-t` order).
-    pub fn new(listeners: Vec<StdListener>, shared: Arc<Shared>) -> io::Result<Box<Loop>> {
+    pub fn new(listeners: Vec<Listener>, shared: Arc<Shared>) -> io::Result<Box<Loop>> {
         let poll = Poll::new()?;
         let listeners = listeners
             .into_iter()
             .enumerate()
             .map(|(i, l)| {
-                l.set_nonblocking(true)?;
-                let mut l = TcpListener::from_std(l);
+                let mut l = l.into_acceptor()?;
                 poll.registry()
                     .register(&mut l, Token(LISTENER_BASE + i), Interest::READABLE)?;
                 Ok(l)
@@ -530,7 +530,7 @@ impl Loop {
         self.listeners = listeners;
     }
 
-    fn accept_all(&mut self, listener: &mut TcpListener, i: usize, now: Instant) {
+    fn accept_all(&mut self, listener: &mut Acceptor, i: usize, now: Instant) {
         // Connections can have waited long in the backlog only if this
         // loop has not emptied it for a while (it just started: a worker
         // replacing one that crashed, say; or it was stopped).
@@ -538,8 +538,7 @@ impl Loop {
             self.drained_at[i].is_none_or(|at| now.duration_since(at) >= BACKLOG_STALE);
         loop {
             match listener.accept() {
-                Ok((stream, peer)) => {
-                    let io = Transport::tcp(stream);
+                Ok((io, peer)) => {
                     let arrival = if may_be_stale { io.arrival() } else { None };
                     if arrival.is_some_and(|a| a.reset) {
                         // Gone before we got to it: nobody would read an
@@ -547,13 +546,13 @@ impl Loop {
                         tracing::debug!(%peer, "client reset its connection in the listen backlog; dropped");
                         continue;
                     }
-                    let Ok(local) = io.local_addr() else {
+                    let Ok(local) = io.local() else {
                         continue;
                     };
                     let mut conn = Conn::new(io, peer, local, now);
                     let config = &self.shared.config;
                     conn.forwarding = Forwarding::of(&config.forwarded_allow, peer);
-                    let proxied = config.proxy_protocol.expected_from(peer.ip());
+                    let proxied = config.proxy_protocol.expected_from(peer);
                     let idx = self.free.pop().unwrap_or_else(|| {
                         self.slots.push(Slot::Free);
                         self.slots.len() - 1
@@ -813,8 +812,8 @@ impl Loop {
             Ok(Parsed::Done { header, len }) => {
                 conn.buf.drain(..len);
                 if let Source::Relayed { client, server } = header.source {
-                    conn.peer = client;
-                    conn.local = server;
+                    conn.peer = Endpoint::Ip(client);
+                    conn.local = Endpoint::Ip(server);
                 }
                 // Forwarding headers are believed from the client the
                 // header names, not from the proxy that sent it.

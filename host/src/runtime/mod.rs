@@ -13,7 +13,6 @@ pub mod scoreboard;
 pub mod serve;
 pub mod spool;
 
-use std::net::TcpListener;
 use std::sync::Arc;
 
 pub use claim::{Claim, Stint};
@@ -33,7 +32,10 @@ pub enum Stop {
 /// Serves on `listeners` until TERM, INT or QUIT. Returns after in-flight
 /// requests are done (TERM), or at once (INT/QUIT, or TERM's graceful
 /// timeout: then requests may still be running in the plugin).
-pub fn run(listeners: Vec<TcpListener>, shared: Arc<Shared>) -> std::io::Result<Stop> {
+pub fn run(
+    listeners: Vec<crate::net::listener::Listener>,
+    shared: Arc<Shared>,
+) -> std::io::Result<Stop> {
     // Large buffers (a big head, a pipelined burst) come from mmap and go
     // back to the system when freed: glibc's default threshold adapts
     // upward after the first such free, and from then on keeps that memory

@@ -35,6 +35,7 @@ use crate::http1::head::parse_request;
 use crate::http1::memo::HeadMemo;
 use crate::http1::parse::{Field, Framing, Version};
 use crate::http1::response::{encode_continue, encode_error};
+use crate::net::endpoint::Endpoint;
 use crate::net::transport::{Ready, Transport};
 use crate::runtime::access_log::Entry;
 use crate::runtime::claim::Stint;
@@ -841,7 +842,7 @@ struct Wire<'w, 's> {
     buffered: &'w [u8],
     /// The request line, for the scoreboard and the log.
     line: &'w [u8],
-    peer: &'w std::net::SocketAddr,
+    peer: &'w Endpoint,
     input: &'w mut Input,
     stint: &'w mut Stint<'s>,
     shared: &'w Shared,
@@ -1037,7 +1038,7 @@ impl BodySource for Whole {
 struct Upload<'u, 's> {
     io: &'u Transport,
     line: &'u [u8],
-    peer: &'u std::net::SocketAddr,
+    peer: &'u Endpoint,
     stint: &'u mut Stint<'s>,
     rule: crate::runtime::rate::MinRate,
     rate: &'u mut Option<Rate>,

@@ -36,7 +36,6 @@
 //! those workers, never the service.
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,10 +43,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1};
 
+use crate::net::listener::{Bound, Listener, SocketFile};
 use crate::runtime::scoreboard::{now_ms, Scoreboard, WorkerState, MAX_WORKERS};
 use crate::runtime::Config;
 use crate::supervisor::control::{Control, Pidfile};
 use crate::supervisor::health::{Probation, Slot, Verdict, MIN_UPTIME};
+use crate::supervisor::notify::Notifier;
+use crate::supervisor::process::Identity;
 use crate::supervisor::staging::{stage, Build};
 use crate::supervisor::worker::{self, WorkerSpec, EXIT_LOAD_ERROR};
 
@@ -71,6 +73,13 @@ pub struct MasterConfig {
     /// leave its event loop unturned, before it is killed); zero disables.
     pub timeout: Duration,
     pub graceful_timeout: Duration,
+    /// `--term-delay`: how long the server keeps serving after TERM
+    /// before it stops accepting (load balancers take the time to stop
+    /// sending it clients); zero stops at once.
+    pub term_delay: Duration,
+    /// `--user`/`--group`: who the workers become before they load the
+    /// plugin (None: they stay who the master is).
+    pub identity: Option<Identity>,
     pub max_requests: u64,
     pub max_requests_jitter: u64,
     /// `--reload`: swap when the plugin file changes.
@@ -174,7 +183,11 @@ const SIGNALS: [i32; 8] = [
 
 pub struct Master {
     cfg: MasterConfig,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
+    /// The unix socket files bound (`-b unix:`): removed when the master
+    /// is dropped, after its last worker exited (never by a worker, which
+    /// does not drop its copy of the master).
+    _socket_files: Vec<SocketFile>,
     board: &'static Scoreboard,
     workers: BTreeMap<i32, Worker>,
     /// The build new workers get.
@@ -202,6 +215,9 @@ pub struct Master {
     /// again (an explicit `host reload` does).
     rolled_back: Option<String>,
     stopping: Option<Stopping>,
+    /// TERM arrived during `--term-delay`: the graceful stop begins at
+    /// this time; until then the server serves as before.
+    stop_at: Option<Instant>,
     /// What `--reload` last loaded, and a change seen once (loaded when
     /// the next look finds it unchanged).
     watched: Option<FileStamp>,
@@ -216,6 +232,8 @@ pub struct Master {
     control: Option<Control>,
     /// What the status says now.
     last_status: String,
+    /// The service manager (systemd's `NOTIFY_SOCKET`), if one listens.
+    notify: Option<Notifier>,
     flags: Vec<Arc<AtomicBool>>,
     signal_ids: Vec<signal_hook::SigId>,
     wake: std::os::unix::net::UnixStream,
@@ -226,7 +244,7 @@ impl Master {
     /// Stages the first build, installs the signal handlers and boots the
     /// first worker. An Err is the one-line reason the plugin cannot be
     /// served (the caller exits non-zero with it).
-    pub fn start(mut cfg: MasterConfig, listeners: Vec<TcpListener>) -> Result<Master, String> {
+    pub fn start(mut cfg: MasterConfig, bound: Bound) -> Result<Master, String> {
         // A file size limit (`ulimit -f`) makes a control file's write fail
         // (EFBIG), as a full disk does, instead of killing the master. The
         // workers put the default back.
@@ -267,7 +285,8 @@ impl Master {
         let now = Instant::now();
         let mut master = Master {
             cfg,
-            listeners,
+            listeners: bound.listeners,
+            _socket_files: bound.files,
             board,
             workers: BTreeMap::new(),
             current,
@@ -282,6 +301,7 @@ impl Master {
             probation: None,
             rolled_back: None,
             stopping: None,
+            stop_at: None,
             watched,
             changed: None,
             next_watch: now + WATCH_EVERY,
@@ -289,6 +309,8 @@ impl Master {
             reload_note: None,
             control,
             last_status: String::new(),
+            // Before the first fork: the workers must not inherit it.
+            notify: Notifier::from_env(),
             flags,
             signal_ids,
             wake,
@@ -307,6 +329,7 @@ impl Master {
             .ok_or("cannot start a worker process")?;
         loop {
             self.wait_for_wake();
+            self.feed_watchdog();
             // TERM stays pending: once the worker is up, the main loop stops
             // it gracefully (it may already be answering queued clients; a
             // worker still booting cannot take TERM yet). The master's own
@@ -367,12 +390,11 @@ impl Master {
             std::process::id()
         );
         for l in &self.listeners {
-            if let Ok(addr) = l.local_addr() {
-                tracing::info!("listening on http://{addr}");
-            }
+            tracing::info!("listening on {}", l.describe());
         }
         loop {
             self.wait_for_wake();
+            self.feed_watchdog();
             self.handle_signals();
             self.reap();
             self.check_boots();
@@ -393,10 +415,15 @@ impl Master {
                 }
                 continue;
             }
+            self.stop_when_delay_ends();
+            if self.stopping.is_some() {
+                continue;
+            }
             self.judge_new_build();
             self.watch_plugin();
             self.manage_workers();
             self.write_status();
+            self.notify_status();
         }
         // The status and reload files, then the pidfile (still locked).
         self.control = None;
@@ -447,14 +474,45 @@ impl Master {
     }
 
     /// TERM: every worker stops accepting, drains, exits; then we do.
+    /// With `--term-delay`, the server first keeps serving for that long
+    /// (having told the service manager it is stopping), so that load
+    /// balancers (Kubernetes endpoints, say) stop sending it clients
+    /// before it refuses them; a second TERM cuts the delay short.
     fn handle_term(&mut self) {
         if self.stopping.is_some() {
             return;
         }
+        let delay = self.cfg.term_delay;
+        if !delay.is_zero() && self.stop_at.is_none() {
+            tracing::info!(
+                "TERM: serving on for {}s (--term-delay), then stopping gracefully",
+                delay.as_secs_f64()
+            );
+            if let Some(n) = &mut self.notify {
+                n.stopping(&format!(
+                    "stopping in {}s (--term-delay), still serving",
+                    delay.as_secs_f64()
+                ));
+            }
+            self.stop_at = Some(Instant::now() + delay);
+            return;
+        }
+        self.stop_gracefully();
+    }
+
+    /// The end of `--term-delay`: the graceful stop begins.
+    fn stop_when_delay_ends(&mut self) {
+        if self.stop_at.is_some_and(|at| Instant::now() >= at) {
+            self.stop_gracefully();
+        }
+    }
+
+    fn stop_gracefully(&mut self) {
+        self.stop_at = None;
         tracing::info!("TERM: stopping gracefully (workers finish in-flight requests)");
-        // An optional delay before closing (so that load balancers, e.g.
-        // Kubernetes endpoints, stop sending clients first) would go
-        // here: keep serving for it, then close and signal the workers.
+        if let Some(n) = &mut self.notify {
+            n.stopping("stopping gracefully");
+        }
         self.close_listeners();
         // Margin over the workers' own graceful timeout, so they get to
         // finish it themselves.
@@ -470,13 +528,17 @@ impl Master {
             return;
         }
         tracing::info!("INT/QUIT: stopping now");
+        self.stop_at = None;
+        if let Some(n) = &mut self.notify {
+            n.stopping("stopping now");
+        }
         self.close_listeners();
         self.stopping = Some(Stopping::Fast(Instant::now() + Duration::from_secs(2)));
         self.kill_all(libc::SIGQUIT);
     }
 
     fn handle_hup(&mut self) {
-        if self.stopping.is_some() {
+        if self.stopping.is_some() || self.stop_at.is_some() {
             tracing::info!("HUP ignored: the server is stopping");
             return;
         }
@@ -578,6 +640,9 @@ impl Master {
     // --- reload ---------------------------------------------------------
 
     fn reload(&mut self) {
+        if let Some(n) = &mut self.notify {
+            n.reloading();
+        }
         if let Some(pid) = self.canary {
             // The file may have changed again since that canary's build was
             // staged: stage it again once this one is decided.
@@ -808,6 +873,12 @@ impl Master {
         if let Some(control) = &mut self.control {
             control.report_reload(ok, &text);
         }
+        if self.stopping.is_none() {
+            let status = self.summary();
+            if let Some(n) = &mut self.notify {
+                n.reloaded(&status);
+            }
+        }
     }
 
     /// `--reload`: swap when the plugin file changed and looked the same
@@ -904,6 +975,7 @@ impl Master {
                         app_args: &self.cfg.app_args,
                         config: &self.cfg.server,
                         access_log: self.cfg.access_log.as_deref(),
+                        identity: self.cfg.identity.as_ref(),
                         board: self.board,
                         index,
                         max_requests,
@@ -1417,6 +1489,51 @@ impl Master {
             control.set_status(&text);
             self.last_status = text;
         }
+    }
+
+    // --- the service manager ---------------------------------------------
+
+    /// `WATCHDOG=1` when due: the loop is turning.
+    fn feed_watchdog(&mut self) {
+        if let Some(n) = &mut self.notify {
+            n.feed_watchdog(Instant::now());
+        }
+    }
+
+    /// `READY=1` once the first generation is up (every slot of the pool
+    /// has a worker that booted), and `STATUS=` as what serves changes.
+    fn notify_status(&mut self) {
+        // During --term-delay the status says the server is stopping.
+        if self.notify.is_none() || self.stop_at.is_some() {
+            return;
+        }
+        let ready = self.ready_workers();
+        let status = self.summary();
+        let Some(n) = &mut self.notify else {
+            return;
+        };
+        if ready >= self.target {
+            n.ready(&status);
+        }
+        n.status(&status);
+    }
+
+    fn ready_workers(&self) -> usize {
+        self.workers
+            .values()
+            .filter(|w| w.phase == Phase::Ready)
+            .count()
+    }
+
+    /// `serving build 2aa95168a30f (generation 1), 4/4 workers ready`.
+    fn summary(&self) -> String {
+        format!(
+            "serving build {} (generation {}), {}/{} workers ready",
+            self.current.short(),
+            self.current.generation,
+            self.ready_workers(),
+            self.target
+        )
     }
 
     // --- helpers --------------------------------------------------------

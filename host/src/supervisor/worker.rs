@@ -2,15 +2,16 @@
 //! build, runs the plugin's init, reports Ready on the scoreboard and
 //! serves until told to stop. Everything that touches the plugin happens
 //! here, after the fork, so the master never runs plugin code.
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::gateway::plugin::{Plugin, PluginSpec};
+use crate::net::listener::Listener;
 use crate::runtime::access_log::AccessLog;
 use crate::runtime::config::EarlySignals;
 use crate::runtime::scoreboard::{Monitor, Scoreboard, WorkerState};
 use crate::runtime::{self, Config, Shared, Stop};
+use crate::supervisor::process::Identity;
 use crate::supervisor::staging::Build;
 
 /// Exit status of a worker that could not start for reasons of its own
@@ -30,6 +31,8 @@ pub struct WorkerSpec<'a> {
     pub app_args: &'a [(String, String)],
     pub config: &'a Config,
     pub access_log: Option<&'a str>,
+    /// Who to become before loading the plugin (`--user`, `--group`).
+    pub identity: Option<&'a Identity>,
     pub board: &'static Scoreboard,
     pub index: usize,
     /// `--max-requests` plus this worker's jitter; 0 = unlimited.
@@ -47,7 +50,7 @@ pub struct WorkerSpec<'a> {
 /// them, this process no longer holds the port open (a copy left behind
 /// would keep the kernel accepting clients nobody serves, then resetting
 /// them, and keep a restarted master from binding).
-pub fn run(spec: WorkerSpec<'_>, listeners: Vec<TcpListener>) -> ! {
+pub fn run(spec: WorkerSpec<'_>, listeners: Vec<Listener>) -> ! {
     let slot = spec.board.worker(spec.index);
     // A panic must not unwind into the master's frames copied into this
     // process (their destructors would act on the master's resources).
@@ -64,7 +67,7 @@ pub fn run(spec: WorkerSpec<'_>, listeners: Vec<TcpListener>) -> ! {
     std::process::exit(code)
 }
 
-fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: Vec<TcpListener>) -> Result<(), (i32, String)> {
+fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: Vec<Listener>) -> Result<(), (i32, String)> {
     let boot_error = |what: &str, e: std::io::Error| (EXIT_BOOT_ERROR, format!("{what}: {e}"));
     // Ours first, then the master's go: no stop signal falls in between.
     let early_signals =
@@ -81,6 +84,31 @@ fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: Vec<TcpListener>) -> Result<
     // SAFETY: resetting a signal's disposition has no memory effects.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_DFL) };
 
+    // Opened before the switch below: a log file only root may write
+    // (in /var/log, say) is still ours. Reopened (USR1) as the user.
+    let access_log = match spec.access_log {
+        Some(path) => Some(
+            AccessLog::open(path)
+                .map_err(|e| boot_error(&format!("cannot open access log {path}"), e))?,
+        ),
+        None => None,
+    };
+    // Before any plugin code: its library's constructors run at load.
+    if let Some(identity) = spec.identity {
+        identity
+            .become_it()
+            .map_err(|e| (EXIT_LOAD_ERROR, format!("--user/--group: {e}")))?;
+        // Large bodies are spooled as the user now: a directory it cannot
+        // write is a start-up error, not a 500 on the first upload.
+        crate::runtime::spool::check_dir(&spec.config.body_temp_dir).map_err(|e| {
+            let dir = spec.config.body_temp_dir.display();
+            (
+                EXIT_LOAD_ERROR,
+                format!("cannot use --body-temp-dir {dir} as --user: {e}"),
+            )
+        })?;
+    }
+
     let plugin_spec = PluginSpec {
         path: spec.build.path.clone(),
         symbol: spec.symbol.to_string(),
@@ -92,13 +120,6 @@ fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: Vec<TcpListener>) -> Result<
     plugin
         .init(spec.app_args, &crate::gateway::api::HOST_API)
         .map_err(|e| (EXIT_LOAD_ERROR, e.shown_as(&shown).to_string()))?;
-    let access_log = match spec.access_log {
-        Some(path) => Some(
-            AccessLog::open(path)
-                .map_err(|e| boot_error(&format!("cannot open access log {path}"), e))?,
-        ),
-        None => None,
-    };
     let monitor = Monitor {
         board: spec.board,
         worker: spec.index,
