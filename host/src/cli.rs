@@ -29,6 +29,8 @@ pub enum Command {
     Reload(ControlArgs),
     /// Stop the server gracefully (SIGTERM to the master) and wait until it exits.
     Stop(ControlArgs),
+    /// Upgrade the host binary without closing the port (SIGUSR2 to the master): start the binary now at the path the server was started from, with the same command line and the listening sockets; once its workers are up the old master drains and exits. Waits for the outcome; exits non-zero, the old master still serving, if the new one cannot serve.
+    Upgrade(ControlArgs),
     /// Show the master's workers and the plugin build each one runs.
     Status(StatusArgs),
 }

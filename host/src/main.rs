@@ -22,11 +22,15 @@ use host::supervisor::control::{self, Pidfile, Remote};
 use host::supervisor::master::{Master, MasterConfig, Reread};
 use host::supervisor::process::{self, ProcessOptions};
 use host::supervisor::staging;
+use host::supervisor::upgrade::{Handover, Origin};
 
 use crate::cli::{CheckArgs, Cli, Command, ControlArgs, LogLevel, ServeArgs, StatusArgs};
 use crate::settings::Settings;
 
 fn main() -> ExitCode {
+    // First, before `--chdir` or a deploy can change what they name: an
+    // upgrade (USR2) runs this command line again.
+    let origin = Origin::capture();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -38,7 +42,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(_) => match load_settings(&after_subcommand) {
             Ok(settings) => match settings.plugin() {
-                Ok(_) => serve(settings, after_subcommand),
+                Ok(_) => serve(settings, after_subcommand, origin),
                 Err(e) => return settings_error(e),
             },
             Err(code) => return code,
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         Command::Check(args) => return check(args),
         Command::Reload(args) => reload(args),
         Command::Stop(args) => stop(args),
+        Command::Upgrade(args) => upgrade(args),
         Command::Status(args) => status(args),
     };
     match result {
@@ -173,10 +178,27 @@ fn check_plugin(plugin: &str) -> Result<(), String> {
 }
 
 /// `host serve`: binds, starts the master and serves until stopped. With a
-/// config file, HUP re-reads it (`reread_settings`).
-fn serve(settings: Settings, cli: Vec<OsString>) -> Result<(), String> {
+/// config file, HUP re-reads it (`reread_settings`). Started by an
+/// upgrading master (USR2), it takes that master's sockets instead of
+/// binding, and tells it why if it cannot serve.
+fn serve(settings: Settings, cli: Vec<OsString>, origin: Option<Origin>) -> Result<(), String> {
+    init_logging(settings.args.log_level);
+    let handover = Handover::from_env()?;
+    let reporter = handover.as_ref().and_then(Handover::reporter);
+    let result = serve_with(settings, cli, origin, handover);
+    if let (Err(why), Some(reporter)) = (&result, reporter) {
+        reporter.failed(why);
+    }
+    result
+}
+
+fn serve_with(
+    settings: Settings,
+    cli: Vec<OsString>,
+    origin: Option<Origin>,
+    handover: Option<Handover>,
+) -> Result<(), String> {
     let args = &settings.args;
-    init_logging(args.log_level);
     match host::net::raise_fd_limit() {
         Ok(n) => tracing::debug!("open files limit: {n}"),
         Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
@@ -190,19 +212,31 @@ fn serve(settings: Settings, cli: Vec<OsString>) -> Result<(), String> {
         allow_root: args.allow_root,
     })?;
     let mut config = plan(&settings)?;
-    // Before binding: a second master given the same pidfile is refused
-    // before it takes an address or starts a worker.
-    config.pidfile = args.pidfile.as_deref().map(Pidfile::lock).transpose()?;
-    let bound = listener::open(
-        &args.bind,
-        &BindOptions {
-            backlog: args.backlog,
-            reuse_port: args.reuse_port,
-            mode: args.bind_mode,
-            // As gunicorn: the workers' user may use the socket it serves.
-            owner: identity.as_ref().map(|id| (id.uid, id.gid)),
-        },
-    )?;
+    let bound = match handover {
+        // The old master holds the pidfile until our workers are up.
+        Some(handover) => {
+            let bound = handover.listeners()?;
+            config.handover = Some((handover, args.pidfile.clone()));
+            bound
+        }
+        None => {
+            // Before binding: a second master given the same pidfile is
+            // refused before it takes an address or starts a worker.
+            config.pidfile = args.pidfile.as_deref().map(Pidfile::lock).transpose()?;
+            listener::open(
+                &args.bind,
+                &BindOptions {
+                    backlog: args.backlog,
+                    reuse_port: args.reuse_port,
+                    mode: args.bind_mode,
+                    // As gunicorn: the workers' user may use the socket it
+                    // serves.
+                    owner: identity.as_ref().map(|id| (id.uid, id.gid)),
+                },
+            )?
+        }
+    };
+    config.origin = origin;
     config.identity = identity;
     tracing::debug!(
         "forwarding headers believed from: {}",
@@ -325,6 +359,8 @@ fn plan(settings: &Settings) -> Result<MasterConfig, String> {
         access_log: args.access_logfile.clone(),
         server,
         reread: None,
+        origin: None,
+        handover: None,
     })
 }
 
@@ -372,6 +408,57 @@ fn stop(args: ControlArgs) -> Result<(), String> {
     }
     Err(format!(
         "master {} still running after {}s",
+        master.pid, args.timeout
+    ))
+}
+
+/// `host upgrade -p FILE`: USR2 the master, then wait for the outcome it
+/// reports: the new master serving (it holds the pidfile, with its pid
+/// written) and the old one draining, or why the new one could not serve
+/// (the old one serves on). A master that hands over and drains quickly
+/// may be gone before its outcome is read: then the pidfile says.
+fn upgrade(args: ControlArgs) -> Result<(), String> {
+    let master = Remote::find(&args.pidfile)?;
+    let before = master.reload_outcome().map_or(0, |o| o.seq);
+    master.signal(libc::SIGUSR2)?;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let mut handed_over = false;
+    let mut gone_at = None;
+    while Instant::now() < deadline {
+        if !handed_over {
+            match master.reload_outcome().filter(|o| o.seq > before) {
+                Some(outcome) if !outcome.ok => return Err(outcome.detail),
+                Some(_) => handed_over = true,
+                None => {}
+            }
+        }
+        // The new master holds the pidfile and wrote its pid there.
+        if let Ok(new) = Remote::find(&args.pidfile) {
+            let written = std::fs::read_to_string(&args.pidfile)
+                .is_ok_and(|t| t.trim() == new.pid.to_string());
+            if new.pid != master.pid && written && control::lock_holder(&args.pidfile) == Some(new.pid) {
+                println!("upgraded: master {} serving; master {} draining", new.pid, master.pid);
+                return Ok(());
+            }
+        }
+        // Gone without a word read: give the new master, if any, a moment
+        // to show up in the pidfile before calling it a failure.
+        if !handed_over && !control::running(master.pid) {
+            match gone_at {
+                None => gone_at = Some(Instant::now()),
+                Some(at) if at.elapsed() > Duration::from_secs(2) => {
+                    return Err(format!(
+                        "master {} exited before the upgrade was decided",
+                        master.pid
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!(
+        "no upgrade outcome from master {} within {}s",
         master.pid, args.timeout
     ))
 }

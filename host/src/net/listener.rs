@@ -113,6 +113,15 @@ pub enum Listener {
 }
 
 impl Listener {
+    /// The path a unix socket is bound to (None for TCP, or an unnamed
+    /// or abstract unix socket).
+    pub fn unix_path(&self) -> Option<PathBuf> {
+        match self {
+            Listener::Tcp(_) => None,
+            Listener::Unix(l) => l.local_addr().ok()?.as_pathname().map(Path::to_path_buf),
+        }
+    }
+
     /// Where clients connect, for the log: `http://127.0.0.1:8000`,
     /// `unix:/run/app.sock`.
     pub fn describe(&self) -> String {
@@ -201,6 +210,30 @@ pub struct SocketFile {
     dev: u64,
     ino: u64,
     pid: u32,
+}
+
+impl SocketFile {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file of a socket an upgrading master handed over (it created
+    /// the file, and left it in place for us): ours to remove from now on.
+    pub fn adopt(path: &Path) -> Option<SocketFile> {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        Some(SocketFile {
+            path: path.to_path_buf(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            pid: std::process::id(),
+        })
+    }
+
+    /// Leaves the file in place: a new master (an upgrade) serves the
+    /// socket now, and removes the file when it stops.
+    pub fn hand_over(mut self) {
+        self.pid = 0;
+    }
 }
 
 impl Drop for SocketFile {

@@ -112,6 +112,9 @@ pub fn running(pid: i32) -> bool {
 pub struct Pidfile {
     path: PathBuf,
     file: File,
+    /// Handed over to a new master (an upgrade): left in place when
+    /// dropped, for the new master to lock and write.
+    keep: bool,
 }
 
 impl Pidfile {
@@ -153,7 +156,28 @@ impl Pidfile {
         Ok(Pidfile {
             path: path.to_path_buf(),
             file,
+            keep: false,
         })
+    }
+
+    /// Locks `path` once the master holding it lets go, waiting at most
+    /// `wait`: the new master of an upgrade takes the pidfile over from
+    /// the old one, which releases it when told the new one is ready.
+    pub fn lock_when_free(path: &Path, wait: Duration) -> Result<Pidfile, String> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match Pidfile::lock(path) {
+                Ok(pidfile) => return Ok(pidfile),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// Releases the lock and leaves the file (and the pid in it) for the
+    /// new master of an upgrade.
+    pub fn hand_over(mut self) {
+        self.keep = true;
     }
 
     pub fn path(&self) -> &Path {
@@ -180,7 +204,9 @@ impl Drop for Pidfile {
     fn drop(&mut self) {
         // Removed while still locked: a new master that opens the path
         // after this creates a new file, which it can lock.
-        let _ = fs::remove_file(&self.path);
+        if !self.keep {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -311,7 +337,9 @@ fn cut(text: &str, max: usize) -> &str {
 /// What the master keeps for the control commands: the locked pidfile, the
 /// board, and the files beside the pidfile.
 pub struct Control {
-    pidfile: Pidfile,
+    /// None once handed over to a new master (an upgrade): this master
+    /// keeps only its board, where `host upgrade` reads the outcome.
+    pidfile: Option<Pidfile>,
     board: Option<Board>,
     /// This run's identity, the first line of every control file.
     run: String,
@@ -395,7 +423,7 @@ impl Control {
         Control {
             status: Mirror::new(status_path(pidfile.path())),
             reload: Mirror::new(reload_status_path(pidfile.path())),
-            pidfile,
+            pidfile: Some(pidfile),
             board,
             run,
             reload_seq: 0,
@@ -404,7 +432,23 @@ impl Control {
 
     /// Writes the pid into the pidfile (the server is serving from now on).
     pub fn publish_pid(&mut self) -> Result<(), String> {
-        self.pidfile.write_pid()
+        match &mut self.pidfile {
+            Some(pidfile) => pidfile.write_pid(),
+            None => Ok(()),
+        }
+    }
+
+    /// An upgrade's new master serves now: the pidfile's lock is
+    /// released for it, and the files beside the pidfile are its to
+    /// write; this master's words stay on its board alone.
+    pub fn hand_over(&mut self) {
+        if let Some(pidfile) = self.pidfile.take() {
+            pidfile.hand_over();
+        }
+    }
+
+    fn handed_over(&self) -> bool {
+        self.pidfile.is_none()
     }
 
     /// What `host status` prints now: the master's line, then a line per
@@ -414,8 +458,10 @@ impl Control {
         if let Some(board) = &self.board {
             board.write(Some(&full), None);
         }
-        self.status.set(full);
-        self.status.flush();
+        if !self.handed_over() {
+            self.status.set(full);
+            self.status.flush();
+        }
     }
 
     /// A reload's outcome, for the `host reload` waiting on it.
@@ -430,22 +476,29 @@ impl Control {
         if let Some(board) = &self.board {
             board.write(None, Some(&full));
         }
-        self.reload.set(full);
-        self.reload.flush();
+        if !self.handed_over() {
+            self.reload.set(full);
+            self.reload.flush();
+        }
     }
 
     /// Tries again the files that could not be written.
     pub fn retry(&mut self) {
-        self.status.flush();
-        self.reload.flush();
+        if !self.handed_over() {
+            self.status.flush();
+            self.reload.flush();
+        }
     }
 }
 
 impl Drop for Control {
     fn drop(&mut self) {
-        // The pidfile goes last (dropped after this), still locked.
-        let _ = fs::remove_file(&self.status.path);
-        let _ = fs::remove_file(&self.reload.path);
+        // The pidfile goes last (dropped after this), still locked. Once
+        // handed over, the files are the new master's.
+        if !self.handed_over() {
+            let _ = fs::remove_file(&self.status.path);
+            let _ = fs::remove_file(&self.reload.path);
+        }
     }
 }
 

@@ -30,6 +30,12 @@
 //! it replaced had served without crashing, the master rolls back to that
 //! build, still staged in memory, and `host reload` fails with the reason.
 //!
+//! Binary upgrade (USR2, `host upgrade`; see `upgrade`): the master starts
+//! the host binary again with the listening sockets, as its child, and
+//! keeps serving while the new master boots. Once every worker of the new
+//! master is up, the old one hands over the pidfile and drains as at TERM;
+//! if the new master exits, or is not ready in time, nothing changed.
+//!
 //! Crashes (`health`): each slot of the pool backs off on its own when its
 //! workers keep dying young, but while the current build boots fine at
 //! least one worker is always up, so a request that crashes workers costs
@@ -41,7 +47,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1};
+use signal_hook::consts::{
+    SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2,
+};
 
 use crate::net::listener::{Bound, Listener, SocketFile};
 use crate::runtime::scoreboard::{now_ms, Scoreboard, WorkerState, MAX_WORKERS};
@@ -51,6 +59,7 @@ use crate::supervisor::health::{Probation, Slot, Verdict, MIN_UPTIME};
 use crate::supervisor::notify::Notifier;
 use crate::supervisor::process::Identity;
 use crate::supervisor::staging::{stage, Build};
+use crate::supervisor::upgrade::{Handover, News, Origin, Successor};
 use crate::supervisor::worker::{self, WorkerSpec, EXIT_LOAD_ERROR};
 
 /// How often the loop turns when nothing wakes it.
@@ -61,6 +70,13 @@ const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// was serving: a build that crashes on every request then costs at most
 /// this many forks a second, however fast the requests come.
 const FLOOR_EVERY: Duration = Duration::from_millis(100);
+/// Least time the new master of an upgrade is given to get all its
+/// workers up (twice `-t` if that is more), before the old one stops it.
+const UPGRADE_WAIT: Duration = Duration::from_secs(60);
+/// How long the new master of an upgrade waits for the old one to let go
+/// of the pidfile once told it is ready (the old master's loop turns
+/// every `TICK`).
+const PIDFILE_WAIT: Duration = Duration::from_secs(10);
 
 /// Everything the master is told at start.
 pub struct MasterConfig {
@@ -97,6 +113,13 @@ pub struct MasterConfig {
     /// rolling reload that applies them; an Err is one line naming the
     /// file, line and key, and then nothing changes.
     pub reread: Option<Box<dyn FnMut() -> Result<Reread, String>>>,
+    /// How this process was started, for USR2 to start it again (None:
+    /// USR2 says it cannot).
+    pub origin: Option<Origin>,
+    /// This master is the new one of an upgrade: it tells the old one once
+    /// all its workers are up, then takes the pidfile (`-p`, this path)
+    /// over from it.
+    pub handover: Option<(Handover, Option<PathBuf>)>,
 }
 
 /// Settings a HUP read again (`MasterConfig::reread`).
@@ -177,8 +200,8 @@ enum Stopping {
 }
 
 /// Signals the handlers flagged, in the order the loop handles them.
-const SIGNALS: [i32; 8] = [
-    SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1,
+const SIGNALS: [i32; 9] = [
+    SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2,
 ];
 
 pub struct Master {
@@ -186,8 +209,9 @@ pub struct Master {
     listeners: Vec<Listener>,
     /// The unix socket files bound (`-b unix:`): removed when the master
     /// is dropped, after its last worker exited (never by a worker, which
-    /// does not drop its copy of the master).
-    _socket_files: Vec<SocketFile>,
+    /// does not drop its copy of the master), unless handed over to the
+    /// new master of an upgrade.
+    socket_files: Vec<SocketFile>,
     board: &'static Scoreboard,
     workers: BTreeMap<i32, Worker>,
     /// The build new workers get.
@@ -234,6 +258,8 @@ pub struct Master {
     last_status: String,
     /// The service manager (systemd's `NOTIFY_SOCKET`), if one listens.
     notify: Option<Notifier>,
+    /// The new master of an upgrade (USR2) while it boots: our child.
+    successor: Option<Successor>,
     flags: Vec<Arc<AtomicBool>>,
     signal_ids: Vec<signal_hook::SigId>,
     wake: std::os::unix::net::UnixStream,
@@ -286,7 +312,7 @@ impl Master {
         let mut master = Master {
             cfg,
             listeners: bound.listeners,
-            _socket_files: bound.files,
+            socket_files: bound.files,
             board,
             workers: BTreeMap::new(),
             current,
@@ -311,6 +337,7 @@ impl Master {
             last_status: String::new(),
             // Before the first fork: the workers must not inherit it.
             notify: Notifier::from_env(),
+            successor: None,
             flags,
             signal_ids,
             wake,
@@ -397,6 +424,7 @@ impl Master {
             self.feed_watchdog();
             self.handle_signals();
             self.reap();
+            self.watch_successor();
             self.check_boots();
             self.murder_workers();
             if let Some(stopping) = self.stopping {
@@ -422,6 +450,7 @@ impl Master {
             self.judge_new_build();
             self.watch_plugin();
             self.manage_workers();
+            self.take_over();
             self.write_status();
             self.notify_status();
         }
@@ -471,6 +500,9 @@ impl Master {
         if self.flagged(SIGUSR1) {
             self.handle_usr1();
         }
+        if self.flagged(SIGUSR2) {
+            self.handle_usr2();
+        }
     }
 
     /// TERM: every worker stops accepting, drains, exits; then we do.
@@ -513,13 +545,19 @@ impl Master {
         if let Some(n) = &mut self.notify {
             n.stopping("stopping gracefully");
         }
+        self.abandon_upgrade("the server is stopping");
+        self.drain();
+        self.report_reload(false, "the server is stopping");
+    }
+
+    /// Stops accepting and lets every worker finish what it has (TERM).
+    fn drain(&mut self) {
         self.close_listeners();
         // Margin over the workers' own graceful timeout, so they get to
         // finish it themselves.
         let deadline = Instant::now() + self.cfg.graceful_timeout + Duration::from_secs(5);
         self.stopping = Some(Stopping::Graceful(deadline));
         self.kill_all(libc::SIGTERM);
-        self.report_reload(false, "the server is stopping");
     }
 
     /// INT/QUIT: workers exit at once.
@@ -532,6 +570,7 @@ impl Master {
         if let Some(n) = &mut self.notify {
             n.stopping("stopping now");
         }
+        self.abandon_upgrade("the server is stopping");
         self.close_listeners();
         self.stopping = Some(Stopping::Fast(Instant::now() + Duration::from_secs(2)));
         self.kill_all(libc::SIGQUIT);
@@ -624,6 +663,156 @@ impl Master {
     fn handle_usr1(&mut self) {
         tracing::info!("USR1: reopening log files");
         self.kill_all(libc::SIGUSR1);
+    }
+
+    // --- binary upgrade -------------------------------------------------
+
+    /// USR2: start the host binary again with our sockets; keep serving
+    /// until its workers are up (`watch_successor`).
+    fn handle_usr2(&mut self) {
+        let refuse = if self.stopping.is_some() || self.stop_at.is_some() {
+            Some("the server is stopping")
+        } else if self.successor.is_some() {
+            Some("an upgrade is already under way")
+        } else if self.canary.is_some() {
+            Some("a reload is under way; upgrade once it is decided")
+        } else if self.cfg.origin.is_none() {
+            Some("the path of the host binary could not be read at start")
+        } else {
+            None
+        };
+        if let Some(why) = refuse {
+            tracing::warn!("USR2 ignored: {why}");
+            self.report_reload(false, &format!("upgrade refused: {why}"));
+            return;
+        }
+        let origin = self.cfg.origin.as_ref().expect("checked above");
+        let env = self.notify.as_ref().map_or(&[][..], |n| n.env());
+        match Successor::spawn(origin, &self.listeners, &self.socket_files, env) {
+            Ok(s) => {
+                tracing::info!(
+                    "USR2: upgrading: started master {}; serving on until its workers are up",
+                    s.pid
+                );
+                self.successor = Some(s);
+            }
+            Err(why) => {
+                crate::critical!("USR2: {why}; this master keeps serving");
+                self.report_reload(false, &format!("upgrade failed: {why}"));
+            }
+        }
+    }
+
+    /// Hears from the new master of an upgrade: hands over once it is
+    /// ready; stops it if it takes too long.
+    fn watch_successor(&mut self) {
+        let Some(s) = &mut self.successor else {
+            return;
+        };
+        let pid = s.pid;
+        match s.poll() {
+            News::Ready => self.hand_over(pid),
+            News::Failed(why) => {
+                // It exits by itself; reaped as any child.
+                self.successor = None;
+                self.upgrade_failed(pid, &why);
+            }
+            News::Nothing => {
+                let wait = UPGRADE_WAIT.max(self.cfg.timeout * 2);
+                if s.started.elapsed() > wait {
+                    self.abandon_upgrade(&format!(
+                        "its workers were not all up within {}s",
+                        wait.as_secs()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The new master died before it was ready (found by `reap`).
+    fn successor_exited(&mut self, status: i32) {
+        if let Some(mut s) = self.successor.take() {
+            // A report written just before it exited.
+            let why = match s.poll() {
+                News::Failed(why) => why,
+                _ => format!("it {}", describe_exit(status)),
+            };
+            self.upgrade_failed(s.pid, &why);
+        }
+    }
+
+    /// Stops the new master of an upgrade not yet ready (INT/QUIT: it
+    /// kills its workers and exits).
+    fn abandon_upgrade(&mut self, why: &str) {
+        if let Some(s) = self.successor.take() {
+            self.kill(s.pid, libc::SIGQUIT);
+            self.upgrade_failed(s.pid, why);
+        }
+    }
+
+    fn upgrade_failed(&mut self, pid: i32, why: &str) {
+        crate::critical!(
+            "upgrade failed: new master {pid}: {why}; master {} keeps serving build {}",
+            std::process::id(),
+            self.current.short()
+        );
+        self.report_reload(false, &format!("upgrade failed: new master {pid}: {why}"));
+    }
+
+    /// The new master's workers are all up: it serves from now on. We let
+    /// go of the pidfile and the socket files, and drain as at TERM, but
+    /// without telling systemd we stop: the service goes on, as `pid`.
+    fn hand_over(&mut self, pid: i32) {
+        self.successor = None;
+        tracing::info!(
+            "upgrade: master {pid} is serving; master {} drains and exits",
+            std::process::id()
+        );
+        if let Some(n) = self.notify.take() {
+            n.main_pid(pid);
+        }
+        self.report_reload(
+            true,
+            &format!(
+                "master {pid} serving; master {} draining",
+                std::process::id()
+            ),
+        );
+        if let Some(control) = &mut self.control {
+            control.hand_over();
+        }
+        for file in self.socket_files.drain(..) {
+            file.hand_over();
+        }
+        self.drain();
+    }
+
+    /// The new master of an upgrade, once all its workers are up: tells
+    /// the old master, then takes the pidfile over from it.
+    fn take_over(&mut self) {
+        if self.cfg.handover.is_none() || self.ready_workers() < self.target {
+            return;
+        }
+        let Some((handover, pidfile)) = self.cfg.handover.take() else {
+            return;
+        };
+        handover.ready();
+        let Some(path) = pidfile else {
+            return;
+        };
+        match Pidfile::lock_when_free(&path, PIDFILE_WAIT) {
+            Ok(pidfile) => {
+                let mut control = Control::new(pidfile);
+                if let Err(e) = control.publish_pid() {
+                    tracing::error!("{e}");
+                }
+                self.control = Some(control);
+                tracing::info!("upgrade: took over pidfile {}", path.display());
+            }
+            Err(e) => crate::critical!(
+                "upgrade: {e}; serving without it (`host reload/stop/status -p` cannot find this master)"
+            ),
+        }
     }
 
     /// Closes the master's copies of the listening sockets. The workers
@@ -1212,6 +1401,8 @@ impl Master {
             }
             if let Some(w) = self.workers.remove(&pid) {
                 self.exited(pid, w, status);
+            } else if self.successor.as_ref().is_some_and(|s| s.pid == pid) {
+                self.successor_exited(status);
             }
         }
     }

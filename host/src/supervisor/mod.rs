@@ -3,11 +3,13 @@
 //! `health` judges crashes (backoff per slot, a new build's probation) and
 //! `control` is how `host reload`/`stop`/`status` reach a running master,
 //! `notify` how the master tells systemd its state, and `process` the
-//! process's surroundings (umask).
+//! process's surroundings (umask), and `upgrade` how a master re-executes
+//! the binary and hands its sockets over (USR2).
 pub mod control;
 pub mod health;
 pub mod master;
 pub mod notify;
 pub mod process;
 pub mod staging;
+pub mod upgrade;
 pub mod worker;

@@ -40,6 +40,9 @@ pub struct Notifier {
     ready: bool,
     /// The last `STATUS=` sent, so an unchanged one is not sent again.
     status: String,
+    /// `NOTIFY_SOCKET` and `WATCHDOG_USEC` as given: passed on to the new
+    /// master of an upgrade, which is the service from then on.
+    env: Vec<(&'static str, std::ffi::OsString)>,
 }
 
 impl Notifier {
@@ -55,6 +58,15 @@ impl Notifier {
             std::env::remove_var(var);
         }
         let socket = socket?;
+        let mut env = vec![("NOTIFY_SOCKET", socket.clone())];
+        // WATCHDOG_PID is not passed on: the new master's pid is not known
+        // before it starts, and without the variable the watchdog is its.
+        if let (Some(usec), true) = (&usec, pid
+            .as_ref()
+            .is_none_or(|p| p.trim().parse::<u32>().ok() == Some(std::process::id())))
+        {
+            env.push(("WATCHDOG_USEC", usec.into()));
+        }
         let addr = match parse_addr(socket.as_encoded_bytes()) {
             Ok(addr) => addr,
             Err(e) => {
@@ -84,7 +96,21 @@ impl Notifier {
             reloading: false,
             ready: false,
             status: String::new(),
+            env,
         })
+    }
+
+    /// The variables a new master of an upgrade is started with.
+    pub fn env(&self) -> &[(&'static str, std::ffi::OsString)] {
+        &self.env
+    }
+
+    /// An upgrade's new master, `pid`, is the service from now on:
+    /// systemd takes notifications from it (and watches it) instead. Sent
+    /// by the old master, the main pid until then, which any
+    /// `NotifyAccess=` accepts.
+    pub fn main_pid(&self, pid: i32) {
+        self.send(&format!("MAINPID={pid}\nSTATUS=upgraded: master {pid} serving"));
     }
 
     /// Sends one message (lines joined by `\n`). A manager that is gone
@@ -205,6 +231,7 @@ mod tests {
             reloading: false,
             ready: false,
             status: String::new(),
+            env: Vec::new(),
         };
         let mut buf = [0u8; 256];
         let mut recv = || {
@@ -222,5 +249,7 @@ mod tests {
         assert!(recv().starts_with("RELOADING=1\nMONOTONIC_USEC="));
         n.reloaded("new");
         assert_eq!(recv(), "READY=1\nSTATUS=new");
+        n.main_pid(4242);
+        assert_eq!(recv(), "MAINPID=4242\nSTATUS=upgraded: master 4242 serving");
     }
 }
