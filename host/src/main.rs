@@ -436,8 +436,14 @@ fn upgrade(args: ControlArgs) -> Result<(), String> {
         if let Ok(new) = Remote::find(&args.pidfile) {
             let written = std::fs::read_to_string(&args.pidfile)
                 .is_ok_and(|t| t.trim() == new.pid.to_string());
-            if new.pid != master.pid && written && control::lock_holder(&args.pidfile) == Some(new.pid) {
-                println!("upgraded: master {} serving; master {} draining", new.pid, master.pid);
+            if new.pid != master.pid
+                && written
+                && control::lock_holder(&args.pidfile) == Some(new.pid)
+            {
+                println!(
+                    "upgraded: master {} serving; master {} draining",
+                    new.pid, master.pid
+                );
                 return Ok(());
             }
         }

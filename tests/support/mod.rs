@@ -10,6 +10,8 @@
 //!   and fixtures with the system C compiler.
 //! - [`server`]: running `host serve` / `host check` and capturing its logs.
 //! - [`client`]: a raw HTTP/1.1 client and response parser.
+//! - [`load`]: client threads that keep a server busy and count failed
+//!   requests.
 //! - [`json`]: just enough JSON to read the echo plugin's output.
 //! - [`cases`]: the case-file format of the HTTP/1.1 conformance corpus
 //!   (`tests/corpus/`).
@@ -18,6 +20,7 @@ pub mod artifacts;
 pub mod cases;
 pub mod client;
 pub mod json;
+pub mod load;
 pub mod server;
 
 use std::time::Duration;

@@ -61,10 +61,11 @@ impl Notifier {
         let mut env = vec![("NOTIFY_SOCKET", socket.clone())];
         // WATCHDOG_PID is not passed on: the new master's pid is not known
         // before it starts, and without the variable the watchdog is its.
-        if let (Some(usec), true) = (&usec, pid
-            .as_ref()
-            .is_none_or(|p| p.trim().parse::<u32>().ok() == Some(std::process::id())))
-        {
+        if let (Some(usec), true) = (
+            &usec,
+            pid.as_ref()
+                .is_none_or(|p| p.trim().parse::<u32>().ok() == Some(std::process::id())),
+        ) {
             env.push(("WATCHDOG_USEC", usec.into()));
         }
         let addr = match parse_addr(socket.as_encoded_bytes()) {
@@ -110,7 +111,9 @@ impl Notifier {
     /// by the old master, the main pid until then, which any
     /// `NotifyAccess=` accepts.
     pub fn main_pid(&self, pid: i32) {
-        self.send(&format!("MAINPID={pid}\nSTATUS=upgraded: master {pid} serving"));
+        self.send(&format!(
+            "MAINPID={pid}\nSTATUS=upgraded: master {pid} serving"
+        ));
     }
 
     /// Sends one message (lines joined by `\n`). A manager that is gone
