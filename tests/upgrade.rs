@@ -10,7 +10,9 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -289,4 +291,96 @@ fn a_unix_socket_survives_an_upgrade() {
         !sock.exists(),
         "the new master removes the socket file when it stops"
     );
+}
+
+/// The datagrams sent to a service manager's socket, STATUS-only and
+/// WATCHDOG ones left out.
+fn next_notice(manager: &UnixDatagram, server: &Server) -> String {
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = manager
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no notification: {e}; log:\n{}", server.logs()));
+        let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !m.starts_with("STATUS=") && m != "WATCHDOG=1" {
+            return m;
+        }
+    }
+}
+
+#[test]
+fn systemd_is_told_the_new_main_pid() {
+    let site = Site::new("upgrade-notify");
+    let name = format!("host-upgrade-notify-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let manager = UnixDatagram::bind_addr(&addr).unwrap();
+    manager.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut server = server::serve(&site.plugin)
+        .args(["-p", site.pidfile_str()])
+        .env("NOTIFY_SOCKET", format!("@{name}"))
+        .start();
+    let m = next_notice(&manager, &server);
+    assert!(m.starts_with("READY=1\n"), "{m}");
+
+    let run = site.upgrade();
+    assert!(run.status.success(), "{run:#?}; log:\n{}", server.logs());
+    server.wait_exit(TIMEOUT);
+    let new = site.pid_in_file();
+    // The old master, main pid until then, names the new one; the new
+    // master was given the socket (it says READY=1 in its turn) and the old
+    // one says nothing more: in particular no STOPPING=1.
+    let mut notices = vec![next_notice(&manager, &server)];
+    notices.push(next_notice(&manager, &server));
+    notices.sort();
+    assert!(
+        notices[0].starts_with(&format!("MAINPID={new}\n")),
+        "{notices:?}"
+    );
+    assert!(notices[1].starts_with("READY=1\n"), "{notices:?}");
+    stop_by_pidfile(&site, &server);
+    let m = next_notice(&manager, &server);
+    assert!(
+        m.starts_with("STOPPING=1"),
+        "the new master stops as the service: {m}"
+    );
+}
+
+#[test]
+fn the_binary_now_at_the_path_is_what_runs() {
+    let site = Site::new("upgrade-exe");
+    let copy = site.dir.join("host");
+    fs::copy(artifacts::host(), &copy).unwrap();
+    // Started as the copy (the launcher drops the path the harness adds).
+    let launcher = format!("shift; exec '{}' \"$@\"", copy.display());
+    let mut server = server::serve(&site.plugin)
+        .launcher(["sh", "-c", launcher.as_str(), "sh"])
+        .args(["-p", site.pidfile_str()])
+        .start();
+    let old = server.pid();
+    // A deploy renames another program over the path: a script that leaves
+    // a mark, then runs the real binary.
+    let marker = site.dir.join("new-binary-ran");
+    let script = site.dir.join("host.new");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ntouch '{}'\nexec '{}' \"$@\"\n",
+            marker.display(),
+            artifacts::host().display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::rename(&script, &copy).unwrap();
+
+    let run = site.upgrade();
+    assert!(run.status.success(), "{run:#?}; log:\n{}", server.logs());
+    assert!(
+        marker.exists(),
+        "the upgrade ran the binary it was started as, not the file now at its path"
+    );
+    server.wait_exit(TIMEOUT);
+    assert_ne!(site.pid_in_file(), old);
+    get(&server);
+    stop_by_pidfile(&site, &server);
 }

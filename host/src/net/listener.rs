@@ -8,7 +8,8 @@
 //! `unix:PATH` (a unix stream socket, whose file the master removes when
 //! it stops), and `fd://N` (a listening socket the parent process opened
 //! and left to us; systemd's socket activation is the same thing, found
-//! through the environment: `systemd`).
+//! through the environment: `systemd`). A binary upgrade passes them on
+//! to the new master by number (`supervisor::upgrade`).
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

@@ -419,6 +419,12 @@ impl Master {
         for l in &self.listeners {
             tracing::info!("listening on {}", l.describe());
         }
+        if self.cfg.handover.is_some() {
+            tracing::info!(
+                "upgrade: the old master hands over once all {} workers are up",
+                self.target
+            );
+        }
         loop {
             self.wait_for_wake();
             self.feed_watchdog();

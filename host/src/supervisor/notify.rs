@@ -13,6 +13,8 @@
 //! - `RELOADING=1` with `MONOTONIC_USEC=` when a reload starts, and
 //!   `READY=1` again once it is decided (swapped, refused or rolled back);
 //! - `STOPPING=1` at TERM, INT or QUIT;
+//! - `MAINPID=` the new master's pid when a binary upgrade (USR2) hands
+//!   over to it: sent by the old master, the main pid until then;
 //! - `STATUS=` with what is serving, whenever that changes;
 //! - `WATCHDOG=1` every half `WATCHDOG_USEC` (when it is set, for this
 //!   pid): the master's loop turns at least every 100 ms, so a master
@@ -21,6 +23,8 @@
 //! The variables are removed from the environment, as
 //! `sd_notify(unset_environment=1)` does: the workers, and programs the
 //! plugin runs, are not the service, and must not speak for it.
+//! The new master of an upgrade is the service from the handover on:
+//! it alone is given them again (`Notifier::env`).
 use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
