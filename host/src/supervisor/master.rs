@@ -71,8 +71,12 @@ const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// this many forks a second, however fast the requests come.
 const FLOOR_EVERY: Duration = Duration::from_millis(100);
 /// Least time the new master of an upgrade is given to get all its
-/// workers up (twice `-t` if that is more), before the old one stops it.
-const UPGRADE_WAIT: Duration = Duration::from_secs(60);
+/// workers up, before the old one stops it: each worker has `-t` to boot,
+/// so `-t` and `UPGRADE_MARGIN` if that is more. Less than `host
+/// upgrade`'s default wait (60 s with the default `-t` of 30 s), so the
+/// command hears the reason.
+const UPGRADE_WAIT: Duration = Duration::from_secs(30);
+const UPGRADE_MARGIN: Duration = Duration::from_secs(15);
 /// How long the new master of an upgrade waits for the old one to let go
 /// of the pidfile once told it is ready (the old master's loop turns
 /// every `TICK`).
@@ -724,7 +728,7 @@ impl Master {
                 self.upgrade_failed(pid, &why);
             }
             News::Nothing => {
-                let wait = UPGRADE_WAIT.max(self.cfg.timeout * 2);
+                let wait = UPGRADE_WAIT.max(self.cfg.timeout + UPGRADE_MARGIN);
                 if s.started.elapsed() > wait {
                     self.abandon_upgrade(&format!(
                         "its workers were not all up within {}s",
