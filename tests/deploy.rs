@@ -496,6 +496,182 @@ fn kubernetes_deployment_fits_the_server() {
     );
 }
 
+/// The service manager's end of `NOTIFY_SOCKET`, with SO_PASSCRED: each
+/// datagram comes with the pid that sent it, which is what systemd checks
+/// `NotifyAccess=` against.
+struct Manager(std::os::unix::net::UnixDatagram);
+
+impl Manager {
+    fn bind(path: &Path) -> Manager {
+        let socket = std::os::unix::net::UnixDatagram::bind(path).expect("a notify socket");
+        let on: libc::c_int = 1;
+        // SAFETY: the descriptor is the open socket just bound; `on` is a
+        // c_int that outlives the call, and its size is passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                libc::SOL_SOCKET,
+                libc::SO_PASSCRED,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_PASSCRED: {}", std::io::Error::last_os_error());
+        Manager(socket)
+    }
+
+    /// The next message and its sender's pid, within `timeout`; None if
+    /// none came.
+    fn next(&self, timeout: Duration) -> Option<(String, i32)> {
+        self.0.set_read_timeout(Some(timeout)).unwrap();
+        let mut data = [0u8; 4096];
+        // Room for one SCM_CREDENTIALS message, u64-aligned.
+        let mut control = [0u64; 8];
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr().cast(),
+            iov_len: data.len(),
+        };
+        // SAFETY: an all-zero msghdr is a valid empty one; the pointers set
+        // below point into `iov` and `control`, which outlive recvmsg.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.0);
+        // SAFETY: `msg` describes buffers that are valid and writable for
+        // their stated lengths; the socket is open.
+        let len = unsafe { libc::recvmsg(fd, &mut msg, 0) };
+        if len < 0 {
+            return None;
+        }
+        let mut pid = 0;
+        // SAFETY: CMSG_FIRSTHDR/NXTHDR walk the control buffer recvmsg
+        // filled, within msg_controllen; SCM_CREDENTIALS data is a ucred.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET
+                    && (*cmsg).cmsg_type == libc::SCM_CREDENTIALS
+                {
+                    let cred: libc::ucred = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                    pid = cred.pid;
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        let text = String::from_utf8_lossy(&data[..len as usize]).into_owned();
+        Some((text, pid))
+    }
+
+    /// The next message that is not a bare `STATUS=`; its sender must be
+    /// `main`.
+    fn expect(&self, main: u32, server: &Server) -> String {
+        loop {
+            let (m, pid) = self.next(TIMEOUT).unwrap_or_else(|| {
+                panic!(
+                    "no sd_notify message within {TIMEOUT:?}; log:\n{}",
+                    server.logs()
+                )
+            });
+            assert_eq!(
+                pid as u32, main,
+                "{m:?} came from pid {pid}, not the main process: NotifyAccess=main would drop it"
+            );
+            if !m.starts_with("STATUS=") {
+                return m;
+            }
+        }
+    }
+}
+
+/// host.service's command lines as systemd runs them: `host serve -c
+/// host.toml` with the socket unit's socket (here a unix one, from
+/// `systemd-socket-activate`) and a `NOTIFY_SOCKET`; `host reload -p` as
+/// ExecReload, with the same `NOTIFY_SOCKET` (systemd gives it to every
+/// process of the unit). Every notification must come from the main
+/// process, the one ExecStart ran: that is what `NotifyAccess=main`
+/// accepts.
+#[test]
+fn the_unit_under_socket_activation_notifies_from_the_main_process() {
+    let dir = TempDir::new("deploy-unit");
+    let socket = dir.join("web.sock");
+    let notify = dir.join("notify.sock");
+    let manager = Manager::bind(&notify);
+    let instance = Instance::new("unit", &dir, 0);
+    let units = unit_settings(&deploy_file("host.socket"));
+    let launcher = [
+        program("systemd-socket-activate", "systemd")
+            .display()
+            .to_string(),
+        "-l".into(),
+        socket.display().to_string(),
+        format!("--fdname={}", one(&units, "Socket", "FileDescriptorName")),
+        // It passes on only the variables it is told to.
+        "--setenv=NOTIFY_SOCKET".into(),
+    ];
+    let mut server = server::serve_config(&instance.config)
+        .launcher(launcher)
+        .args(["-w", "2"])
+        .env("NOTIFY_SOCKET", &notify)
+        .spawn();
+    // systemd-socket-activate execs the host: the main process.
+    let main = server.pid();
+    let deadline = Instant::now() + TIMEOUT;
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "no socket: {}", server.logs());
+        thread::sleep(Duration::from_millis(10));
+    }
+    // The first client starts it, and waits in the backlog meanwhile.
+    let post = |body: &str| {
+        let mut s = UnixStream::connect(&socket).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        write!(
+            s,
+            "POST /input HTTP/1.1\r\nHost: app\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let r = post("first");
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.ends_with("len=5\nfirst"),
+        "{r}"
+    );
+    let m = manager.expect(main, &server);
+    assert!(m.starts_with("READY=1\n"), "{m}");
+    server.wait_for_log("socket activation: serving web", TIMEOUT);
+
+    // ExecReload.
+    let run = server::run_env(
+        &dir.path,
+        &[("NOTIFY_SOCKET", notify.to_str().unwrap())],
+        ["reload", "-p", instance.pidfile.to_str().unwrap()],
+    );
+    assert!(run.status.success(), "host reload: {run:#?}");
+    let m = manager.expect(main, &server);
+    assert!(m.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{m}");
+    let m = manager.expect(main, &server);
+    assert!(m.starts_with("READY=1\n"), "{m}");
+    assert!(post("second").ends_with("len=6\nsecond"));
+
+    // systemctl stop, KillMode=mixed: TERM to the main process only.
+    server.terminate();
+    let m = manager.expect(main, &server);
+    assert!(m.starts_with("STOPPING=1"), "{m}");
+    let status = server.wait_exit(TIMEOUT);
+    assert!(status.success(), "host exited {status}: {}", server.logs());
+    // Nothing more, from anyone.
+    if let Some((m, pid)) = manager.next(Duration::from_millis(200)) {
+        panic!("after the exit: {m:?} from pid {pid}");
+    }
+    assert!(socket.exists(), "the socket file is systemd's");
+}
+
 // ---------------------------------------------------------------------------
 // The rolling procedure, under load
 
@@ -642,7 +818,7 @@ fn load_client(from: String, to: SocketAddr, stop: Arc<AtomicBool>, tally: Arc<T
     while !stop.load(Ordering::SeqCst) {
         n += 1;
         tally.sent.fetch_add(1, Ordering::SeqCst);
-        if n % 8 == 0 {
+        if n.is_multiple_of(8) {
             tally.environ_checks.fetch_add(1, Ordering::SeqCst);
             let request =
                 format!("GET /environ HTTP/1.1\r\nHost: app\r\n{lies}Connection: close\r\n\r\n");
