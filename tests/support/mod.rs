@@ -11,6 +11,7 @@
 //! - [`server`]: running `host serve` / `host check` and capturing its logs.
 //! - [`client`]: a raw HTTP/1.1 client and response parser.
 //! - [`json`]: just enough JSON to read the echo plugin's output.
+//! - [`proxy`]: real nginx and HAProxy processes in front of a server.
 //! - [`cases`]: the case-file format of the HTTP/1.1 conformance corpus
 //!   (`tests/corpus/`).
 
@@ -18,6 +19,7 @@ pub mod artifacts;
 pub mod cases;
 pub mod client;
 pub mod json;
+pub mod proxy;
 pub mod server;
 
 use std::time::Duration;
