@@ -16,13 +16,14 @@
 //! from 127.0.0.2 and be told apart from a proxy on 127.0.0.1.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use integration_tests::artifacts::{self, TempDir};
 use integration_tests::client::Conn;
+use integration_tests::proxy::{certificate, program, Proxy};
 use integration_tests::server::{self, Serve, Server};
 use integration_tests::TIMEOUT;
 
@@ -506,146 +507,6 @@ fn a_header_that_never_ends_times_out() {
 
 // ---------------------------------------------------------------------------
 // Real proxies in front
-
-/// A program the real-proxy tests need: on PATH, or in /usr/sbin.
-fn program(name: &str, package: &str) -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join(name))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    on_path
-        .into_iter()
-        .chain([PathBuf::from("/usr/sbin").join(name)])
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("{name} is needed by this test: install it (apt-get install {package}; .ci/run does)")
-        })
-}
-
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// A proxy process the test started, with its directory; killed when
-/// dropped.
-struct Proxy {
-    child: Child,
-    ports: Vec<u16>,
-    log: PathBuf,
-    _dir: TempDir,
-}
-
-impl Proxy {
-    /// Starts `command(dir, ports)` with `n` free ports and waits until it
-    /// listens on all of them. Another process may take a port between
-    /// our look and the proxy's bind: then it is tried again.
-    fn start(
-        label: &str,
-        n: usize,
-        log: &str,
-        command: impl Fn(&TempDir, &[u16]) -> Command,
-    ) -> Proxy {
-        let mut last = String::new();
-        for _ in 0..5 {
-            let dir = TempDir::new(label);
-            let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-            let mut cmd = command(&dir, &ports);
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(
-                    std::fs::File::create(dir.join("stderr")).expect("a log file"),
-                ));
-            let child = cmd
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting {label}: {e}"));
-            let mut proxy = Proxy {
-                child,
-                ports,
-                log: dir.join(log),
-                _dir: dir,
-            };
-            match proxy.wait_listening() {
-                Ok(()) => return proxy,
-                Err(text) => last = text,
-            }
-        }
-        panic!("{label} did not start:\n{last}");
-    }
-
-    fn wait_listening(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + TIMEOUT;
-        for &port in &self.ports {
-            loop {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    break;
-                }
-                let exited = self.child.try_wait().ok().flatten();
-                if exited.is_some() || Instant::now() >= deadline {
-                    return Err(self.logs());
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        Ok(())
-    }
-
-    /// Its log, and its stderr if that is another file.
-    fn logs(&self) -> String {
-        let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap_or_default();
-        let stderr = self.log.with_file_name("stderr");
-        if stderr == self.log {
-            return read(&stderr);
-        }
-        format!("{}{}", read(&self.log), read(&stderr))
-    }
-
-    fn addr(&self, i: usize) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.ports[i]))
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A self-signed certificate and its key, `cert.pem` and `key.pem` in
-/// `dir`, and both in `both.pem` (HAProxy's form).
-fn certificate(dir: &TempDir) {
-    let status = Command::new(program("openssl", "openssl"))
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("running openssl");
-    assert!(status.success(), "openssl req failed");
-    let both = [
-        std::fs::read(dir.join("cert.pem")).unwrap(),
-        std::fs::read(dir.join("key.pem")).unwrap(),
-    ]
-    .concat();
-    std::fs::write(dir.join("both.pem"), both).unwrap();
-}
 
 /// `GET /__environ` over TLS with curl, from the local address `from`.
 fn curl_environ(from: &str, url: &str) -> HashMap<String, String> {

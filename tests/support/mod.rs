@@ -13,6 +13,7 @@
 //! - [`load`]: client threads that keep a server busy and count failed
 //!   requests.
 //! - [`json`]: just enough JSON to read the echo plugin's output.
+//! - [`proxy`]: real nginx and HAProxy processes in front of a server.
 //! - [`cases`]: the case-file format of the HTTP/1.1 conformance corpus
 //!   (`tests/corpus/`).
 
@@ -21,6 +22,7 @@ pub mod cases;
 pub mod client;
 pub mod json;
 pub mod load;
+pub mod proxy;
 pub mod server;
 
 use std::time::Duration;

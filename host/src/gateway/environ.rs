@@ -36,22 +36,62 @@ use crate::net::endpoint::Endpoint;
 /// URL reconstruction does).
 #[derive(Default)]
 pub struct PeerText {
-    /// The endpoints the text below is for.
-    peer: Option<Endpoint>,
-    local: Option<Endpoint>,
+    /// The endpoints the text below is for (see `Key`).
+    peer: Option<Key>,
+    local: Option<Key>,
     remote_addr: AddrText,
     remote_port: PortText,
     local_addr: AddrText,
     local_port: PortText,
 }
 
+/// An endpoint as two integers, cheap to compare (this runs per request
+/// under keep-alive): the address's bits, and the port with the kind above
+/// it (a v4 address and the v6 one with the same bits differ; a unix
+/// socket has neither).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key {
+    addr: u128,
+    port: u32,
+}
+
+impl Key {
+    const V6: u32 = 1 << 16;
+    const UNIX: u32 = 1 << 17;
+
+    #[inline]
+    fn of(e: Endpoint) -> Key {
+        match e {
+            Endpoint::Ip(std::net::SocketAddr::V4(a)) => Key {
+                addr: u128::from(a.ip().to_bits()),
+                port: u32::from(a.port()),
+            },
+            Endpoint::Ip(std::net::SocketAddr::V6(a)) => Key {
+                addr: a.ip().to_bits(),
+                port: u32::from(a.port()) | Key::V6,
+            },
+            Endpoint::Unix => Key {
+                addr: 0,
+                port: Key::UNIX,
+            },
+        }
+    }
+
+    /// The same address (and kind), whatever the port.
+    #[inline]
+    fn same_addr(self, other: Key) -> bool {
+        self.addr == other.addr && self.port >> 16 == other.port >> 16
+    }
+}
+
 impl PeerText {
     /// Makes the text describe `peer` and `local`.
     pub fn set(&mut self, peer: Endpoint, local: Endpoint) {
-        if self.peer != Some(peer) {
+        let key = Key::of(peer);
+        if self.peer != Some(key) {
             match peer {
                 Endpoint::Ip(a) => {
-                    if self.peer.and_then(|p| p.ip()) != Some(a.ip()) {
+                    if !self.peer.is_some_and(|k| k.same_addr(key)) {
                         self.remote_addr.set(a.ip());
                     }
                     self.remote_port.set(a.port());
@@ -61,9 +101,10 @@ impl PeerText {
                     self.remote_port = PortText::default();
                 }
             }
-            self.peer = Some(peer);
+            self.peer = Some(key);
         }
-        if self.local != Some(local) {
+        let local_key = Key::of(local);
+        if self.local != Some(local_key) {
             match local {
                 Endpoint::Ip(a) => {
                     self.local_addr.set(a.ip());
@@ -74,7 +115,7 @@ impl PeerText {
                     self.local_port.set(UNIX_SERVER_PORT);
                 }
             }
-            self.local = Some(local);
+            self.local = Some(local_key);
         }
     }
 
@@ -127,15 +168,26 @@ impl Default for PortText {
 
 impl PortText {
     fn set(&mut self, port: u16) {
+        // Two digits a step: a port has up to five.
+        const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+            2021222324252627282930313233343536373839\
+            4041424344454647484950515253545556575859\
+            6061626364656667686970717273747576777879\
+            8081828384858687888990919293949596979899";
         let mut i = self.digits.len();
-        let mut n = port;
-        loop {
+        let mut n = usize::from(port);
+        while n >= 100 {
+            let pair = n % 100 * 2;
+            n /= 100;
+            i -= 2;
+            self.digits[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+        }
+        if n >= 10 {
+            i -= 2;
+            self.digits[i..i + 2].copy_from_slice(&PAIRS[n * 2..n * 2 + 2]);
+        } else {
             i -= 1;
-            self.digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
+            self.digits[i] = b'0' + n as u8;
         }
         self.start = i as u8;
     }
@@ -708,6 +760,16 @@ mod tests {
         assert_eq!(t.remote_port.as_bytes(), peer.port().to_string().as_bytes());
         assert_eq!(t.local_addr.as_bytes(), local.ip().to_string().as_bytes());
         assert_eq!(t.local_port.as_bytes(), local.port().to_string().as_bytes());
+    }
+
+    /// Every port, written two digits at a time, reads as std writes it.
+    #[test]
+    fn every_port_is_formatted_as_std_does() {
+        let mut t = PortText::default();
+        for port in 0..=u16::MAX {
+            t.set(port);
+            assert_eq!(t.as_bytes(), port.to_string().as_bytes(), "{port}");
+        }
     }
 
     #[test]
