@@ -361,6 +361,7 @@ impl Loop {
                 }
                 SIG_REOPEN => {
                     drain_pipe(&mut self.reopen_pipe);
+                    crate::runtime::error_log::reopen();
                     if let Some(log) = &shared.access_log {
                         log.reopen();
                     }
