@@ -193,20 +193,24 @@ impl Visit for Fields {
         if field.name() == "message" {
             self.message.push_str(value);
         } else {
-            self.rest.push((field.name(), Value::Str(value.to_string())));
+            self.rest
+                .push((field.name(), Value::Str(value.to_string())));
         }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.rest.push((field.name(), Value::Raw(value.to_string())));
+        self.rest
+            .push((field.name(), Value::Raw(value.to_string())));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.rest.push((field.name(), Value::Raw(value.to_string())));
+        self.rest
+            .push((field.name(), Value::Raw(value.to_string())));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.rest.push((field.name(), Value::Raw(value.to_string())));
+        self.rest
+            .push((field.name(), Value::Raw(value.to_string())));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {

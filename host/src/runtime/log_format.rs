@@ -118,11 +118,7 @@ impl AccessFormat {
                     continue;
                 }
                 Some(b'(') => {}
-                _ => {
-                    return Err(format!(
-                        "bad --access-log-format at byte {i}: '%' must start %(atom)s or %%"
-                    ))
-                }
+                _ => return Err(format!("at byte {i}: '%' must start %(atom)s or %%")),
             }
             let name_at = i + 2;
             // A `{name}` may hold `)`: the atom ends at the `)` after `}`.
@@ -135,23 +131,16 @@ impl AccessFormat {
                 name_at
             };
             let Some(close) = bytes[search_from..].iter().position(|&b| b == b')') else {
-                return Err(format!(
-                    "bad --access-log-format at byte {i}: '%(' without ')'"
-                ));
+                return Err(format!("at byte {i}: '%(' without ')'"));
             };
             let close = search_from + close;
             let name = &format[name_at..close];
-            let piece = atom(name).ok_or_else(|| {
-                format!("bad --access-log-format: unknown atom %({name})s (see the README's atom table)")
-            })?;
+            let piece = atom(name)
+                .ok_or_else(|| format!("unknown atom %({name})s (see the README's atom table)"))?;
             match bytes.get(close + 1) {
                 Some(b's') => {}
                 Some(b'd') if numeric(&piece) => {}
-                _ => {
-                    return Err(format!(
-                        "bad --access-log-format: %({name}) must be followed by 's'"
-                    ))
-                }
+                _ => return Err(format!("%({name}) must be followed by 's'")),
             }
             if !lit.is_empty() {
                 pieces.push(Piece::Literal(std::mem::take(&mut lit).into()));
@@ -389,7 +378,10 @@ fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
             _ => return None,
         } as u32)
     };
-    let text = text.strip_suffix(b"==").or_else(|| text.strip_suffix(b"=")).unwrap_or(text);
+    let text = text
+        .strip_suffix(b"==")
+        .or_else(|| text.strip_suffix(b"="))
+        .unwrap_or(text);
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0);
     for &c in text {
@@ -418,7 +410,10 @@ mod tests {
 
     #[test]
     fn atoms_and_errors() {
-        let f = AccessFormat::parse("%(D)d %({X-Foo}i)s %({Content-Type}o)s %({x-request-id}i)s 100%% %({remote_addr}e)s").unwrap();
+        let f = AccessFormat::parse(
+            "%(D)d %({X-Foo}i)s %({Content-Type}o)s %({x-request-id}i)s 100%% %({remote_addr}e)s",
+        )
+        .unwrap();
         assert_eq!(
             f.pieces,
             vec![
@@ -434,7 +429,9 @@ mod tests {
             ]
         );
         assert!(f.needs_clock());
-        for bad in ["%(z)s", "%(h)x", "%(h", "50%", "%(a)d", "%({}i)s", "%({x}z)s"] {
+        for bad in [
+            "%(z)s", "%(h)x", "%(h", "50%", "%(a)d", "%({}i)s", "%({x}z)s",
+        ] {
             assert!(AccessFormat::parse(bad).is_err(), "{bad}");
         }
     }
