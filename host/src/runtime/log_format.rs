@@ -404,7 +404,7 @@ mod tests {
     fn the_default_format_compiles_to_combined_pieces() {
         let f = AccessFormat::default();
         assert_eq!(f.pieces[0], Piece::Remote);
-        assert_eq!(f.pieces.len(), 17);
+        assert_eq!(f.pieces.len(), 18);
         assert!(!f.needs_clock());
     }
 
