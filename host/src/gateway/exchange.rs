@@ -141,8 +141,6 @@ pub struct Exchange {
     /// through, less what a client that went away never took).
     pub status: u16,
     pub body_bytes: u64,
-    /// The app's head (`head`) is this request's: the app gave one.
-    app_head: bool,
     /// The environ of the request, for its id in log lines (null: none;
     /// see `attach`).
     env: *const HostEnviron,
@@ -169,7 +167,6 @@ impl Default for Exchange {
             body_error: None,
             status: 0,
             body_bytes: 0,
-            app_head: false,
             env: ptr::null(),
             image: Image::default(),
             client: None,
@@ -190,14 +187,16 @@ impl Exchange {
         self.body_error = None;
         self.status = 0;
         self.body_bytes = 0;
-        self.app_head = false;
     }
 
     /// A header of the response the app gave (for the access log), when
-    /// the status sent is the app's: its text, or the app's Content-Length
-    /// (kept as a number).
+    /// the response sent is the app's: its text, or the app's
+    /// Content-Length (kept as a number). The status is set only by a
+    /// successful start_response (from `head`) or by the host's own answer
+    /// (`answer_error`, which empties `head`), and is 0 for neither: a head
+    /// left from an earlier request never matches.
     pub fn response_header(&self, name: &[u8]) -> Option<Result<&[u8], u64>> {
-        if !self.app_head || self.head.status() != self.status {
+        if self.status == 0 || self.head.status() != self.status {
             return None;
         }
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -220,7 +219,10 @@ impl Exchange {
         self.phase == Phase::Aborted
     }
 
-    /// The request's id and request line, for a log line about it.
+    /// The request's id and request line, for a log line about it. Only
+    /// log paths ask: kept out of line, so the hot callers stay lean.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn identity(&mut self) -> (&[u8], &[u8]) {
         let id: &[u8] = if self.env.is_null() {
             b"-"
@@ -356,7 +358,6 @@ impl Exchange {
         match self.head.set_static(static_key, status, pairs) {
             Ok(()) => {
                 self.phase = Phase::Started;
-                self.app_head = true;
                 self.status = self.head.status();
                 NWSGI_OK
             }
@@ -648,6 +649,9 @@ impl Exchange {
                 }
                 self.status = status;
                 self.phase = Phase::Done;
+                // The app's head is not what was sent (the access log's
+                // response headers must not read it).
+                self.head.forget();
             }
             Phase::Sending(_) => self.abort(),
             Phase::Done | Phase::Aborted => {}

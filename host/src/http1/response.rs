@@ -196,6 +196,13 @@ impl ResponseHead {
         Ok(())
     }
 
+    /// Empties the head (the response sent is not the app's); the next
+    /// `set` builds it anew.
+    pub fn forget(&mut self) {
+        self.static_key = 0;
+        self.clear();
+    }
+
     /// Whether the static head known by `key` is the one held, validated.
     pub fn knows_static(&self, key: usize) -> bool {
         key != 0 && key == self.static_key && self.status != 0

@@ -153,6 +153,10 @@ pub struct Desk {
 unsafe impl Send for Desk {}
 
 impl Desk {
+    /// A thread's first desk, and one more for each parked request: kept
+    /// out of the request path.
+    #[cold]
+    #[inline(never)]
     fn new(thread: usize) -> Box<Desk> {
         let mut desk = Box::new(Desk {
             conn: None,
