@@ -443,6 +443,14 @@ impl HostEnviron {
         self.text(self.raw.remote_addr)
     }
 
+    pub fn path_info(&self) -> &[u8] {
+        self.text(self.raw.path_info)
+    }
+
+    pub fn query_string(&self) -> &[u8] {
+        self.text(self.raw.query_string)
+    }
+
     /// The request's headers as (name, value), in order.
     pub fn header_pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.headers()

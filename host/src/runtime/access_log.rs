@@ -193,8 +193,8 @@ fn text_line(line: &mut Vec<u8>, pieces: &[Piece], scan: bool, e: &Entry<'_>) {
             }
             Piece::Status => decimal_into(line, u64::from(e.ex.status)),
             Piece::Method => value(line, Some(env.method())),
-            Piece::Path => value(line, env.var(b"PATH_INFO")),
-            Piece::Query => value(line, env.var(b"QUERY_STRING")),
+            Piece::Path => value(line, Some(env.path_info())),
+            Piece::Query => value(line, Some(env.query_string())),
             Piece::Protocol => line.extend_from_slice(e.version.as_str().as_bytes()),
             Piece::BytesClf | Piece::Bytes => decimal_into(line, e.ex.body_bytes),
             Piece::Referer => value(line, c.referer),
@@ -253,8 +253,8 @@ fn json_line(line: &mut Vec<u8>, e: &Entry<'_>) {
     let remote = env.remote_addr();
     string(line, "remote_addr", (!remote.is_empty()).then_some(remote));
     string(line, "method", Some(env.method()));
-    string(line, "path", env.var(b"PATH_INFO"));
-    string(line, "query", env.var(b"QUERY_STRING"));
+    string(line, "path", Some(env.path_info()));
+    string(line, "query", Some(env.query_string()));
     string(line, "protocol", Some(e.version.as_str().as_bytes()));
     number(line, "status", u64::from(e.ex.status));
     number(line, "bytes", e.ex.body_bytes);
@@ -264,12 +264,24 @@ fn json_line(line: &mut Vec<u8>, e: &Entry<'_>) {
         string(line, "user", Some(&user));
     }
     if let Some(t) = e.started {
-        let took = t.elapsed();
-        let _ = write!(line, ",\"duration_ms\":{:.3}", took.as_secs_f64() * 1000.0);
+        // Milliseconds with three decimals, without float formatting.
+        let micros = t.elapsed().as_micros() as u64;
+        number(line, "duration_ms", micros / 1000);
+        let frac = micros % 1000;
+        line.extend_from_slice(&[
+            b'.',
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ]);
     }
     string(line, "request_id", Some(env.request_id()));
     number(line, "pid", u64::from(log_format::pid()));
-    let _ = write!(line, ",\"aborted\":{}}}", e.ex.aborted());
+    line.extend_from_slice(if e.ex.aborted() {
+        b",\"aborted\":true}"
+    } else {
+        b",\"aborted\":false}"
+    });
 }
 
 /// `06/Nov/1994:08:49:37 +0000`, cut from the IMF-fixdate
@@ -287,17 +299,28 @@ fn clf_time(secs: u64) -> [u8; 26] {
 /// Client-controlled bytes cannot forge log lines: quotes, backslashes,
 /// control and non-ASCII bytes are written as escapes.
 fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
-    for &b in bytes {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut rest = bytes;
+    // Runs of plain bytes are copied whole.
+    while !rest.is_empty() {
+        let run = rest
+            .iter()
+            .position(|&b| !(0x20..=0x7e).contains(&b) || b == b'"' || b == b'\\')
+            .unwrap_or(rest.len());
+        out.extend_from_slice(&rest[..run]);
+        let Some((&b, after)) = rest[run..].split_first() else {
+            break;
+        };
         match b {
-            b'"' | b'\\' => {
-                out.push(b'\\');
-                out.push(b);
-            }
-            0x20..=0x7e => out.push(b),
-            _ => {
-                let _ = write!(out, "\\x{b:02x}");
-            }
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ]),
         }
+        rest = after;
     }
 }
 

@@ -12,6 +12,7 @@
 //! `{name}o` response header, `{name}e` environ variable. Absent values are
 //! `-`. `%({x-request-id}i)s` is the request's effective id (gunicorn has
 //! no atom for it).
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -281,12 +282,32 @@ pub fn after_fork() {
     PID.store(std::process::id(), Ordering::Relaxed);
 }
 
+thread_local! {
+    /// The second this thread formatted last, and its text (the calendar
+    /// work is done once a second; the milliseconds every line).
+    static LAST_SECOND: Cell<(u64, [u8; 24])> = const { Cell::new((u64::MAX, [0; 24])) };
+}
+
 /// `2026-12-03T16:31:45.123Z` (UTC, milliseconds) of the realtime clock.
 pub fn rfc3339_now() -> [u8; 24] {
     let d = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    rfc3339(d.as_secs(), d.subsec_millis())
+    let (secs, millis) = (d.as_secs(), d.subsec_millis());
+    let mut text = LAST_SECOND.with(|last| {
+        let (at, text) = last.get();
+        if at == secs {
+            text
+        } else {
+            let text = rfc3339(secs, 0);
+            last.set((secs, text));
+            text
+        }
+    });
+    text[20] = b'0' + (millis / 100) as u8;
+    text[21] = b'0' + (millis / 10 % 10) as u8;
+    text[22] = b'0' + (millis % 10) as u8;
+    text
 }
 
 pub fn rfc3339(secs: u64, millis: u32) -> [u8; 24] {
@@ -311,26 +332,45 @@ pub fn rfc3339(secs: u64, millis: u32) -> [u8; 24] {
 
 /// Appends `bytes` as the inside of a JSON string: valid UTF-8 as is
 /// (quotes, backslashes and controls escaped), invalid bytes as U+FFFD.
+/// Runs of plain ASCII are copied whole.
 pub fn json_str_into(out: &mut Vec<u8>, bytes: &[u8]) {
-    for chunk in bytes.utf8_chunks() {
-        for &b in chunk.valid().as_bytes() {
+    let plain = |b: u8| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\';
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let run = rest.iter().position(|&b| !plain(b)).unwrap_or(rest.len());
+        out.extend_from_slice(&rest[..run]);
+        rest = &rest[run..];
+        let Some(&b) = rest.first() else {
+            break;
+        };
+        if b < 0x80 {
             match b {
                 b'"' => out.extend_from_slice(b"\\\""),
                 b'\\' => out.extend_from_slice(b"\\\\"),
                 b'\n' => out.extend_from_slice(b"\\n"),
                 b'\r' => out.extend_from_slice(b"\\r"),
                 b'\t' => out.extend_from_slice(b"\\t"),
-                0..=0x1f | 0x7f => {
+                _ => {
                     const HEX: &[u8; 16] = b"0123456789abcdef";
                     out.extend_from_slice(b"\\u00");
                     out.push(HEX[(b >> 4) as usize]);
                     out.push(HEX[(b & 0xf) as usize]);
                 }
-                _ => out.push(b),
             }
+            rest = &rest[1..];
+            continue;
         }
-        if !chunk.invalid().is_empty() {
+        // Non-ASCII: the valid characters up to the next ASCII byte, or
+        // one U+FFFD for an invalid sequence.
+        let chunk = rest.utf8_chunks().next().expect("rest is not empty");
+        let valid = chunk.valid().as_bytes();
+        if valid.is_empty() {
             out.extend_from_slice("\u{fffd}".as_bytes());
+            rest = &rest[chunk.invalid().len()..];
+        } else {
+            let wide = valid.iter().position(|&b| b < 0x80).unwrap_or(valid.len());
+            out.extend_from_slice(&valid[..wide]);
+            rest = &rest[wide..];
         }
     }
 }
