@@ -182,9 +182,6 @@ fn check_plugin(plugin: &str) -> Result<(), String> {
 /// upgrading master (USR2), it takes that master's sockets instead of
 /// binding, and tells it why if it cannot serve.
 fn serve(settings: Settings, cli: Vec<OsString>, origin: Option<Origin>) -> Result<(), String> {
-    if let Some(path) = &settings.args.error_logfile {
-        error_log::open(path).map_err(|e| format!("cannot open --error-logfile {path}: {e}"))?;
-    }
     init_logging(settings.args.log_level, settings.args.log_format.style());
     let handover = Handover::from_env()?;
     let reporter = handover.as_ref().and_then(Handover::reporter);
@@ -214,6 +211,11 @@ fn serve_with(
         group: args.group.as_deref(),
         allow_root: args.allow_root,
     })?;
+    // After --chdir (a relative path is relative to it, as for the other
+    // files); from here on every line, the workers' included, goes there.
+    if let Some(path) = &args.error_logfile {
+        error_log::open(path).map_err(|e| format!("cannot open --error-logfile {path}: {e}"))?;
+    }
     let mut config = plan(&settings)?;
     let bound = match handover {
         // The old master holds the pidfile until our workers are up.

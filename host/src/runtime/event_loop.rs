@@ -1504,6 +1504,7 @@ impl Loop {
                     tracing::info!(
                         peer = %desk.conn().peer,
                         request = ?desk.line_text(),
+                        request_id = %desk.request_id(),
                         unsent = desk.unsent(),
                         "client too slow reading the response; closed"
                     );

@@ -229,6 +229,12 @@ impl Desk {
         line_text(&self.conn().buf[at..at + len])
     }
 
+    /// The parked request's id, for a log line about it (no plugin code
+    /// runs for it meanwhile, so this thread alone reads the environ).
+    pub fn request_id(&self) -> crate::text::Shown<'_> {
+        crate::text::Shown(self.env.request_id())
+    }
+
     /// A readable edge came for the connection while it was away.
     pub fn mark_unread(&mut self) {
         if let Some(conn) = &mut self.conn {
