@@ -400,7 +400,7 @@ fn a_bad_log_format_is_a_usage_error() {
 }
 
 #[test]
-fn hup_with_a_bad_atom_keeps_the_running_format() {
+fn hup_keeps_the_running_format_on_a_bad_atom_and_applies_a_good_one() {
     let dir = artifacts::TempDir::new("logs-hup");
     let config = dir.path.join("host.toml");
     let log = dir.path.join("access.log");
@@ -431,4 +431,18 @@ fn hup_with_a_bad_atom_keeps_the_running_format() {
     assert!(line.contains("%(nope)s"), "{line}");
     assert_eq!(get(server.addr(), "/empty", "").status, 200);
     wait_in_file(&log, "first 200 /empty");
+
+    // A good one applies live: the reload's new workers write it.
+    write("third %(s)s %(U)s");
+    server.send_signal("HUP");
+    server.wait_for_log("HUP: settings changed: access-log-format", TIMEOUT);
+    let deadline = Instant::now() + TIMEOUT;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("third 200 /last")
+    {
+        assert!(Instant::now() < deadline, "{}", server.logs());
+        assert_eq!(get(server.addr(), "/last", "").status, 200);
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
