@@ -102,10 +102,13 @@ impl RequestId {
         self.state.set(State::Untrusted);
     }
 
-    /// The peer is a trusted proxy: its `X-Request-Id` counts.
+    /// The peer is a trusted proxy: its `X-Request-Id` counts. Only before
+    /// the id is decided (a decided one may be lent out).
     #[inline]
     pub fn trust(&self) {
-        self.state.set(State::Trusted);
+        if let State::Untrusted = self.state.get() {
+            self.state.set(State::Trusted);
+        }
     }
 
     /// The id, decided now if not yet. `header` finds the request's
@@ -172,11 +175,20 @@ mod tests {
         id.reset();
         let made = id.get(|| Some(b"abc-123")).to_vec();
         assert_ne!(made, b"abc-123");
+        // Decided: trusting the peer now changes nothing.
+        id.trust();
+        assert_eq!(id.get(|| Some(b"abc-123")), &made[..]);
+        id.reset();
         id.trust();
         assert_ne!(id.get(|| Some(b"has space")), b"has space");
+        id.reset();
         id.trust();
         let long = [b'a'; 201];
         assert_ne!(id.get(|| Some(&long)).len(), 201);
+        id.reset();
+        id.trust();
+        let longest = [b'a'; 200];
+        assert_eq!(id.get(|| Some(&longest)).len(), 200);
         id.reset();
         let other = id.get(|| None).to_vec();
         assert_ne!(made, other, "made ids differ");
