@@ -399,7 +399,7 @@ impl HostEnviron {
 
     /// After `fill`: the peer is a trusted proxy, whose `X-Request-Id`
     /// (when valid) is the request's id.
-    pub fn trust_request_id(&self) {
+    pub fn trust_request_id(&mut self) {
         self.rid.trust();
     }
 
