@@ -122,7 +122,7 @@ fn app_log_lines_cannot_forge_host_lines() {
     assert!(line.contains("app=mistakes"), "{line}");
     assert!(line.contains("source=mistakes\\r\\n"), "{line}");
     assert!(line.contains("GET /log-inject HTTP/1.1"), "{line}");
-    assert!(line.contains("req="), "{line}");
+    assert!(line.contains("request_id="), "{line}");
     let logs = server.logs();
     assert!(
         !logs.lines().any(|l| l.starts_with("ERROR forged")) && !logs.contains('\u{1b}'),

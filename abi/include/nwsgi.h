@@ -278,8 +278,10 @@ typedef struct nwsgi_host_api {
 
     /* wsgi.errors: a log line into the host's logs at `level`.
      * `req` may be NULL (e.g. from init, or a thread of the application's
-     * own); given, the line names that request (its request line and a
-     * number shared by every line about it). `target` names the source
+     * own); given, the line names that request (its request line and its
+     * request id, REQUEST_ID below, shared by every line about it). A NULL
+     * `req` on the thread the host called the application on, while it
+     * serves a request, still names that request's id. `target` names the source
      * (may be empty); both strings are borrowed for the call. The host
      * writes control bytes and invalid UTF-8 as escapes, so a message is
      * always one line of the log. Thread-safe. */
@@ -288,12 +290,19 @@ typedef struct nwsgi_host_api {
     /* Look up one environ variable by its CGI/WSGI name: the fixed names
      * (REQUEST_METHOD, PATH_INFO, ...) and HTTP_<NAME> for each request header
      * (upper-cased, '-' as '_'; repeated headers joined with ", ").
+     * REQUEST_ID is the request's id (host extension): the X-Request-Id a
+     * trusted proxy sent (a peer in --forwarded-allow-ips; 1 to 200 bytes
+     * of visible ASCII), else one the host made, unique across workers and
+     * restarts; HTTP_X_REQUEST_ID reads the same id, whatever the client
+     * sent (the raw header list keeps the header as received). The host's
+     * log lines and access log name the request by it.
      * Returns 1 and sets *value (borrowed until the request ends) or 0 if
      * absent (also for a key that is NULL with a length, which is logged). */
     int32_t (*environ_get)(const struct nwsgi_environ *env, nwsgi_str key, nwsgi_str *value);
 
-    /* Enumerate every environ variable (fixed names, then one HTTP_* per
-     * distinct header name) through `fn`. Returns NWSGI_OK, the first
+    /* Enumerate every environ variable (fixed names, REQUEST_ID and
+     * HTTP_X_REQUEST_ID, then one HTTP_* per distinct header name) through
+     * `fn`. Returns NWSGI_OK, the first
      * non-zero value `fn` returned, or NWSGI_E_INVALID for a NULL `fn`. */
     int32_t (*environ_each)(const struct nwsgi_environ *env, nwsgi_environ_each_fn fn, void *user);
 

@@ -5,6 +5,7 @@ use host::http1::parse::{
     DEFAULT_LIMIT_REQUEST_FIELDS, DEFAULT_LIMIT_REQUEST_FIELD_SIZE, DEFAULT_LIMIT_REQUEST_LINE,
 };
 use host::net::allow::{AllowIps, LOCALHOST};
+use host::runtime::log_format::{AccessFormat, Style, DEFAULT_ACCESS_FORMAT};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -219,6 +220,19 @@ pub struct ServeArgs {
     #[arg(long = "log-level", value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
 
+    /// Access log line format: gunicorn's atoms (%(h)s %(t)s %(r)s %(s)s %(D)s %({header}i)s ...; see the README).
+    #[arg(long = "access-log-format", alias = "access-logformat", value_name = "FORMAT",
+          default_value = DEFAULT_ACCESS_FORMAT, value_parser = parse_access_format)]
+    pub access_log_format: AccessFormat,
+
+    /// Error log file, `-` for stderr (the default); reopened on USR1.
+    #[arg(long = "error-logfile", alias = "log-file", value_name = "FILE")]
+    pub error_logfile: Option<String>,
+
+    /// Error and access log lines as text or as one JSON object per line.
+    #[arg(long = "log-format", value_enum, default_value_t = LogFormatArg::Text)]
+    pub log_format: LogFormatArg,
+
     /// A KEY=VALUE pair handed to the plugin's init (repeatable, in order).
     #[arg(long = "app-arg", value_name = "KEY=VALUE", value_parser = parse_app_arg)]
     pub app_arg: Vec<(String, String)>,
@@ -292,6 +306,26 @@ pub enum HeaderMapArg {
     Drop,
     Refuse,
     Dangerous,
+}
+
+/// `--log-format`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl LogFormatArg {
+    pub fn style(self) -> Style {
+        match self {
+            LogFormatArg::Text => Style::Text,
+            LogFormatArg::Json => Style::Json,
+        }
+    }
+}
+
+fn parse_access_format(s: &str) -> Result<AccessFormat, String> {
+    AccessFormat::parse(s)
 }
 
 /// gunicorn's level names.

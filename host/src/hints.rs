@@ -22,8 +22,6 @@ const GUNICORN: &[(&str, &str)] = &[
     ("-e --env", "set the environment of the host process itself; --app-arg KEY=VALUE passes settings to the plugin's init"),
     ("--worker-tmp-dir", "workers report to the master through shared memory, not heartbeat files"),
     ("--tmp-upload-dir", "use --body-temp-dir (large request bodies are spooled to unlinked files there)"),
-    ("--access-logformat", "the access log is always the combined format (Apache's, gunicorn's default)"),
-    ("--error-logfile --log-file", "the error log goes to stderr: redirect it, or let systemd's journal take it"),
     ("--log-config --log-config-dict --log-config-json --log-syslog --log-syslog-to --log-syslog-prefix --log-syslog-facility --enable-stdio-inheritance --capture-output", "logs go to stderr (--log-level sets how much); route them with your supervisor or journald"),
     ("--statsd-host --statsd-prefix --dogstatsd-tags", "no statsd output: host status -p PIDFILE shows the workers and their requests"),
     ("-n --name", "no process title setting: host status -p PIDFILE names each worker's build and generation"),

@@ -4,7 +4,6 @@ mod hints;
 mod settings;
 
 use std::ffi::OsString;
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -17,7 +16,8 @@ use host::gateway::environ::HeaderMap;
 use host::gateway::plugin::{Plugin, PluginSpec};
 use host::http1::parse;
 use host::net::listener::{self, BindOptions};
-use host::runtime::{access_log, Config, ProxyProtocol};
+use host::runtime::log_format::{AccessStyle, Style};
+use host::runtime::{access_log, error_log, Config, ProxyProtocol};
 use host::supervisor::control::{self, Pidfile, Remote};
 use host::supervisor::master::{Master, MasterConfig, Reread};
 use host::supervisor::process::{self, ProcessOptions};
@@ -182,7 +182,7 @@ fn check_plugin(plugin: &str) -> Result<(), String> {
 /// upgrading master (USR2), it takes that master's sockets instead of
 /// binding, and tells it why if it cannot serve.
 fn serve(settings: Settings, cli: Vec<OsString>, origin: Option<Origin>) -> Result<(), String> {
-    init_logging(settings.args.log_level);
+    init_logging(settings.args.log_level, settings.args.log_format.style());
     let handover = Handover::from_env()?;
     let reporter = handover.as_ref().and_then(Handover::reporter);
     let result = serve_with(settings, cli, origin, handover);
@@ -211,6 +211,11 @@ fn serve_with(
         group: args.group.as_deref(),
         allow_root: args.allow_root,
     })?;
+    // After --chdir (a relative path is relative to it, as for the other
+    // files); from here on every line, the workers' included, goes there.
+    if let Some(path) = &args.error_logfile {
+        error_log::open(path).map_err(|e| format!("cannot open --error-logfile {path}: {e}"))?;
+    }
     let mut config = plan(&settings)?;
     let bound = match handover {
         // The old master holds the pidfile until our workers are up.
@@ -268,6 +273,7 @@ fn reread_settings(
         if let Some(set_level) = LOG_LEVEL.get() {
             set_level(settings.args.log_level);
         }
+        error_log::set_style(settings.args.log_format.style());
         // What runs: a setting that waits for a restart keeps its running
         // value, so the next HUP names it again.
         before = settings
@@ -336,6 +342,11 @@ fn plan(settings: &Settings) -> Result<MasterConfig, String> {
         },
         multiprocess: args.workers > 1,
         forwarded_allow: args.forwarded_allow_ips.clone(),
+        access_style: AccessStyle::new(
+            args.access_log_format.clone(),
+            args.log_format.style(),
+            args.access_logfile.is_some(),
+        ),
         proxy_protocol: if args.proxy_protocol {
             ProxyProtocol::From(args.proxy_allow_ips.clone())
         } else {
@@ -491,12 +502,12 @@ fn status(args: StatusArgs) -> Result<(), String> {
 type SetLevel = Box<dyn Fn(LogLevel) + Send + Sync>;
 static LOG_LEVEL: OnceLock<SetLevel> = OnceLock::new();
 
-fn init_logging(level: LogLevel) {
+fn init_logging(level: LogLevel, style: Style) {
+    error_log::set_style(style);
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .event_format(error_log::Lines)
         .with_env_filter(log_filter(level))
-        .with_target(false)
         .with_filter_reloading();
     let handle = builder.reload_handle();
     builder.init();

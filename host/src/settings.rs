@@ -57,6 +57,8 @@ pub const LIVE: &[&str] = &[
     "no-request-buffering",
     "limit-head-memory",
     "access-logfile",
+    "access-log-format",
+    "log-format",
     "log-level",
     "app-arg",
     "limit-request-line",

@@ -130,6 +130,14 @@ impl<'r> Environ<'r> {
         self.raw.get(key.as_ref())
     }
 
+    /// The request's id (`REQUEST_ID`): the `X-Request-Id` a trusted proxy
+    /// sent, else one the host made (unique across its workers and
+    /// restarts). Log lines about the request carry it. `None` from a host
+    /// that does not make request ids.
+    pub fn request_id(&self) -> Option<&'r [u8]> {
+        self.get("REQUEST_ID")
+    }
+
     /// Every environ variable (the fixed names, then one `HTTP_*` per distinct
     /// header name), in the host's order. The arguments are borrowed for the
     /// call of `f` only. A panic in `f` propagates out of `for_each`.

@@ -10,7 +10,7 @@ use abi::ffi::{
     nwsgi_response_head, nwsgi_str, NWSGI_ABI_MAJOR, NWSGI_ABI_MINOR, NWSGI_ERROR, NWSGI_E_INVALID,
 };
 
-use crate::gateway::exchange::Exchange;
+use crate::gateway::exchange::{CurrentRequestId, Exchange};
 use crate::gateway::ffi_guard;
 use crate::text::Shown;
 
@@ -332,14 +332,17 @@ unsafe extern "C" fn host_log(
         let (id, line) = match ex {
             Some(ex) => {
                 let (id, line) = ex.identity();
-                (Some(id), Some(Shown(line)))
+                (Some(Ok(Shown(id))), Some(Shown(line)))
             }
+            // Not named, but written while the app serves a request on
+            // this thread (a logging bridge without the handle): that one.
+            None if CurrentRequestId::present() => (Some(Err(CurrentRequestId)), None),
             None => (None, None),
         };
         macro_rules! emit {
             ($level:ident) => {
                 tracing::$level!(
-                    target: "app", app = %app, source = %source, req = id, request = line.map(tracing::field::display),
+                    target: "app", app = %app, source = %source, request_id = id.as_ref().map(|id| tracing::field::display(Either(id))), request = line.map(tracing::field::display),
                     "{message}"
                 )
             };
@@ -353,4 +356,17 @@ unsafe extern "C" fn host_log(
             _ => emit!(trace),
         }
     })
+}
+
+/// A request id shown either from the handle's exchange or from the
+/// thread's current request.
+struct Either<'a, 'b>(&'a Result<Shown<'b>, CurrentRequestId>);
+
+impl fmt::Display for Either<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Ok(shown) => shown.fmt(f),
+            Err(current) => current.fmt(f),
+        }
+    }
 }

@@ -16,6 +16,7 @@ use abi::ffi::{
 };
 
 use crate::gateway::ffi_guard;
+use crate::gateway::request_id::RequestId;
 use crate::http1::forwarded::Scheme;
 use crate::http1::parse::RequestHead;
 use crate::net::endpoint::Endpoint;
@@ -278,6 +279,8 @@ pub struct HostEnviron {
     joined: RefCell<Vec<Box<[u8]>>>,
     /// See `EnvironParts::underscores`.
     underscores: bool,
+    /// The request id (`REQUEST_ID`; `HTTP_X_REQUEST_ID` reads it too).
+    rid: RequestId,
 }
 
 /// What becomes of a request header whose name holds `_` (gunicorn's
@@ -339,6 +342,7 @@ impl HostEnviron {
             },
             joined: RefCell::new(Vec::new()),
             underscores: false,
+            rid: RequestId::default(),
         }
     }
 
@@ -374,6 +378,7 @@ impl HostEnviron {
         r.has_body = !matches!(head.framing, crate::http1::parse::Framing::Empty) as u8;
         r.api = parts.api;
         self.underscores = parts.underscores;
+        self.rid.reset();
         let joined = self.joined.get_mut();
         if !joined.is_empty() {
             joined.clear();
@@ -390,6 +395,17 @@ impl HostEnviron {
     pub unsafe fn set_client(&mut self, client: &ClientText) {
         self.raw.remote_addr = nwsgi_str::from_bytes(client.addr.as_bytes());
         self.raw.remote_port = nwsgi_str::from_bytes(client.port.as_bytes());
+    }
+
+    /// After `fill`: the peer is a trusted proxy, whose `X-Request-Id`
+    /// (when valid) is the request's id.
+    pub fn trust_request_id(&mut self) {
+        self.rid.trust();
+    }
+
+    /// The request's id (see `request_id.rs`), decided at the first ask.
+    pub fn request_id(&self) -> &[u8] {
+        self.rid.get(|| self.header(b"x-request-id"))
     }
 
     /// After `fill`: the client's scheme, when it is not http.
@@ -425,6 +441,26 @@ impl HostEnviron {
 
     pub fn remote_addr(&self) -> &[u8] {
         self.text(self.raw.remote_addr)
+    }
+
+    pub fn path_info(&self) -> &[u8] {
+        self.text(self.raw.path_info)
+    }
+
+    pub fn query_string(&self) -> &[u8] {
+        self.text(self.raw.query_string)
+    }
+
+    /// The request's headers as (name, value), in order.
+    pub fn header_pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.headers()
+            .iter()
+            .map(|h| (self.text(h.name), self.text(h.value)))
+    }
+
+    /// A variable's value as `get` has it (for the access log's atoms).
+    pub fn var(&self, key: &[u8]) -> Option<&[u8]> {
+        self.get(key).map(|v| self.text(v))
     }
 
     /// The first value of a header, by case-insensitive name.
@@ -474,7 +510,13 @@ impl HostEnviron {
     /// The value of one variable; see `nwsgi_host_api.environ_get`.
     pub fn get(&self, key: &[u8]) -> Option<nwsgi_str> {
         if let Some(suffix) = key.strip_prefix(b"HTTP_") {
+            if suffix == b"X_REQUEST_ID" {
+                return Some(nwsgi_str::from_bytes(self.request_id()));
+            }
             return self.http_var(suffix);
+        }
+        if key == b"REQUEST_ID" {
+            return Some(nwsgi_str::from_bytes(self.request_id()));
         }
         self.fixed()
             .into_iter()
@@ -516,6 +558,15 @@ impl HostEnviron {
                 }
             }
         }
+        // The effective id, whatever the client sent (its header, if any,
+        // is left out below).
+        let rid = nwsgi_str::from_bytes(self.request_id());
+        for k in [&b"REQUEST_ID"[..], b"HTTP_X_REQUEST_ID"] {
+            let rc = f(k, rid);
+            if rc != 0 {
+                return rc;
+            }
+        }
         let mut key = Vec::with_capacity(64);
         let headers = self.headers();
         for (i, h) in headers.iter().enumerate() {
@@ -534,7 +585,7 @@ impl HostEnviron {
             let seen = headers[..i]
                 .iter()
                 .any(|e| cgi_name_matches(self.text(e.name), &key[5..], self.underscores));
-            if seen {
+            if seen || &key[5..] == b"X_REQUEST_ID" {
                 continue;
             }
             let Some(value) = self.http_var(&key[5..]) else {

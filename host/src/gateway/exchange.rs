@@ -15,9 +15,9 @@
 //! The exchange knows nothing of sockets: what it needs of the connection
 //! (sending, the request body, whether the worker is stopping) it asks a
 //! `Client`, which the runtime lends it for each entry into plugin code.
+use std::cell::Cell;
 use std::fmt;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use abi::ffi::{
     nwsgi_body, nwsgi_header, nwsgi_request, nwsgi_response_head, nwsgi_str, NWSGI_BODY_END,
@@ -141,9 +141,9 @@ pub struct Exchange {
     /// through, less what a client that went away never took).
     pub status: u16,
     pub body_bytes: u64,
-    /// The request's number in log lines, given when the first line about
-    /// it is written (0: none yet).
-    id: u64,
+    /// The environ of the request, for its id in log lines (null: none;
+    /// see `attach`).
+    env: *const HostEnviron,
     /// Where the plugin's image lies: a static head inside it is
     /// remembered by address (set for each call).
     image: Image,
@@ -167,7 +167,7 @@ impl Default for Exchange {
             body_error: None,
             status: 0,
             body_bytes: 0,
-            id: 0,
+            env: ptr::null(),
             image: Image::default(),
             client: None,
         }
@@ -187,21 +187,50 @@ impl Exchange {
         self.body_error = None;
         self.status = 0;
         self.body_bytes = 0;
-        self.id = 0;
+    }
+
+    /// A header of the response the app gave (for the access log), when
+    /// the response sent is the app's: its text, or the app's
+    /// Content-Length (kept as a number). The status is set only by a
+    /// successful start_response (from `head`) or by the host's own answer
+    /// (`answer_error`, which empties `head`), and is 0 for neither: a head
+    /// left from an earlier request never matches.
+    pub fn response_header(&self, name: &[u8]) -> Option<Result<&[u8], u64>> {
+        if self.status == 0 || self.head.status() != self.status {
+            return None;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            return self.head.content_length().map(Err);
+        }
+        self.head.header(name).map(Ok)
+    }
+
+    /// Names the environ this exchange's requests are described by (for
+    /// the request id in log lines).
+    ///
+    /// # Safety
+    /// `env` stays at its address, alive, for as long as this exchange is
+    /// used (the runtime keeps both in the same boxed desk).
+    pub unsafe fn attach(&mut self, env: *const HostEnviron) {
+        self.env = env;
     }
 
     pub fn aborted(&self) -> bool {
         self.phase == Phase::Aborted
     }
 
-    /// The request's number and request line, for a log line about it.
-    /// Numbers are given in the order first asked for, per process.
-    pub(crate) fn identity(&mut self) -> (u64, &[u8]) {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        if self.id == 0 {
-            self.id = NEXT.fetch_add(1, Ordering::Relaxed);
-        }
-        let id = self.id;
+    /// The request's id and request line, for a log line about it. Only
+    /// log paths ask: kept out of line, so the hot callers stay lean.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn identity(&mut self) -> (&[u8], &[u8]) {
+        let id: &[u8] = if self.env.is_null() {
+            b"-"
+        } else {
+            // SAFETY: set by `attach`, whose contract keeps the environ
+            // alive and in place while this exchange is used.
+            unsafe { &*self.env }.request_id()
+        };
         let line = match self.client {
             // SAFETY: as in `client_and_out`: the client is lent for the
             // current entry into plugin code, on this thread, and outlives
@@ -224,18 +253,18 @@ impl Exchange {
         let request = Shown(line);
         match phase {
             Phase::NotStarted | Phase::Started | Phase::Invalid => {
-                tracing::error!(req = id, request = %request, "app error in {call}: {why}; answering 500");
+                tracing::error!(request_id = %Shown(id), request = %request, "app error in {call}: {why}; answering 500");
                 self.phase = Phase::Invalid;
             }
             Phase::Sending(_) => {
                 tracing::error!(
-                    req = id, request = %request,
+                    request_id = %Shown(id), request = %request,
                     "app error in {call}: {why}; the response had begun, closing the connection"
                 );
                 self.abort();
             }
             Phase::Done | Phase::Aborted => {
-                tracing::error!(req = id, request = %request, "app error in {call}: {why}");
+                tracing::error!(request_id = %Shown(id), request = %request, "app error in {call}: {why}");
             }
         }
         NWSGI_E_INVALID
@@ -298,7 +327,7 @@ impl Exchange {
                 // the error the app reports is not lost.
                 let (id, line) = self.identity();
                 tracing::warn!(
-                    req = id, request = %Shown(line), exc_info = %Shown(msg),
+                    request_id = %Shown(id), request = %Shown(line), exc_info = %Shown(msg),
                     "app passed exc_info to its first start_response"
                 );
             }
@@ -307,7 +336,7 @@ impl Exchange {
             (Phase::Started, Some(msg)) => {
                 let (id, line) = self.identity();
                 tracing::warn!(
-                    req = id, request = %Shown(line), exc_info = %Shown(msg),
+                    request_id = %Shown(id), request = %Shown(line), exc_info = %Shown(msg),
                     "app replaced its response head (start_response with exc_info)"
                 );
             }
@@ -315,7 +344,7 @@ impl Exchange {
             (Phase::Sending(_) | Phase::Done | Phase::Aborted, Some(msg)) => {
                 let (id, line) = self.identity();
                 tracing::error!(
-                    req = id, request = %Shown(line), exc_info = %Shown(msg),
+                    request_id = %Shown(id), request = %Shown(line), exc_info = %Shown(msg),
                     "app error after the response head was sent; aborting the connection"
                 );
                 self.abort();
@@ -335,7 +364,7 @@ impl Exchange {
             Err(e) => {
                 let (id, line) = self.identity();
                 tracing::error!(
-                    req = id, request = %Shown(line), status = %Shown(status),
+                    request_id = %Shown(id), request = %Shown(line), status = %Shown(status),
                     "invalid response from app: {e}; answering 500 instead"
                 );
                 self.phase = Phase::Invalid;
@@ -425,7 +454,7 @@ impl Exchange {
         let (fits, status) = (self.remaining as usize, self.status);
         let (id, line) = self.identity();
         tracing::error!(
-            req = id, request = %Shown(line), status,
+            request_id = %Shown(id), request = %Shown(line), status,
             over = data.len() - fits,
             "app error: more body than its Content-Length; the rest is dropped \
              and the connection closes"
@@ -586,11 +615,11 @@ impl Exchange {
         let request = Shown(line);
         match phase {
             Phase::NotStarted | Phase::Started if !body_error => {
-                tracing::error!(req = id, request = %request, "{why}; answering 500");
+                tracing::error!(request_id = %Shown(id), request = %request, "{why}; answering 500");
             }
             Phase::Sending(_) => {
                 tracing::error!(
-                    req = id, request = %request,
+                    request_id = %Shown(id), request = %request,
                     "{why} after the response head was sent; aborting the connection"
                 );
             }
@@ -620,6 +649,9 @@ impl Exchange {
                 }
                 self.status = status;
                 self.phase = Phase::Done;
+                // The app's head is not what was sent (the access log's
+                // response headers must not read it).
+                self.head.forget();
             }
             Phase::Sending(_) => self.abort(),
             Phase::Done | Phase::Aborted => {}
@@ -639,7 +671,7 @@ impl Exchange {
         let (status, missing) = (self.status, self.remaining);
         let (id, line) = self.identity();
         tracing::error!(
-            req = id, request = %Shown(line), status, missing,
+            request_id = %Shown(id), request = %Shown(line), status, missing,
             "app body shorter than its Content-Length; closing the connection"
         );
         self.abort();
@@ -674,6 +706,39 @@ impl Exchange {
     }
 }
 
+thread_local! {
+    /// The environ of the request whose plugin code runs on this thread
+    /// (null between entries): a log line the app writes without naming
+    /// its request, or one the host writes while serving it, still names
+    /// it.
+    static CURRENT_ENV: Cell<*const HostEnviron> = const { Cell::new(ptr::null()) };
+}
+
+/// The id of the request whose plugin code runs on this thread, for a log
+/// line (`-` if none).
+pub struct CurrentRequestId;
+
+impl CurrentRequestId {
+    /// Whether a request's plugin code runs on this thread.
+    pub fn present() -> bool {
+        !CURRENT_ENV.get().is_null()
+    }
+}
+
+impl fmt::Display for CurrentRequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let env = CURRENT_ENV.get();
+        if env.is_null() {
+            return f.write_str("-");
+        }
+        // SAFETY: set by `enter` from an attached environ, which stays
+        // alive and in place while its exchange is used (`attach`); cleared
+        // by `leave` before the entry ends.
+        let id = unsafe { &*env }.request_id();
+        Shown(id).fmt(f)
+    }
+}
+
 // --- the steps the runtime drives -------------------------------------------
 //
 // Each takes the exchange as a raw pointer: from the moment the plugin
@@ -693,7 +758,10 @@ unsafe fn enter(ex: *mut Exchange, client: &mut dyn Client) {
     // pointer before the borrow it came from ends (the caller's contract).
     let client: NonNull<dyn Client + 'static> = unsafe { std::mem::transmute(client) };
     // SAFETY: `ex` valid, per the contract.
-    unsafe { (*ex).client = Some(client) };
+    unsafe {
+        (*ex).client = Some(client);
+        CURRENT_ENV.set((*ex).env);
+    }
 }
 
 /// # Safety
@@ -701,6 +769,7 @@ unsafe fn enter(ex: *mut Exchange, client: &mut dyn Client) {
 unsafe fn leave(ex: *mut Exchange) {
     // SAFETY: per the contract.
     unsafe { (*ex).client = None };
+    CURRENT_ENV.set(ptr::null());
 }
 
 /// PEP 3333's `app(environ, start_response)`: calls the plugin. Returns the

@@ -7,6 +7,7 @@ pub mod build;
 pub mod environ;
 pub mod exchange;
 pub mod plugin;
+pub mod request_id;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

@@ -117,7 +117,7 @@ fn put_digits(dst: &mut [u8], mut n: u64) {
 /// Howard Hinnant's `civil_from_days`, restricted to non-negative day
 /// counts so every step is unsigned: shift the epoch to 0000-03-01 so that
 /// leap days fall at the end of a year, then split into 400-year eras.
-fn civil_from_days(days: u64) -> (u64, u8, u8) {
+pub(crate) fn civil_from_days(days: u64) -> (u64, u8, u8) {
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z - era * 146_097; // day of era, 0..=146096

@@ -196,6 +196,13 @@ impl ResponseHead {
         Ok(())
     }
 
+    /// Empties the head (the response sent is not the app's); the next
+    /// `set` builds it anew.
+    pub fn forget(&mut self) {
+        self.static_key = 0;
+        self.clear();
+    }
+
     /// Whether the static head known by `key` is the one held, validated.
     pub fn knows_static(&self, key: usize) -> bool {
         key != 0 && key == self.static_key && self.status != 0
@@ -282,6 +289,20 @@ impl ResponseHead {
 
     pub fn content_length(&self) -> Option<u64> {
         self.content_length
+    }
+
+    /// The value of the app's first header called `name` (any case), for
+    /// the access log; Content-Length is not among them (see
+    /// `content_length`). A scan of the encoded lines: only a log format
+    /// that names a response header asks.
+    pub fn header(&self, name: &[u8]) -> Option<&[u8]> {
+        self.lines.split(|&b| b == b'\n').find_map(|line| {
+            let line = line.strip_suffix(b"\r")?;
+            let colon = line.iter().position(|&b| b == b':')?;
+            let (n, rest) = line.split_at(colon);
+            n.eq_ignore_ascii_case(name)
+                .then(|| rest[1..].trim_ascii_start())
+        })
     }
 }
 

@@ -1,19 +1,27 @@
-//! The access log: one line per request in gunicorn's default format
-//! (Apache combined), to a file or stdout (`--access-logfile -`). A
-//! response the client did not get whole (the app failed after its head
-//! went out, it broke its own framing, or the client went away) has
-//! ` aborted` after the combined fields. The byte count is the body bytes
+//! The access log: one line per request, to a file or stdout
+//! (`--access-logfile -`), in the `--access-log-format` (gunicorn's atoms,
+//! compiled in `log_format.rs`; by default gunicorn's, Apache combined) or,
+//! with `--log-format json`, as one JSON object. A response the client did
+//! not get whole (the app failed after its head went out, it broke its own
+//! framing, or the client went away) has ` aborted` after a text line's
+//! fields (`"aborted":true` in JSON). The byte count is the body bytes
 //! handed to the connection.
 //!
 //! Written directly rather than through `tracing` so the line format is
 //! exactly the one log tools expect, whatever the log level.
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, LineWriter, Write};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use crate::http1::date::format_imf;
+use crate::gateway::environ::HostEnviron;
+use crate::gateway::exchange::Exchange;
+use crate::http1::date;
 use crate::http1::parse::Version;
+use crate::runtime::log_format::{
+    self, basic_user, decimal_into, json_str_into, AccessStyle, Piece, Style,
+};
 
 pub struct AccessLog {
     spec: String,
@@ -33,16 +41,20 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// What one line says about a request.
 pub struct Entry<'a> {
-    pub remote: &'a [u8],
-    pub method: &'a [u8],
-    pub target: &'a [u8],
+    /// The request as the app saw it (REMOTE_ADDR is the client a trusted
+    /// proxy named).
+    pub env: &'a HostEnviron,
+    /// The response: status, body bytes, the app's headers.
+    pub ex: &'a Exchange,
     pub version: Version,
-    pub status: u16,
-    pub bytes: u64,
-    pub referer: Option<&'a [u8]>,
-    pub user_agent: Option<&'a [u8]>,
-    /// The client did not get the whole response.
-    pub aborted: bool,
+    /// When the request started, if the style asked for it (`clock`).
+    pub started: Option<Instant>,
+}
+
+thread_local! {
+    /// The line being written, kept for the next one: a line per request
+    /// allocates nothing once the buffer has grown.
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(256));
 }
 
 impl AccessLog {
@@ -67,32 +79,26 @@ impl AccessLog {
         }
     }
 
-    pub fn record(&self, e: &Entry<'_>) {
-        let mut line = Vec::with_capacity(160);
-        // A unix socket's client has no address: `-`, as for any absent
-        // field of the common log format.
-        line.extend_from_slice(if e.remote.is_empty() { b"-" } else { e.remote });
-        line.extend_from_slice(b" - - [");
-        line.extend_from_slice(&clf_time(now_secs()));
-        line.extend_from_slice(b"] \"");
-        line.extend_from_slice(e.method);
-        line.push(b' ');
-        escape_into(&mut line, e.target);
-        line.push(b' ');
-        line.extend_from_slice(e.version.as_str().as_bytes());
-        let _ = write!(line, "\" {} {} \"", e.status, e.bytes);
-        escape_into(&mut line, e.referer.unwrap_or(b"-"));
-        line.extend_from_slice(b"\" \"");
-        escape_into(&mut line, e.user_agent.unwrap_or(b"-"));
-        line.push(b'"');
-        if e.aborted {
-            line.extend_from_slice(b" aborted");
-        }
-        line.push(b'\n');
+    pub fn record(&self, style: &AccessStyle, e: &Entry<'_>) {
+        LINE.with(|line| {
+            let Ok(mut line) = line.try_borrow_mut() else {
+                return;
+            };
+            line.clear();
+            match style.style {
+                Style::Text => text_line(&mut line, &style.format.pieces, style.scan, e),
+                Style::Json => json_line(&mut line, e),
+            }
+            line.push(b'\n');
+            self.write(&line);
+        });
+    }
+
+    fn write(&self, line: &[u8]) {
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         // A full disk must not fail requests; the error log says why, once
         // in a while.
-        match out.w.write_all(&line) {
+        match out.w.write_all(line) {
             Ok(()) if out.failed > 0 => {
                 tracing::warn!(
                     "the access log is written again ({} lines were lost)",
@@ -132,16 +138,156 @@ fn writer(spec: &str) -> io::Result<Box<dyn Write + Send>> {
     })
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+/// Request headers the common formats read, found in one scan.
+#[derive(Default)]
+struct Common<'a> {
+    authorization: Option<&'a [u8]>,
+    referer: Option<&'a [u8]>,
+    user_agent: Option<&'a [u8]>,
+}
+
+fn common<'a>(env: &'a HostEnviron) -> Common<'a> {
+    let mut c = Common::default();
+    for (name, value) in env.header_pairs() {
+        let slot = match name.len() {
+            7 if name.eq_ignore_ascii_case(b"referer") => &mut c.referer,
+            10 if name.eq_ignore_ascii_case(b"user-agent") => &mut c.user_agent,
+            13 if name.eq_ignore_ascii_case(b"authorization") => &mut c.authorization,
+            _ => continue,
+        };
+        slot.get_or_insert(value);
+    }
+    c
+}
+
+fn text_line(line: &mut Vec<u8>, pieces: &[Piece], scan: bool, e: &Entry<'_>) {
+    let env = e.env;
+    let c = if scan { common(env) } else { Common::default() };
+    let took = e.started.map(|t| t.elapsed()).unwrap_or(Duration::ZERO);
+    let value = |line: &mut Vec<u8>, v: Option<&[u8]>| match v {
+        Some(v) if !v.is_empty() => escape_into(line, v),
+        _ => line.push(b'-'),
+    };
+    for piece in pieces {
+        match piece {
+            Piece::Literal(bytes) => line.extend_from_slice(bytes),
+            // A unix socket's client has no address: `-`, as for any
+            // absent field of the common log format.
+            Piece::Remote => value(line, Some(env.remote_addr())),
+            Piece::Dash => line.push(b'-'),
+            Piece::User => {
+                let user = c.authorization.and_then(basic_user);
+                value(line, user.as_deref());
+            }
+            Piece::Time => {
+                line.push(b'[');
+                line.extend_from_slice(&clf_time(date::now_secs()));
+                line.push(b']');
+            }
+            Piece::RequestLine => {
+                line.extend_from_slice(env.method());
+                line.push(b' ');
+                escape_into(line, env.target());
+                line.push(b' ');
+                line.extend_from_slice(e.version.as_str().as_bytes());
+            }
+            Piece::Status => decimal_into(line, u64::from(e.ex.status)),
+            Piece::Method => value(line, Some(env.method())),
+            Piece::Path => value(line, Some(env.path_info())),
+            Piece::Query => value(line, Some(env.query_string())),
+            Piece::Protocol => line.extend_from_slice(e.version.as_str().as_bytes()),
+            Piece::BytesClf | Piece::Bytes => decimal_into(line, e.ex.body_bytes),
+            Piece::Referer => value(line, c.referer),
+            Piece::UserAgent => value(line, c.user_agent),
+            Piece::Secs => decimal_into(line, took.as_secs()),
+            Piece::Micros => decimal_into(line, took.as_micros() as u64),
+            Piece::Millis => decimal_into(line, took.as_millis() as u64),
+            Piece::SecsFrac => {
+                decimal_into(line, took.as_secs());
+                let _ = write!(line, ".{:06}", took.subsec_micros());
+            }
+            Piece::Pid => {
+                line.push(b'<');
+                decimal_into(line, u64::from(log_format::pid()));
+                line.push(b'>');
+            }
+            Piece::RequestId => escape_into(line, env.request_id()),
+            Piece::RequestHeader(name) => value(line, env.header(name)),
+            Piece::ResponseHeader(name) => match e.ex.response_header(name) {
+                Some(Ok(v)) => value(line, Some(v)),
+                Some(Err(n)) => decimal_into(line, n),
+                None => line.push(b'-'),
+            },
+            Piece::Environ(key) => value(line, env.var(key)),
+        }
+    }
+    if e.ex.aborted() {
+        line.extend_from_slice(b" aborted");
+    }
+}
+
+fn json_line(line: &mut Vec<u8>, e: &Entry<'_>) {
+    let env = e.env;
+    let c = common(env);
+    let string = |line: &mut Vec<u8>, key: &str, v: Option<&[u8]>| {
+        line.extend_from_slice(b",\"");
+        line.extend_from_slice(key.as_bytes());
+        match v {
+            Some(v) => {
+                line.extend_from_slice(b"\":\"");
+                json_str_into(line, v);
+                line.push(b'"');
+            }
+            None => line.extend_from_slice(b"\":null"),
+        }
+    };
+    let number = |line: &mut Vec<u8>, key: &str, n: u64| {
+        line.extend_from_slice(b",\"");
+        line.extend_from_slice(key.as_bytes());
+        line.extend_from_slice(b"\":");
+        decimal_into(line, n);
+    };
+    line.extend_from_slice(b"{\"time\":\"");
+    line.extend_from_slice(&log_format::rfc3339_now());
+    line.push(b'"');
+    let remote = env.remote_addr();
+    string(line, "remote_addr", (!remote.is_empty()).then_some(remote));
+    string(line, "method", Some(env.method()));
+    string(line, "path", Some(env.path_info()));
+    string(line, "query", Some(env.query_string()));
+    string(line, "protocol", Some(e.version.as_str().as_bytes()));
+    number(line, "status", u64::from(e.ex.status));
+    number(line, "bytes", e.ex.body_bytes);
+    string(line, "referer", c.referer);
+    string(line, "user_agent", c.user_agent);
+    if let Some(user) = c.authorization.and_then(basic_user) {
+        string(line, "user", Some(&user));
+    }
+    if let Some(t) = e.started {
+        // Milliseconds with three decimals, without float formatting.
+        let micros = t.elapsed().as_micros() as u64;
+        number(line, "duration_ms", micros / 1000);
+        let frac = micros % 1000;
+        line.extend_from_slice(&[
+            b'.',
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ]);
+    }
+    string(line, "request_id", Some(env.request_id()));
+    number(line, "pid", u64::from(log_format::pid()));
+    line.extend_from_slice(if e.ex.aborted() {
+        b",\"aborted\":true}"
+    } else {
+        b",\"aborted\":false}"
+    });
 }
 
 /// `06/Nov/1994:08:49:37 +0000`, cut from the IMF-fixdate
 /// `Sun, 06 Nov 1994 08:49:37 GMT` so there is one calendar routine.
 fn clf_time(secs: u64) -> [u8; 26] {
-    let imf = format_imf(secs);
+    let imf = date::imf(secs);
     let mut out = *b"01/Jan/1970:00:00:00 +0000";
     out[0..2].copy_from_slice(&imf[5..7]);
     out[3..6].copy_from_slice(&imf[8..11]);
@@ -153,17 +299,28 @@ fn clf_time(secs: u64) -> [u8; 26] {
 /// Client-controlled bytes cannot forge log lines: quotes, backslashes,
 /// control and non-ASCII bytes are written as escapes.
 fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
-    for &b in bytes {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut rest = bytes;
+    // Runs of plain bytes are copied whole.
+    while !rest.is_empty() {
+        let run = rest
+            .iter()
+            .position(|&b| !(0x20..=0x7e).contains(&b) || b == b'"' || b == b'\\')
+            .unwrap_or(rest.len());
+        out.extend_from_slice(&rest[..run]);
+        let Some((&b, after)) = rest[run..].split_first() else {
+            break;
+        };
         match b {
-            b'"' | b'\\' => {
-                out.push(b'\\');
-                out.push(b);
-            }
-            0x20..=0x7e => out.push(b),
-            _ => {
-                let _ = write!(out, "\\x{b:02x}");
-            }
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ]),
         }
+        rest = after;
     }
 }
 

@@ -11,6 +11,7 @@ use crate::http1::parse::Limits;
 use crate::net::allow::AllowIps;
 use crate::net::endpoint::Endpoint;
 use crate::runtime::access_log::AccessLog;
+use crate::runtime::log_format::AccessStyle;
 use crate::runtime::rate::MinRate;
 use crate::runtime::scoreboard::Monitor;
 
@@ -64,6 +65,9 @@ pub struct Config {
     /// Which connections start with a PROXY protocol header
     /// (`--proxy-protocol`, `--proxy-allow-ips`).
     pub proxy_protocol: ProxyProtocol,
+    /// How access-log lines are written (`--access-log-format`,
+    /// `--log-format`), and whether requests need a start time for them.
+    pub access_style: AccessStyle,
 }
 
 /// Whether connections start with a PROXY protocol header.
@@ -135,6 +139,7 @@ impl Default for Config {
             multiprocess: false,
             forwarded_allow: AllowIps::localhost(),
             proxy_protocol: ProxyProtocol::Off,
+            access_style: AccessStyle::default(),
         }
     }
 }

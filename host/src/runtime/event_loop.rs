@@ -361,6 +361,7 @@ impl Loop {
                 }
                 SIG_REOPEN => {
                     drain_pipe(&mut self.reopen_pipe);
+                    crate::runtime::error_log::reopen();
                     if let Some(log) = &shared.access_log {
                         log.reopen();
                     }
@@ -1503,6 +1504,7 @@ impl Loop {
                     tracing::info!(
                         peer = %desk.conn().peer,
                         request = ?desk.line_text(),
+                        request_id = %desk.request_id(),
                         unsent = desk.unsent(),
                         "client too slow reading the response; closed"
                     );

@@ -27,7 +27,7 @@ use crate::gateway::api::HOST_API;
 use crate::gateway::environ::{
     percent_decode, ClientText, EnvironParts, HeaderMap, HostEnviron, PeerText,
 };
-use crate::gateway::exchange::{self, Client, Exchange, Gone, Pulled, Wait};
+use crate::gateway::exchange::{self, Client, CurrentRequestId, Exchange, Gone, Pulled, Wait};
 use crate::http1::body::{body_end, BodyError, BodyReader, BodySource, Decode};
 use crate::http1::error::HttpError;
 use crate::http1::forwarded::{self, Scheme};
@@ -131,6 +131,8 @@ pub struct Desk {
     /// Raw body bytes after the head in the buffer (Buffered).
     body_len: usize,
     version: Version,
+    /// When the request started, read only for an access log that asks.
+    started: Option<Instant>,
     /// Since when the client has left response bytes unread; None while
     /// it keeps up.
     pub stall: Option<Stall>,
@@ -151,8 +153,12 @@ pub struct Desk {
 unsafe impl Send for Desk {}
 
 impl Desk {
+    /// A thread's first desk, and one more for each parked request: kept
+    /// out of the request path.
+    #[cold]
+    #[inline(never)]
     fn new(thread: usize) -> Box<Desk> {
-        Box::new(Desk {
+        let mut desk = Box::new(Desk {
             conn: None,
             ex: Exchange::default(),
             env: HostEnviron::new(&HOST_API),
@@ -167,10 +173,16 @@ impl Desk {
             line: (0, 0),
             body_len: 0,
             version: Version::Http11,
+            started: None,
             stall: None,
             thread,
             gone: false,
-        })
+        });
+        let env: *const HostEnviron = &desk.env;
+        // SAFETY: the environ is in the same box as the exchange, which
+        // never moves out of it (a desk travels as its box).
+        unsafe { desk.ex.attach(env) };
+        desk
     }
 
     /// The parked connection.
@@ -215,6 +227,12 @@ impl Desk {
     pub fn line_text(&self) -> String {
         let (at, len) = self.line;
         line_text(&self.conn().buf[at..at + len])
+    }
+
+    /// The parked request's id, for a log line about it (no plugin code
+    /// runs for it meanwhile, so this thread alone reads the environ).
+    pub fn request_id(&self) -> crate::text::Shown<'_> {
+        crate::text::Shown(self.env.request_id())
     }
 
     /// A readable edge came for the connection while it was away.
@@ -424,6 +442,7 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         line,
         body_len,
         version,
+        started,
         stall,
         gone,
         ..
@@ -477,6 +496,9 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         };
         *head_len = head.len;
         *version = head.version;
+        if config.access_style.clock {
+            *started = Some(Instant::now());
+        }
         let base = conn.buf.as_ptr() as usize;
         *line = (head.line.as_ptr() as usize - base, head.line.len());
 
@@ -535,6 +557,7 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         // for a proxy's request that carries no forwarding header.
         let mut scheme = conn.scheme;
         if conn.forwarding == Forwarding::Believed {
+            env.trust_request_id();
             let trusted = |ip| config.forwarded_allow.contains(ip);
             if let Some(said) = forwarded::reported(head.headers, trusted) {
                 if let Some(why) = said.ignored {
@@ -712,18 +735,13 @@ fn end_request(t: &mut AppThread<'_>, d: &mut Desk) -> Option<Done> {
     }
     let shared = t.shared;
     if let Some(log) = &shared.access_log {
-        let env = &d.env;
-        log.record(&Entry {
-            remote: env.remote_addr(),
-            method: env.method(),
-            target: env.target(),
+        let entry = Entry {
+            env: &d.env,
+            ex: &d.ex,
             version: d.version,
-            status: d.ex.status,
-            bytes: d.ex.body_bytes,
-            referer: env.header(b"referer"),
-            user_agent: env.header(b"user-agent"),
-            aborted: d.ex.aborted(),
-        });
+            started: d.started,
+        };
+        log.record(&shared.config.access_style, &entry);
     }
     let conn = d
         .conn
@@ -879,6 +897,7 @@ impl Wire<'_, '_> {
                         tracing::info!(
                             peer = %self.peer,
                             request = ?line_text(self.line),
+                        request_id = %CurrentRequestId,
                             unsent = out.len(),
                             "client too slow reading the response; closed"
                         );
@@ -1075,6 +1094,7 @@ impl BodySource for Upload<'_, '_> {
                     tracing::info!(
                         peer = %self.peer,
                         request = ?line_text(self.line),
+                        request_id = %CurrentRequestId,
                         received = rate.bytes(),
                         "client too slow sending the request body"
                     );

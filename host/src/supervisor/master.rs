@@ -671,6 +671,7 @@ impl Master {
 
     /// USR1: workers reopen their log files.
     fn handle_usr1(&mut self) {
+        crate::runtime::error_log::reopen();
         tracing::info!("USR1: reopening log files");
         self.kill_all(libc::SIGUSR1);
     }

@@ -51,6 +51,7 @@ pub struct WorkerSpec<'a> {
 /// would keep the kernel accepting clients nobody serves, then resetting
 /// them, and keep a restarted master from binding).
 pub fn run(spec: WorkerSpec<'_>, listeners: Vec<Listener>) -> ! {
+    crate::runtime::error_log::worker_started();
     let slot = spec.board.worker(spec.index);
     // A panic must not unwind into the master's frames copied into this
     // process (their destructors would act on the master's resources).
