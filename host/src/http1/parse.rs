@@ -21,6 +21,7 @@
 //! the whole oversized head, or a client could make us buffer without bound.
 
 use crate::http1::error::HttpError;
+use crate::http1::forwarded::is_forwarding_name;
 
 /// gunicorn's `limit_request_line`: longest request line, CRLF excluded.
 pub const DEFAULT_LIMIT_REQUEST_LINE: usize = 4094;
@@ -146,6 +147,13 @@ pub struct RequestHead<'b, 'h> {
     pub content_type: Option<&'b [u8]>,
     /// The raw value of the first Content-Length field, if any.
     pub content_length: Option<&'b [u8]>,
+    /// Some field name holds '_' (what `--header-map` is about). Noted
+    /// while the fields are read anyway, so a request without one (nearly
+    /// every request) is not searched again per name.
+    pub underscored: bool,
+    /// Some field is one of the forwarding headers `forwarded` reads: a
+    /// trusted proxy's request without one skips that pass.
+    pub forwarding: bool,
 }
 
 /// Parses one request head from the start of `buf`.
@@ -212,6 +220,8 @@ pub fn parse_head<'b, 'h>(
         host_name,
         content_type: fields.content_type,
         content_length: fields.content_length,
+        underscored: fields.underscored,
+        forwarding: fields.forwarding,
     }))
 }
 
@@ -259,6 +269,42 @@ fn common_header_section<'b>(
         count += 1;
         i += CRLF.len();
     }
+}
+
+/// Whether field name `name` holds '_': a word (or half one) at a time,
+/// where a call to `memchr` per name costs more than the name is long.
+/// Each test is exact: it marks a byte only if some byte is '_'.
+#[inline(always)]
+fn has_underscore(name: &[u8]) -> bool {
+    let marked = |w: u64| {
+        let x = w ^ splat(b'_');
+        x.wrapping_sub(splat(0x01)) & !x & splat(0x80) != 0
+    };
+    let n = name.len();
+    if n < 4 {
+        return name.iter().any(|&b| b == b'_');
+    }
+    if n < 8 {
+        let half = |at: usize| {
+            u64::from(u32::from_le_bytes(
+                name[at..at + 4].try_into().expect("four bytes"),
+            ))
+        };
+        // The first four bytes and the last four, which overlap when the
+        // name is shorter than eight bytes.
+        return marked(half(0) | half(n - 4) << 32);
+    }
+    let word = |at: usize| u64::from_le_bytes(name[at..at + 8].try_into().expect("eight bytes"));
+    let mut at = 0;
+    while at + 8 < n {
+        if marked(word(at)) {
+            return true;
+        }
+        at += 8;
+    }
+    // The last eight bytes, overlapping the word before when the length
+    // is not a multiple of eight.
+    marked(word(n - 8))
 }
 
 /// Bytes with every byte `b`.
@@ -769,6 +815,8 @@ struct Fields<'b, 'h> {
     has_expect: bool,
     connection_close: bool,
     connection_keep_alive: bool,
+    underscored: bool,
+    forwarding: bool,
 }
 
 impl<'b, 'h> Fields<'b, 'h> {
@@ -784,9 +832,12 @@ impl<'b, 'h> Fields<'b, 'h> {
             has_expect: false,
             connection_close: false,
             connection_keep_alive: false,
+            underscored: false,
+            forwarding: false,
         };
         for h in headers {
             let name = h.name;
+            f.underscored |= has_underscore(name);
             // Names of different lengths never match: one comparison at most.
             match name.len() {
                 4 if is_field_name(name, b"host") => {
@@ -804,7 +855,7 @@ impl<'b, 'h> Fields<'b, 'h> {
                 }
                 10 if is_field_name(name, b"connection") => f.connection(h.value),
                 6 if is_field_name(name, b"expect") => f.has_expect = true,
-                _ => {}
+                _ => f.forwarding |= is_forwarding_name(name),
             }
         }
         f

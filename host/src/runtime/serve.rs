@@ -485,14 +485,14 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
             name: nwsgi_str::from_bytes(h.name),
             value: nwsgi_str::from_bytes(h.value),
         };
-        // Names with '_' are rare: one scan finds there are none, and the
-        // list is then built as it comes.
+        // Names with '_' are rare: the parser noted whether there is one,
+        // and the list is then built as it comes.
         let underscored = |h: &Field<'_>| h.name.contains(&b'_');
         match config.header_map {
-            HeaderMap::Drop if head.headers.iter().any(underscored) => {
+            HeaderMap::Drop if head.underscored => {
                 headers.extend(head.headers.iter().filter(|h| !underscored(h)).map(entry));
             }
-            HeaderMap::Refuse if head.headers.iter().any(underscored) => {
+            HeaderMap::Refuse if head.underscored => {
                 return Parsed::Refused(HttpError::BadRequest(
                     "a header name with '_' (--header-map refuse)",
                 ));
@@ -531,10 +531,11 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
             );
         }
         // A trusted proxy's word on who the client is and how it came:
-        // one comparison for any other peer, a look at the name lengths
-        // for a proxy's request that carries no forwarding header.
+        // one comparison for any other peer, and one for a proxy's request
+        // that carries no forwarding header (the parser noted whether any
+        // field is one).
         let mut scheme = conn.scheme;
-        if conn.forwarding == Forwarding::Believed {
+        if conn.forwarding == Forwarding::Believed && head.forwarding {
             let trusted = |ip| config.forwarded_allow.contains(ip);
             if let Some(said) = forwarded::reported(head.headers, trusted) {
                 if let Some(why) = said.ignored {
