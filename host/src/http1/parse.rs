@@ -1167,6 +1167,62 @@ mod tests {
         parse_with(req, &Limits::default())
     }
 
+    /// What the parser notes about a head's names: (underscored, forwarding).
+    fn names_noted(fields: &str) -> (bool, bool) {
+        let req = format!("GET / HTTP/1.1\r\nHost: a\r\n{fields}\r\n");
+        let mut storage = [EMPTY_FIELD; 100];
+        let head = parse_head(req.as_bytes(), &mut storage, &Limits::default())
+            .unwrap()
+            .unwrap();
+        (head.underscored, head.forwarding)
+    }
+
+    #[test]
+    fn notes_underscored_names_and_forwarding_headers() {
+        for (fields, noted) in [
+            ("", (false, false)),
+            ("Accept-Encoding: x\r\nUser-Agent: y\r\n", (false, false)),
+            ("X_Y: 1\r\n", (true, false)),
+            (
+                "Accept: x\r\nsome_long_field_name_here: 1\r\n",
+                (true, false),
+            ),
+            ("x-forwarded-for: 192.0.2.1\r\n", (false, true)),
+            ("FORWARDED: for=192.0.2.1\r\n", (false, true)),
+            ("X-Forwarded-Proto: https\r\n", (false, true)),
+            ("X-Forwarded-Ssl: on\r\n", (false, true)),
+            ("X-Forwarded-Protocol: ssl\r\n", (false, true)),
+            // A name of a forwarding header's length that is not one.
+            (
+                "Accept-Language: en\r\nX-Forwarded-Prot: x\r\n",
+                (false, false),
+            ),
+            // With '_' for '-', it is no forwarding header (as `forwarded`
+            // reads names), but it is underscored.
+            ("X_Forwarded_For: 192.0.2.1\r\n", (true, false)),
+            ("X-Forwarded-For: 192.0.2.1\r\nA_B: c\r\n", (true, true)),
+        ] {
+            assert_eq!(names_noted(fields), noted, "{fields:?}");
+        }
+    }
+
+    /// Every length and every place of the '_', and names of the bytes
+    /// next to it ('^', '`'), which must not read as one.
+    #[test]
+    fn has_underscore_at_every_place() {
+        for len in 1..=40 {
+            for filler in [b'a', b'^', b'`', b'-', b'~'] {
+                let mut name = vec![filler; len];
+                assert!(!has_underscore(&name), "{len} {filler}");
+                for at in 0..len {
+                    name[at] = b'_';
+                    assert!(has_underscore(&name), "{len} {filler} {at}");
+                    name[at] = filler;
+                }
+            }
+        }
+    }
+
     fn ok(req: &[u8]) -> (Framing, bool, bool, usize) {
         match parse(req) {
             Ok(Some(h)) => h,
