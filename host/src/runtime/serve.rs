@@ -284,10 +284,10 @@ impl<'a> AppThread<'a> {
     /// Serves `work`; the outcome goes back to the event loop.
     pub fn work(&mut self, work: Work) -> Outcome {
         let (mut desk, mut answered) = match work {
-            Work::Serve(conn) => {
+            Work::Serve(mut conn) => {
                 let mut desk = self.take_desk();
                 debug_assert!(desk.ex.out.is_empty() && desk.iter.is_none());
-                desk.peer.set(conn.peer, conn.local);
+                desk.peer.set(conn.peer, conn.local, &mut conn.port_text);
                 desk.conn = Some(conn);
                 desk.start = 0;
                 (desk, 0)
