@@ -195,20 +195,11 @@ impl ClientText {
 /// was the most of what `PeerText::set` cost per request; with the memo
 /// they are written once per connection. Keyed by the port itself, so a
 /// connection whose peer changes (a PROXY header) gets the right text.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct PortMemo {
     port: u16,
     /// Empty until the first `text`.
     text: PortText,
-}
-
-impl Default for PortMemo {
-    fn default() -> PortMemo {
-        PortMemo {
-            port: 0,
-            text: PortText::default(),
-        }
-    }
 }
 
 impl PortMemo {

@@ -282,7 +282,9 @@ fn has_underscore(name: &[u8]) -> bool {
     };
     let n = name.len();
     if n < 4 {
-        return name.iter().any(|&b| b == b'_');
+        // The bytes in one word; the zero bytes above them are no '_'.
+        let w = name.iter().rev().fold(0u64, |w, &b| w << 8 | u64::from(b));
+        return marked(w);
     }
     if n < 8 {
         let half = |at: usize| {

@@ -518,7 +518,7 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         // connection, which stay put until the request ends.
         unsafe {
             env.fill(
-                &head,
+                head,
                 EnvironParts {
                     api: &HOST_API,
                     headers,
