@@ -23,6 +23,7 @@
 #![no_main]
 
 use host::http1::error::HttpError;
+use host::http1::forwarded::is_forwarding_name;
 use host::http1::memo::{memo_slots, HeadMemo, MEMO_BYTES, MEMO_FIELDS};
 use host::http1::parse::{parse_head, Framing, Limits, RequestHead, Version, EMPTY_FIELD};
 use host_fuzz::{is_within, only_crlf_line_ends, small_limits};
@@ -192,6 +193,17 @@ fn check_head(buf: &[u8], head: &RequestHead<'_, '_>, limits: &Limits) {
         "head does not end with CRLF CRLF"
     );
     assert!(only_crlf_line_ends(bytes), "bare CR or LF inside the head");
+    // What the parser notes about the names, against the names themselves.
+    assert_eq!(
+        head.underscored,
+        head.headers.iter().any(|h| h.name.contains(&b'_')),
+        "underscored"
+    );
+    assert_eq!(
+        head.forwarding,
+        head.headers.iter().any(|h| is_forwarding_name(h.name)),
+        "forwarding"
+    );
 
     assert!(is_within(bytes, head.method), "method outside the head");
     assert!(is_within(bytes, head.target), "target outside the head");

@@ -35,15 +35,28 @@ use crate::net::endpoint::Endpoint;
 /// `http://` URL a client of the socket uses (PEP 3333 wants neither
 /// empty; an app building URLs should prefer HTTP_HOST, as PEP 3333's
 /// URL reconstruction does).
-#[derive(Default)]
 pub struct PeerText {
-    /// The endpoints the text below is for (see `Key`).
-    peer: Option<Key>,
-    local: Option<Key>,
+    /// The endpoints the text below is for (see `Key`); `Key::NONE`
+    /// before the first `set`.
+    peer: Key,
+    local: Key,
     remote_addr: AddrText,
     remote_port: PortText,
     local_addr: AddrText,
     local_port: PortText,
+}
+
+impl Default for PeerText {
+    fn default() -> PeerText {
+        PeerText {
+            peer: Key::NONE,
+            local: Key::NONE,
+            remote_addr: AddrText::default(),
+            remote_port: PortText::default(),
+            local_addr: AddrText::default(),
+            local_port: PortText::default(),
+        }
+    }
 }
 
 /// An endpoint as two integers, cheap to compare (this runs per request
@@ -59,8 +72,13 @@ struct Key {
 impl Key {
     const V6: u32 = 1 << 16;
     const UNIX: u32 = 1 << 17;
+    /// No endpoint: what a fresh `PeerText` is for (no kind has this bit).
+    const NONE: Key = Key {
+        addr: 0,
+        port: 1 << 18,
+    };
 
-    #[inline]
+    #[inline(always)]
     fn of(e: Endpoint) -> Key {
         match e {
             Endpoint::Ip(std::net::SocketAddr::V4(a)) => Key {
@@ -79,7 +97,7 @@ impl Key {
     }
 
     /// The same address (and kind), whatever the port.
-    #[inline]
+    #[inline(always)]
     fn same_addr(self, other: Key) -> bool {
         self.addr == other.addr && self.port >> 16 == other.port >> 16
     }
@@ -87,37 +105,60 @@ impl Key {
 
 impl PeerText {
     /// Makes the text describe `peer` and `local`.
-    pub fn set(&mut self, peer: Endpoint, local: Endpoint) {
-        let key = Key::of(peer);
-        if self.peer != Some(key) {
-            match peer {
-                Endpoint::Ip(a) => {
-                    if !self.peer.is_some_and(|k| k.same_addr(key)) {
-                        self.remote_addr.set(a.ip());
-                    }
-                    self.remote_port.set(a.port());
-                }
-                Endpoint::Unix => {
-                    self.remote_addr = AddrText::default();
-                    self.remote_port = PortText::default();
-                }
-            }
-            self.peer = Some(key);
-        }
+    ///
+    /// Inline, with the rare parts out of line: under keep-alive an app
+    /// thread serves a different connection nearly every turn, usually from
+    /// the same address to the same socket, so what runs per request is two
+    /// comparisons and the remote port's digits.
+    ///
+    /// `port` is the connection's own memo of its port's text, so that the
+    /// digits are worked out for its first request only.
+    #[inline(always)]
+    pub fn set(&mut self, peer: Endpoint, local: Endpoint, port: &mut PortMemo) {
         let local_key = Key::of(local);
-        if self.local != Some(local_key) {
-            match local {
-                Endpoint::Ip(a) => {
-                    self.local_addr.set(a.ip());
-                    self.local_port.set(a.port());
-                }
-                Endpoint::Unix => {
-                    self.local_addr.set_text(UNIX_SERVER_NAME);
-                    self.local_port.set(UNIX_SERVER_PORT);
-                }
-            }
-            self.local = Some(local_key);
+        if self.local != local_key {
+            self.set_local(local, local_key);
         }
+        let key = Key::of(peer);
+        if self.peer == key {
+            return;
+        }
+        match peer {
+            Endpoint::Ip(a) if self.peer.same_addr(key) => self.remote_port = port.text(a.port()),
+            _ => self.set_remote(peer, port),
+        }
+        self.peer = key;
+    }
+
+    /// `set`'s remote text for a new address (or a unix socket).
+    #[inline(never)]
+    fn set_remote(&mut self, peer: Endpoint, port: &mut PortMemo) {
+        match peer {
+            Endpoint::Ip(a) => {
+                self.remote_addr.set(a.ip());
+                self.remote_port = port.text(a.port());
+            }
+            Endpoint::Unix => {
+                self.remote_addr = AddrText::default();
+                self.remote_port = PortText::default();
+            }
+        }
+    }
+
+    /// `set`'s local text, for a socket other than the last one's.
+    #[inline(never)]
+    fn set_local(&mut self, local: Endpoint, key: Key) {
+        match local {
+            Endpoint::Ip(a) => {
+                self.local_addr.set(a.ip());
+                self.local_port.set(a.port());
+            }
+            Endpoint::Unix => {
+                self.local_addr.set_text(UNIX_SERVER_NAME);
+                self.local_port.set(UNIX_SERVER_PORT);
+            }
+        }
+        self.local = key;
     }
 
     pub fn remote_addr(&self) -> &[u8] {
@@ -149,9 +190,35 @@ impl ClientText {
     }
 }
 
+/// A connection's port as text, kept with the connection (eight bytes:
+/// its box has room for them). Under keep-alive an app thread serves a
+/// different connection nearly every turn, and writing the port's digits
+/// was the most of what `PeerText::set` cost per request; with the memo
+/// they are written once per connection. Keyed by the port itself, so a
+/// connection whose peer changes (a PROXY header) gets the right text.
+#[derive(Clone, Copy, Default)]
+pub struct PortMemo {
+    port: u16,
+    /// Empty until the first `text`.
+    text: PortText,
+}
+
+impl PortMemo {
+    /// `port` as text.
+    #[inline(always)]
+    fn text(&mut self, port: u16) -> PortText {
+        if self.port != port || self.text.start == PortText::EMPTY {
+            self.text.set(port);
+            self.port = port;
+        }
+        self.text
+    }
+}
+
 /// A port in decimal, written right-aligned so that no copy is needed.
 /// (The formatting machinery of `fmt` costs more than the rest of building
 /// an environ.)
+#[derive(Clone, Copy)]
 struct PortText {
     digits: [u8; 5],
     start: u8,
@@ -162,12 +229,16 @@ impl Default for PortText {
     fn default() -> PortText {
         PortText {
             digits: [0; 5],
-            start: 5,
+            start: PortText::EMPTY,
         }
     }
 }
 
 impl PortText {
+    /// `start` of an empty text (a port has at least one digit).
+    const EMPTY: u8 = 5;
+
+    #[inline(always)]
     fn set(&mut self, port: u16) {
         // Two digits a step: a port has up to five.
         const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
@@ -735,7 +806,7 @@ mod tests {
             let (peer, local): (SocketAddr, SocketAddr) =
                 (peer.parse().unwrap(), local.parse().unwrap());
             let mut t = PeerText::default();
-            t.set(peer.into(), local.into());
+            t.set(peer.into(), local.into(), &mut PortMemo::default());
             check(&t, peer, local);
         }
     }
@@ -780,11 +851,16 @@ mod tests {
             "127.0.0.1:65535",
         ];
         let mut t = PeerText::default();
+        // One connection's memo through every change of peer (as a PROXY
+        // header makes), and fresh ones (a new connection each time).
+        let mut kept = PortMemo::default();
         for peer in addrs {
             for local in addrs {
                 let (peer, local): (SocketAddr, SocketAddr) =
                     (peer.parse().unwrap(), local.parse().unwrap());
-                t.set(peer.into(), local.into());
+                t.set(peer.into(), local.into(), &mut kept);
+                check(&t, peer, local);
+                t.set(peer.into(), local.into(), &mut PortMemo::default());
                 check(&t, peer, local);
             }
         }
@@ -796,13 +872,14 @@ mod tests {
     fn peer_text_of_a_unix_socket() {
         let tcp: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let mut t = PeerText::default();
-        t.set(tcp.into(), tcp.into());
-        t.set(Endpoint::Unix, Endpoint::Unix);
+        let mut memo = PortMemo::default();
+        t.set(tcp.into(), tcp.into(), &mut memo);
+        t.set(Endpoint::Unix, Endpoint::Unix, &mut PortMemo::default());
         assert_eq!(t.remote_addr(), b"");
         assert_eq!(t.remote_port.as_bytes(), b"");
         assert_eq!(t.local_addr.as_bytes(), b"localhost");
         assert_eq!(t.local_port.as_bytes(), b"80");
-        t.set(tcp.into(), tcp.into());
+        t.set(tcp.into(), tcp.into(), &mut memo);
         check(&t, tcp, tcp);
     }
 

@@ -144,6 +144,13 @@ fn may_be_one(name: &[u8]) -> bool {
     name.len() < 32 && (LENGTHS >> name.len()) & 1 != 0
 }
 
+/// Whether a field name is one of the headers this file reads (the
+/// parser notes it per request: `RequestHead::forwarding`).
+#[inline]
+pub fn is_forwarding_name(name: &[u8]) -> bool {
+    may_be_one(name) && kind(name).is_some()
+}
+
 /// What the forwarding headers among `fields` say, or None when there are
 /// none (the common case: one pass over the name lengths). `trusted`
 /// tells whether a hop's address is a trusted proxy.

@@ -73,6 +73,8 @@ pub struct HeadMemo {
     host_name: Option<Span>,
     content_type: Option<Span>,
     content_length: Option<Span>,
+    underscored: bool,
+    forwarding: bool,
 }
 
 impl Default for HeadMemo {
@@ -97,6 +99,8 @@ impl Default for HeadMemo {
             host_name: None,
             content_type: None,
             content_length: None,
+            underscored: false,
+            forwarding: false,
         }
     }
 }
@@ -138,6 +142,8 @@ impl HeadMemo {
             host_name: self.host_name.map(|s| part(head, s)),
             content_type: self.content_type.map(|s| part(head, s)),
             content_length: self.content_length.map(|s| part(head, s)),
+            underscored: self.underscored,
+            forwarding: self.forwarding,
         })
     }
 
@@ -218,6 +224,8 @@ impl HeadMemo {
         self.host_name = host_name;
         self.content_type = content_type;
         self.content_length = content_length;
+        self.underscored = parsed.underscored;
+        self.forwarding = parsed.forwarding;
     }
 }
 

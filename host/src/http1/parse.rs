@@ -21,6 +21,7 @@
 //! the whole oversized head, or a client could make us buffer without bound.
 
 use crate::http1::error::HttpError;
+use crate::http1::forwarded::is_forwarding_name;
 
 /// gunicorn's `limit_request_line`: longest request line, CRLF excluded.
 pub const DEFAULT_LIMIT_REQUEST_LINE: usize = 4094;
@@ -146,6 +147,13 @@ pub struct RequestHead<'b, 'h> {
     pub content_type: Option<&'b [u8]>,
     /// The raw value of the first Content-Length field, if any.
     pub content_length: Option<&'b [u8]>,
+    /// Some field name holds '_' (what `--header-map` is about). Noted
+    /// while the fields are read anyway, so a request without one (nearly
+    /// every request) is not searched again per name.
+    pub underscored: bool,
+    /// Some field is one of the forwarding headers `forwarded` reads: a
+    /// trusted proxy's request without one skips that pass.
+    pub forwarding: bool,
 }
 
 /// Parses one request head from the start of `buf`.
@@ -212,6 +220,8 @@ pub fn parse_head<'b, 'h>(
         host_name,
         content_type: fields.content_type,
         content_length: fields.content_length,
+        underscored: fields.underscored,
+        forwarding: fields.forwarding,
     }))
 }
 
@@ -259,6 +269,44 @@ fn common_header_section<'b>(
         count += 1;
         i += CRLF.len();
     }
+}
+
+/// Whether field name `name` holds '_': a word (or half one) at a time,
+/// where a call to `memchr` per name costs more than the name is long.
+/// Each test is exact: it marks a byte only if some byte is '_'.
+#[inline(always)]
+fn has_underscore(name: &[u8]) -> bool {
+    let marked = |w: u64| {
+        let x = w ^ splat(b'_');
+        x.wrapping_sub(splat(0x01)) & !x & splat(0x80) != 0
+    };
+    let n = name.len();
+    if n < 4 {
+        // The bytes in one word; the zero bytes above them are no '_'.
+        let w = name.iter().rev().fold(0u64, |w, &b| w << 8 | u64::from(b));
+        return marked(w);
+    }
+    if n < 8 {
+        let half = |at: usize| {
+            u64::from(u32::from_le_bytes(
+                name[at..at + 4].try_into().expect("four bytes"),
+            ))
+        };
+        // The first four bytes and the last four, which overlap when the
+        // name is shorter than eight bytes.
+        return marked(half(0) | half(n - 4) << 32);
+    }
+    let word = |at: usize| u64::from_le_bytes(name[at..at + 8].try_into().expect("eight bytes"));
+    let mut at = 0;
+    while at + 8 < n {
+        if marked(word(at)) {
+            return true;
+        }
+        at += 8;
+    }
+    // The last eight bytes, overlapping the word before when the length
+    // is not a multiple of eight.
+    marked(word(n - 8))
 }
 
 /// Bytes with every byte `b`.
@@ -769,6 +817,8 @@ struct Fields<'b, 'h> {
     has_expect: bool,
     connection_close: bool,
     connection_keep_alive: bool,
+    underscored: bool,
+    forwarding: bool,
 }
 
 impl<'b, 'h> Fields<'b, 'h> {
@@ -784,9 +834,12 @@ impl<'b, 'h> Fields<'b, 'h> {
             has_expect: false,
             connection_close: false,
             connection_keep_alive: false,
+            underscored: false,
+            forwarding: false,
         };
         for h in headers {
             let name = h.name;
+            f.underscored |= has_underscore(name);
             // Names of different lengths never match: one comparison at most.
             match name.len() {
                 4 if is_field_name(name, b"host") => {
@@ -804,7 +857,7 @@ impl<'b, 'h> Fields<'b, 'h> {
                 }
                 10 if is_field_name(name, b"connection") => f.connection(h.value),
                 6 if is_field_name(name, b"expect") => f.has_expect = true,
-                _ => {}
+                _ => f.forwarding |= is_forwarding_name(name),
             }
         }
         f
@@ -1114,6 +1167,62 @@ mod tests {
 
     fn parse(req: &[u8]) -> Result<Option<(Framing, bool, bool, usize)>, HttpError> {
         parse_with(req, &Limits::default())
+    }
+
+    /// What the parser notes about a head's names: (underscored, forwarding).
+    fn names_noted(fields: &str) -> (bool, bool) {
+        let req = format!("GET / HTTP/1.1\r\nHost: a\r\n{fields}\r\n");
+        let mut storage = [EMPTY_FIELD; 100];
+        let head = parse_head(req.as_bytes(), &mut storage, &Limits::default())
+            .unwrap()
+            .unwrap();
+        (head.underscored, head.forwarding)
+    }
+
+    #[test]
+    fn notes_underscored_names_and_forwarding_headers() {
+        for (fields, noted) in [
+            ("", (false, false)),
+            ("Accept-Encoding: x\r\nUser-Agent: y\r\n", (false, false)),
+            ("X_Y: 1\r\n", (true, false)),
+            (
+                "Accept: x\r\nsome_long_field_name_here: 1\r\n",
+                (true, false),
+            ),
+            ("x-forwarded-for: 192.0.2.1\r\n", (false, true)),
+            ("FORWARDED: for=192.0.2.1\r\n", (false, true)),
+            ("X-Forwarded-Proto: https\r\n", (false, true)),
+            ("X-Forwarded-Ssl: on\r\n", (false, true)),
+            ("X-Forwarded-Protocol: ssl\r\n", (false, true)),
+            // A name of a forwarding header's length that is not one.
+            (
+                "Accept-Language: en\r\nX-Forwarded-Prot: x\r\n",
+                (false, false),
+            ),
+            // With '_' for '-', it is no forwarding header (as `forwarded`
+            // reads names), but it is underscored.
+            ("X_Forwarded_For: 192.0.2.1\r\n", (true, false)),
+            ("X-Forwarded-For: 192.0.2.1\r\nA_B: c\r\n", (true, true)),
+        ] {
+            assert_eq!(names_noted(fields), noted, "{fields:?}");
+        }
+    }
+
+    /// Every length and every place of the '_', and names of the bytes
+    /// next to it ('^', '`'), which must not read as one.
+    #[test]
+    fn has_underscore_at_every_place() {
+        for len in 1..=40 {
+            for filler in [b'a', b'^', b'`', b'-', b'~'] {
+                let mut name = vec![filler; len];
+                assert!(!has_underscore(&name), "{len} {filler}");
+                for at in 0..len {
+                    name[at] = b'_';
+                    assert!(has_underscore(&name), "{len} {filler} {at}");
+                    name[at] = filler;
+                }
+            }
+        }
     }
 
     fn ok(req: &[u8]) -> (Framing, bool, bool, usize) {

@@ -8,6 +8,7 @@
 use std::fs::File;
 use std::time::Instant;
 
+use crate::gateway::environ::PortMemo;
 use crate::http1::forwarded::Scheme;
 use crate::http1::head::HeadScan;
 use crate::net::allow::AllowIps;
@@ -55,6 +56,10 @@ pub struct Conn {
     pub pending: Option<Box<Pending>>,
     /// The request body, read ahead of the app or being dropped.
     pub ahead: Option<Box<Ahead>>,
+    /// The peer's port as text for the environ, written for the first
+    /// request only (see `PortMemo`; its eight bytes fit in the box's
+    /// allocation as it was).
+    pub port_text: PortMemo,
 }
 
 /// Whether a connection's forwarding headers count (`--forwarded-allow-ips`).
@@ -126,6 +131,7 @@ impl Conn {
             head_bytes: 0,
             pending: None,
             ahead: None,
+            port_text: PortMemo::default(),
         })
     }
 

@@ -302,10 +302,10 @@ impl<'a> AppThread<'a> {
     /// Serves `work`; the outcome goes back to the event loop.
     pub fn work(&mut self, work: Work) -> Outcome {
         let (mut desk, mut answered) = match work {
-            Work::Serve(conn) => {
+            Work::Serve(mut conn) => {
                 let mut desk = self.take_desk();
                 debug_assert!(desk.ex.out.is_empty() && desk.iter.is_none());
-                desk.peer.set(conn.peer, conn.local);
+                desk.peer.set(conn.peer, conn.local, &mut conn.port_text);
                 desk.conn = Some(conn);
                 desk.start = 0;
                 (desk, 0)
@@ -507,14 +507,14 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
             name: nwsgi_str::from_bytes(h.name),
             value: nwsgi_str::from_bytes(h.value),
         };
-        // Names with '_' are rare: one scan finds there are none, and the
-        // list is then built as it comes.
+        // Names with '_' are rare: the parser noted whether there is one,
+        // and the list is then built as it comes.
         let underscored = |h: &Field<'_>| h.name.contains(&b'_');
         match config.header_map {
-            HeaderMap::Drop if head.headers.iter().any(underscored) => {
+            HeaderMap::Drop if head.underscored => {
                 headers.extend(head.headers.iter().filter(|h| !underscored(h)).map(entry));
             }
-            HeaderMap::Refuse if head.headers.iter().any(underscored) => {
+            HeaderMap::Refuse if head.underscored => {
                 return Parsed::Refused(HttpError::BadRequest(
                     "a header name with '_' (--header-map refuse)",
                 ));
@@ -540,7 +540,7 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         // connection, which stay put until the request ends.
         unsafe {
             env.fill(
-                &head,
+                head,
                 EnvironParts {
                     api: &HOST_API,
                     headers,
@@ -553,11 +553,16 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
             );
         }
         // A trusted proxy's word on who the client is and how it came:
-        // one comparison for any other peer, a look at the name lengths
-        // for a proxy's request that carries no forwarding header.
+        // one comparison for any other peer, and one for a proxy's request
+        // that carries no forwarding header (the parser noted whether any
+        // field is one).
         let mut scheme = conn.scheme;
         if conn.forwarding == Forwarding::Believed {
+            // A trusted proxy's X-Request-Id is taken (looked up only if
+            // something asks for the id).
             env.trust_request_id();
+        }
+        if conn.forwarding == Forwarding::Believed && head.forwarding {
             let trusted = |ip| config.forwarded_allow.contains(ip);
             if let Some(said) = forwarded::reported(head.headers, trusted) {
                 if let Some(why) = said.ignored {
