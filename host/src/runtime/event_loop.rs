@@ -1305,6 +1305,9 @@ impl Loop {
             }
         };
         self.uncount_head(&mut conn);
+        if let Some(m) = &self.shared.monitor {
+            m.slot().counters.refused(status);
+        }
         let mut out = Vec::new();
         encode_error(&mut out, status, reason, false);
         // Best effort, without blocking the loop: a connection that has
@@ -1355,6 +1358,16 @@ impl Loop {
 
     // --- deadlines ------------------------------------------------------------
 
+    /// The connection gauges for the master's metrics (every sweep): open
+    /// sockets, and idle keep-alive ones among them.
+    fn count_connections(&self) {
+        if let Some(m) = &self.shared.monitor {
+            let open = self.slots.iter().filter(|s| !matches!(s, Slot::Free | Slot::Abandoned));
+            let idle = self.slots.iter().filter(|s| matches!(s, Slot::Head(c) if c.buf.is_empty()));
+            m.slot().counters.connections(open.count(), idle.count());
+        }
+    }
+
     /// Closes connections past their deadlines, and refreshes what the
     /// app threads read about the worker's held output.
     fn sweep(&mut self, now: Instant) {
@@ -1366,6 +1379,7 @@ impl Loop {
         let mut slow_bodies = Vec::new();
         let mut slow_readers = Vec::new();
         let (mut queued, mut bodies) = (0, 0);
+        self.count_connections();
         for (idx, slot) in self.slots.iter_mut().enumerate() {
             match slot {
                 Slot::Head(conn) => {
@@ -1442,6 +1456,10 @@ impl Loop {
         self.body_bytes = bodies;
         for idx in expired {
             self.close(idx);
+        }
+        if let Some(m) = &self.shared.monitor {
+            let slow = slow_heads.len() + slow_proxies.len() + slow_bodies.len();
+            m.slot().counters.slow(slow + slow_readers.len());
         }
         for idx in slow_heads {
             if let Some(Slot::Head(conn)) = self.slots.get(idx) {

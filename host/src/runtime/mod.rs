@@ -7,6 +7,7 @@ pub mod config;
 pub mod conn;
 mod event_loop;
 pub mod intake;
+pub mod metrics;
 mod pool;
 pub mod rate;
 pub mod scoreboard;

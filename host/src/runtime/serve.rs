@@ -139,6 +139,8 @@ pub struct Desk {
     /// The client went away (or was too slow) while the request was
     /// parked: close the iterator and drop the connection.
     pub gone: bool,
+    /// When the request entered app code, in `metrics` ticks.
+    began: u64,
 }
 
 // SAFETY: a desk moves between threads only whole, and only the parts
@@ -170,6 +172,7 @@ impl Desk {
             stall: None,
             thread,
             gone: false,
+            began: 0,
         })
     }
 
@@ -426,8 +429,10 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         version,
         stall,
         gone,
+        began,
         ..
     } = d;
+    let slot = t.slot;
     let conn = conn.as_mut().expect("a desk at work holds its connection");
     let pending = &conn.buf[*start..];
     if pending.is_empty() {
@@ -559,6 +564,9 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         // A 503 is still a clean answer if -t fires: nothing of this
         // response, nor of an earlier one, waits unsent.
         t.stint.begin(head.line, conn.io.fd(), ex.out.is_empty());
+        if let Some(slot) = slot {
+            *began = slot.counters.start();
+        }
         let mut wire = Wire {
             io: &conn.io,
             buffered: after,
@@ -593,6 +601,9 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
                 .as_ref()
                 .expect("a desk at work holds its connection");
             tracing::info!(peer = %conn.peer, "bad request: {e}");
+            if let Some(slot) = t.slot {
+                slot.counters.refused(e.status());
+            }
             encode_error(&mut d.ex.out, e.status(), e.reason(), false);
             Started::Stop(end_turn(t, d, Done::Close))
         }
@@ -706,8 +717,12 @@ fn over_high_water(unsent: usize, shared: &Shared) -> bool {
 /// whether the turn goes on. None: serve the next request in the buffer.
 fn end_request(t: &mut AppThread<'_>, d: &mut Desk) -> Option<Done> {
     // App code for this request is over; if the event loop took it over
-    // meanwhile (-t), its client was answered: drop everything.
-    if !t.stint.end() {
+    // meanwhile (-t), its client was answered (503): drop everything.
+    let kept = t.stint.end();
+    if let Some(slot) = t.slot {
+        count_end(slot, d, kept);
+    }
+    if !kept {
         return Some(Done::Gone);
     }
     let shared = t.shared;
@@ -783,6 +798,26 @@ fn end_request(t: &mut AppThread<'_>, d: &mut Desk) -> Option<Done> {
         }
     }
     None
+}
+
+/// The request's metrics, in this thread's slot: its method, status (the
+/// 503 the event loop answered if it took the request over), duration and
+/// bytes (the head and a read-ahead body in; the response body out).
+#[inline]
+fn count_end(slot: &ThreadSlot, d: &Desk, kept: bool) {
+    let status = if kept { d.ex.status } else { 503 };
+    let body_in = match &d.input {
+        Input::Buffered(_) => d.body_len as u64,
+        Input::Spooled { len, .. } => *len,
+        _ => 0,
+    };
+    slot.counters.end(
+        d.began,
+        d.env.method(),
+        status,
+        (d.head_len as u64).wrapping_add(body_in),
+        d.ex.body_bytes,
+    );
 }
 
 /// Ends the turn: the consumed bytes leave the buffer, and what the
