@@ -386,6 +386,7 @@ impl Loop {
         self.read_put_off(now);
         if let Some(m) = &shared.monitor {
             m.slot().heartbeat();
+            m.slot().counters.received(self.turn_read);
         }
         self.take_returns(host, now);
         if !self.takeovers.is_empty() {
@@ -1359,12 +1360,13 @@ impl Loop {
     // --- deadlines ------------------------------------------------------------
 
     /// The connection gauges for the master's metrics (every sweep): open
-    /// sockets, and idle keep-alive ones among them.
+    /// sockets, idle keep-alive ones among them, and parked requests.
     fn count_connections(&self) {
         if let Some(m) = &self.shared.monitor {
             let open = self.slots.iter().filter(|s| !matches!(s, Slot::Free | Slot::Abandoned));
             let idle = self.slots.iter().filter(|s| matches!(s, Slot::Head(c) if c.buf.is_empty()));
-            m.slot().counters.connections(open.count(), idle.count());
+            let parked = self.slots.iter().filter(|s| matches!(s, Slot::Parked(_)));
+            m.slot().counters.connections(open.count(), idle.count(), parked.count());
         }
     }
 

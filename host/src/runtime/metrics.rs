@@ -130,19 +130,17 @@ pub fn seconds(ticks: u64) -> f64 {
 // --- the counters ------------------------------------------------------------
 
 /// One app thread's counts (in its scoreboard slot). Only that thread
-/// writes them.
+/// writes them, once per request: what is cheaper to count per event-loop
+/// turn (bytes received) is in `LoopCounters`.
 #[repr(C)]
 pub struct ThreadCounters {
-    /// Requests that entered app code (minus the ones ended: in flight).
-    started: AtomicU64,
     /// Requests ended, by method and status class (method-major).
     requests: [AtomicU64; CELLS],
     /// Durations, one count per bucket (not cumulative).
     buckets: [AtomicU64; BUCKETS],
     /// The durations' sum, in ticks.
     ticks: AtomicU64,
-    /// Request heads and read-ahead bodies received; response bodies sent.
-    bytes_in: AtomicU64,
+    /// Response body bytes sent.
     bytes_out: AtomicU64,
     /// Heads refused on this thread, by `REFUSED` code.
     refused: [AtomicU64; REFUSED.len()],
@@ -155,6 +153,10 @@ pub struct LoopCounters {
     /// rewritten every sweep (a quarter second).
     open: AtomicU64,
     idle: AtomicU64,
+    /// Requests parked with their body iterator (a gauge, as above).
+    parked: AtomicU64,
+    /// Bytes received from clients (counted per turn of the loop).
+    received: AtomicU64,
     /// Clients closed for being too slow (head, body, or reading).
     slow: AtomicU64,
     /// Requests refused before app code, by `REFUSED` code.
@@ -169,7 +171,7 @@ fn bump(c: &AtomicU64, n: u64) {
 
 /// A method's index in `METHODS`.
 #[inline]
-fn method_index(method: &[u8]) -> usize {
+pub fn method_index(method: &[u8]) -> u8 {
     match method {
         b"GET" => 0,
         b"HEAD" => 1,
@@ -187,20 +189,15 @@ fn refused_index(status: u16) -> Option<usize> {
 }
 
 impl ThreadCounters {
-    /// A request enters app code: its start, in ticks.
+    /// The request of method `method` (its `method_index`) that started at
+    /// `began` (`ticks`) ended with `status`.
     #[inline]
-    pub fn start(&self) -> u64 {
-        bump(&self.started, 1);
-        ticks()
-    }
-
-    /// The request that started at `began` ended with `status`.
-    #[inline]
-    pub fn end(&self, began: u64, method: &[u8], status: u16, bytes_in: u64, bytes_out: u64) {
+    pub fn end(&self, began: u64, method: u8, status: u16, bytes_out: u64) {
         let elapsed = ticks().wrapping_sub(began);
         // 1xx..5xx; anything else (a status the app made up) counts as 5xx.
         let class = (status as usize / 100).wrapping_sub(1).min(4);
-        bump(&self.requests[method_index(method) * 5 + class], 1);
+        let cell = (method as usize).min(METHODS.len() - 1) * CLASSES.len() + class;
+        bump(&self.requests[cell], 1);
         // Most requests end in the first buckets: the scan stops early.
         let mut b = 0;
         while b < BOUNDS.len() && elapsed > TICK_BOUNDS[b].load(Ordering::Relaxed) {
@@ -208,7 +205,6 @@ impl ThreadCounters {
         }
         bump(&self.buckets[b], 1);
         bump(&self.ticks, elapsed);
-        bump(&self.bytes_in, bytes_in);
         bump(&self.bytes_out, bytes_out);
     }
 
@@ -220,10 +216,11 @@ impl ThreadCounters {
     }
 
     pub fn reset(&self) {
-        let all = std::iter::once(&self.started)
-            .chain(&self.requests)
+        let all = self
+            .requests
+            .iter()
             .chain(&self.buckets)
-            .chain([&self.ticks, &self.bytes_in, &self.bytes_out])
+            .chain([&self.ticks, &self.bytes_out])
             .chain(&self.refused);
         for c in all {
             c.store(0, Ordering::Relaxed);
@@ -232,9 +229,16 @@ impl ThreadCounters {
 }
 
 impl LoopCounters {
-    pub fn connections(&self, open: usize, idle: usize) {
+    pub fn connections(&self, open: usize, idle: usize, parked: usize) {
         self.open.store(open as u64, Ordering::Relaxed);
         self.idle.store(idle as u64, Ordering::Relaxed);
+        self.parked.store(parked as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes read from clients in one turn of the loop.
+    #[inline]
+    pub fn received(&self, n: usize) {
+        bump(&self.received, n as u64);
     }
 
     pub fn slow(&self, n: usize) {
@@ -250,7 +254,7 @@ impl LoopCounters {
     }
 
     pub fn reset(&self) {
-        let all = [&self.open, &self.idle, &self.slow]
+        let all = [&self.open, &self.idle, &self.parked, &self.received, &self.slow]
             .into_iter()
             .chain(&self.refused);
         for c in all {
@@ -263,7 +267,6 @@ impl LoopCounters {
 /// scrape reports, and what the master keeps of the workers that exited.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Totals {
-    pub started: u64,
     /// By method then class (`METHODS` × `CLASSES`).
     pub requests: Vec<u64>,
     pub buckets: [u64; BUCKETS],
@@ -275,6 +278,7 @@ pub struct Totals {
     /// Gauges (live workers only; never folded).
     pub open: u64,
     pub idle: u64,
+    pub parked: u64,
 }
 
 impl Totals {
@@ -287,7 +291,6 @@ impl Totals {
 
     pub fn add_thread(&mut self, t: &ThreadCounters) {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        self.started += load(&t.started);
         for (sum, c) in self.requests.iter_mut().zip(&t.requests) {
             *sum += load(c);
         }
@@ -295,7 +298,6 @@ impl Totals {
             *sum += load(c);
         }
         self.ticks += load(&t.ticks);
-        self.bytes_in += load(&t.bytes_in);
         self.bytes_out += load(&t.bytes_out);
         for (sum, c) in self.refused.iter_mut().zip(&t.refused) {
             *sum += load(c);
@@ -305,18 +307,19 @@ impl Totals {
     pub fn add_loop(&mut self, l: &LoopCounters, gauges: bool) {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         self.slow += load(&l.slow);
+        self.bytes_in += load(&l.received);
         for (sum, c) in self.refused.iter_mut().zip(&l.refused) {
             *sum += load(c);
         }
         if gauges {
             self.open += load(&l.open);
             self.idle += load(&l.idle);
+            self.parked += load(&l.parked);
         }
     }
 
     /// Adds another sum (the counters; the gauges too).
     pub fn add(&mut self, o: &Totals) {
-        self.started += o.started;
         if self.requests.len() < CELLS {
             self.requests.resize(CELLS, 0);
         }
@@ -335,6 +338,7 @@ impl Totals {
         self.slow += o.slow;
         self.open += o.open;
         self.idle += o.idle;
+        self.parked += o.parked;
     }
 
     /// Requests ended.
@@ -365,19 +369,15 @@ mod tests {
     fn requests_land_in_their_cells_and_buckets() {
         init_clock();
         let t = counters();
-        let began = t.start();
-        t.end(began, b"GET", 200, 10, 20);
-        let began = t.start();
-        t.end(began, b"BREW", 418, 1, 2);
+        t.end(ticks(), method_index(b"GET"), 200, 20);
+        t.end(ticks(), method_index(b"BREW"), 418, 2);
         // Started 2 s ago: the 2.5 s bucket.
         let rate = TICK_RATE.load(Ordering::Relaxed);
-        let began = t.start();
-        t.end(began.wrapping_sub(2 * rate), b"POST", 999, 0, 0);
+        t.end(ticks().wrapping_sub(2 * rate), method_index(b"POST"), 999, 0);
         t.refused(431);
         t.refused(503);
         let mut sum = Totals::new();
         sum.add_thread(t);
-        assert_eq!(sum.started, 3);
         assert_eq!(sum.ended(), 3);
         assert_eq!(sum.cell(0, 1), 1, "GET 2xx");
         assert_eq!(sum.cell(7, 3), 1, "other 4xx");
@@ -385,7 +385,7 @@ mod tests {
         assert_eq!(sum.buckets.iter().sum::<u64>(), 3);
         assert_eq!(sum.buckets[10], 1, "2 s is in the le=2.5 bucket");
         assert!(sum.seconds() >= 2.0 && sum.seconds() < 2.5, "{}", sum.seconds());
-        assert_eq!((sum.bytes_in, sum.bytes_out), (11, 22));
+        assert_eq!(sum.bytes_out, 22);
         assert_eq!(sum.refused, [0, 0, 0, 0, 1], "503 is not a refusal");
         t.reset();
         let mut zero = Totals::new();

@@ -42,6 +42,7 @@ use crate::runtime::claim::Stint;
 use crate::runtime::config::Shared;
 use crate::runtime::conn::{line_text, release_buffer, Ahead, Conn, Forwarding, Pending};
 use crate::runtime::intake::{Intake, DISCARD_MAX};
+use crate::runtime::metrics;
 use crate::runtime::rate::{Rate, Stall};
 use crate::runtime::scoreboard::ThreadSlot;
 
@@ -139,8 +140,10 @@ pub struct Desk {
     /// The client went away (or was too slow) while the request was
     /// parked: close the iterator and drop the connection.
     pub gone: bool,
-    /// When the request entered app code, in `metrics` ticks.
+    /// When the request entered app code (`metrics` ticks), and its
+    /// method (`metrics::method_index`).
     began: u64,
+    method: u8,
 }
 
 // SAFETY: a desk moves between threads only whole, and only the parts
@@ -173,6 +176,7 @@ impl Desk {
             thread,
             gone: false,
             began: 0,
+            method: 0,
         })
     }
 
@@ -430,6 +434,7 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         stall,
         gone,
         began,
+        method,
         ..
     } = d;
     let slot = t.slot;
@@ -564,8 +569,9 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         // A 503 is still a clean answer if -t fires: nothing of this
         // response, nor of an earlier one, waits unsent.
         t.stint.begin(head.line, conn.io.fd(), ex.out.is_empty());
-        if let Some(slot) = slot {
-            *began = slot.counters.start();
+        if slot.is_some() {
+            *began = metrics::ticks();
+            *method = metrics::method_index(head.method);
         }
         let mut wire = Wire {
             io: &conn.io,
@@ -802,22 +808,12 @@ fn end_request(t: &mut AppThread<'_>, d: &mut Desk) -> Option<Done> {
 
 /// The request's metrics, in this thread's slot: its method, status (the
 /// 503 the event loop answered if it took the request over), duration and
-/// bytes (the head and a read-ahead body in; the response body out).
+/// response body bytes.
 #[inline]
 fn count_end(slot: &ThreadSlot, d: &Desk, kept: bool) {
     let status = if kept { d.ex.status } else { 503 };
-    let body_in = match &d.input {
-        Input::Buffered(_) => d.body_len as u64,
-        Input::Spooled { len, .. } => *len,
-        _ => 0,
-    };
-    slot.counters.end(
-        d.began,
-        d.env.method(),
-        status,
-        (d.head_len as u64).wrapping_add(body_in),
-        d.ex.body_bytes,
-    );
+    slot.counters
+        .end(d.began, d.method, status, d.ex.body_bytes);
 }
 
 /// Ends the turn: the consumed bytes leave the buffer, and what the

@@ -1896,7 +1896,6 @@ impl Master {
         let mut workers = Vec::with_capacity(self.workers.len());
         for (pid, w) in &self.workers {
             let sum = self.board.totals(w.index, true);
-            let flying = sum.started.saturating_sub(sum.ended());
             let running: Vec<(usize, String, u64)> = (0..self.board.threads_per_worker())
                 .filter_map(|t| {
                     let (number, line) = self.board.thread(w.index, t).running()?;
@@ -1907,6 +1906,9 @@ impl Master {
                     Some((t, line, age))
                 })
                 .collect();
+            // In flight: running app code, or parked with a body iterator
+            // that waits for its client.
+            let flying = running.len() as u64 + sum.parked;
             if w.phase != Phase::Booting {
                 in_flight += flying;
                 busy += running.len() as u64;

@@ -158,12 +158,12 @@ impl Snapshot {
         let _ = writeln!(out, "{name}_sum {}", num(t.seconds()));
         let _ = writeln!(out, "{name}_count {cumulative}");
 
-        counter(&mut out, "host_request_bytes", "Bytes of request heads and read-ahead request bodies received.");
+        counter(&mut out, "host_request_bytes", "Bytes received from clients (request heads and bodies) by the workers' event loops.");
         let _ = writeln!(out, "host_request_bytes_total {}", t.bytes_in);
         counter(&mut out, "host_response_body_bytes", "Bytes of response bodies sent.");
         let _ = writeln!(out, "host_response_body_bytes_total {}", t.bytes_out);
 
-        gauge(&mut out, "host_requests_in_flight", "Requests that entered app code and have not ended (parked streaming responses included).");
+        gauge(&mut out, "host_requests_in_flight", "Requests running app code, or parked with a body iterator waiting for a slow client.");
         let _ = writeln!(out, "host_requests_in_flight {}", self.in_flight);
         gauge(&mut out, "host_app_threads", "App threads of the live workers, running app code (busy) or not (idle).");
         let _ = writeln!(out, "host_app_threads{{state=\"busy\"}} {}", self.busy);
