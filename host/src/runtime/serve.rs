@@ -571,7 +571,8 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         t.stint.begin(head.line, conn.io.fd(), ex.out.is_empty());
         if slot.is_some() {
             *began = metrics::ticks();
-            *method = metrics::method_index(head.method);
+            let at = head.method.as_ptr() as usize - pending.as_ptr() as usize;
+            *method = metrics::method_code(head.method, pending.get(at..).unwrap_or_default());
         }
         let mut wire = Wire {
             io: &conn.io,
