@@ -140,10 +140,8 @@ pub struct Desk {
     /// The client went away (or was too slow) while the request was
     /// parked: close the iterator and drop the connection.
     pub gone: bool,
-    /// When the request entered app code (`metrics` ticks), and its
-    /// method (`metrics::method_index`).
+    /// When the request entered app code (`metrics` ticks).
     began: u64,
-    method: u8,
 }
 
 // SAFETY: a desk moves between threads only whole, and only the parts
@@ -176,7 +174,6 @@ impl Desk {
             thread,
             gone: false,
             began: 0,
-            method: 0,
         })
     }
 
@@ -434,7 +431,6 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         stall,
         gone,
         began,
-        method,
         ..
     } = d;
     let slot = t.slot;
@@ -571,8 +567,6 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         t.stint.begin(head.line, conn.io.fd(), ex.out.is_empty());
         if slot.is_some() {
             *began = metrics::ticks();
-            let at = head.method.as_ptr() as usize - pending.as_ptr() as usize;
-            *method = metrics::method_code(head.method, pending.get(at..).unwrap_or_default());
         }
         let mut wire = Wire {
             io: &conn.io,
@@ -809,12 +803,13 @@ fn end_request(t: &mut AppThread<'_>, d: &mut Desk) -> Option<Done> {
 
 /// The request's metrics, in this thread's slot: its method, status (the
 /// 503 the event loop answered if it took the request over), duration and
-/// response body bytes.
-#[inline]
+/// response body bytes. Out of line: inlined into `end_request` it costs
+/// more than the call, in registers the rest of the function then lacks.
+#[inline(never)]
 fn count_end(slot: &ThreadSlot, d: &Desk, kept: bool) {
     let status = if kept { d.ex.status } else { 503 };
-    slot.counters
-        .end(d.began, d.method, status, d.ex.body_bytes);
+    let method = metrics::method_index(d.env.method());
+    slot.counters.end(d.began, method, status, d.ex.body_bytes);
 }
 
 /// Ends the turn: the consumed bytes leave the buffer, and what the
