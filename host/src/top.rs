@@ -221,8 +221,8 @@ fn screen(now: &Value, before: Option<(Duration, &Value)>) -> String {
         let _ = writeln!(
             out,
             "{:>8} {:>4} {:<13} {:<9} {:>8} {:>10} {:>9}  {}/{} threads busy",
-            w["pid"],
-            w["generation"],
+            u(&w["pid"]),
+            u(&w["generation"]),
             w["build"].as_str().unwrap_or("?"),
             w["state"].as_str().unwrap_or("?"),
             age(w["age_s"].as_f64().unwrap_or(0.0)),
@@ -237,7 +237,7 @@ fn screen(now: &Value, before: Option<(Duration, &Value)>) -> String {
                 out,
                 "{:>14} {:<3} {:>8}  {line}",
                 "thread",
-                r["thread"],
+                u(&r["thread"]),
                 age(u(&r["age_ms"]) as f64 / 1000.0)
             );
         }

@@ -260,13 +260,15 @@ impl Conn {
                 Ok(0) => return self.close(),
                 Ok(n) => {
                     self.head.extend_from_slice(&buf[..n]);
-                    if let Some(end) = find(&self.head, b"\r\n\r\n") {
-                        let reply = respond(&self.head[..end + 2], answer);
-                        return self.reply(reply);
-                    }
-                    if self.head.len() > HEAD_MAX {
-                        let reply = (Answer::text(431, "request head too large\n"), false);
-                        return self.reply(reply);
+                    let too_large = (Answer::text(431, "request head too large\n"), false);
+                    match find(&self.head, b"\r\n\r\n") {
+                        Some(end) if end + 4 <= HEAD_MAX => {
+                            let reply = respond(&self.head[..end + 2], answer);
+                            return self.reply(reply);
+                        }
+                        Some(_) => return self.reply(too_large),
+                        None if self.head.len() > HEAD_MAX => return self.reply(too_large),
+                        None => {}
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
