@@ -74,7 +74,14 @@ fn raw(addr: SocketAddr, request: &str) -> Answer {
     let text = String::from_utf8(bytes).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").expect("a whole head");
     let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers = lines
         .map(|l| {
             let (n, v) = l.split_once(':').unwrap();
@@ -140,10 +147,17 @@ fn sleep_request(addr: SocketAddr, ms: u64) -> thread::JoinHandle<client::Respon
 /// The running requests the status JSON names: (request line, age in ms).
 fn running(status: &Value) -> Vec<(String, f64)> {
     let mut out = Vec::new();
-    for w in status.get("workers").and_then(Value::as_array).unwrap_or(&[]) {
+    for w in status
+        .get("workers")
+        .and_then(Value::as_array)
+        .unwrap_or(&[])
+    {
         for r in w.get("running").and_then(Value::as_array).unwrap_or(&[]) {
             out.push((
-                r.get("request").and_then(Value::as_str).unwrap().to_string(),
+                r.get("request")
+                    .and_then(Value::as_str)
+                    .unwrap()
+                    .to_string(),
                 num(r.get("age_ms")),
             ));
         }
@@ -161,48 +175,83 @@ fn metrics_count_a_known_mix_of_requests() {
         client::request(addr, req)
     };
     for _ in 0..3 {
-        assert_eq!(send(b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status, 200);
+        assert_eq!(
+            send(b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status,
+            200
+        );
     }
     for _ in 0..2 {
-        let r = send(b"POST /input HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc");
+        let r = send(
+            b"POST /input HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+        );
         assert_eq!(r.status, 200);
     }
-    assert_eq!(send(b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status, 404);
-    assert_eq!(send(b"DELETE /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status, 404);
-    assert_eq!(send(b"GET /error HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status, 500);
+    assert_eq!(
+        send(b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status,
+        404
+    );
+    assert_eq!(
+        send(b"DELETE /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status,
+        404
+    );
+    assert_eq!(
+        send(b"GET /error HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status,
+        500
+    );
     // Refused before any app code: not a request of the app, a refusal.
-    assert_eq!(send(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n").status, 400);
+    assert_eq!(
+        send(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n").status,
+        400
+    );
 
     // Bytes received are counted per loop turn: wait for the last turn.
     wait("the bytes received", || {
         metrics(a.admin)["host_request_bytes_total"] as usize >= sent
     });
     let m = metrics(a.admin);
-    let req = |method: &str, class: &str| m[&format!("host_requests_total{{method=\"{method}\",status=\"{class}\"}}")];
+    let req = |method: &str, class: &str| {
+        m[&format!("host_requests_total{{method=\"{method}\",status=\"{class}\"}}")]
+    };
     assert_eq!(req("GET", "2xx"), 3.0);
     assert_eq!(req("POST", "2xx"), 2.0);
     assert_eq!(req("GET", "4xx"), 1.0);
     assert_eq!(req("DELETE", "4xx"), 1.0);
     assert_eq!(req("GET", "5xx"), 1.0);
-    let total: f64 = m.iter().filter(|(k, _)| k.starts_with("host_requests_total{")).map(|(_, v)| v).sum();
+    let total: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("host_requests_total{"))
+        .map(|(_, v)| v)
+        .sum();
     assert_eq!(total, 8.0, "{m:#?}");
     assert_eq!(m["host_request_duration_seconds_count"], 8.0);
     assert_eq!(m["host_request_duration_seconds_bucket{le=\"+Inf\"}"], 8.0);
     assert!(m["host_request_duration_seconds_sum"] > 0.0);
-    assert_eq!(m["host_request_bytes_total"] as usize, sent, "every byte sent, once");
+    assert_eq!(
+        m["host_request_bytes_total"] as usize, sent,
+        "every byte sent, once"
+    );
     // "last\n" three times, "len=3\nabc" twice, "not found" once, at least.
-    assert!(m["host_response_body_bytes_total"] >= (3 * 5 + 2 * 9 + 9) as f64, "{m:#?}");
+    assert!(
+        m["host_response_body_bytes_total"] >= (3 * 5 + 2 * 9 + 9) as f64,
+        "{m:#?}"
+    );
     assert_eq!(m["host_requests_refused_total{status=\"400\"}"], 1.0);
     assert_eq!(m["host_workers{state=\"ready\"}"], 1.0);
     assert_eq!(m["host_requests_in_flight"], 0.0);
     assert_eq!(m["host_ready"], 1.0);
-    let info: Vec<&String> = m.keys().filter(|k| k.starts_with("host_build_info{")).collect();
+    let info: Vec<&String> = m
+        .keys()
+        .filter(|k| k.starts_with("host_build_info{"))
+        .collect();
     assert_eq!(info.len(), 1);
     assert!(info[0].contains("generation=\"1\""), "{info:?}");
 
     // Prometheus text by default; OpenMetrics when asked.
     let prom = get(a.admin, "/metrics");
-    assert!(prom.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(prom
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
     assert!(prom.body.contains("# TYPE host_requests_total counter\n"));
     assert!(!prom.body.contains("# EOF"));
     let om = raw(
@@ -210,19 +259,29 @@ fn metrics_count_a_known_mix_of_requests() {
         "GET /metrics HTTP/1.1\r\nHost: a\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n\r\n",
     );
     assert_eq!(om.status, 200);
-    assert!(om.header("content-type").unwrap().starts_with("application/openmetrics-text; version=1.0.0"));
+    assert!(om
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/openmetrics-text; version=1.0.0"));
     assert!(om.body.ends_with("# EOF\n"), "{}", om.body);
     assert!(om.body.contains("# TYPE host_requests counter\n"));
     assert!(om.body.contains("# TYPE host_build info\n"));
-    assert!(om.body.contains("host_requests_total{method=\"GET\",status=\"2xx\"} 3\n"));
-    assert_eq!(samples(om.body.trim_end_matches("# EOF\n"))["host_request_duration_seconds_count"], 8.0);
+    assert!(om
+        .body
+        .contains("host_requests_total{method=\"GET\",status=\"2xx\"} 3\n"));
+    assert_eq!(
+        samples(om.body.trim_end_matches("# EOF\n"))["host_request_duration_seconds_count"],
+        8.0
+    );
 }
 
 #[test]
 fn the_endpoint_answers_while_the_only_app_thread_sleeps() {
     let a = start(&["-w", "1", "--threads", "1"]);
     let sleeper = sleep_request(a.server.addr(), 3000);
-    wait("the sleep running", || !running(&status(a.admin)).is_empty());
+    wait("the sleep running", || {
+        !running(&status(a.admin)).is_empty()
+    });
     let t = Instant::now();
     let h = get(a.admin, "/healthz");
     let took = t.elapsed();
@@ -245,7 +304,8 @@ fn the_endpoint_answers_while_the_only_app_thread_sleeps() {
     wait("host status --json naming the request", || {
         let out = server::run(["status", "-p", a.pidfile.to_str().unwrap(), "--json"]);
         assert!(out.status.success(), "{out:?}");
-        let v = json::parse(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", out.stdout));
+        let v =
+            json::parse(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", out.stdout));
         named = running(&v).into_iter().next();
         named.is_some()
     });
@@ -271,20 +331,43 @@ fn readyz_fails_during_the_term_delay_and_the_master_stays_healthy() {
 #[test]
 fn the_endpoint_answers_during_a_reload() {
     // Each worker takes a second to boot: the canary of a reload too.
-    let a = start(&["-w", "1", "--app-arg", "init_ms=1500", "--settle-period", "0"]);
+    let a = start(&[
+        "-w",
+        "1",
+        "--app-arg",
+        "init_ms=1500",
+        "--settle-period",
+        "0",
+    ]);
     a.server.send_signal("HUP");
     wait("a booting canary", || {
         let s = status(a.admin);
-        s.get("workers").and_then(Value::as_array).unwrap().iter().any(|w| w.get("state").and_then(Value::as_str) == Some("booting"))
+        s.get("workers")
+            .and_then(Value::as_array)
+            .unwrap()
+            .iter()
+            .any(|w| w.get("state").and_then(Value::as_str) == Some("booting"))
     });
     let t = Instant::now();
     let m = metrics(a.admin);
-    assert!(t.elapsed() < Duration::from_millis(100), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
     assert_eq!(m["host_workers{state=\"booting\"}"], 1.0);
-    assert_eq!(get(a.admin, "/readyz").status, 200, "the old generation serves");
-    wait("the reload counted", || metrics(a.admin)["host_reloads_total{outcome=\"ok\"}"] == 1.0);
+    assert_eq!(
+        get(a.admin, "/readyz").status,
+        200,
+        "the old generation serves"
+    );
+    wait("the reload counted", || {
+        metrics(a.admin)["host_reloads_total{outcome=\"ok\"}"] == 1.0
+    });
     let m = metrics(a.admin);
-    assert!(m.keys().any(|k| k.starts_with("host_build_info{") && k.contains("generation=\"2\"")));
+    assert!(m
+        .keys()
+        .any(|k| k.starts_with("host_build_info{") && k.contains("generation=\"2\"")));
 }
 
 #[test]
@@ -294,32 +377,62 @@ fn counters_survive_workers_that_exit() {
     for _ in 0..6 {
         assert_eq!(client::get(addr, "/last").status, 200);
     }
-    wait("the recycled worker's exit", || metrics(a.admin)["host_worker_exits_total{cause=\"recycle\"}"] >= 1.0);
+    wait("the recycled worker's exit", || {
+        metrics(a.admin)["host_worker_exits_total{cause=\"recycle\"}"] >= 1.0
+    });
     let before = metrics(a.admin);
-    assert_eq!(before["host_requests_total{method=\"GET\",status=\"2xx\"}"], 6.0);
+    assert_eq!(
+        before["host_requests_total{method=\"GET\",status=\"2xx\"}"],
+        6.0
+    );
 
     // A worker killed by a signal: its requests stay counted.
     let s = status(a.admin);
-    let pid = num(s.get("workers").and_then(Value::as_array).unwrap().iter().find(|w| w.get("state").and_then(Value::as_str) == Some("ready")).unwrap().get("pid")) as i32;
-    assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
-    wait("the killed worker's exit", || metrics(a.admin)["host_worker_exits_total{cause=\"signal\"}"] == 1.0);
+    let pid = num(s
+        .get("workers")
+        .and_then(Value::as_array)
+        .unwrap()
+        .iter()
+        .find(|w| w.get("state").and_then(Value::as_str) == Some("ready"))
+        .unwrap()
+        .get("pid")) as i32;
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    wait("the killed worker's exit", || {
+        metrics(a.admin)["host_worker_exits_total{cause=\"signal\"}"] == 1.0
+    });
     let after = metrics(a.admin);
     for (k, v) in &before {
-        if k.starts_with("host_requests_total") || k.starts_with("host_request_duration_seconds") || k.ends_with("bytes_total") {
+        if k.starts_with("host_requests_total")
+            || k.starts_with("host_request_duration_seconds")
+            || k.ends_with("bytes_total")
+        {
             assert!(after[k] >= *v, "{k} went back from {v} to {}", after[k]);
         }
     }
-    assert_eq!(after["host_requests_total{method=\"GET\",status=\"2xx\"}"], 6.0);
+    assert_eq!(
+        after["host_requests_total{method=\"GET\",status=\"2xx\"}"],
+        6.0
+    );
     let recent = status(a.admin);
     let text = format!("{:?}", recent.get("recent"));
-    assert!(text.contains("(signal)") && text.contains("(recycle)"), "{text}");
+    assert!(
+        text.contains("(signal)") && text.contains("(recycle)"),
+        "{text}"
+    );
 }
 
 #[test]
 fn unknown_paths_methods_and_bad_heads() {
     let a = start(&[]);
     assert_eq!(get(a.admin, "/nope").status, 404);
-    let post = raw(a.admin, "POST /metrics HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+    let post = raw(
+        a.admin,
+        "POST /metrics HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+    );
     assert_eq!(post.status, 405);
     assert_eq!(post.header("allow"), Some("GET, HEAD"));
     let head = raw(a.admin, "HEAD /healthz HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -343,7 +456,12 @@ fn the_endpoint_on_a_unix_socket() {
         .start();
     server.wait_for_log("admin endpoint on unix:", TIMEOUT);
     let out = Command::new("curl")
-        .args(["-s", "--unix-socket", path.to_str().unwrap(), "http://admin/healthz"])
+        .args([
+            "-s",
+            "--unix-socket",
+            path.to_str().unwrap(),
+            "http://admin/healthz",
+        ])
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
@@ -372,14 +490,19 @@ fn bad_admin_addresses_are_one_line_errors() {
         port.as_ref(),
     ]);
     let line = out.error_line();
-    assert!(line.contains("--admin-bind") && line.contains(&port), "{line}");
+    assert!(
+        line.contains("--admin-bind") && line.contains(&port),
+        "{line}"
+    );
 }
 
 #[test]
 fn host_top_draws_a_screen_on_a_terminal_and_lines_otherwise() {
     let a = start(&["-w", "2"]);
     let pid = a.pidfile.to_str().unwrap().to_string();
-    wait("two ready workers", || metrics(a.admin)["host_workers{state=\"ready\"}"] == 2.0);
+    wait("two ready workers", || {
+        metrics(a.admin)["host_workers{state=\"ready\"}"] == 2.0
+    });
     let workers: Vec<i64> = status(a.admin)
         .get("workers")
         .and_then(Value::as_array)
@@ -397,7 +520,12 @@ fn host_top_draws_a_screen_on_a_terminal_and_lines_otherwise() {
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
-    assert!(lines.iter().all(|l| l.starts_with("master ") && l.contains("requests/s") && !l.contains('\x1b')), "{text}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("master ") && l.contains("requests/s") && !l.contains('\x1b')),
+        "{text}"
+    );
     // In a pseudo-terminal: the screen, with a line per worker.
     let script = "import os, pty, sys\n\
                   pid, fd = pty.fork()\n\
@@ -413,9 +541,18 @@ fn host_top_draws_a_screen_on_a_terminal_and_lines_otherwise() {
         .output()
         .unwrap();
     let screen = String::from_utf8_lossy(&out.stdout);
-    assert!(screen.contains("\x1b[H\x1b[2J"), "no screen drawn: {screen:?}");
-    assert!(screen.contains("WORKER") && screen.contains("requests/s"), "{screen}");
+    assert!(
+        screen.contains("\x1b[H\x1b[2J"),
+        "no screen drawn: {screen:?}"
+    );
+    assert!(
+        screen.contains("WORKER") && screen.contains("requests/s"),
+        "{screen}"
+    );
     for w in workers {
-        assert!(screen.contains(&format!("{w:>8}")), "worker {w} missing: {screen}");
+        assert!(
+            screen.contains(&format!("{w:>8}")),
+            "worker {w} missing: {screen}"
+        );
     }
 }

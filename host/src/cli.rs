@@ -44,7 +44,12 @@ pub struct TopArgs {
     pub pidfile: std::path::PathBuf,
 
     /// Stop after this many refreshes (0: until interrupted).
-    #[arg(short = 'n', long = "iterations", value_name = "N", default_value_t = 0)]
+    #[arg(
+        short = 'n',
+        long = "iterations",
+        value_name = "N",
+        default_value_t = 0
+    )]
     pub iterations: u64,
 }
 
@@ -279,7 +284,11 @@ pub struct ServeArgs {
     pub proxy_allow_ips: AllowIps,
 
     /// Serve /metrics (Prometheus, OpenMetrics), /healthz, /readyz and /status from the master on this address: HOST:PORT or unix:PATH (as -b). Off by default; changing it takes a restart.
-    #[arg(long = "admin-bind", value_name = "ADDRESS", help_heading = "Observability")]
+    #[arg(
+        long = "admin-bind",
+        value_name = "ADDRESS",
+        help_heading = "Observability"
+    )]
     pub admin_bind: Option<String>,
 }
 

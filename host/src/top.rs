@@ -111,7 +111,9 @@ fn percentile(cumulative: &[(Option<f64>, u64)], count: u64, q: f64) -> f64 {
     for &(le, n) in cumulative {
         if n as f64 >= target && n > below {
             return match le {
-                Some(upper) => lower + (upper - lower) * (target - below as f64) / (n - below) as f64,
+                Some(upper) => {
+                    lower + (upper - lower) * (target - below as f64) / (n - below) as f64
+                }
                 None => f64::INFINITY,
             };
         }
@@ -227,12 +229,21 @@ fn screen(now: &Value, before: Option<(Duration, &Value)>) -> String {
             w["state"].as_str().unwrap_or("?"),
             age(w["age_s"].as_f64().unwrap_or(0.0)),
             u(&w["requests"]),
-            format!("{}/{}", u(&w["connections"]["open"]), u(&w["connections"]["idle"])),
+            format!(
+                "{}/{}",
+                u(&w["connections"]["open"]),
+                u(&w["connections"]["idle"])
+            ),
             running.len(),
             u(&w["threads"])
         );
         for r in running {
-            let line: String = r["request"].as_str().unwrap_or("").chars().take(70).collect();
+            let line: String = r["request"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(70)
+                .collect();
             let _ = writeln!(
                 out,
                 "{:>14} {:<3} {:>8}  {line}",
@@ -270,7 +281,12 @@ mod tests {
 
     #[test]
     fn percentiles_interpolate_within_buckets() {
-        let h = [(Some(0.001), 50), (Some(0.01), 90), (Some(0.1), 100), (None, 100)];
+        let h = [
+            (Some(0.001), 50),
+            (Some(0.01), 90),
+            (Some(0.1), 100),
+            (None, 100),
+        ];
         assert!((percentile(&h, 100, 0.5) - 0.001).abs() < 1e-9);
         assert!((percentile(&h, 100, 0.7) - 0.0055).abs() < 1e-9);
         assert!((percentile(&h, 100, 0.99) - 0.091).abs() < 1e-9);

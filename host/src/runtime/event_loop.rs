@@ -1363,10 +1363,18 @@ impl Loop {
     /// sockets, idle keep-alive ones among them, and parked requests.
     fn count_connections(&self) {
         if let Some(m) = &self.shared.monitor {
-            let open = self.slots.iter().filter(|s| !matches!(s, Slot::Free | Slot::Abandoned));
-            let idle = self.slots.iter().filter(|s| matches!(s, Slot::Head(c) if c.buf.is_empty()));
+            let open = self
+                .slots
+                .iter()
+                .filter(|s| !matches!(s, Slot::Free | Slot::Abandoned));
+            let idle = self
+                .slots
+                .iter()
+                .filter(|s| matches!(s, Slot::Head(c) if c.buf.is_empty()));
             let parked = self.slots.iter().filter(|s| matches!(s, Slot::Parked(_)));
-            m.slot().counters.connections(open.count(), idle.count(), parked.count());
+            m.slot()
+                .counters
+                .connections(open.count(), idle.count(), parked.count());
         }
     }
 

@@ -85,8 +85,10 @@ pub fn init_clock() {
 /// and in step across cores.
 fn tsc_usable() -> bool {
     cfg!(target_arch = "x86_64")
-        && std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
-            .is_ok_and(|s| s.trim() == "tsc")
+        && std::fs::read_to_string(
+            "/sys/devices/system/clocksource/clocksource0/current_clocksource",
+        )
+        .is_ok_and(|s| s.trim() == "tsc")
 }
 
 #[inline]
@@ -298,9 +300,15 @@ impl LoopCounters {
     }
 
     pub fn reset(&self) {
-        let all = [&self.open, &self.idle, &self.parked, &self.received, &self.slow]
-            .into_iter()
-            .chain(&self.refused);
+        let all = [
+            &self.open,
+            &self.idle,
+            &self.parked,
+            &self.received,
+            &self.slow,
+        ]
+        .into_iter()
+        .chain(&self.refused);
         for c in all {
             c.store(0, Ordering::Relaxed);
         }
@@ -392,7 +400,10 @@ impl Totals {
 
     /// Requests of method `m` and class `c` (indices).
     pub fn cell(&self, m: usize, c: usize) -> u64 {
-        self.requests.get(m * CLASSES.len() + c).copied().unwrap_or(0)
+        self.requests
+            .get(m * CLASSES.len() + c)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn seconds(&self) -> f64 {
@@ -417,7 +428,12 @@ mod tests {
         t.end(ticks(), method_index(b"BREW"), 418, 2);
         // Started 2 s ago: the 2.5 s bucket.
         let rate = TICK_RATE.load(Ordering::Relaxed);
-        t.end(ticks().wrapping_sub(2 * rate), method_index(b"POST"), 999, 0);
+        t.end(
+            ticks().wrapping_sub(2 * rate),
+            method_index(b"POST"),
+            999,
+            0,
+        );
         t.refused(431);
         t.refused(503);
         let mut sum = Totals::new();
@@ -428,13 +444,26 @@ mod tests {
         assert_eq!(sum.cell(2, 4), 1, "a made-up status counts as 5xx");
         assert_eq!(sum.buckets.iter().sum::<u64>(), 3);
         assert_eq!(sum.buckets[10], 1, "2 s is in the le=2.5 bucket");
-        assert!(sum.seconds() >= 2.0 && sum.seconds() < 2.5, "{}", sum.seconds());
+        assert!(
+            sum.seconds() >= 2.0 && sum.seconds() < 2.5,
+            "{}",
+            sum.seconds()
+        );
         assert_eq!(sum.bytes_out, 22);
         assert_eq!(sum.refused, [0, 0, 0, 0, 1], "503 is not a refusal");
         for (i, m) in METHODS.iter().enumerate().take(7) {
             assert_eq!(method_index(m.as_bytes()), i as u8, "{m}");
         }
-        for m in [&b"GETS"[..], b"GE", b"", b"OPTIONSX", b"get", b"PUTS", b"HEA", b"POSTS"] {
+        for m in [
+            &b"GETS"[..],
+            b"GE",
+            b"",
+            b"OPTIONSX",
+            b"get",
+            b"PUTS",
+            b"HEA",
+            b"POSTS",
+        ] {
             assert_eq!(method_index(m), 7, "{m:?}");
         }
         t.reset();

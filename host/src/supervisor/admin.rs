@@ -368,7 +368,12 @@ fn respond(head: &[u8], answer: &mut impl FnMut(Route) -> Answer) -> (Answer, bo
         "/healthz" => Route::Healthz,
         "/readyz" => Route::Readyz,
         "/status" => Route::Status,
-        _ => return (Answer::text(404, "not found: /metrics, /healthz, /readyz or /status\n"), head_only),
+        _ => {
+            return (
+                Answer::text(404, "not found: /metrics, /healthz, /readyz or /status\n"),
+                head_only,
+            )
+        }
     };
     (answer(route), head_only)
 }
@@ -411,12 +416,18 @@ mod tests {
 
     #[test]
     fn routes_methods_and_bad_heads() {
-        assert_eq!(ask("GET /metrics HTTP/1.1\r\nHost: x\r\n"), (200, false, Some(Route::Metrics { open: false })));
+        assert_eq!(
+            ask("GET /metrics HTTP/1.1\r\nHost: x\r\n"),
+            (200, false, Some(Route::Metrics { open: false }))
+        );
         assert_eq!(
             ask("GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text; version=1.0.0\r\n"),
             (200, false, Some(Route::Metrics { open: true }))
         );
-        assert_eq!(ask("HEAD /healthz?x=1 HTTP/1.0\r\n"), (200, true, Some(Route::Healthz)));
+        assert_eq!(
+            ask("HEAD /healthz?x=1 HTTP/1.0\r\n"),
+            (200, true, Some(Route::Healthz))
+        );
         assert_eq!(ask("GET /nope HTTP/1.1\r\n").0, 404);
         assert_eq!(ask("POST /metrics HTTP/1.1\r\n").0, 405);
         assert_eq!(ask("GET /metrics\r\n").0, 400);
@@ -424,6 +435,8 @@ mod tests {
         assert_eq!(ask("GET /metrics HTTP/1.1\r\nno colon\r\n").0, 400);
         assert_eq!(ask("get /metrics HTTP/1.1\r\n").0, 400);
         let head = encode(&Answer::text(200, "body"), true);
-        assert!(String::from_utf8(head).unwrap().ends_with("Content-Length: 4\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"));
+        assert!(String::from_utf8(head).unwrap().ends_with(
+            "Content-Length: 4\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
+        ));
     }
 }

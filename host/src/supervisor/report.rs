@@ -127,14 +127,21 @@ impl Snapshot {
             if open {
                 let _ = writeln!(out, "# TYPE {name} counter\n# HELP {name} {help}");
             } else {
-                let _ = writeln!(out, "# HELP {name}_total {help}\n# TYPE {name}_total counter");
+                let _ = writeln!(
+                    out,
+                    "# HELP {name}_total {help}\n# TYPE {name}_total counter"
+                );
             }
         };
         let gauge = |out: &mut String, name: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
         };
 
-        counter(&mut out, "host_requests", "Requests answered by app code, by method and status class.");
+        counter(
+            &mut out,
+            "host_requests",
+            "Requests answered by app code, by method and status class.",
+        );
         for (m, method) in METHODS.iter().enumerate() {
             for (c, class) in CLASSES.iter().enumerate() {
                 let _ = writeln!(
@@ -158,19 +165,47 @@ impl Snapshot {
         let _ = writeln!(out, "{name}_sum {}", num(t.seconds()));
         let _ = writeln!(out, "{name}_count {cumulative}");
 
-        counter(&mut out, "host_request_bytes", "Bytes received from clients (request heads and bodies) by the workers' event loops.");
+        counter(
+            &mut out,
+            "host_request_bytes",
+            "Bytes received from clients (request heads and bodies) by the workers' event loops.",
+        );
         let _ = writeln!(out, "host_request_bytes_total {}", t.bytes_in);
-        counter(&mut out, "host_response_body_bytes", "Bytes of response bodies sent.");
+        counter(
+            &mut out,
+            "host_response_body_bytes",
+            "Bytes of response bodies sent.",
+        );
         let _ = writeln!(out, "host_response_body_bytes_total {}", t.bytes_out);
 
-        gauge(&mut out, "host_requests_in_flight", "Requests running app code, or parked with a body iterator waiting for a slow client.");
+        gauge(
+            &mut out,
+            "host_requests_in_flight",
+            "Requests running app code, or parked with a body iterator waiting for a slow client.",
+        );
         let _ = writeln!(out, "host_requests_in_flight {}", self.in_flight);
-        gauge(&mut out, "host_app_threads", "App threads of the live workers, running app code (busy) or not (idle).");
+        gauge(
+            &mut out,
+            "host_app_threads",
+            "App threads of the live workers, running app code (busy) or not (idle).",
+        );
         let _ = writeln!(out, "host_app_threads{{state=\"busy\"}} {}", self.busy);
-        let _ = writeln!(out, "host_app_threads{{state=\"idle\"}} {}", self.idle_threads);
-        gauge(&mut out, "host_connections_open", "Client connections open in the live workers.");
+        let _ = writeln!(
+            out,
+            "host_app_threads{{state=\"idle\"}} {}",
+            self.idle_threads
+        );
+        gauge(
+            &mut out,
+            "host_connections_open",
+            "Client connections open in the live workers.",
+        );
         let _ = writeln!(out, "host_connections_open {}", t.open);
-        gauge(&mut out, "host_connections_idle", "Open keep-alive connections waiting for their next request.");
+        gauge(
+            &mut out,
+            "host_connections_idle",
+            "Open keep-alive connections waiting for their next request.",
+        );
         let _ = writeln!(out, "host_connections_idle {}", t.idle);
 
         gauge(&mut out, "host_workers", "Worker processes by state.");
@@ -178,13 +213,21 @@ impl Snapshot {
             let n = self.workers.iter().filter(|w| w.state == state).count();
             let _ = writeln!(out, "host_workers{{state=\"{state}\"}} {n}");
         }
-        gauge(&mut out, "host_workers_target", "Workers wanted (-w, TTIN/TTOU).");
+        gauge(
+            &mut out,
+            "host_workers_target",
+            "Workers wanted (-w, TTIN/TTOU).",
+        );
         let _ = writeln!(out, "host_workers_target {}", self.target);
 
         if open {
             let _ = writeln!(out, "# TYPE host_build info\n# HELP host_build The build new workers get, and its generation.");
         } else {
-            gauge(&mut out, "host_build_info", "The build new workers get, and its generation (always 1).");
+            gauge(
+                &mut out,
+                "host_build_info",
+                "The build new workers get, and its generation (always 1).",
+            );
         }
         let _ = writeln!(
             out,
@@ -192,24 +235,52 @@ impl Snapshot {
             label(&self.build),
             self.generation
         );
-        gauge(&mut out, "host_ready", "1 while a generation serves and the server is not draining (/readyz).");
+        gauge(
+            &mut out,
+            "host_ready",
+            "1 while a generation serves and the server is not draining (/readyz).",
+        );
         let _ = writeln!(out, "host_ready {}", u8::from(self.ready));
 
         counter(&mut out, "host_worker_exits", "Worker exits by cause: retired (reload, fewer workers, stop), recycle (--max-requests), timeout (-t), signal (a crash), exit (a non-zero exit), boot (could not boot).");
         for (i, cause) in EXIT_CAUSES.iter().enumerate() {
-            let _ = writeln!(out, "host_worker_exits_total{{cause=\"{cause}\"}} {}", self.events.exits[i]);
+            let _ = writeln!(
+                out,
+                "host_worker_exits_total{{cause=\"{cause}\"}} {}",
+                self.events.exits[i]
+            );
         }
         counter(&mut out, "host_reloads", "Reloads by outcome.");
         for (i, outcome) in RELOAD_OUTCOMES.iter().enumerate() {
-            let _ = writeln!(out, "host_reloads_total{{outcome=\"{outcome}\"}} {}", self.events.reloads[i]);
+            let _ = writeln!(
+                out,
+                "host_reloads_total{{outcome=\"{outcome}\"}} {}",
+                self.events.reloads[i]
+            );
         }
-        counter(&mut out, "host_rollbacks", "Reloaded builds rolled back for crashing in their settle period.");
+        counter(
+            &mut out,
+            "host_rollbacks",
+            "Reloaded builds rolled back for crashing in their settle period.",
+        );
         let _ = writeln!(out, "host_rollbacks_total {}", self.events.rollbacks);
-        counter(&mut out, "host_slow_clients_closed", "Clients closed for being too slow (sending a head or body, or reading a response).");
+        counter(
+            &mut out,
+            "host_slow_clients_closed",
+            "Clients closed for being too slow (sending a head or body, or reading a response).",
+        );
         let _ = writeln!(out, "host_slow_clients_closed_total {}", t.slow);
-        counter(&mut out, "host_requests_refused", "Requests the server refused itself, before app code, by status.");
+        counter(
+            &mut out,
+            "host_requests_refused",
+            "Requests the server refused itself, before app code, by status.",
+        );
         for (i, status) in REFUSED.iter().enumerate() {
-            let _ = writeln!(out, "host_requests_refused_total{{status=\"{status}\"}} {}", t.refused[i]);
+            let _ = writeln!(
+                out,
+                "host_requests_refused_total{{status=\"{status}\"}} {}",
+                t.refused[i]
+            );
         }
         if open {
             out.push_str("# EOF\n");
