@@ -721,7 +721,7 @@ fn end_request(t: &mut AppThread<'_>, d: &mut Desk) -> Option<Done> {
     // meanwhile (-t), its client was answered (503): drop everything.
     let kept = t.stint.end();
     if let Some(slot) = t.slot {
-        count_end(slot, d, kept);
+        count_end(slot, d, kept, metrics::ticks());
     }
     if !kept {
         return Some(Done::Gone);
@@ -803,13 +803,15 @@ fn end_request(t: &mut AppThread<'_>, d: &mut Desk) -> Option<Done> {
 
 /// The request's metrics, in this thread's slot: its method, status (the
 /// 503 the event loop answered if it took the request over), duration and
-/// response body bytes. Out of line: inlined into `end_request` it costs
+/// response body bytes; `now` in `metrics` ticks. Out of line, and a leaf
+/// (the clock is read by the caller): inlined into `end_request` it costs
 /// more than the call, in registers the rest of the function then lacks.
 #[inline(never)]
-fn count_end(slot: &ThreadSlot, d: &Desk, kept: bool) {
+fn count_end(slot: &ThreadSlot, d: &Desk, kept: bool, now: u64) {
     let status = if kept { d.ex.status } else { 503 };
     let method = metrics::method_index(d.env.method());
-    slot.counters.end(d.began, method, status, d.ex.body_bytes);
+    slot.counters
+        .end(now.wrapping_sub(d.began), method, status, d.ex.body_bytes);
 }
 
 /// Ends the turn: the consumed bytes leave the buffer, and what the
