@@ -355,9 +355,10 @@ fn respond(head: &[u8], answer: &mut impl FnMut(Route) -> Answer) -> (Answer, bo
             return bad("malformed method")
         }
         _ => {
-            let mut a = Answer::text(405, "method not allowed: GET or HEAD\n");
-            a.content_type = "text/plain; charset=utf-8\r\nAllow: GET, HEAD";
-            return (a, false);
+            return (
+                Answer::text(405, "method not allowed: GET or HEAD\n"),
+                false,
+            )
         }
     };
     let path = target.split('?').next().unwrap_or("");
@@ -388,8 +389,14 @@ fn encode(a: &Answer, head_only: bool) -> Vec<u8> {
         503 => "Service Unavailable",
         _ => "Unknown",
     };
+    // A 405 names the methods there are (RFC 9110 §15.5.6).
+    let allow = if a.status == 405 {
+        "Allow: GET, HEAD\r\n"
+    } else {
+        ""
+    };
     let mut out = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{allow}Cache-Control: no-store\r\nConnection: close\r\n\r\n",
         a.status,
         a.content_type,
         a.body.len()
