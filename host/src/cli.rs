@@ -34,6 +34,24 @@ pub enum Command {
     Upgrade(ControlArgs),
     /// Show the master's workers and the plugin build each one runs.
     Status(StatusArgs),
+    /// A live view of a running server, refreshed every second: requests/s, latency percentiles, each worker and the requests its threads run, recent exits and reloads. Plain lines when stdout is not a terminal.
+    Top(TopArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    /// The pidfile the server was started with (`host serve -p FILE`).
+    #[arg(short = 'p', long = "pid", value_name = "FILE")]
+    pub pidfile: std::path::PathBuf,
+
+    /// Stop after this many refreshes (0: until interrupted).
+    #[arg(
+        short = 'n',
+        long = "iterations",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    pub iterations: u64,
 }
 
 #[derive(Args, Debug)]
@@ -56,6 +74,10 @@ pub struct StatusArgs {
     /// Seconds to wait for a master that has not published its status yet (one still starting).
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     pub timeout: u64,
+
+    /// Print the full status as JSON (what the admin endpoint's /status answers).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -274,6 +296,14 @@ pub struct ServeArgs {
     #[arg(long = "proxy-allow-ips", alias = "proxy-allow-from", value_name = "IPS",
           default_value = LOCALHOST, value_parser = parse_allow_ips)]
     pub proxy_allow_ips: AllowIps,
+
+    /// Serve /metrics (Prometheus, OpenMetrics), /healthz, /readyz and /status from the master on this address: HOST:PORT or unix:PATH (as -b). Off by default; changing it takes a restart.
+    #[arg(
+        long = "admin-bind",
+        value_name = "ADDRESS",
+        help_heading = "Observability"
+    )]
+    pub admin_bind: Option<String>,
 }
 
 /// `--forwarded-allow-ips`, `--proxy-allow-ips`.

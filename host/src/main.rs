@@ -2,6 +2,7 @@
 mod cli;
 mod hints;
 mod settings;
+mod top;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -59,6 +60,7 @@ fn main() -> ExitCode {
         Command::Stop(args) => stop(args),
         Command::Upgrade(args) => upgrade(args),
         Command::Status(args) => status(args),
+        Command::Top(args) => top::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -241,6 +243,14 @@ fn serve_with(
             )?
         }
     };
+    if let Some(spec) = &args.admin_bind {
+        if config.handover.is_some() {
+            // The old master holds it until the handover.
+            config.admin_pending = Some(spec.clone());
+        } else {
+            config.admin = Some(host::supervisor::admin::Admin::bind(spec)?);
+        }
+    }
     config.origin = origin;
     config.identity = identity;
     tracing::debug!(
@@ -372,6 +382,8 @@ fn plan(settings: &Settings) -> Result<MasterConfig, String> {
         reread: None,
         origin: None,
         handover: None,
+        admin: None,
+        admin_pending: None,
     })
 }
 
@@ -486,7 +498,12 @@ fn status(args: StatusArgs) -> Result<(), String> {
     let master = Remote::find(&args.pidfile)?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     loop {
-        match master.status() {
+        let said = if args.json {
+            master.status_json().map(|t| t + "\n")
+        } else {
+            master.status()
+        };
+        match said {
             Ok(text) => {
                 print!("{text}");
                 return Ok(());

@@ -47,8 +47,8 @@ pub struct Entry<'a> {
     /// The response: status, body bytes, the app's headers.
     pub ex: &'a Exchange,
     pub version: Version,
-    /// When the request started, if the style asked for it (`clock`).
-    pub started: Option<Instant>,
+    /// How long the request took, if the style asked for it (`clock`).
+    pub took: Option<Duration>,
 }
 
 thread_local! {
@@ -163,7 +163,7 @@ fn common<'a>(env: &'a HostEnviron) -> Common<'a> {
 fn text_line(line: &mut Vec<u8>, pieces: &[Piece], scan: bool, e: &Entry<'_>) {
     let env = e.env;
     let c = if scan { common(env) } else { Common::default() };
-    let took = e.started.map(|t| t.elapsed()).unwrap_or(Duration::ZERO);
+    let took = e.took.unwrap_or(Duration::ZERO);
     let value = |line: &mut Vec<u8>, v: Option<&[u8]>| match v {
         Some(v) if !v.is_empty() => escape_into(line, v),
         _ => line.push(b'-'),
@@ -263,9 +263,9 @@ fn json_line(line: &mut Vec<u8>, e: &Entry<'_>) {
     if let Some(user) = c.authorization.and_then(basic_user) {
         string(line, "user", Some(&user));
     }
-    if let Some(t) = e.started {
+    if let Some(t) = e.took {
         // Milliseconds with three decimals, without float formatting.
-        let micros = t.elapsed().as_micros() as u64;
+        let micros = t.as_micros() as u64;
         number(line, "duration_ms", micros / 1000);
         let frac = micros % 1000;
         line.extend_from_slice(&[

@@ -387,6 +387,7 @@ impl Loop {
         self.read_put_off(now);
         if let Some(m) = &shared.monitor {
             m.slot().heartbeat();
+            m.slot().counters.received(self.turn_read);
         }
         self.take_returns(host, now);
         if !self.takeovers.is_empty() {
@@ -1306,6 +1307,9 @@ impl Loop {
             }
         };
         self.uncount_head(&mut conn);
+        if let Some(m) = &self.shared.monitor {
+            m.slot().counters.refused(status);
+        }
         let mut out = Vec::new();
         encode_error(&mut out, status, reason, false);
         // Best effort, without blocking the loop: a connection that has
@@ -1356,6 +1360,25 @@ impl Loop {
 
     // --- deadlines ------------------------------------------------------------
 
+    /// The connection gauges for the master's metrics (every sweep): open
+    /// sockets, idle keep-alive ones among them, and parked requests.
+    fn count_connections(&self) {
+        if let Some(m) = &self.shared.monitor {
+            let open = self
+                .slots
+                .iter()
+                .filter(|s| !matches!(s, Slot::Free | Slot::Abandoned));
+            let idle = self
+                .slots
+                .iter()
+                .filter(|s| matches!(s, Slot::Head(c) if c.buf.is_empty()));
+            let parked = self.slots.iter().filter(|s| matches!(s, Slot::Parked(_)));
+            m.slot()
+                .counters
+                .connections(open.count(), idle.count(), parked.count());
+        }
+    }
+
     /// Closes connections past their deadlines, and refreshes what the
     /// app threads read about the worker's held output.
     fn sweep(&mut self, now: Instant) {
@@ -1367,6 +1390,7 @@ impl Loop {
         let mut slow_bodies = Vec::new();
         let mut slow_readers = Vec::new();
         let (mut queued, mut bodies) = (0, 0);
+        self.count_connections();
         for (idx, slot) in self.slots.iter_mut().enumerate() {
             match slot {
                 Slot::Head(conn) => {
@@ -1443,6 +1467,10 @@ impl Loop {
         self.body_bytes = bodies;
         for idx in expired {
             self.close(idx);
+        }
+        if let Some(m) = &self.shared.monitor {
+            let slow = slow_heads.len() + slow_proxies.len() + slow_bodies.len();
+            m.slot().counters.slow(slow + slow_readers.len());
         }
         for idx in slow_heads {
             if let Some(Slot::Head(conn)) = self.slots.get(idx) {

@@ -9,6 +9,7 @@ pub mod error_log;
 mod event_loop;
 pub mod intake;
 pub mod log_format;
+pub mod metrics;
 mod pool;
 pub mod rate;
 pub mod scoreboard;

@@ -20,6 +20,8 @@
 use std::io;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
+use crate::runtime::metrics::{LoopCounters, ThreadCounters, Totals};
+
 /// Most workers a master runs at once (`-w` plus TTIN, plus a reload's
 /// new generation booting beside the old one).
 pub const MAX_WORKERS: usize = 256;
@@ -62,10 +64,14 @@ pub struct WorkerSlot {
     /// with it), so the pair is never overwritten under the worker.
     abort_number: AtomicU64,
     abort_thread: AtomicU64,
+    /// What the worker's event-loop thread counts (`metrics`).
+    pub counters: LoopCounters,
 }
 
-/// One app thread's running request.
-#[repr(C)]
+/// One app thread's running request. Aligned to a cache line: each
+/// thread writes its own slot for every request, and must not share a
+/// line with its neighbour's.
+#[repr(C, align(64))]
 pub struct ThreadSlot {
     /// The number of this thread's latest stretch of app code times two,
     /// plus one while it runs: 0 or even = no app code running.
@@ -77,6 +83,8 @@ pub struct ThreadSlot {
     /// The line's bytes, eight to a word (little-endian order), so that
     /// publishing it costs a few stores rather than one per byte.
     line: [AtomicU64; LINE_WORDS],
+    /// This thread's request metrics (`metrics`).
+    pub counters: ThreadCounters,
 }
 
 /// The shared mapping: MAX_WORKERS worker slots, then `threads` thread
@@ -110,8 +118,9 @@ impl Scoreboard {
         }
         // SAFETY: the mapping is `len` bytes, page-aligned, zero-filled, and
         // never unmapped, so 'static; all-zero bytes are valid atomics (and
-        // the Free state); WorkerSlot's size is a multiple of the
-        // ThreadSlot alignment (both 8), so the second array is aligned.
+        // the Free state); MAX_WORKERS WorkerSlots (a multiple of 8 bytes
+        // each) are a multiple of the ThreadSlot alignment (64), so the
+        // second array is aligned.
         unsafe {
             let workers = std::slice::from_raw_parts(base as *const WorkerSlot, MAX_WORKERS);
             let threads = std::slice::from_raw_parts(
@@ -161,11 +170,24 @@ impl Scoreboard {
         w.message_len.store(0, Ordering::Relaxed);
         w.abort_number.store(0, Ordering::Relaxed);
         w.abort_thread.store(0, Ordering::Relaxed);
+        w.counters.reset();
         for t in 0..self.per_worker {
             let t = self.thread(index, t);
             t.request.store(0, Ordering::Relaxed);
             t.requests.store(0, Ordering::Relaxed);
+            t.counters.reset();
         }
+    }
+
+    /// A worker's metrics: its threads' and its event loop's counts (the
+    /// connection gauges with them if `gauges`).
+    pub fn totals(&self, worker: usize, gauges: bool) -> Totals {
+        let mut sum = Totals::new();
+        for t in 0..self.per_worker {
+            sum.add_thread(&self.thread(worker, t).counters);
+        }
+        sum.add_loop(&self.workers[worker].counters, gauges);
+        sum
     }
 
     /// The requests a worker answered: the sum over its threads.
@@ -310,6 +332,13 @@ impl ThreadSlot {
     pub fn count(&self, n: u64) {
         let total = self.requests.load(Ordering::Relaxed) + n;
         self.requests.store(total, Ordering::Relaxed);
+    }
+
+    /// The number of the stretch of app code running, if any (the
+    /// master times it; see `running`).
+    pub fn running_number(&self) -> Option<u64> {
+        let number = self.request.load(Ordering::Acquire);
+        (number & 1 == 1).then_some(number >> 1)
     }
 
     /// The running request: (its number, its line), if any and read

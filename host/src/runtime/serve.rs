@@ -42,6 +42,7 @@ use crate::runtime::claim::Stint;
 use crate::runtime::config::Shared;
 use crate::runtime::conn::{line_text, release_buffer, Ahead, Conn, Forwarding, Pending};
 use crate::runtime::intake::{Intake, DISCARD_MAX};
+use crate::runtime::metrics;
 use crate::runtime::rate::{Rate, Stall};
 use crate::runtime::scoreboard::ThreadSlot;
 
@@ -131,8 +132,6 @@ pub struct Desk {
     /// Raw body bytes after the head in the buffer (Buffered).
     body_len: usize,
     version: Version,
-    /// When the request started, read only for an access log that asks.
-    started: Option<Instant>,
     /// Since when the client has left response bytes unread; None while
     /// it keeps up.
     pub stall: Option<Stall>,
@@ -141,6 +140,8 @@ pub struct Desk {
     /// The client went away (or was too slow) while the request was
     /// parked: close the iterator and drop the connection.
     pub gone: bool,
+    /// When the request entered app code (`metrics` ticks).
+    began: u64,
 }
 
 // SAFETY: a desk moves between threads only whole, and only the parts
@@ -173,10 +174,10 @@ impl Desk {
             line: (0, 0),
             body_len: 0,
             version: Version::Http11,
-            started: None,
             stall: None,
             thread,
             gone: false,
+            began: 0,
         });
         let env: *const HostEnviron = &desk.env;
         // SAFETY: the environ is in the same box as the exchange, which
@@ -442,11 +443,12 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         line,
         body_len,
         version,
-        started,
         stall,
         gone,
+        began,
         ..
     } = d;
+    let slot = t.slot;
     let conn = conn.as_mut().expect("a desk at work holds its connection");
     let pending = &conn.buf[*start..];
     if pending.is_empty() {
@@ -496,8 +498,10 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         };
         *head_len = head.len;
         *version = head.version;
-        if config.access_style.clock {
-            *started = Some(Instant::now());
+        // The request's start, for its metrics and an access log's
+        // duration: one clock read serves both.
+        if slot.is_some() || config.access_style.clock {
+            *began = metrics::ticks();
         }
         let base = conn.buf.as_ptr() as usize;
         *line = (head.line.as_ptr() as usize - base, head.line.len());
@@ -621,6 +625,9 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
                 .as_ref()
                 .expect("a desk at work holds its connection");
             tracing::info!(peer = %conn.peer, "bad request: {e}");
+            if let Some(slot) = t.slot {
+                slot.counters.refused(e.status());
+            }
             encode_error(&mut d.ex.out, e.status(), e.reason(), false);
             Started::Stop(end_turn(t, d, Done::Close))
         }
@@ -734,17 +741,27 @@ fn over_high_water(unsent: usize, shared: &Shared) -> bool {
 /// whether the turn goes on. None: serve the next request in the buffer.
 fn end_request(t: &mut AppThread<'_>, d: &mut Desk) -> Option<Done> {
     // App code for this request is over; if the event loop took it over
-    // meanwhile (-t), its client was answered: drop everything.
-    if !t.stint.end() {
+    // meanwhile (-t), its client was answered (503): drop everything.
+    let kept = t.stint.end();
+    let shared = t.shared;
+    let timed = shared.config.access_style.clock;
+    let now = if t.slot.is_some() || timed {
+        metrics::ticks()
+    } else {
+        0
+    };
+    if let Some(slot) = t.slot {
+        count_end(slot, d, kept, now);
+    }
+    if !kept {
         return Some(Done::Gone);
     }
-    let shared = t.shared;
     if let Some(log) = &shared.access_log {
         let entry = Entry {
             env: &d.env,
             ex: &d.ex,
             version: d.version,
-            started: d.started,
+            took: timed.then(|| metrics::duration(now.wrapping_sub(d.began))),
         };
         log.record(&shared.config.access_style, &entry);
     }
@@ -806,6 +823,19 @@ fn end_request(t: &mut AppThread<'_>, d: &mut Desk) -> Option<Done> {
         }
     }
     None
+}
+
+/// The request's metrics, in this thread's slot: its method, status (the
+/// 503 the event loop answered if it took the request over), duration and
+/// response body bytes; `now` in `metrics` ticks. Out of line, and a leaf
+/// (the clock is read by the caller): inlined into `end_request` it costs
+/// more than the call, in registers the rest of the function then lacks.
+#[inline(never)]
+fn count_end(slot: &ThreadSlot, d: &Desk, kept: bool, now: u64) {
+    let status = if kept { d.ex.status } else { 503 };
+    let method = metrics::method_index(d.env.method());
+    slot.counters
+        .end(now.wrapping_sub(d.began), method, status, d.ex.body_bytes);
 }
 
 /// Ends the turn: the consumed bytes leave the buffer, and what the

@@ -39,6 +39,14 @@ const BOARD_MAGIC: u64 = 0x6e77_7367_6963_7431; // "nwsgict1"
 const STATUS_MAX: usize = 32 * 1024;
 /// Bytes of a reload outcome kept.
 const RELOAD_MAX: usize = 4 * 1024;
+/// The status JSON's memfd (`host status --json`, `host top`): a board of
+/// its own, so that the text board's layout, which a master of an older
+/// binary may be reading during an upgrade, stays as it was.
+const JSON_NAME: &str = "nwsgi-status-json";
+const JSON_MAGIC: u64 = 0x6e77_7367_6a73_6e31; // "nwsgjsn1"
+/// Bytes of status JSON kept (the master lists only busy threads, so this
+/// holds hundreds of workers).
+pub const JSON_MAX: usize = 1 << 20;
 /// How often a mirror file that could not be written is tried again.
 const MIRROR_RETRY: Duration = Duration::from_secs(1);
 
@@ -251,6 +259,78 @@ struct Region {
 
 const REGION_LEN: usize = std::mem::size_of::<Region>();
 
+/// The JSON board's layout: one text under its own seqlock.
+#[repr(C)]
+struct JsonRegion {
+    magic: AtomicU64,
+    seq: AtomicU64,
+    len: AtomicU32,
+    bytes: [AtomicU8; JSON_MAX],
+}
+
+const JSON_LEN: usize = std::mem::size_of::<JsonRegion>();
+
+/// A new memfd called `name`, `len` bytes long, mapped shared and writable
+/// for the life of the process (the mapping's base, zero-filled, and the
+/// descriptor, which `/proc/PID/fd` shows).
+fn map_memfd(name: &str, len: usize) -> io::Result<(*mut libc::c_void, File)> {
+    let name = CString::new(name).expect("no NUL in the name");
+    // SAFETY: a valid NUL-terminated name and flags; the new descriptor
+    // is owned by the File below and nowhere else.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor we own.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(len as u64)?;
+    // SAFETY: maps the whole file, which is `len` bytes long, shared and
+    // writable; no existing memory is touched.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((base, file))
+}
+
+/// The master's side of the JSON board.
+struct JsonBoard {
+    region: &'static JsonRegion,
+    _file: File,
+}
+
+impl JsonBoard {
+    fn create() -> io::Result<JsonBoard> {
+        let (base, file) = map_memfd(JSON_NAME, JSON_LEN)?;
+        // SAFETY: the mapping is JSON_LEN bytes, page-aligned, zero-filled
+        // and never unmapped, so 'static; all-zero bytes are valid atomics.
+        let region = unsafe { &*(base as *const JsonRegion) };
+        region.magic.store(JSON_MAGIC, Ordering::Release);
+        Ok(JsonBoard {
+            region,
+            _file: file,
+        })
+    }
+
+    fn write(&self, text: &str) {
+        let r = self.region;
+        let seq = r.seq.load(Ordering::Relaxed);
+        r.seq.store(seq + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        store_text(&r.bytes, &r.len, text);
+        r.seq.store(seq + 2, Ordering::Release);
+    }
+}
+
 /// The master's side of the board: a shared writable mapping of the memfd,
 /// kept (with the descriptor, which `/proc/PID/fd` shows) for the life of
 /// the process.
@@ -261,31 +341,7 @@ struct Board {
 
 impl Board {
     fn create() -> io::Result<Board> {
-        let name = CString::new(BOARD_NAME).expect("no NUL in the name");
-        // SAFETY: a valid NUL-terminated name and flags; the new descriptor
-        // is owned by the File below and nowhere else.
-        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor we own.
-        let file = unsafe { File::from_raw_fd(fd) };
-        file.set_len(REGION_LEN as u64)?;
-        // SAFETY: maps the whole file, which is REGION_LEN bytes long,
-        // shared and writable; no existing memory is touched.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                REGION_LEN,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        let (base, file) = map_memfd(BOARD_NAME, REGION_LEN)?;
         // SAFETY: the mapping is REGION_LEN bytes, page-aligned, zero-filled
         // (a new memfd) and never unmapped, so 'static; all-zero bytes are
         // valid atomics.
@@ -341,6 +397,8 @@ pub struct Control {
     /// keeps only its board, where `host upgrade` reads the outcome.
     pidfile: Option<Pidfile>,
     board: Option<Board>,
+    /// The status JSON (None: no memfd; `host status --json` says so).
+    json: Option<JsonBoard>,
     /// This run's identity, the first line of every control file.
     run: String,
     status: Mirror,
@@ -425,6 +483,9 @@ impl Control {
             reload: Mirror::new(reload_status_path(pidfile.path())),
             pidfile: Some(pidfile),
             board,
+            json: JsonBoard::create()
+                .map_err(|e| tracing::warn!("cannot create the status JSON board: {e}"))
+                .ok(),
             run,
             reload_seq: 0,
         }
@@ -461,6 +522,14 @@ impl Control {
         if !self.handed_over() {
             self.status.set(full);
             self.status.flush();
+        }
+    }
+
+    /// What `host status --json` and `host top` read now (the master
+    /// refreshes it about once a second).
+    pub fn set_status_json(&mut self, text: &str) {
+        if let Some(json) = &self.json {
+            json.write(text);
         }
     }
 
@@ -604,6 +673,13 @@ impl Remote {
             .ok_or_else(|| format!("master {} has published no status yet", self.pid))
     }
 
+    /// The status JSON the master last published.
+    pub fn status_json(&self) -> Result<String, String> {
+        read_json_board(self.pid)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| format!("master {} has published no status JSON yet", self.pid))
+    }
+
     /// The last reload outcome this run reported, if any.
     pub fn reload_outcome(&self) -> Option<Outcome> {
         Outcome::parse(&self.said().reload?)
@@ -648,7 +724,12 @@ impl Remote {
 
 /// The board's descriptor in process `pid`: `/proc/PID/fd/N`.
 fn find_board(pid: i32) -> Option<PathBuf> {
-    let wanted = format!("/memfd:{BOARD_NAME} (deleted)");
+    find_memfd(pid, BOARD_NAME)
+}
+
+/// The descriptor of memfd `name` in process `pid`.
+fn find_memfd(pid: i32, name: &str) -> Option<PathBuf> {
+    let wanted = format!("/memfd:{name} (deleted)");
     fs::read_dir(format!("/proc/{pid}/fd"))
         .ok()?
         .flatten()
@@ -692,6 +773,53 @@ fn read_board(pid: i32) -> Option<(String, String)> {
     // after this.
     unsafe { libc::munmap(base, REGION_LEN) };
     texts
+}
+
+/// The status JSON on process `pid`'s JSON board; None if it has none or
+/// it cannot be read.
+fn read_json_board(pid: i32) -> Option<String> {
+    let file = File::open(find_memfd(pid, JSON_NAME)?).ok()?;
+    if file.metadata().ok()?.len() < JSON_LEN as u64 {
+        return None;
+    }
+    // SAFETY: maps JSON_LEN bytes of a file at least that long, shared and
+    // read-only; unmapped below, after the last use of `region`.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            JSON_LEN,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return None;
+    }
+    // SAFETY: the mapping is JSON_LEN bytes and page-aligned, and every bit
+    // pattern is a valid atomic; only loads are done through it (allowed
+    // on read-only memory).
+    let r = unsafe { &*(base as *const JsonRegion) };
+    let mut text = None;
+    if r.magic.load(Ordering::Acquire) == JSON_MAGIC {
+        for _ in 0..1000 {
+            let seq = r.seq.load(Ordering::Acquire);
+            if seq % 2 == 1 {
+                std::thread::yield_now();
+                continue;
+            }
+            let copy = load_text(&r.bytes, &r.len);
+            fence(Ordering::Acquire);
+            if r.seq.load(Ordering::Relaxed) == seq {
+                text = Some(copy);
+                break;
+            }
+        }
+    }
+    // SAFETY: unmaps exactly the mapping made above; `r` is not used after.
+    unsafe { libc::munmap(base, JSON_LEN) };
+    text
 }
 
 /// A consistent copy of the board's texts (the read side of the seqlock).

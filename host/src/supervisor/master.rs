@@ -52,12 +52,15 @@ use signal_hook::consts::{
 };
 
 use crate::net::listener::{Bound, Listener, SocketFile};
+use crate::runtime::metrics::{self, Totals};
 use crate::runtime::scoreboard::{now_ms, Scoreboard, WorkerState, MAX_WORKERS};
 use crate::runtime::Config;
+use crate::supervisor::admin::{Admin, Answer, Route};
 use crate::supervisor::control::{Control, Pidfile};
 use crate::supervisor::health::{Probation, Slot, Verdict, MIN_UPTIME};
 use crate::supervisor::notify::Notifier;
 use crate::supervisor::process::Identity;
+use crate::supervisor::report::{Events, Snapshot, WorkerView};
 use crate::supervisor::staging::{stage, Build};
 use crate::supervisor::upgrade::{Handover, News, Origin, Successor};
 use crate::supervisor::worker::{self, WorkerSpec, EXIT_LOAD_ERROR};
@@ -81,6 +84,11 @@ const UPGRADE_MARGIN: Duration = Duration::from_secs(15);
 /// of the pidfile once told it is ready (the old master's loop turns
 /// every `TICK`).
 const PIDFILE_WAIT: Duration = Duration::from_secs(10);
+/// How often the status JSON (`host status --json`, `host top`) is
+/// refreshed, and the new master of an upgrade tries the admin address
+/// the old one still holds.
+const JSON_EVERY: Duration = Duration::from_secs(1);
+const ADMIN_RETRY: Duration = Duration::from_secs(1);
 
 /// Everything the master is told at start.
 pub struct MasterConfig {
@@ -124,6 +132,11 @@ pub struct MasterConfig {
     /// all its workers are up, then takes the pidfile (`-p`, this path)
     /// over from it.
     pub handover: Option<(Handover, Option<PathBuf>)>,
+    /// `--admin-bind`, bound.
+    pub admin: Option<Admin>,
+    /// `--admin-bind` not bound yet: the new master of an upgrade binds it
+    /// once the old master lets go of it (at the handover).
+    pub admin_pending: Option<String>,
 }
 
 /// Settings a HUP read again (`MasterConfig::reread`).
@@ -268,6 +281,19 @@ pub struct Master {
     signal_ids: Vec<signal_hook::SigId>,
     wake: std::os::unix::net::UnixStream,
     rng: u64,
+    /// The admin endpoint (`--admin-bind`), and its address while it waits
+    /// to be bound (an upgrade's new master), with when to try again.
+    admin: Option<Admin>,
+    admin_pending: Option<(String, Instant)>,
+    /// The counts of the workers that exited (folded in as each is
+    /// reaped, before its scoreboard slot is reused): with the live
+    /// workers' own, counters that never go backwards.
+    folded: Totals,
+    /// Exits, reloads and rollbacks.
+    events: Events,
+    started_at: Instant,
+    /// When the status JSON is refreshed next.
+    next_json: Instant,
 }
 
 impl Master {
@@ -287,6 +313,9 @@ impl Master {
         let control = cfg.pidfile.take().map(Control::new);
         // A worker runs one thread more than --threads (see server.rs).
         let threads = cfg.server.threads + 1;
+        // The request-duration clock, settled before any fork so every
+        // worker counts in the same ticks.
+        metrics::init_clock();
         let board: &'static Scoreboard = Box::leak(Box::new(
             Scoreboard::new(threads).map_err(|e| format!("cannot map the scoreboard: {e}"))?,
         ));
@@ -313,6 +342,8 @@ impl Master {
         let target = cfg.workers.clamp(1, MAX_WORKERS / 2);
         let seed = std::process::id() as u64 ^ now_ms().rotate_left(17);
         let now = Instant::now();
+        let admin = cfg.admin.take();
+        let admin_pending = cfg.admin_pending.take().map(|spec| (spec, now));
         let mut master = Master {
             cfg,
             listeners: bound.listeners,
@@ -346,6 +377,12 @@ impl Master {
             signal_ids,
             wake,
             rng: seed | 1,
+            admin,
+            admin_pending,
+            folded: Totals::new(),
+            events: Events::default(),
+            started_at: now,
+            next_json: now,
         };
         master.boot_first()?;
         Ok(master)
@@ -361,6 +398,7 @@ impl Master {
         loop {
             self.wait_for_wake();
             self.feed_watchdog();
+            self.serve_admin();
             // TERM stays pending: once the worker is up, the main loop stops
             // it gracefully (it may already be answering queued clients; a
             // worker still booting cannot take TERM yet). The master's own
@@ -423,6 +461,9 @@ impl Master {
         for l in &self.listeners {
             tracing::info!("listening on {}", l.describe());
         }
+        if let Some(admin) = &self.admin {
+            tracing::info!("admin endpoint on {}", admin.describe());
+        }
         if self.cfg.handover.is_some() {
             tracing::info!(
                 "upgrade: the old master hands over once all {} workers are up",
@@ -437,6 +478,9 @@ impl Master {
             self.watch_successor();
             self.check_boots();
             self.murder_workers();
+            self.observe_threads();
+            self.serve_admin();
+            self.publish_json();
             if let Some(stopping) = self.stopping {
                 if self.workers.is_empty() {
                     break;
@@ -595,6 +639,7 @@ impl Master {
             match reread() {
                 Ok(update) => self.apply_settings(update),
                 Err(why) => {
+                    self.events.reload(1, format!("failed: {why}"));
                     crate::critical!(
                         "HUP: {why}; the settings in force stay, and build {} keeps serving",
                         self.current.short()
@@ -795,6 +840,8 @@ impl Master {
         for file in self.socket_files.drain(..) {
             file.hand_over();
         }
+        // The new master binds the admin address once we let go of it.
+        self.admin = None;
         self.drain();
     }
 
@@ -884,6 +931,7 @@ impl Master {
 
     /// A reload's build cannot serve (`failed`: its hash, once staged).
     fn reload_failed(&mut self, why: &str, failed: Option<&str>) {
+        self.events.reload(1, format!("failed: {why}"));
         crate::critical!(
             "reload failed: {why}; build {} keeps serving",
             self.current.short()
@@ -962,6 +1010,7 @@ impl Master {
         }
         if settle.is_zero() {
             let text = format!("build {}", self.current.short());
+            self.events.reload(0, format!("ok: {text}"));
             self.report_reload(true, &text);
         } else {
             tracing::info!(
@@ -1004,6 +1053,7 @@ impl Master {
                         p.fallback.short()
                     )
                 };
+                self.events.reload(0, format!("ok: {text}"));
                 // A reload started since answers for itself.
                 if self.canary.is_none() {
                     self.report_reload(true, &text);
@@ -1029,6 +1079,14 @@ impl Master {
         for slot in &mut self.slots {
             slot.forgive(now);
         }
+        self.events.reload(
+            2,
+            format!(
+                "rolled back: build {} {why}; build {} serves again",
+                bad.short(),
+                self.current.short()
+            ),
+        );
         crate::critical!(
             "reload rolled back: build {} (generation {}) {why}; build {} (generation {}) serves again",
             bad.short(),
@@ -1167,6 +1225,9 @@ impl Master {
                 // in it would stay open for the worker's whole life: the
                 // worker takes them and owns the only copy here.
                 let listeners = std::mem::take(&mut self.listeners);
+                // Nor the admin sockets: closed here (a socket file stays,
+                // removed only by the master that bound it).
+                drop(self.admin.take());
                 worker::run(
                     WorkerSpec {
                         build,
@@ -1433,6 +1494,7 @@ impl Master {
             })
             .collect();
         let message = record.message();
+        self.count_exit(pid, &w, booted, status);
         self.board.reset(w.index);
         let cause = describe_exit(status);
         // `killed by signal 11 (SIGSEGV), crashed while serving "GET /segv HTTP/1.1"`
@@ -1505,6 +1567,7 @@ impl Master {
             return Some(Ok(()));
         }
         let message = record.message();
+        self.count_exit(pid, &w, false, status);
         self.board.reset(w.index);
         Some(Err(boot_failure(
             &self.cfg.original,
@@ -1693,6 +1756,210 @@ impl Master {
         }
     }
 
+    // --- observability ----------------------------------------------------
+
+    /// Counts a worker's exit by cause, and folds its counts into the
+    /// master's (before its slot is reset for the next worker).
+    fn count_exit(&mut self, pid: i32, w: &Worker, booted: bool, status: i32) {
+        self.folded.add(&self.board.totals(w.index, false));
+        let cause = if w.timed_out {
+            2 // timeout
+        } else if w.recycle {
+            1 // recycle
+        } else if matches!(w.phase, Phase::Retiring(_)) || self.stopping.is_some() {
+            0 // retired
+        } else if !booted {
+            5 // boot
+        } else if libc::WIFSIGNALED(status) {
+            3 // signal
+        } else {
+            4 // exit
+        };
+        let name = crate::supervisor::report::EXIT_CAUSES[cause];
+        self.events.exit(
+            cause,
+            format!("worker {pid} ({name}): {}", describe_exit(status)),
+        );
+    }
+
+    /// Times the requests running on every worker's threads from the first
+    /// time the master sees each (the request path reads no clock for
+    /// it): the status gives their age. `murder_workers` reads the same
+    /// record for `-t`.
+    fn observe_threads(&mut self) {
+        let now = now_ms();
+        for w in self.workers.values_mut() {
+            for (t, seen) in w.seen.iter_mut().enumerate() {
+                match self.board.thread(w.index, t).running_number() {
+                    None => *seen = None,
+                    Some(n) if seen.is_some_and(|(m, _)| m == n) => {}
+                    Some(n) => *seen = Some((n, now)),
+                }
+            }
+        }
+    }
+
+    /// Answers the admin endpoint's clients (nothing blocks), and binds
+    /// its address if it waits for the old master of an upgrade to let go.
+    fn serve_admin(&mut self) {
+        if let Some((spec, at)) = &mut self.admin_pending {
+            if Instant::now() >= *at {
+                match Admin::bind(spec) {
+                    Ok(admin) => {
+                        tracing::info!("admin endpoint on {}", admin.describe());
+                        self.admin = Some(admin);
+                        self.admin_pending = None;
+                    }
+                    Err(e) => {
+                        tracing::debug!("{e}; trying again (the old master may hold it)");
+                        *at = Instant::now() + ADMIN_RETRY;
+                    }
+                }
+            }
+        }
+        let Some(mut admin) = self.admin.take() else {
+            return;
+        };
+        admin.serve(|route| self.answer(route));
+        self.admin = Some(admin);
+    }
+
+    fn answer(&self, route: Route) -> Answer {
+        match route {
+            Route::Healthz => Answer::text(200, "ok\n"),
+            Route::Readyz => {
+                let s = self.readiness();
+                if s.0 {
+                    Answer::text(200, "ready\n")
+                } else {
+                    Answer::text(503, &format!("not ready: {}\n", s.1))
+                }
+            }
+            Route::Metrics { open } => Answer {
+                status: 200,
+                content_type: if open {
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                } else {
+                    "text/plain; version=0.0.4; charset=utf-8"
+                },
+                body: self.snapshot().metrics(open),
+            },
+            Route::Status => Answer {
+                status: 200,
+                content_type: "application/json",
+                body: format!("{}\n", self.snapshot().json()),
+            },
+        }
+    }
+
+    /// Whether the server takes traffic (`/readyz`), and why not.
+    fn readiness(&self) -> (bool, &'static str) {
+        if self.stopping.is_some() {
+            (false, "stopping")
+        } else if self.stop_at.is_some() {
+            (false, "TERM received, serving on for --term-delay")
+        } else if self.ready_workers() == 0 {
+            (false, "no worker is serving yet")
+        } else {
+            (true, "")
+        }
+    }
+
+    /// The status JSON for `host status --json` and `host top`, about
+    /// once a second: a JSON encoding of a few kilobytes, cheap next to
+    /// the master's 100 ms tick.
+    fn publish_json(&mut self) {
+        if self.control.is_none() || Instant::now() < self.next_json {
+            return;
+        }
+        self.next_json = Instant::now() + JSON_EVERY;
+        let mut snapshot = self.snapshot();
+        let mut text = snapshot.json().to_string();
+        if text.len() > crate::supervisor::control::JSON_MAX {
+            // Hundreds of busy workers: their running requests go.
+            for w in &mut snapshot.workers {
+                w.running.clear();
+            }
+            text = snapshot.json().to_string();
+        }
+        if let Some(control) = &mut self.control {
+            control.set_status_json(&text);
+        }
+    }
+
+    /// The master's figures now: the live workers' counts summed with
+    /// those of the exited ones.
+    fn snapshot(&self) -> Snapshot {
+        let now = now_ms();
+        let mut totals = self.folded.clone();
+        let (mut in_flight, mut busy, mut idle) = (0, 0, 0);
+        let per_worker = self.cfg.server.threads as u64;
+        let mut workers = Vec::with_capacity(self.workers.len());
+        for (pid, w) in &self.workers {
+            let sum = self.board.totals(w.index, true);
+            let running: Vec<(usize, String, u64)> = (0..self.board.threads_per_worker())
+                .filter_map(|t| {
+                    let (number, line) = self.board.thread(w.index, t).running()?;
+                    let age = match w.seen.get(t).copied().flatten() {
+                        Some((n, since)) if n == number => now.saturating_sub(since),
+                        _ => 0,
+                    };
+                    Some((t, line, age))
+                })
+                .collect();
+            // In flight: running app code, or parked with a body iterator
+            // that waits for its client.
+            let flying = running.len() as u64 + sum.parked;
+            if w.phase != Phase::Booting {
+                in_flight += flying;
+                busy += running.len() as u64;
+                idle += per_worker.saturating_sub(running.len() as u64);
+            }
+            workers.push(WorkerView {
+                pid: *pid,
+                slot: w.index,
+                build: w.build.short().to_string(),
+                generation: w.build.generation,
+                state: match w.phase {
+                    Phase::Booting => "booting",
+                    Phase::Ready => "ready",
+                    Phase::Retiring(_) => "retiring",
+                },
+                age_s: w.started.elapsed().as_secs_f64(),
+                requests: sum.ended(),
+                in_flight: flying,
+                open: sum.open,
+                idle: sum.idle,
+                threads: self.cfg.server.threads,
+                running,
+            });
+            totals.add(&sum);
+        }
+        let state = if self.stopping.is_some() {
+            "stopping"
+        } else if self.stop_at.is_some() {
+            "term-delay"
+        } else {
+            "serving"
+        };
+        Snapshot {
+            pid: std::process::id(),
+            build: self.current.short().to_string(),
+            generation: self.current.generation,
+            uptime_s: self.started_at.elapsed().as_secs_f64(),
+            state,
+            ready: self.readiness().0,
+            target: self.target,
+            threads: self.cfg.server.threads,
+            totals,
+            in_flight,
+            busy,
+            idle_threads: idle,
+            workers,
+            events: self.events.clone(),
+        }
+    }
+
     // --- the service manager ---------------------------------------------
 
     /// `WATCHDOG=1` when due: the loop is turning.
@@ -1755,13 +2022,22 @@ impl Master {
     fn wait_for_wake(&mut self) {
         use std::io::Read;
         use std::os::fd::AsRawFd;
-        let mut pfd = libc::pollfd {
+        let mut fds = vec![libc::pollfd {
             fd: self.wake.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
+        }];
+        if let Some(admin) = &self.admin {
+            admin.pollfds(&mut fds);
+        }
+        // SAFETY: `fds` is a valid array of pollfds of that length.
+        unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                TICK.as_millis() as i32,
+            )
         };
-        // SAFETY: one valid pollfd on our stack, count 1.
-        unsafe { libc::poll(&mut pfd, 1, TICK.as_millis() as i32) };
         let mut buf = [0u8; 64];
         while matches!(self.wake.read(&mut buf), Ok(n) if n > 0) {}
     }

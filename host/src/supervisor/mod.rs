@@ -5,11 +5,13 @@
 //! `notify` how the master tells systemd its state, and `process` the
 //! process's surroundings (umask), and `upgrade` how a master re-executes
 //! the binary and hands its sockets over (USR2).
+pub mod admin;
 pub mod control;
 pub mod health;
 pub mod master;
 pub mod notify;
 pub mod process;
+pub mod report;
 pub mod staging;
 pub mod upgrade;
 pub mod worker;
