@@ -64,6 +64,9 @@ pub struct Config {
     /// Which connections start with a PROXY protocol header
     /// (`--proxy-protocol`, `--proxy-allow-ips`).
     pub proxy_protocol: ProxyProtocol,
+    /// TCP connections are TLS with this (`--certfile`); None: plain.
+    /// Built by the master, so a worker never reads the files.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Whether connections start with a PROXY protocol header.
@@ -135,6 +138,7 @@ impl Default for Config {
             multiprocess: false,
             forwarded_allow: AllowIps::localhost(),
             proxy_protocol: ProxyProtocol::Off,
+            tls: None,
         }
     }
 }
