@@ -267,11 +267,11 @@ pub struct ServeArgs {
     pub certfile: Option<std::path::PathBuf>,
 
     /// The certificate's private key (PEM; default: read from --certfile).
-    #[arg(long = "keyfile", value_name = "FILE", help_heading = "TLS", requires = "certfile")]
+    #[arg(long = "keyfile", value_name = "FILE", help_heading = "TLS")]
     pub keyfile: Option<std::path::PathBuf>,
 
     /// CA certificates (PEM) that client certificates must chain to (with --cert-reqs).
-    #[arg(long = "ca-certs", value_name = "FILE", help_heading = "TLS", requires = "certfile")]
+    #[arg(long = "ca-certs", value_name = "FILE", help_heading = "TLS")]
     pub ca_certs: Option<std::path::PathBuf>,
 
     /// Whether clients must show a certificate: 0/none, 1/optional, 2/required (gunicorn's values).

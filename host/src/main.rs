@@ -332,7 +332,19 @@ fn plan(settings: &Settings) -> Result<MasterConfig, String> {
             tracing::info!("TLS: serving HTTPS with {}", certfile.display());
             Some(config)
         }
-        None => None,
+        None => {
+            // Said here rather than by clap, whose one-line form would
+            // not name the flag.
+            let orphan = [
+                ("--keyfile", args.keyfile.is_some()),
+                ("--ca-certs", args.ca_certs.is_some()),
+                ("--cert-reqs", args.cert_reqs != tls::CertReqs::None),
+            ];
+            if let Some((flag, _)) = orphan.iter().find(|(_, given)| *given) {
+                return Err(format!("{flag} needs --certfile"));
+            }
+            None
+        }
     };
     let server = Config {
         threads: args.threads as usize,

@@ -44,9 +44,7 @@ impl CertReqs {
             "0" | "none" | "cert_none" => Ok(CertReqs::None),
             "1" | "optional" | "cert_optional" => Ok(CertReqs::Optional),
             "2" | "required" | "cert_required" => Ok(CertReqs::Required),
-            _ => Err(format!(
-                "'{s}' is not 0/none, 1/optional or 2/required"
-            )),
+            _ => Err(format!("'{s}' is not 0/none, 1/optional or 2/required")),
         }
     }
 }
@@ -98,44 +96,47 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("TLS: {e}"))?;
-    let builder = match (&files.ca_certs, files.cert_reqs) {
-        (None, CertReqs::None) => builder.with_no_client_auth(),
-        (None, reqs) => {
-            return Err(format!(
+    let builder =
+        match (&files.ca_certs, files.cert_reqs) {
+            (None, CertReqs::None) => builder.with_no_client_auth(),
+            (None, reqs) => {
+                return Err(format!(
                 "--cert-reqs {} needs --ca-certs (the CAs client certificates are checked against)",
                 if reqs == CertReqs::Required { "required" } else { "optional" }
             ))
-        }
-        // Given but not asked for: as gunicorn, client certificates are
-        // then not requested.
-        (Some(_), CertReqs::None) => builder.with_no_client_auth(),
-        (Some(path), reqs) => {
-            let pem = read(path, "--ca-certs")?;
-            let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| format!("--ca-certs {}: {e}", path.display()))?;
-                roots
-                    .add(cert)
+            }
+            // Given but not asked for: as gunicorn, client certificates are
+            // then not requested.
+            (Some(_), CertReqs::None) => builder.with_no_client_auth(),
+            (Some(path), reqs) => {
+                let pem = read(path, "--ca-certs")?;
+                let mut roots = RootCertStore::empty();
+                for cert in CertificateDer::pem_slice_iter(&pem) {
+                    let cert = cert.map_err(|e| format!("--ca-certs {}: {e}", path.display()))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("--ca-certs {}: {e}", path.display()))?;
+                }
+                if roots.is_empty() {
+                    return Err(format!(
+                        "--ca-certs {}: no certificate (PEM \"CERTIFICATE\") in it",
+                        path.display()
+                    ));
+                }
+                let verifier = WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    Arc::clone(&provider),
+                );
+                let verifier = match reqs {
+                    CertReqs::Optional => verifier.allow_unauthenticated(),
+                    _ => verifier,
+                };
+                let verifier = verifier
+                    .build()
                     .map_err(|e| format!("--ca-certs {}: {e}", path.display()))?;
+                builder.with_client_cert_verifier(verifier)
             }
-            if roots.is_empty() {
-                return Err(format!(
-                    "--ca-certs {}: no certificate (PEM \"CERTIFICATE\") in it",
-                    path.display()
-                ));
-            }
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
-            let verifier = match reqs {
-                CertReqs::Optional => verifier.allow_unauthenticated(),
-                _ => verifier,
-            };
-            let verifier = verifier
-                .build()
-                .map_err(|e| format!("--ca-certs {}: {e}", path.display()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-    };
+        };
     let keyfile = files.keyfile.as_deref().unwrap_or(&files.certfile);
     let mut config = builder.with_single_cert(chain, key).map_err(|e| {
         format!(
@@ -170,7 +171,10 @@ mod tests {
         assert_eq!(CertReqs::parse("1").unwrap(), CertReqs::Optional);
         assert_eq!(CertReqs::parse("OPTIONAL").unwrap(), CertReqs::Optional);
         assert_eq!(CertReqs::parse("2").unwrap(), CertReqs::Required);
-        assert_eq!(CertReqs::parse("CERT_REQUIRED").unwrap(), CertReqs::Required);
+        assert_eq!(
+            CertReqs::parse("CERT_REQUIRED").unwrap(),
+            CertReqs::Required
+        );
         assert!(CertReqs::parse("3").is_err());
         assert!(CertReqs::parse("yes").is_err());
     }
@@ -182,7 +186,10 @@ mod tests {
             ..TlsFiles::default()
         })
         .unwrap_err();
-        assert!(e.starts_with("cannot read --certfile /nonexistent/cert.pem"), "{e}");
+        assert!(
+            e.starts_with("cannot read --certfile /nonexistent/cert.pem"),
+            "{e}"
+        );
         assert!(!e.contains('\n'));
     }
 }
