@@ -518,9 +518,15 @@ impl HostEnviron {
         if let Some(suffix) = key.strip_prefix(b"HTTP_") {
             return self.http_var(suffix);
         }
+        if key.starts_with(b"SSL_") || key == b"HTTPS" {
+            return self
+                .secure()
+                .into_iter()
+                .find(|(k, _, present)| *present && *k == key)
+                .map(|(_, v, _)| v);
+        }
         self.fixed()
             .into_iter()
-            .chain(self.secure())
             .find(|(k, _, present)| *present && *k == key)
             .map(|(_, v, _)| v)
     }
