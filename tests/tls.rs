@@ -177,6 +177,19 @@ fn curl_gets_https_with_alpn_http11_and_the_environ_says_https() {
     }
     assert!(!body.contains("SSL_CLIENT_S_DN"), "{body}");
     server.wait_for_log("listening on https://", TIMEOUT);
+    // environ_get finds them too.
+    for (key, value) in [
+        ("HTTPS", "on"),
+        ("SSL_PROTOCOL", "TLSv1.3"),
+        ("SSL_CLIENT_S_DN", "absent"),
+    ] {
+        let out = Command::new("curl")
+            .args(["-sS", "--cacert", &pki.arg("ca.pem")])
+            .arg(format!("https://localhost:{}/get?key={key}", server.port()))
+            .output()
+            .expect("curl runs");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), value, "{key}");
+    }
 }
 
 #[test]
@@ -207,6 +220,7 @@ fn tls_1_1_is_refused_and_1_2_is_served() {
             ])
             .args([
                 version,
+                "-ign_eof",
                 "-cipher",
                 "DEFAULT@SECLEVEL=0",
                 "-CAfile",

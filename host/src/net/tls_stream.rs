@@ -98,6 +98,10 @@ impl TlsStream {
     pub fn recv_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         let fd = self.fd();
         let st = &mut *self.state.borrow_mut();
+        if st.conn.wants_write() {
+            // What an earlier read could not send (a full socket).
+            flush(&mut st.conn, fd)?;
+        }
         let want = (buf.capacity() - buf.len()).min(max);
         let mut got = 0;
         loop {
@@ -140,10 +144,11 @@ impl TlsStream {
                 }
                 Ok(_) => {
                     let result = st.conn.process_new_packets();
-                    // Handshake messages, alerts, tickets: out now. A
-                    // socket too full for them keeps them for the next
-                    // send (a client sends nothing until it has the
-                    // server's flight, which a fresh socket takes whole).
+                    // Handshake messages, alerts, tickets: out now. What a
+                    // full socket does not take goes with the next read or
+                    // send, or when the socket has room (`flush_pending`,
+                    // on the writable edge of a connection waiting for a
+                    // head).
                     let _ = flush(&mut st.conn, fd);
                     if let Err(e) = result {
                         tracing::debug!("TLS: {e}; closed");
@@ -197,6 +202,13 @@ impl TlsStream {
             out.drain(..sent);
         }
         Ok(sent)
+    }
+
+    /// Sends what rustls holds encrypted (handshake messages a full socket
+    /// did not take); false if the connection failed.
+    pub fn flush_pending(&self) -> bool {
+        let st = &mut *self.state.borrow_mut();
+        flush(&mut st.conn, self.fd()).is_ok()
     }
 
     /// Decrypted bytes are waiting (a read that would not touch the socket).

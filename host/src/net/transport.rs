@@ -111,6 +111,16 @@ impl Transport {
         }
     }
 
+    /// The socket has room again: a TLS connection sends what it holds
+    /// (its handshake flight, when a client's window was full). False if
+    /// the connection failed. Plain sockets hold nothing here.
+    pub fn flush_pending(&self) -> bool {
+        match &self.stream {
+            Stream::Tls(t) => t.flush_pending(),
+            _ => true,
+        }
+    }
+
     /// What the environ says of a TLS connection (None for a plain one, or
     /// before the handshake is done).
     pub fn tls_peer(&self) -> Option<std::sync::Arc<TlsPeer>> {
