@@ -100,7 +100,7 @@ impl Pki {
     fn openssl(&self, args: &[&str]) {
         let out = Command::new("openssl")
             .args(args)
-            .current_dir(&self.dir.join(""))
+            .current_dir(self.dir.join(""))
             .output()
             .expect("openssl runs");
         assert!(out.status.success(), "openssl {args:?}: {out:?}");

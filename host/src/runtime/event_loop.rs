@@ -659,10 +659,10 @@ impl Loop {
         match self.slots.get_mut(idx) {
             Some(Slot::Head(_) | Slot::Proxy(_)) if ev.readable => self.read_head(idx, now),
             // A TLS handshake flight the socket did not take whole.
-            Some(Slot::Head(conn)) if ev.writable && conn.io.is_tls() => {
-                if !conn.io.flush_pending() {
-                    self.close(idx);
-                }
+            Some(Slot::Head(conn))
+                if ev.writable && conn.io.is_tls() && !conn.io.flush_pending() =>
+            {
+                self.close(idx)
             }
             Some(Slot::Body(_)) if ev.readable => self.read_body(idx, now),
             Some(Slot::Lent(lent)) => lent.unread |= ev.readable,
