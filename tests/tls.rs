@@ -542,3 +542,43 @@ fn a_stalled_handshake_is_closed_at_the_header_timeout() {
     let (code, _) = python(&["environ", &port(&server), &pki.arg("ca.pem")]);
     assert_eq!(code, 0);
 }
+
+#[test]
+fn a_client_that_stops_reading_over_tls_is_closed_at_the_send_deadline() {
+    let pki = Pki::new("tls-slow-reader");
+    let server = pki.serve(&["--send-timeout", "1", "--send-min-rate", "0"]);
+    // Asks for 64 MiB and reads none of it: what the server encrypted and
+    // could not send is held (owed) and timed like plain bytes.
+    let script = r#"
+import socket, ssl, sys, time
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+raw = socket.socket()
+raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+raw.connect(("127.0.0.1", int(sys.argv[1])))
+s = ctx.wrap_socket(raw, server_hostname="localhost")
+s.sendall(b"GET /big?mb=64 HTTP/1.1\r\nHost: x\r\n\r\n")
+time.sleep(float(sys.argv[3]))
+got = 0
+try:
+    while True:
+        data = s.recv(1 << 20)
+        if not data:
+            break
+        got += len(data)
+except (ssl.SSLError, OSError):
+    pass
+print("got", got)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &port(&server), &pki.arg("ca.pem"), "4"])
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let got: usize = stdout
+        .trim()
+        .strip_prefix("got ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout} {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(got < 64 << 20, "the whole body arrived: {got}");
+    server.wait_for_log("client too slow reading the response; closed", TIMEOUT);
+}
