@@ -582,3 +582,23 @@ print("got", got)
     assert!(got < 64 << 20, "the whole body arrived: {got}");
     server.wait_for_log("client too slow reading the response; closed", TIMEOUT);
 }
+
+#[test]
+fn a_unix_socket_stays_plain_http_beside_tls_binds() {
+    let pki = Pki::new("tls-unix");
+    let sock = pki.path("app.sock");
+    let server = server::serve(artifacts::rust_plugin("testapps"))
+        .args(["--certfile", &pki.arg("server.pem"), "--keyfile", &pki.arg("server.key")])
+        .bind("127.0.0.1:0")
+        .bind(&format!("unix:{}", sock.display()))
+        .spawn();
+    server.wait_for_log(&format!("listening on unix:{}", sock.display()), TIMEOUT);
+    let logs = server.wait_for_log("listening on https://127.0.0.1:", TIMEOUT);
+    let out = Command::new("curl")
+        .args(["-sS", "--unix-socket", sock.to_str().unwrap(), "http://localhost/environ"])
+        .output()
+        .expect("curl runs");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.contains("wsgi.url_scheme=http\n"), "{body}\n{logs}");
+    assert!(!body.contains("HTTPS=") && !body.contains("SSL_"), "{body}");
+}
