@@ -391,6 +391,17 @@ fn hup_rotates_the_certificate_and_open_connections_keep_going() {
     let server = pki.serve(&["--keep-alive", "30"]);
     let mut session = Session::open(&server, &pki.arg("ca.pem"));
     assert_eq!(session.say(""), "serial 1001 status 200");
+    // A request in flight across the reload.
+    let mut sleeper = Command::new("python3")
+        .arg(script())
+        .args(["sleep", &port(&server), &pki.arg("ca.pem"), "2000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut sleeper_out = BufReader::new(sleeper.stdout.take().unwrap());
+    let mut line = String::new();
+    sleeper_out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "connected");
 
     rotate(&pki, 0x2002);
     server.send_signal("HUP");
@@ -412,6 +423,11 @@ fn hup_rotates_the_certificate_and_open_connections_keep_going() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The request that was running finished on its old worker.
+    line.clear();
+    sleeper_out.read_line(&mut line).unwrap();
+    let _ = sleeper.wait();
+    assert_eq!(line.trim(), "slept serial 1001 status 200 slept 2000");
 }
 
 #[test]
@@ -588,17 +604,39 @@ fn a_unix_socket_stays_plain_http_beside_tls_binds() {
     let pki = Pki::new("tls-unix");
     let sock = pki.path("app.sock");
     let server = server::serve(artifacts::rust_plugin("testapps"))
-        .args(["--certfile", &pki.arg("server.pem"), "--keyfile", &pki.arg("server.key")])
+        .args([
+            "--certfile",
+            &pki.arg("server.pem"),
+            "--keyfile",
+            &pki.arg("server.key"),
+        ])
         .bind("127.0.0.1:0")
         .bind(&format!("unix:{}", sock.display()))
         .spawn();
     server.wait_for_log(&format!("listening on unix:{}", sock.display()), TIMEOUT);
     let logs = server.wait_for_log("listening on https://127.0.0.1:", TIMEOUT);
     let out = Command::new("curl")
-        .args(["-sS", "--unix-socket", sock.to_str().unwrap(), "http://localhost/environ"])
+        .args([
+            "-sS",
+            "--unix-socket",
+            sock.to_str().unwrap(),
+            "http://localhost/environ",
+        ])
         .output()
         .expect("curl runs");
     let body = String::from_utf8_lossy(&out.stdout);
     assert!(body.contains("wsgi.url_scheme=http\n"), "{body}\n{logs}");
     assert!(!body.contains("HTTPS=") && !body.contains("SSL_"), "{body}");
+}
+
+#[test]
+fn plain_http_on_the_tls_port_is_answered_400() {
+    let pki = Pki::new("tls-plain-http");
+    let server = pki.serve(&[]);
+    let mut conn = server.connect();
+    conn.send(b"GET /last HTTP/1.1\r\nHost: x\r\n\r\n");
+    let resp = conn.read_response();
+    assert_eq!(resp.status, 400, "{:?}", resp.raw);
+    assert!(resp.text().contains("https://"), "{}", resp.text());
+    conn.expect_closed(TIMEOUT);
 }

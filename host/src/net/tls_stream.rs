@@ -53,7 +53,15 @@ struct State {
     owed: usize,
     /// What the environ says of the TLS side, once the handshake is done.
     peer: Option<Arc<TlsPeer>>,
+    /// The first bytes the client sent (`first_len` of them), kept to
+    /// tell a plain HTTP request from a broken handshake.
+    first: [u8; 4],
+    first_len: u8,
 }
+
+/// The answer to a plain HTTP request on a TLS port (nginx answers one
+/// too): better than a connection closed without a word.
+const PLAIN_HTTP: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 46\r\nConnection: close\r\n\r\nThis port speaks HTTPS: use an https:// URL.\r\n";
 
 /// The TLS side of a connection as the environ shows it (Apache's and
 /// nginx's names): fixed after the handshake.
@@ -84,6 +92,8 @@ impl TlsStream {
                 conn,
                 owed: 0,
                 peer: None,
+                first: [0; 4],
+                first_len: 0,
             }),
         })
     }
@@ -131,7 +141,17 @@ impl TlsStream {
             if got == want {
                 return Ok(got);
             }
-            match st.conn.read_tls(&mut Fd(fd)) {
+            let read = if st.first_len < 4 {
+                let mut recording = Recording {
+                    fd,
+                    first: &mut st.first,
+                    len: &mut st.first_len,
+                };
+                st.conn.read_tls(&mut recording)
+            } else {
+                st.conn.read_tls(&mut Fd(fd))
+            };
+            match read {
                 // EOF from the socket: what rustls makes of it is asked on
                 // the next round (the reader says closed).
                 Ok(0) => {
@@ -144,16 +164,24 @@ impl TlsStream {
                 }
                 Ok(_) => {
                     let result = st.conn.process_new_packets();
+                    if let Err(e) = result {
+                        // A record starts with its type (22 for a
+                        // handshake), never a letter; a request line does.
+                        if st.conn.is_handshaking() && st.first[0].is_ascii_uppercase() {
+                            tracing::debug!("TLS: a plain HTTP request; answered 400");
+                            let _ = Fd(fd).write(PLAIN_HTTP);
+                        } else {
+                            tracing::debug!("TLS: {e}; closed");
+                            let _ = flush(&mut st.conn, fd);
+                        }
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                    }
                     // Handshake messages, alerts, tickets: out now. What a
                     // full socket does not take goes with the next read or
                     // send, or when the socket has room (`flush_pending`,
                     // on the writable edge of a connection waiting for a
                     // head).
                     let _ = flush(&mut st.conn, fd);
-                    if let Err(e) = result {
-                        tracing::debug!("TLS: {e}; closed");
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-                    }
                     if st.peer.is_none() && !st.conn.is_handshaking() {
                         st.peer = Some(Arc::new(describe(&st.conn)));
                     }
@@ -295,6 +323,24 @@ impl Read for Fd {
             return Err(io::Error::last_os_error());
         }
         Ok(n as usize)
+    }
+}
+
+/// `Fd`, keeping the first bytes read (see `State::first`).
+struct Recording<'a> {
+    fd: RawFd,
+    first: &'a mut [u8; 4],
+    len: &'a mut u8,
+}
+
+impl Read for Recording<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = Fd(self.fd).read(buf)?;
+        let at = *self.len as usize;
+        let take = n.min(self.first.len() - at);
+        self.first[at..at + take].copy_from_slice(&buf[..take]);
+        *self.len += take as u8;
+        Ok(n)
     }
 }
 
