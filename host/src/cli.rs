@@ -5,6 +5,7 @@ use host::http1::parse::{
     DEFAULT_LIMIT_REQUEST_FIELDS, DEFAULT_LIMIT_REQUEST_FIELD_SIZE, DEFAULT_LIMIT_REQUEST_LINE,
 };
 use host::net::allow::{AllowIps, LOCALHOST};
+use host::net::tls::CertReqs;
 use host::runtime::log_format::{AccessFormat, Style, DEFAULT_ACCESS_FORMAT};
 
 #[derive(Parser, Debug)]
@@ -304,6 +305,22 @@ pub struct ServeArgs {
         help_heading = "Observability"
     )]
     pub admin_bind: Option<String>,
+    /// Serve HTTPS on every TCP bind with this certificate chain (PEM, leaf first); unix sockets stay plain HTTP. HUP re-reads it.
+    #[arg(long = "certfile", value_name = "FILE", help_heading = "TLS")]
+    pub certfile: Option<std::path::PathBuf>,
+
+    /// The certificate's private key (PEM; default: read from --certfile).
+    #[arg(long = "keyfile", value_name = "FILE", help_heading = "TLS")]
+    pub keyfile: Option<std::path::PathBuf>,
+
+    /// CA certificates (PEM) that client certificates must chain to (with --cert-reqs).
+    #[arg(long = "ca-certs", value_name = "FILE", help_heading = "TLS")]
+    pub ca_certs: Option<std::path::PathBuf>,
+
+    /// Whether clients must show a certificate: 0/none, 1/optional, 2/required (gunicorn's values).
+    #[arg(long = "cert-reqs", value_name = "REQS", help_heading = "TLS",
+          default_value = "none", value_parser = CertReqs::parse)]
+    pub cert_reqs: CertReqs,
 }
 
 /// `--forwarded-allow-ips`, `--proxy-allow-ips`.

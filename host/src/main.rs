@@ -17,6 +17,7 @@ use host::gateway::environ::HeaderMap;
 use host::gateway::plugin::{Plugin, PluginSpec};
 use host::http1::parse;
 use host::net::listener::{self, BindOptions};
+use host::net::tls;
 use host::runtime::log_format::{AccessStyle, Style};
 use host::runtime::{access_log, error_log, Config, ProxyProtocol};
 use host::supervisor::control::{self, Pidfile, Remote};
@@ -263,6 +264,10 @@ fn serve_with(
     if let Some(path) = &settings.file {
         tracing::info!("settings from {} (HUP re-reads it)", path.display());
         config.reread = Some(reread_settings(settings.entries, cli));
+    } else if args.certfile.is_some() {
+        // No file to re-read, but the certificate files are: HUP reads the
+        // settings again (the same ones) to load them.
+        config.reread = Some(reread_settings(settings.entries, cli));
     }
     let master = Master::start(config, bound)?;
     master.run()
@@ -326,6 +331,37 @@ fn plan(settings: &Settings) -> Result<MasterConfig, String> {
         )
     })?;
     let spec = PluginSpec::parse(plugin);
+    let tls = match &args.certfile {
+        Some(certfile) => {
+            if args.proxy_protocol {
+                return Err(
+                    "--proxy-protocol cannot be combined with --certfile (the PROXY header would come before the TLS handshake)"
+                        .into(),
+                );
+            }
+            let config = tls::load(&tls::TlsFiles {
+                certfile: certfile.clone(),
+                keyfile: args.keyfile.clone(),
+                ca_certs: args.ca_certs.clone(),
+                cert_reqs: args.cert_reqs,
+            })?;
+            tracing::info!("TLS: serving HTTPS with {}", certfile.display());
+            Some(config)
+        }
+        None => {
+            // Said here rather than by clap, whose one-line form would
+            // not name the flag.
+            let orphan = [
+                ("--keyfile", args.keyfile.is_some()),
+                ("--ca-certs", args.ca_certs.is_some()),
+                ("--cert-reqs", args.cert_reqs != tls::CertReqs::None),
+            ];
+            if let Some((flag, _)) = orphan.iter().find(|(_, given)| *given) {
+                return Err(format!("{flag} needs --certfile"));
+            }
+            None
+        }
+    };
     let server = Config {
         threads: args.threads as usize,
         keep_alive: Duration::from_secs(args.keep_alive),
@@ -362,6 +398,7 @@ fn plan(settings: &Settings) -> Result<MasterConfig, String> {
         } else {
             ProxyProtocol::Off
         },
+        tls,
     };
     Ok(MasterConfig {
         original: spec.path,

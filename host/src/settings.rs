@@ -69,6 +69,11 @@ pub const LIVE: &[&str] = &[
     "forwarded-allow-ips",
     "proxy-protocol",
     "proxy-allow-ips",
+    // TLS: the next generation of workers serves the new files.
+    "certfile",
+    "keyfile",
+    "ca-certs",
+    "cert-reqs",
 ];
 
 /// Where a setting's value came from.

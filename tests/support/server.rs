@@ -15,8 +15,9 @@ use crate::artifacts;
 use crate::client::Conn;
 use crate::TIMEOUT;
 
-/// What the host logs once a listener is up, followed by its address.
-const LISTENING: &str = "listening on http://";
+/// What the host logs once a listener is up, followed by `://` (`s://`
+/// with `--certfile`) and its address.
+const LISTENING: &str = "listening on http";
 
 /// `path:symbol`, the way the host's command line names a plugin.
 pub fn plugin_spec(path: &Path, symbol: &str) -> String {
@@ -292,6 +293,8 @@ impl Serve {
             .match_indices(LISTENING)
             .map(|(at, _)| {
                 let rest = &text[at + LISTENING.len()..];
+                let rest = rest.strip_prefix('s').unwrap_or(rest);
+                let rest = rest.strip_prefix("://").unwrap_or(rest);
                 let addr = rest
                     .split(|c: char| c.is_whitespace() || c == '/' || c == ',' || c == '"')
                     .next()

@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 use std::ffi::c_void;
 use std::io::Write as _;
+use std::sync::Arc;
 
 use abi::ffi::{
     nwsgi_environ, nwsgi_environ_each_cb, nwsgi_header, nwsgi_host_api, nwsgi_str, NWSGI_ABI_MAJOR,
@@ -20,6 +21,7 @@ use crate::gateway::request_id::RequestId;
 use crate::http1::forwarded::Scheme;
 use crate::http1::parse::RequestHead;
 use crate::net::endpoint::Endpoint;
+use crate::net::tls_stream::TlsPeer;
 
 /// Where the connection came from and arrived, as text in fixed buffers
 /// that outlive the environ. An app thread keeps one and re-formats only
@@ -352,6 +354,9 @@ pub struct HostEnviron {
     underscores: bool,
     /// The request id (`REQUEST_ID`; `HTTP_X_REQUEST_ID` reads it too).
     rid: RequestId,
+    /// The TLS side of the connection (`set_tls`), for HTTPS-only
+    /// variables; None for plain HTTP.
+    tls: Option<Arc<TlsPeer>>,
 }
 
 /// What becomes of a request header whose name holds `_` (gunicorn's
@@ -414,6 +419,7 @@ impl HostEnviron {
             joined: RefCell::new(Vec::new()),
             underscores: false,
             rid: RequestId::default(),
+            tls: None,
         }
     }
 
@@ -450,6 +456,9 @@ impl HostEnviron {
         r.api = parts.api;
         self.underscores = parts.underscores;
         self.rid.reset();
+        if self.tls.is_some() {
+            self.tls = None;
+        }
         let joined = self.joined.get_mut();
         if !joined.is_empty() {
             joined.clear();
@@ -482,6 +491,39 @@ impl HostEnviron {
     /// After `fill`: the client's scheme, when it is not http.
     pub fn set_scheme(&mut self, scheme: Scheme) {
         self.raw.url_scheme = nwsgi_str::from_bytes(scheme.as_bytes());
+    }
+
+    /// After `fill`: the request came over TLS, whose side the SSL_*
+    /// variables describe (Apache's and nginx's names).
+    pub fn set_tls(&mut self, peer: Arc<TlsPeer>) {
+        self.tls = Some(peer);
+    }
+
+    /// HTTPS (`on` when wsgi.url_scheme is https, by TLS or by a trusted
+    /// proxy's word) and the SSL_* variables of a TLS connection: SSL_PROTOCOL
+    /// and SSL_CLIENT_VERIFY always, SSL_CLIENT_S_DN and SSL_CLIENT_I_DN
+    /// with a client certificate.
+    fn secure(&self) -> [(&'static [u8], nwsgi_str, bool); 5] {
+        let s = nwsgi_str::from_bytes;
+        let https = self.text(self.raw.url_scheme) == Scheme::Https.as_bytes();
+        let e = nwsgi_str::EMPTY;
+        let Some(t) = &self.tls else {
+            return [
+                (b"HTTPS", s(b"on"), https),
+                (b"SSL_PROTOCOL", e, false),
+                (b"SSL_CLIENT_VERIFY", e, false),
+                (b"SSL_CLIENT_S_DN", e, false),
+                (b"SSL_CLIENT_I_DN", e, false),
+            ];
+        };
+        let dn = |d: &Option<Box<str>>| d.as_deref().map_or(e, |d| s(d.as_bytes()));
+        [
+            (b"HTTPS", s(b"on"), https),
+            (b"SSL_PROTOCOL", s(t.protocol.as_bytes()), true),
+            (b"SSL_CLIENT_VERIFY", s(t.verify.as_bytes()), true),
+            (b"SSL_CLIENT_S_DN", dn(&t.subject), t.subject.is_some()),
+            (b"SSL_CLIENT_I_DN", dn(&t.issuer), t.issuer.is_some()),
+        ]
     }
 
     /// The raw header list.
@@ -589,6 +631,13 @@ impl HostEnviron {
         if key == b"REQUEST_ID" {
             return Some(nwsgi_str::from_bytes(self.request_id()));
         }
+        if key.starts_with(b"SSL_") || key == b"HTTPS" {
+            return self
+                .secure()
+                .into_iter()
+                .find(|(k, _, present)| *present && *k == key)
+                .map(|(_, v, _)| v);
+        }
         self.fixed()
             .into_iter()
             .find(|(k, _, present)| *present && *k == key)
@@ -621,7 +670,7 @@ impl HostEnviron {
 
     /// Calls `f` for every variable; stops at the first non-zero return.
     pub fn each(&self, mut f: impl FnMut(&[u8], nwsgi_str) -> i32) -> i32 {
-        for (k, v, present) in self.fixed() {
+        for (k, v, present) in self.fixed().into_iter().chain(self.secure()) {
             if present {
                 let rc = f(k, v);
                 if rc != 0 {

@@ -1,12 +1,15 @@
 //! Sockets: the listening sockets (`listener`, and systemd's in
-//! `systemd`), a client connection's byte stream (`transport`) and its
-//! ends (`endpoint`).
+//! `systemd`), a client connection's byte stream (`transport`; TLS in
+//! `tls_stream`, its settings in `tls`) and its ends (`endpoint`).
 pub mod allow;
 pub mod endpoint;
 pub mod listener;
 pub mod proxy_protocol;
 pub mod systemd;
+pub mod tls;
+pub mod tls_stream;
 pub mod transport;
+pub mod x509_name;
 
 use std::io;
 

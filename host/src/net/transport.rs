@@ -1,13 +1,14 @@
 //! A client connection's byte stream, the one type the engine reads from
 //! and writes to (hyper's `Conn<I>` seam): a nonblocking TCP or unix
-//! stream socket (TLS would be a further kind of the same type), so
-//! nothing above this file names `mio::net::TcpStream`.
+//! stream socket, or TLS over TCP (`tls_stream`), so nothing above this
+//! file names `mio::net::TcpStream` or rustls.
 //!
-//! Reads, writes and waits go through the file descriptor with libc calls
-//! that are the same for both kinds: the kind matters only where the
-//! socket is made, shut down or registered, so a TCP request pays nothing
-//! for unix sockets being possible (one match on a two-variant enum where
-//! the fd is taken).
+//! Reads, writes and waits of plain sockets go through the file
+//! descriptor with libc calls that are the same for both kinds: the kind
+//! matters only where the socket is made, shut down or registered. A TLS
+//! stream has its own reads and writes, behind one comparison at the top
+//! of each call, so a plain request pays that comparison for TLS being
+//! possible.
 //!
 //! The socket stays nonblocking for its whole life (the event loop needs
 //! that). Every read and write here returns at once; the one way to wait is
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 use mio::event::Source;
 
 use crate::net::endpoint::Endpoint;
+use crate::net::tls_stream::{TlsPeer, TlsStream};
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
@@ -36,6 +38,9 @@ pub struct Transport {
 enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// Boxed: rustls's state is a few hundred bytes a plain connection
+    /// should not carry.
+    Tls(Box<TlsStream>),
 }
 
 /// What TCP knows of a connection's client (`TCP_INFO`), asked of one
@@ -81,6 +86,50 @@ impl Transport {
         }
     }
 
+    /// The TLS server side of an accepted TCP connection (`--certfile`);
+    /// a unix socket stays plain (it serves a proxy on the same host).
+    pub fn secure(self, config: &std::sync::Arc<rustls::ServerConfig>) -> io::Result<Transport> {
+        match self.stream {
+            Stream::Tcp(s) => Ok(Transport {
+                stream: Stream::Tls(Box::new(TlsStream::new(s, config)?)),
+            }),
+            other => Ok(Transport { stream: other }),
+        }
+    }
+
+    /// Whether this is a TLS connection.
+    #[inline]
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, Stream::Tls(_))
+    }
+
+    /// A TLS connection whose handshake is not done yet.
+    pub fn handshaking(&self) -> bool {
+        match &self.stream {
+            Stream::Tls(t) => t.handshaking(),
+            _ => false,
+        }
+    }
+
+    /// The socket has room again: a TLS connection sends what it holds
+    /// (its handshake flight, when a client's window was full). False if
+    /// the connection failed. Plain sockets hold nothing here.
+    pub fn flush_pending(&self) -> bool {
+        match &self.stream {
+            Stream::Tls(t) => t.flush_pending(),
+            _ => true,
+        }
+    }
+
+    /// What the environ says of a TLS connection (None for a plain one, or
+    /// before the handshake is done).
+    pub fn tls_peer(&self) -> Option<std::sync::Arc<TlsPeer>> {
+        match &self.stream {
+            Stream::Tls(t) => t.peer(),
+            _ => None,
+        }
+    }
+
     /// A connected std socket, made nonblocking (benchmarks, tests).
     pub fn from_std(stream: std::net::TcpStream) -> io::Result<Transport> {
         stream.set_nonblocking(true)?;
@@ -93,6 +142,7 @@ impl Transport {
         match &self.stream {
             Stream::Tcp(s) => s.local_addr().map(Endpoint::Ip),
             Stream::Unix(_) => Ok(Endpoint::Unix),
+            Stream::Tls(t) => t.tcp.local_addr().map(Endpoint::Ip),
         }
     }
 
@@ -101,6 +151,7 @@ impl Transport {
         match &self.stream {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tls(t) => t.tcp.as_raw_fd(),
         }
     }
 
@@ -110,6 +161,9 @@ impl Transport {
     /// memset per read is measurable on the request path. Ok(0): the peer
     /// closed its side.
     pub fn recv_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        if let Stream::Tls(t) = &self.stream {
+            return t.recv_append(buf, max);
+        }
         let spare = buf.spare_capacity_mut();
         let len = spare.len().min(max);
         // SAFETY: the pointer and length describe `len` bytes of `buf`'s
@@ -128,7 +182,8 @@ impl Transport {
     /// One nonblocking `send` of as much of `data` as the socket takes;
     /// WouldBlock when it takes nothing. MSG_NOSIGNAL: a client that
     /// closed is an EPIPE error here, never a SIGPIPE for the process.
-    pub fn send(&self, data: &[u8]) -> io::Result<usize> {
+    /// Plain sockets only (`send_from` is the call for any kind).
+    fn send(&self, data: &[u8]) -> io::Result<usize> {
         // SAFETY: `data` is valid for reads of its length for the call; the
         // fd is the stream's, open while borrowed.
         let n = unsafe {
@@ -149,6 +204,9 @@ impl Transport {
     /// the front of `out`; returns the bytes sent. An error means the
     /// client is gone (`out` is then left as it was).
     pub fn send_from(&self, out: &mut Vec<u8>) -> io::Result<usize> {
+        if let Stream::Tls(t) = &self.stream {
+            return t.send_from(out);
+        }
         let mut sent = 0;
         while sent < out.len() {
             match self.send(&out[sent..]) {
@@ -171,6 +229,12 @@ impl Transport {
     /// (then TimedOut). Readable also reports a peer that closed or reset,
     /// and Writable a dead connection: the next read or write says which.
     pub fn wait(&self, ready: Ready, deadline: Instant) -> io::Result<()> {
+        if let (Stream::Tls(t), Ready::Readable) = (&self.stream, ready) {
+            // Decrypted bytes already here: the socket may have none.
+            if t.has_plaintext() {
+                return Ok(());
+            }
+        }
         let events = match ready {
             Ready::Readable => libc::POLLIN,
             Ready::Writable => libc::POLLOUT,
@@ -252,12 +316,17 @@ impl Transport {
         let _ = match &self.stream {
             Stream::Tcp(s) => s.shutdown(Shutdown::Write),
             Stream::Unix(s) => s.shutdown(Shutdown::Write),
+            Stream::Tls(t) => {
+                t.shutdown_write();
+                Ok(())
+            }
         };
     }
 }
 
 /// Answers the client on `fd` with `bytes` (if the socket takes them at
-/// once) and shuts our side down, for a request taken over from an app
+/// once; plain connections only: a TLS one gets no bytes) and shuts our
+/// side down, for a request taken over from an app
 /// thread stuck in the plugin (`-t`). The thread still owns the socket, so
 /// it is not closed here: it is dropped when the thread gives it back, or
 /// when the worker exits.
@@ -296,6 +365,7 @@ impl Source for Transport {
         match &mut self.stream {
             Stream::Tcp(s) => s.register(registry, token, interests),
             Stream::Unix(s) => s.register(registry, token, interests),
+            Stream::Tls(t) => t.tcp.register(registry, token, interests),
         }
     }
 
@@ -308,6 +378,7 @@ impl Source for Transport {
         match &mut self.stream {
             Stream::Tcp(s) => s.reregister(registry, token, interests),
             Stream::Unix(s) => s.reregister(registry, token, interests),
+            Stream::Tls(t) => t.tcp.reregister(registry, token, interests),
         }
     }
 
@@ -315,6 +386,7 @@ impl Source for Transport {
         match &mut self.stream {
             Stream::Tcp(s) => s.deregister(registry),
             Stream::Unix(s) => s.deregister(registry),
+            Stream::Tls(t) => t.tcp.deregister(registry),
         }
     }
 }

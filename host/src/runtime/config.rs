@@ -68,6 +68,9 @@ pub struct Config {
     /// How access-log lines are written (`--access-log-format`,
     /// `--log-format`), and whether requests need a start time for them.
     pub access_style: AccessStyle,
+    /// TCP connections are TLS with this (`--certfile`); None: plain.
+    /// Built by the master, so a worker never reads the files.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Whether connections start with a PROXY protocol header.
@@ -140,6 +143,7 @@ impl Default for Config {
             forwarded_allow: AllowIps::localhost(),
             proxy_protocol: ProxyProtocol::Off,
             access_style: AccessStyle::default(),
+            tls: None,
         }
     }
 }

@@ -143,6 +143,9 @@ struct Lent {
     unread: bool,
     /// Its socket, to answer it if its request is taken over.
     fd: std::os::fd::RawFd,
+    /// It is TLS: a takeover cannot answer it (the TLS state is with the
+    /// stuck thread), only close it.
+    tls: bool,
 }
 
 /// What follows once a client has taken its pending response bytes.
@@ -491,8 +494,9 @@ impl Loop {
                         .slots
                         .iter()
                         .position(|s| matches!(s, Slot::Lent(l) if l.fd == fd));
+                    let tls = idx.is_some_and(|i| matches!(&self.slots[i], Slot::Lent(l) if l.tls));
                     let peer = transport::peer_of(fd);
-                    if clean {
+                    if clean && !tls {
                         let mut out = Vec::new();
                         encode_error(&mut out, 503, "Service Unavailable", false);
                         transport::answer_abandoned(fd, &out);
@@ -551,8 +555,24 @@ impl Loop {
                     let Ok(local) = io.local() else {
                         continue;
                     };
-                    let mut conn = Conn::new(io, peer, local, now);
                     let config = &self.shared.config;
+                    // `--certfile`: TCP connections are TLS; the handshake
+                    // runs in the head's reads, under its deadline.
+                    let io = match &config.tls {
+                        Some(tls) => match io.secure(tls) {
+                            Ok(io) => io,
+                            Err(e) => {
+                                tracing::warn!("cannot start TLS on a new connection: {e}");
+                                continue;
+                            }
+                        },
+                        None => io,
+                    };
+                    let tls = io.is_tls();
+                    let mut conn = Conn::new(io, peer, local, now);
+                    if tls {
+                        conn.scheme = Scheme::Https;
+                    }
                     conn.forwarding = Forwarding::of(&config.forwarded_allow, peer);
                     let proxied = config.proxy_protocol.expected_from(peer);
                     let idx = self.free.pop().unwrap_or_else(|| {
@@ -640,6 +660,12 @@ impl Loop {
     fn on_event(&mut self, idx: usize, ev: Ready, now: Instant) {
         match self.slots.get_mut(idx) {
             Some(Slot::Head(_) | Slot::Proxy(_)) if ev.readable => self.read_head(idx, now),
+            // A TLS handshake flight the socket did not take whole.
+            Some(Slot::Head(conn))
+                if ev.writable && conn.io.is_tls() && !conn.io.flush_pending() =>
+            {
+                self.close(idx)
+            }
             Some(Slot::Body(_)) if ev.readable => self.read_body(idx, now),
             Some(Slot::Lent(lent)) => lent.unread |= ev.readable,
             Some(Slot::Sending(conn, _)) => {
@@ -925,6 +951,7 @@ impl Loop {
         self.slots[idx] = Slot::Lent(Lent {
             unread: false,
             fd: conn.io.fd(),
+            tls: conn.io.is_tls(),
         });
         self.lent += 1;
         self.ready.push((
@@ -1275,6 +1302,7 @@ impl Loop {
         self.slots[idx] = Slot::Lent(Lent {
             unread: false,
             fd: conn.io.fd(),
+            tls: conn.io.is_tls(),
         });
         self.lent += 1;
         let thread = desk.thread;
@@ -1386,6 +1414,7 @@ impl Loop {
         let (body_rule, send_rule) = (cfg.body_rule(), cfg.send_rule());
         let mut expired = Vec::new();
         let mut slow_heads = Vec::new();
+        let mut slow_handshakes = Vec::new();
         let mut slow_proxies = Vec::new();
         let mut slow_bodies = Vec::new();
         let mut slow_readers = Vec::new();
@@ -1405,7 +1434,9 @@ impl Loop {
                         _ => (conn.since, cfg.header_timeout),
                     };
                     if now.duration_since(since) >= limit {
-                        if conn.buf.is_empty() {
+                        if conn.io.handshaking() {
+                            slow_handshakes.push(idx);
+                        } else if conn.buf.is_empty() {
                             expired.push(idx);
                         } else {
                             slow_heads.push(idx);
@@ -1481,6 +1512,18 @@ impl Loop {
                 );
             }
             self.answer_and_close(idx, 408, "Request Timeout");
+        }
+        for idx in slow_handshakes {
+            // A TLS handshake is the start of a head: it has the head's
+            // deadline, and a client that drips it is closed like one that
+            // drips a head (without a 408, which it could not read).
+            if let Some(Slot::Head(conn)) = self.slots.get(idx) {
+                tracing::info!(
+                    peer = %conn.peer,
+                    "TLS handshake not finished within --header-timeout; closed"
+                );
+            }
+            self.close(idx);
         }
         for idx in slow_proxies {
             if let Some(Slot::Proxy(conn)) = self.slots.get(idx) {

@@ -584,6 +584,11 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         if scheme != Scheme::Http {
             env.set_scheme(scheme);
         }
+        if conn.scheme == Scheme::Https {
+            if let Some(peer) = conn.io.tls_peer() {
+                env.set_tls(peer);
+            }
+        }
         let keep_alive = head.keep_alive
             && config.keep_alive_enabled()
             && !shared.stopping.load(Ordering::Relaxed);

@@ -459,7 +459,14 @@ impl Master {
             std::process::id()
         );
         for l in &self.listeners {
-            tracing::info!("listening on {}", l.describe());
+            let at = l.describe();
+            // `--certfile`: TCP binds serve TLS.
+            match at.strip_prefix("http://") {
+                Some(addr) if self.cfg.server.tls.is_some() => {
+                    tracing::info!("listening on https://{addr}")
+                }
+                _ => tracing::info!("listening on {at}"),
+            }
         }
         if let Some(admin) = &self.admin {
             tracing::info!("admin endpoint on {}", admin.describe());
