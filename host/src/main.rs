@@ -388,6 +388,7 @@ fn plan(settings: &Settings) -> Result<MasterConfig, String> {
         },
         multiprocess: args.workers > 1,
         forwarded_allow: args.forwarded_allow_ips.clone(),
+        metrics: args.admin_bind.is_some() || args.pidfile.is_some(),
         access_style: AccessStyle::new(
             args.access_log_format.clone(),
             args.log_format.style(),

@@ -71,6 +71,10 @@ pub struct Config {
     /// TCP connections are TLS with this (`--certfile`); None: plain.
     /// Built by the master, so a worker never reads the files.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// App threads count their requests for the metrics: only when
+    /// something can read them (`--admin-bind`, or a pidfile for `host
+    /// status`/`host top`); without either, the request path skips them.
+    pub metrics: bool,
 }
 
 /// Whether connections start with a PROXY protocol header.
@@ -144,6 +148,7 @@ impl Default for Config {
             proxy_protocol: ProxyProtocol::Off,
             access_style: AccessStyle::default(),
             tls: None,
+            metrics: false,
         }
     }
 }

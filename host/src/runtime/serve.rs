@@ -140,7 +140,8 @@ pub struct Desk {
     /// The client went away (or was too slow) while the request was
     /// parked: close the iterator and drop the connection.
     pub gone: bool,
-    /// When the request entered app code (`metrics` ticks).
+    /// When the request's head was parsed (`metrics` ticks): the start of
+    /// its duration, for the metrics and the access log.
     began: u64,
 }
 
@@ -258,6 +259,9 @@ pub struct AppThread<'a> {
     #[allow(clippy::vec_box)]
     desks: Vec<Box<Desk>>,
     slot: Option<&'static ThreadSlot>,
+    /// The slot again when requests are counted for the metrics
+    /// (`Config::metrics`); None: not counted.
+    metrics: Option<&'static ThreadSlot>,
 }
 
 /// Desks kept per thread beyond the one in use (more are made when
@@ -278,6 +282,7 @@ impl<'a> AppThread<'a> {
             memo: Box::default(),
             desks: vec![Desk::new(index)],
             slot,
+            metrics: slot.filter(|_| shared.config.metrics),
         }
     }
 
@@ -448,7 +453,7 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         began,
         ..
     } = d;
-    let slot = t.slot;
+    let counted = t.metrics.is_some();
     let conn = conn.as_mut().expect("a desk at work holds its connection");
     let pending = &conn.buf[*start..];
     if pending.is_empty() {
@@ -500,7 +505,7 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         *version = head.version;
         // The request's start, for its metrics and an access log's
         // duration: one clock read serves both.
-        if slot.is_some() || config.access_style.clock {
+        if counted || config.access_style.clock {
             *began = metrics::ticks();
         }
         let base = conn.buf.as_ptr() as usize;
@@ -630,7 +635,7 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
                 .as_ref()
                 .expect("a desk at work holds its connection");
             tracing::info!(peer = %conn.peer, "bad request: {e}");
-            if let Some(slot) = t.slot {
+            if let Some(slot) = t.metrics {
                 slot.counters.refused(e.status());
             }
             encode_error(&mut d.ex.out, e.status(), e.reason(), false);
@@ -750,12 +755,12 @@ fn end_request(t: &mut AppThread<'_>, d: &mut Desk) -> Option<Done> {
     let kept = t.stint.end();
     let shared = t.shared;
     let timed = shared.config.access_style.clock;
-    let now = if t.slot.is_some() || timed {
+    let now = if t.metrics.is_some() || timed {
         metrics::ticks()
     } else {
         0
     };
-    if let Some(slot) = t.slot {
+    if let Some(slot) = t.metrics {
         count_end(slot, d, kept, now);
     }
     if !kept {
@@ -937,7 +942,7 @@ impl Wire<'_, '_> {
                         tracing::info!(
                             peer = %self.peer,
                             request = ?line_text(self.line),
-                        request_id = %CurrentRequestId,
+                            request_id = %CurrentRequestId,
                             unsent = out.len(),
                             "client too slow reading the response; closed"
                         );
