@@ -22,8 +22,8 @@ const GUNICORN: &[(&str, &str)] = &[
     ("-e --env", "set the environment of the host process itself; --app-arg KEY=VALUE passes settings to the plugin's init"),
     ("--worker-tmp-dir", "workers report to the master through shared memory, not heartbeat files"),
     ("--tmp-upload-dir", "use --body-temp-dir (large request bodies are spooled to unlinked files there)"),
-    ("--log-config --log-config-dict --log-config-json --log-syslog --log-syslog-to --log-syslog-prefix --log-syslog-facility --enable-stdio-inheritance --capture-output", "logs go to stderr (--log-level sets how much); route them with your supervisor or journald"),
-    ("--statsd-host --statsd-prefix --dogstatsd-tags", "no statsd output: host status -p PIDFILE shows the workers and their requests"),
+    ("--log-config --log-config-dict --log-config-json --log-syslog --log-syslog-to --log-syslog-prefix --log-syslog-facility --enable-stdio-inheritance --capture-output", "logs go to stderr or --error-logfile FILE (--log-level sets how much, --log-format json for log shippers); route them with your supervisor or journald"),
+    ("--statsd-host --statsd-prefix --dogstatsd-tags", "no statsd output: --admin-bind ADDRESS serves Prometheus metrics at /metrics, and host top -p PIDFILE shows them live"),
     ("-n --name", "no process title setting: host status -p PIDFILE names each worker's build and generation"),
     ("--pythonpath --paste --paste-global --wsgi-app", "the app is a shared library: host serve ./libapp.so[:SYMBOL]"),
     ("--spew", "no tracing of every line: use --log-level debug, or a debugger on a worker"),
@@ -41,7 +41,7 @@ const GUNICORN: &[(&str, &str)] = &[
     // of `host`'s file is the flag's name).
     ("--accesslog", "in a config file the key is access-logfile"),
     ("--pidfile", "in a config file the key is pid"),
-    ("--errorlog", "the error log goes to stderr: redirect it, or let systemd's journal take it"),
+    ("--errorlog", "in a config file the key is error-logfile"),
 ];
 
 #[cfg(test)]
