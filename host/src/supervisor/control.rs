@@ -744,50 +744,41 @@ fn has_board(pid: i32) -> bool {
 /// The status and reload texts on process `pid`'s board; None if it has
 /// none or it cannot be read (another user's process).
 fn read_board(pid: i32) -> Option<(String, String)> {
-    let file = File::open(find_board(pid)?).ok()?;
-    if file.metadata().ok()?.len() < REGION_LEN as u64 {
-        return None;
-    }
-    // SAFETY: maps REGION_LEN bytes of a file at least that long, shared and
-    // read-only; unmapped below, after the last use of `region`.
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            REGION_LEN,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            file.as_raw_fd(),
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        return None;
-    }
-    // SAFETY: the mapping is REGION_LEN bytes and page-aligned, and every
-    // bit pattern is a valid atomic. It is read-only: only `load`s of at
-    // most 8 bytes are done through it, which Rust allows on read-only
-    // memory (no read-modify-write).
-    let region = unsafe { &*(base as *const Region) };
-    let texts = read_region(region);
-    // SAFETY: unmaps exactly the mapping made above; `region` is not used
-    // after this.
-    unsafe { libc::munmap(base, REGION_LEN) };
-    texts
+    map_read::<Region, _>(&find_board(pid)?, read_region)
 }
 
 /// The status JSON on process `pid`'s JSON board; None if it has none or
 /// it cannot be read.
 fn read_json_board(pid: i32) -> Option<String> {
-    let file = File::open(find_memfd(pid, JSON_NAME)?).ok()?;
-    if file.metadata().ok()?.len() < JSON_LEN as u64 {
+    map_read::<JsonRegion, _>(&find_memfd(pid, JSON_NAME)?, read_json)
+}
+
+/// A board layout: nothing but atomics, so every bit pattern is a valid
+/// value and a read-only mapping of it may be loaded from.
+///
+/// # Safety
+/// The type must be `repr(C)` and made only of atomics (and arrays of
+/// them).
+unsafe trait Layout {}
+// SAFETY: repr(C), atomics only.
+unsafe impl Layout for Region {}
+// SAFETY: repr(C), atomics only.
+unsafe impl Layout for JsonRegion {}
+
+/// Maps another process's board (the memfd at `path`) read-only, and
+/// hands it to `read`; None if the file is too short or cannot be mapped.
+fn map_read<T: Layout, R>(path: &Path, read: impl FnOnce(&T) -> Option<R>) -> Option<R> {
+    let len = std::mem::size_of::<T>();
+    let file = File::open(path).ok()?;
+    if file.metadata().ok()?.len() < len as u64 {
         return None;
     }
-    // SAFETY: maps JSON_LEN bytes of a file at least that long, shared and
-    // read-only; unmapped below, after the last use of `region`.
+    // SAFETY: maps `len` bytes of a file at least that long, shared and
+    // read-only; unmapped below, after the last use of `board`.
     let base = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
-            JSON_LEN,
+            len,
             libc::PROT_READ,
             libc::MAP_SHARED,
             file.as_raw_fd(),
@@ -797,29 +788,38 @@ fn read_json_board(pid: i32) -> Option<String> {
     if base == libc::MAP_FAILED {
         return None;
     }
-    // SAFETY: the mapping is JSON_LEN bytes and page-aligned, and every bit
-    // pattern is a valid atomic; only loads are done through it (allowed
-    // on read-only memory).
-    let r = unsafe { &*(base as *const JsonRegion) };
-    let mut text = None;
-    if r.magic.load(Ordering::Acquire) == JSON_MAGIC {
-        for _ in 0..1000 {
-            let seq = r.seq.load(Ordering::Acquire);
-            if seq % 2 == 1 {
-                std::thread::yield_now();
-                continue;
-            }
-            let copy = load_text(&r.bytes, &r.len);
-            fence(Ordering::Acquire);
-            if r.seq.load(Ordering::Relaxed) == seq {
-                text = Some(copy);
-                break;
-            }
+    // SAFETY: the mapping is `len` bytes and page-aligned, and every bit
+    // pattern is a valid `T` (`Layout`). It is read-only: only `load`s of at
+    // most 8 bytes are done through it, which Rust allows on read-only
+    // memory (no read-modify-write).
+    let board = unsafe { &*(base as *const T) };
+    let out = read(board);
+    // SAFETY: unmaps exactly the mapping made above; `board` is not used
+    // after this.
+    unsafe { libc::munmap(base, len) };
+    out
+}
+
+/// A consistent copy of the JSON board's text (the read side of its
+/// seqlock).
+fn read_json(r: &JsonRegion) -> Option<String> {
+    if r.magic.load(Ordering::Acquire) != JSON_MAGIC {
+        return None;
+    }
+    for _ in 0..1000 {
+        let seq = r.seq.load(Ordering::Acquire);
+        if seq % 2 == 1 {
+            std::thread::yield_now();
+            continue;
+        }
+        let copy = load_text(&r.bytes, &r.len);
+        // The bytes' loads stay before the second look.
+        fence(Ordering::Acquire);
+        if r.seq.load(Ordering::Relaxed) == seq {
+            return Some(copy);
         }
     }
-    // SAFETY: unmaps exactly the mapping made above; `r` is not used after.
-    unsafe { libc::munmap(base, JSON_LEN) };
-    text
+    None
 }
 
 /// A consistent copy of the board's texts (the read side of the seqlock).
