@@ -115,177 +115,221 @@ fn num(v: f64) -> String {
     }
 }
 
+/// A metric family's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+    /// An info metric: `NAME_info{labels} 1` (OpenMetrics' info type; a
+    /// gauge in Prometheus text).
+    Info,
+}
+
+/// Metric families written out in one format.
+struct Exposition {
+    out: String,
+    /// OpenMetrics 1.0, else Prometheus text 0.0.4.
+    open: bool,
+}
+
+impl Exposition {
+    /// Writes a metric family: its HELP and TYPE lines, then one sample
+    /// per (labels, value). Counters' samples are `NAME_total` and info
+    /// metrics' `NAME_info`; Prometheus text declares the family under the
+    /// sample's name, OpenMetrics without the suffix. A histogram's
+    /// samples are written by the caller.
+    fn family(&mut self, kind: Kind, name: &str, help: &str, samples: &[(String, u64)]) {
+        let (suffix, type_name) = match kind {
+            Kind::Counter => ("_total", "counter"),
+            Kind::Gauge => ("", "gauge"),
+            Kind::Histogram => ("", "histogram"),
+            Kind::Info if self.open => ("_info", "info"),
+            Kind::Info => ("_info", "gauge"),
+        };
+        let declared = if self.open {
+            name.to_string()
+        } else {
+            format!("{name}{suffix}")
+        };
+        let out = &mut self.out;
+        let _ = writeln!(
+            out,
+            "# HELP {declared} {help}\n# TYPE {declared} {type_name}"
+        );
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{suffix}{labels} {value}");
+        }
+    }
+}
+
+/// One sample per name, labelled `label="name"`.
+fn by(
+    label: &str,
+    names: &[impl std::fmt::Display],
+    value: impl Fn(usize) -> u64,
+) -> Vec<(String, u64)> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (format!("{{{label}=\"{n}\"}}"), value(i)))
+        .collect()
+}
+
 impl Snapshot {
     /// The metrics: Prometheus text format (0.0.4), or OpenMetrics 1.0
     /// (`open`), whose counters are declared without `_total` and which
     /// ends with `# EOF`.
     pub fn metrics(&self, open: bool) -> String {
-        let mut out = String::with_capacity(8 * 1024);
+        let mut w = Exposition {
+            out: String::with_capacity(8 * 1024),
+            open,
+        };
         let t = &self.totals;
-        // (name without _total, help); samples are `name_total`.
-        let counter = |out: &mut String, name: &str, help: &str| {
-            if open {
-                let _ = writeln!(out, "# TYPE {name} counter\n# HELP {name} {help}");
-            } else {
-                let _ = writeln!(
-                    out,
-                    "# HELP {name}_total {help}\n# TYPE {name}_total counter"
-                );
-            }
-        };
-        let gauge = |out: &mut String, name: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        };
-
-        counter(
-            &mut out,
+        let requests: Vec<(String, u64)> = METHODS
+            .iter()
+            .enumerate()
+            .flat_map(|(m, method)| {
+                CLASSES.iter().enumerate().map(move |(c, class)| {
+                    (
+                        format!("{{method=\"{method}\",status=\"{class}\"}}"),
+                        t.cell(m, c),
+                    )
+                })
+            })
+            .collect();
+        w.family(
+            Kind::Counter,
             "host_requests",
             "Requests answered by app code, by method and status class.",
+            &requests,
         );
-        for (m, method) in METHODS.iter().enumerate() {
-            for (c, class) in CLASSES.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "host_requests_total{{method=\"{method}\",status=\"{class}\"}} {}",
-                    t.cell(m, c)
-                );
-            }
-        }
         let name = "host_request_duration_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time from a request's head parsed to its response complete (app code and sending to the socket).\n# TYPE {name} histogram"
+        w.family(
+            Kind::Histogram,
+            name,
+            "Time from a request's head parsed to its response complete (app code and sending to the socket).",
+            &[],
         );
         let mut cumulative = 0;
         for (i, n) in t.buckets.iter().enumerate() {
             cumulative += n;
             let le = BOUNDS.get(i).copied().unwrap_or(f64::INFINITY);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", num(le));
+            let _ = writeln!(w.out, "{name}_bucket{{le=\"{}\"}} {cumulative}", num(le));
         }
-        let _ = writeln!(out, "{name}_sum {}", num(t.seconds()));
-        let _ = writeln!(out, "{name}_count {cumulative}");
+        let _ = writeln!(w.out, "{name}_sum {}", num(t.seconds()));
+        let _ = writeln!(w.out, "{name}_count {cumulative}");
+        let one = |v: u64| [(String::new(), v)];
 
-        counter(
-            &mut out,
+        w.family(
+            Kind::Counter,
             "host_request_bytes",
             "Bytes received from clients (request heads and bodies) by the workers' event loops.",
+            &one(t.bytes_in),
         );
-        let _ = writeln!(out, "host_request_bytes_total {}", t.bytes_in);
-        counter(
-            &mut out,
+        w.family(
+            Kind::Counter,
             "host_response_body_bytes",
             "Bytes of response bodies sent.",
+            &one(t.bytes_out),
         );
-        let _ = writeln!(out, "host_response_body_bytes_total {}", t.bytes_out);
-
-        gauge(
-            &mut out,
+        w.family(
+            Kind::Gauge,
             "host_requests_in_flight",
             "Requests running app code, or parked with a body iterator waiting for a slow client.",
+            &one(self.in_flight),
         );
-        let _ = writeln!(out, "host_requests_in_flight {}", self.in_flight);
-        gauge(
-            &mut out,
+        w.family(
+            Kind::Gauge,
             "host_app_threads",
             "App threads of the live workers, running app code (busy) or not (idle).",
+            &by("state", &["busy", "idle"], |i| {
+                [self.busy, self.idle_threads][i]
+            }),
         );
-        let _ = writeln!(out, "host_app_threads{{state=\"busy\"}} {}", self.busy);
-        let _ = writeln!(
-            out,
-            "host_app_threads{{state=\"idle\"}} {}",
-            self.idle_threads
-        );
-        gauge(
-            &mut out,
+        w.family(
+            Kind::Gauge,
             "host_connections_open",
             "Client connections open in the live workers.",
+            &one(t.open),
         );
-        let _ = writeln!(out, "host_connections_open {}", t.open);
-        gauge(
-            &mut out,
+        w.family(
+            Kind::Gauge,
             "host_connections_idle",
             "Open keep-alive connections waiting for their next request.",
+            &one(t.idle),
         );
-        let _ = writeln!(out, "host_connections_idle {}", t.idle);
-
-        gauge(&mut out, "host_workers", "Worker processes by state.");
-        for state in WORKER_STATES {
-            let n = self.workers.iter().filter(|w| w.state == state).count();
-            let _ = writeln!(out, "host_workers{{state=\"{state}\"}} {n}");
-        }
-        gauge(
-            &mut out,
+        w.family(
+            Kind::Gauge,
+            "host_workers",
+            "Worker processes by state.",
+            &by("state", &WORKER_STATES, |i| {
+                self.workers
+                    .iter()
+                    .filter(|w| w.state == WORKER_STATES[i])
+                    .count() as u64
+            }),
+        );
+        w.family(
+            Kind::Gauge,
             "host_workers_target",
             "Workers wanted (-w, TTIN/TTOU).",
+            &one(self.target as u64),
         );
-        let _ = writeln!(out, "host_workers_target {}", self.target);
-
-        if open {
-            let _ = writeln!(out, "# TYPE host_build info\n# HELP host_build The build new workers get, and its generation.");
-        } else {
-            gauge(
-                &mut out,
-                "host_build_info",
-                "The build new workers get, and its generation (always 1).",
-            );
-        }
-        let _ = writeln!(
-            out,
-            "host_build_info{{build=\"{}\",generation=\"{}\"}} 1",
-            label(&self.build),
-            self.generation
+        let build_info = [(
+            format!(
+                "{{build=\"{}\",generation=\"{}\"}}",
+                label(&self.build),
+                self.generation
+            ),
+            1,
+        )];
+        w.family(
+            Kind::Info,
+            "host_build",
+            "The build new workers get, and its generation.",
+            &build_info,
         );
-        gauge(
-            &mut out,
+        w.family(
+            Kind::Gauge,
             "host_ready",
             "1 while a generation serves and the server is not draining (/readyz).",
+            &one(u64::from(self.ready)),
         );
-        let _ = writeln!(out, "host_ready {}", u8::from(self.ready));
-
-        counter(&mut out, "host_worker_exits", "Worker exits by cause: retired (reload, fewer workers, stop), recycle (--max-requests), timeout (-t), signal (a crash), exit (a non-zero exit), boot (could not boot).");
-        for (i, cause) in EXIT_CAUSES.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "host_worker_exits_total{{cause=\"{cause}\"}} {}",
-                self.events.exits[i]
-            );
-        }
-        counter(&mut out, "host_reloads", "Reloads by outcome.");
-        for (i, outcome) in RELOAD_OUTCOMES.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "host_reloads_total{{outcome=\"{outcome}\"}} {}",
-                self.events.reloads[i]
-            );
-        }
-        counter(
-            &mut out,
+        w.family(
+            Kind::Counter,
+            "host_worker_exits",
+            "Worker exits by cause: retired (reload, fewer workers, stop), recycle (--max-requests), timeout (-t), signal (a crash), exit (a non-zero exit), boot (could not boot).",
+            &by("cause", &EXIT_CAUSES, |i| self.events.exits[i]),
+        );
+        w.family(
+            Kind::Counter,
+            "host_reloads",
+            "Reloads by outcome.",
+            &by("outcome", &RELOAD_OUTCOMES, |i| self.events.reloads[i]),
+        );
+        w.family(
+            Kind::Counter,
             "host_rollbacks",
             "Reloaded builds rolled back for crashing in their settle period.",
+            &one(self.events.rollbacks),
         );
-        let _ = writeln!(out, "host_rollbacks_total {}", self.events.rollbacks);
-        counter(
-            &mut out,
+        w.family(
+            Kind::Counter,
             "host_slow_clients_closed",
             "Clients closed for being too slow (sending a head or body, or reading a response).",
+            &one(t.slow),
         );
-        let _ = writeln!(out, "host_slow_clients_closed_total {}", t.slow);
-        counter(
-            &mut out,
+        w.family(
+            Kind::Counter,
             "host_requests_refused",
             "Requests the server refused itself, before app code, by status.",
+            &by("status", &REFUSED, |i| t.refused[i]),
         );
-        for (i, status) in REFUSED.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "host_requests_refused_total{{status=\"{status}\"}} {}",
-                t.refused[i]
-            );
-        }
         if open {
-            out.push_str("# EOF\n");
+            w.out.push_str("# EOF\n");
         }
-        out
+        w.out
     }
 
     /// The status JSON.
