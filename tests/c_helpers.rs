@@ -248,3 +248,58 @@ fn helpers_c_answers_each_code_with_its_status_line() {
         (404, "404 Not Found\n")
     );
 }
+
+/// The usage example at the top of `nwsgi_util.h`: from its `#include` to
+/// the end of its `app` definition, without the comment's ` *   ` margin.
+fn util_example() -> String {
+    let header =
+        fs::read_to_string(artifacts::repo_root().join("abi/include/nwsgi_util.h")).unwrap();
+    let mut example = String::new();
+    let mut inside = false;
+    for line in header.lines() {
+        let code = line.strip_prefix(" *   ").unwrap_or(line);
+        inside |= code == "#include \"nwsgi_util.h\"";
+        if inside {
+            example.push_str(code);
+            example.push('\n');
+            if code.trim_end().ends_with("\"greeter\");") {
+                return example;
+            }
+        }
+    }
+    panic!("no usage example (from `#include \"nwsgi_util.h\"` to `\"greeter\");`) at the top of nwsgi_util.h");
+}
+
+#[test]
+fn the_helper_headers_example_builds_everywhere_and_answers() {
+    let dir = TempDir::new("util-example");
+    let mut libraries = Vec::new();
+    let done = everywhere(&dir, &util_example(), |compiler, _, std, file| {
+        let tag = compiler.name().replace(['/', ' '], "_");
+        let output = dir.join(format!("lib{tag}-{std}.so"));
+        let mut args = vec![format!("-std={std}"), include_flag()];
+        args.extend(STRICT.iter().map(|f| (*f).to_owned()));
+        compiler.shared_library(file, &args, &output)?;
+        let spec = plugin_spec(&output, "app");
+        let check = server::run(["check", spec.as_str()]);
+        if !check.stdout.contains("name: greeter") {
+            return Err(format!("does not load: {check:#?}"));
+        }
+        libraries.push((std.to_owned(), output));
+        Ok(())
+    });
+    assert!(done >= 5, "only {done} builds");
+    for (std, library) in libraries
+        .iter()
+        .filter(|(std, _)| std == "c11" || std == "c++17")
+    {
+        let server = server::serve(plugin_spec(library, "app")).start();
+        let resp = get(&server, "/?name=C+and+C%2B%2B");
+        assert_eq!(
+            (resp.status, resp.text().as_str()),
+            (200, "C and C++"),
+            "{std}"
+        );
+        assert_eq!(get(&server, "/").text(), "world", "{std}");
+    }
+}

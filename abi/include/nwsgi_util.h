@@ -17,6 +17,8 @@
  *           name = nwsgi_str_from_c("world");
  *       return nwsgi_respond(env, req, 200, "text/plain", name.ptr, name.len);
  *   }
+ *   NWSGI_EXPORT const nwsgi_app app =
+ *       NWSGI_APP_INIT_NAMED(NWSGI_APP_THREAD_SAFE, NULL, call, NULL, "greeter");
  *
  * What is here
  *  - Strings: nwsgi_str_from / nwsgi_str_from_c (an nwsgi_str from C
@@ -35,38 +37,9 @@
  *  - Responses: nwsgi_start_response_simple (a status code and a
  *    Content-Type) and nwsgi_respond (that and the whole body, in one call).
  *
- * Threads, lifetimes and state (the rules of nwsgi.h, in one place)
- *  - Threads. `init` and `shutdown` run once per worker process on its main
- *    thread. `call`, and the body iterator's `next` and `close`, run on the
- *    host's worker threads: one request's `call`, `next` and `close` on the
- *    same thread, other requests on other threads at the same time when the
- *    descriptor has NWSGI_APP_THREAD_SAFE (else the host runs one at a time).
- *    The functions taking an `nwsgi_request *` (start_response, write, read,
- *    write_last, ...) may be called only from the thread running that
- *    request's call/next/close, and only while it runs; never keep a request
- *    handle for later or hand it to a thread of your own. `api->log` with a
- *    NULL request may be called from any thread, at any time while the
- *    library is loaded.
- *  - Lifetimes. Every nwsgi_str in the environ (method, path, query,
- *    headers, and what environ_get / environ_each / the helpers here return
- *    from it) is borrowed until the request ends: until body.close returns,
- *    or, with no body iterator, until `call` returns. Copy what you keep
- *    longer. Whatever you hand the host (status, headers, body bytes) is
- *    copied before the call returns, except a nwsgi_response_head given to
- *    start_response_static (static storage, unchanged while loaded) and a
- *    body iterator's chunk (valid until the next call of next or close).
- *    The `api` table and the `nwsgi_app` descriptor live while the library
- *    is loaded. The strings nwsgi_status_line returns are static.
- *  - State. Each worker process loads its own copy of the library and runs
- *    its own `init`: globals and the app_state pointer are per worker
- *    process (with `--workers 4`, four independent copies), and shared
- *    between that process's threads (guard them when THREAD_SAFE). A reload
- *    (`host reload`, HUP, `--reload`) or a worker's restart (--max-requests,
- *    a crash, a timeout) starts fresh: new processes load the new build and
- *    run `init` again; nothing in memory survives. State that must outlive
- *    a worker or be shared between workers goes in an external store (a
- *    database, a file, Redis, ...); state derived from configuration is
- *    rebuilt in `init` from `--app-arg` values.
+ * Threads, lifetimes and state: see the section of that name at the top of
+ * nwsgi.h. Every helper here is as thread-safe as the arguments it is given:
+ * the ones taking an environ or a request obey the request's rules.
  */
 #ifndef NWSGI_UTIL_H
 #define NWSGI_UTIL_H
