@@ -179,7 +179,7 @@ fn helpers_c_decodes_the_query_and_finds_headers_by_any_case() {
     let resp = request(
         &server,
         "GET /inspect?a=1&&b=x+y%2Bz&p=100%25&=v&flag&k=v=w&long=0123456789012345678901234567890123456789&c=%41 HTTP/1.1\r\n\
-         Host: x\r\nx-multi: one\r\nAccept: */*\r\nX-MULTI: two\r\n\r\n",
+         Host: x\r\nx-multi: one\r\nAccept: */*\r\nX-MULTI: two\r\nContent-type: text/csv\r\n\r\n",
     );
     assert_eq!(resp.status, 200, "{}", resp.raw_head);
     assert_eq!(
@@ -194,7 +194,8 @@ fn helpers_c_decodes_the_query_and_finds_headers_by_any_case() {
          query c=A\n\
          first: one\n\
          each: one|two\n\
-         joined: one, two\n"
+         joined: one, two\n\
+         type: text/csv\n"
     );
     // No such header: nothing first or joined, an empty list.
     let resp = get(&server, "/inspect");

@@ -156,11 +156,13 @@ static inline int nwsgi_header_get(const nwsgi_environ *env, const char *name,
 #define NWSGI_UTIL_MAX_HEADER_NAME 250
 
 /* The header `name` as the host's environ has it (api->environ_get of
- * HTTP_<NAME>, upper-cased, '-' as '_'): repeated headers joined with ", ",
- * and the host's rules applied (X-Request-Id is the request's id; with
- * --header-map drop, names with '_' are absent). Returns 1 and sets *value
- * (borrowed until the request ends), 0 if absent, -1 if `name` is longer
- * than NWSGI_UTIL_MAX_HEADER_NAME (use nwsgi_header_next for those). */
+ * HTTP_<NAME>, upper-cased, '-' as '_'; CONTENT_TYPE and CONTENT_LENGTH,
+ * which CGI names without HTTP_, for Content-Type and Content-Length):
+ * repeated headers joined with ", ", and the host's rules applied
+ * (X-Request-Id is the request's id; with --header-map drop, names with '_'
+ * are absent). Returns 1 and sets *value (borrowed until the request ends),
+ * 0 if absent, -1 if `name` is longer than NWSGI_UTIL_MAX_HEADER_NAME (use
+ * nwsgi_header_next for those). */
 static inline int nwsgi_header_joined(const nwsgi_environ *env, const char *name,
                                       nwsgi_str *value) {
     uint8_t key[5 + NWSGI_UTIL_MAX_HEADER_NAME];
@@ -183,7 +185,15 @@ static inline int nwsgi_header_joined(const nwsgi_environ *env, const char *name
         }
         key[len++] = c;
     }
-    return env->api->environ_get(env, nwsgi_str_from(key, len), value) == 1;
+    /* CGI's two headers without the HTTP_ prefix: the host has no
+     * HTTP_CONTENT_TYPE / HTTP_CONTENT_LENGTH. */
+    {
+        nwsgi_str upper = nwsgi_str_from(key + 5, len - 5);
+        size_t skip = nwsgi_str_eq(upper, "CONTENT_TYPE") || nwsgi_str_eq(upper, "CONTENT_LENGTH")
+                          ? 5
+                          : 0;
+        return env->api->environ_get(env, nwsgi_str_from(key + skip, len - skip), value) == 1;
+    }
 }
 
 /* ------------------------------------------------------------------------ */

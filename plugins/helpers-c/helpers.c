@@ -18,7 +18,9 @@
  *                     then the X-Multi request header three ways:
  *                     "first: V" (nwsgi_header_get), "each: V1|V2|..."
  *                     (nwsgi_header_next), "joined: V1, V2"
- *                     (nwsgi_header_joined, through the host's environ)
+ *                     (nwsgi_header_joined, through the host's environ),
+ *                     then "type: V": Content-Type by nwsgi_header_joined
+ *                     (the host's CONTENT_TYPE)
  *   /status?code=N    status nwsgi_status_line(N), body the same line + "\n";
  *                     no or a bad code -> 400 "code must be a number\n"
  *   anything else     404 "404 Not Found\n"
@@ -115,6 +117,11 @@ static int32_t inspect(const nwsgi_environ *env, nwsgi_request *req) {
     add_c(&out, "\n");
     if (nwsgi_header_joined(env, "X-Multi", &value) == 1) {
         add_c(&out, "joined: ");
+        add_str(&out, value);
+        add_c(&out, "\n");
+    }
+    if (nwsgi_header_joined(env, "content-type", &value) == 1) {
+        add_c(&out, "type: ");
         add_str(&out, value);
         add_c(&out, "\n");
     }
