@@ -50,6 +50,42 @@
  *    that crosses the boundary carries its own size so either side can tell
  *    which fields the other knows about. Never reorder, never remove.
  *
+ * Threads, lifetimes and state (the rules below, in one place)
+ *  - Threads. `init` and `shutdown` run once per worker process on its main
+ *    thread. `call`, and the body iterator's `next` and `close`, run on the
+ *    host's worker threads: one request's `call`, `next` and `close` on the
+ *    same thread, other requests on other threads at the same time when the
+ *    descriptor has NWSGI_APP_THREAD_SAFE (else the host runs one at a time).
+ *    The functions taking an `nwsgi_request *` (start_response, write, read,
+ *    write_last, ...) may be called only from the thread running that
+ *    request's call/next/close, and only while it runs; never keep a request
+ *    handle for later or hand it to a thread of your own. `api->log` with a
+ *    NULL request may be called from any thread, at any time while the
+ *    library is loaded.
+ *  - Lifetimes. Every nwsgi_str in the environ (method, path, query,
+ *    headers, and what environ_get / environ_each or nwsgi_util.h's helpers
+ *    return from it) is borrowed until the request ends: until body.close returns,
+ *    or, with no body iterator, until `call` returns. Copy what you keep
+ *    longer. Whatever you hand the host (status, headers, body bytes) is
+ *    copied before the call returns, except a nwsgi_response_head given to
+ *    start_response_static (static storage, unchanged while loaded) and a
+ *    body iterator's chunk (valid until the next call of next or close).
+ *    The `api` table and the `nwsgi_app` descriptor live while the library
+ *    is loaded.
+ *  - State. Each worker process loads its own copy of the library and runs
+ *    its own `init`: globals and the app_state pointer are per worker
+ *    process (with `--workers 4`, four independent copies), and shared
+ *    between that process's threads (guard them when THREAD_SAFE). A reload
+ *    (`host reload`, HUP, `--reload`) or a worker's restart (--max-requests,
+ *    a crash, a timeout) starts fresh: new processes load the new build and
+ *    run `init` again; nothing in memory survives (a build rolled back
+ *    after a failed reload starts fresh too). `shutdown` runs when a worker
+ *    retires in order, not after a crash or a timeout, so it is no place
+ *    to save what matters. State that must outlive
+ *    a worker or be shared between workers goes in an external store (a
+ *    database, a file, Redis, ...); state derived from configuration is
+ *    rebuilt in `init` from `--app-arg` values.
+ *
  * Versioning
  *  - NWSGI_ABI_MAJOR changes only on an incompatible change; the host refuses
  *    a plugin built for another major version.

@@ -37,6 +37,44 @@ pub enum Command {
     Status(StatusArgs),
     /// A live view of a running server, refreshed every second: requests/s, latency percentiles, each worker and the requests its threads run, recent exits and reloads. Plain lines when stdout is not a terminal.
     Top(TopArgs),
+    /// Create a plugin project in ./NAME that builds with one command, serves as it is and has a test.
+    New(NewArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct NewArgs {
+    /// The project's name: its directory (./NAME, which must not exist or be empty), package and library.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// The language of the project.
+    #[arg(long, value_enum, default_value_t = NewLang::Rust)]
+    pub lang: NewLang,
+
+    /// The SDK crate a Rust project depends on (the `abi/` directory of the host's sources); by default the one of the source tree this host was built from.
+    #[arg(long, value_name = "DIR")]
+    pub abi_path: Option<std::path::PathBuf>,
+}
+
+/// `host new --lang`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NewLang {
+    /// A Cargo project with the Rust SDK (`cargo build --release`, `cargo test`).
+    Rust,
+    /// A C file, the headers, a Makefile and a test script (`make`, `make test`).
+    C,
+    /// A Rust project serving an axum router (not available yet in this build).
+    Axum,
+}
+
+impl NewLang {
+    pub fn name(self) -> &'static str {
+        match self {
+            NewLang::Rust => "Rust",
+            NewLang::C => "C",
+            NewLang::Axum => "axum",
+        }
+    }
 }
 
 #[derive(Args, Debug)]

@@ -1,6 +1,7 @@
 //! `host`: the command line around the serving core in `lib.rs`.
 mod cli;
 mod hints;
+mod scaffold;
 mod settings;
 mod top;
 
@@ -62,6 +63,7 @@ fn main() -> ExitCode {
         Command::Upgrade(args) => upgrade(args),
         Command::Status(args) => status(args),
         Command::Top(args) => top::run(args),
+        Command::New(args) => return scaffold::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -100,6 +100,12 @@ pub fn testapps_c() -> PathBuf {
     compile_c("testapps_c", "plugins/testapps-c/testapps.c", "abi/include")
 }
 
+/// `plugins/helpers-c`, exporting `app`: a plugin written with
+/// `nwsgi_util.h`.
+pub fn helpers_c() -> PathBuf {
+    compile_c("helpers_c", "plugins/helpers-c/helpers.c", "abi/include")
+}
+
 /// `plugins/mistakes-c`, exporting `app`: a route per plugin mistake.
 pub fn mistakes_c() -> PathBuf {
     compile_c("mistakes_c", "plugins/mistakes-c/mistakes.c", "abi/include")
