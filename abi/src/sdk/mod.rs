@@ -20,7 +20,7 @@ pub use environ::{Environ, ErrorStream, Input};
 pub use error::{AbiError, Error};
 pub use host::Headers;
 pub use log::HostLayer;
-pub use response::{Head, Header, StartResponse, Writer};
+pub use response::{Head, HeadBuilder, Header, StartResponse, Writer};
 
 /// What `export_app!` expands to; not part of the API.
 #[doc(hidden)]

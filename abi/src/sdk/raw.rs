@@ -333,7 +333,15 @@ pub unsafe extern "C" fn call<A: App>(
         };
         let mut environ = Environ::new(raw);
         let mut start_response = StartResponse::new(raw);
-        match app.call(&mut environ, &mut start_response) {
+        let result = app.call(&mut environ, &mut start_response);
+        let result = result.or_else(|e| {
+            let log = |level, what: &str| {
+                let code = super::log::level_code(level);
+                raw.log(code, SDK_TARGET, &format!("{site} {what}"));
+            };
+            super::app::answer_error(app, &e, &mut start_response, log).ok_or(())
+        });
+        match result {
             Ok(out) => {
                 // A whole body goes to the host in one call (ABI 1.2), with
                 // no iterator to hand out, box or close. Not before a
@@ -365,10 +373,7 @@ pub unsafe extern "C" fn call<A: App>(
                 unsafe { *body = filled };
                 NWSGI_OK
             }
-            Err(e) => {
-                raw.log(NWSGI_LOG_ERROR, SDK_TARGET, &format!("{site} failed: {e}"));
-                NWSGI_ERROR
-            }
+            Err(()) => NWSGI_ERROR,
         }
     })
     .unwrap_or(NWSGI_ERROR)
