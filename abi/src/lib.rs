@@ -58,6 +58,10 @@
 pub mod ffi;
 mod sdk;
 
+/// The `http` crate whose types the SDK speaks ([`http::Method`],
+/// [`http::Uri`], [`http::HeaderMap`], [`http::StatusCode`]), so plugins
+/// need no dependency of their own to name them.
+pub use http;
 pub use sdk::*;
 /// The `tracing` this SDK forwards to the host's log: plugins can use
 /// `abi::tracing::info!(..)` without a dependency of their own.

@@ -281,6 +281,11 @@ impl<'r> RawRequest<'r> {
         })
     }
 
+    /// The validated host table this request came with.
+    pub(crate) fn api(&self) -> &'static nwsgi_host_api {
+        self.api
+    }
+
     /// A byte-string field, borrowed until the request ends.
     pub(crate) fn field(&self, field: Field) -> &'r [u8] {
         let e = self.env;

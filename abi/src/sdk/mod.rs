@@ -12,6 +12,7 @@ mod host;
 mod log;
 mod raw;
 mod response;
+pub mod testing;
 
 pub use app::App;
 pub use body::Body;

@@ -26,8 +26,9 @@ use super::error::Error;
 use super::host::{host_api, known_api, log, log_with, ptr_ok, RawRequest};
 use super::response::StartResponse;
 use crate::ffi::{
-    nwsgi_body, nwsgi_environ, nwsgi_init_args, nwsgi_request, nwsgi_str, NWSGI_BODY_END,
-    NWSGI_BODY_LAST, NWSGI_BODY_MORE, NWSGI_ERROR, NWSGI_E_INVALID, NWSGI_LOG_ERROR, NWSGI_OK,
+    nwsgi_body, nwsgi_environ, nwsgi_host_api, nwsgi_init_args, nwsgi_request, nwsgi_str,
+    NWSGI_BODY_END, NWSGI_BODY_LAST, NWSGI_BODY_MORE, NWSGI_ERROR, NWSGI_E_INVALID,
+    NWSGI_LOG_ERROR, NWSGI_OK,
 };
 
 /// Log target of the messages the SDK itself writes (faults, failed calls).
@@ -65,6 +66,14 @@ struct Gate {
     /// close of a request on the same thread, and `next`/`close` accept only
     /// a home of the thread they run on.
     statics: [Cell<Option<StaticBody>>; STATIC_BODIES],
+    /// While an entry point runs on this thread for a request: its handle
+    /// (else null). The log bridge passes it to `api->log`, so `tracing`
+    /// events of the request carry its id and request line; the header
+    /// allows exactly that (the request running on this thread). Restored
+    /// by `entry` like `panic_at`. With it, the table of the host that
+    /// passed it, once `call` knows it (`None` in the body's `next`/`close`:
+    /// then the remembered table, see `host::host_api`).
+    current_req: Cell<(*mut nwsgi_request, Option<&'static nwsgi_host_api>)>,
 }
 
 impl Gate {
@@ -72,6 +81,7 @@ impl Gate {
         Gate {
             panic_at: Cell::new(ptr::null_mut()),
             statics: [const { Cell::new(None) }; STATIC_BODIES],
+            current_req: Cell::new((ptr::null_mut(), None)),
         }
     }
 
@@ -89,6 +99,13 @@ impl Gate {
             .iter()
             .find(|home| ptr::eq(ptr::from_ref(*home).cast(), state) && home.get().is_some())
     }
+}
+
+/// The request an entry point runs for on this thread right now, or null
+/// (outside entry points, in `init`/`shutdown`). Valid to pass to the
+/// host's `log` while that entry point runs.
+pub(crate) fn current_request() -> (*mut nwsgi_request, Option<&'static nwsgi_host_api>) {
+    GATE.with(|gate| gate.current_req.get())
 }
 
 /// Installs (once) a panic hook in this library's own copy of std: inside an
@@ -139,9 +156,11 @@ fn entry<R>(
         // only leaves its location here, dropped with the frame).
         let mut at: Option<String> = None;
         let outer = gate.panic_at.replace(ptr::addr_of_mut!(at));
+        let outer_req = gate.current_req.replace((req, None));
         // AssertUnwindSafe: after a panic nothing `f` touched is used again
         // except a body state, which the caller poisons.
         let result = catch_unwind(AssertUnwindSafe(|| f(gate)));
+        gate.current_req.set(outer_req);
         gate.panic_at.set(outer);
         result.map_err(|payload| report_panic(site, req, at, payload.as_ref()))
     })
@@ -331,6 +350,7 @@ pub unsafe extern "C" fn call<A: App>(
                 return NWSGI_E_INVALID;
             }
         };
+        gate.current_req.set((req.as_ptr(), Some(raw.api())));
         let mut environ = Environ::new(raw);
         let mut start_response = StartResponse::new(raw);
         let result = app.call(&mut environ, &mut start_response);

@@ -680,7 +680,7 @@ fn environ_input_and_logs() {
     let traced = logs_containing("tracing-marker");
     assert_eq!(traced[0].0, NWSGI_LOG_INFO);
     assert_eq!(traced[0].2, "tracing-marker n=1");
-    assert!(!traced[0].3, "tracing events carry no request");
+    assert!(traced[0].3, "tracing events in a request carry it");
 }
 
 #[test]
