@@ -160,9 +160,10 @@ fn entry<R>(
         // AssertUnwindSafe: after a panic nothing `f` touched is used again
         // except a body state, which the caller poisons.
         let result = catch_unwind(AssertUnwindSafe(|| f(gate)));
-        gate.current_req.set(outer_req);
         gate.panic_at.set(outer);
-        result.map_err(|payload| report_panic(site, req, at, payload.as_ref()))
+        // Reported to the request's own host when `call` knew it.
+        let api = gate.current_req.replace(outer_req).1;
+        result.map_err(|payload| report_panic(site, req, api, at, payload.as_ref()))
     })
 }
 
@@ -182,6 +183,7 @@ fn refuse(site: &Site<'_>, name: &str, problem: &str) -> String {
 fn report_panic(
     site: &Site<'_>,
     req: *mut nwsgi_request,
+    api: Option<&'static nwsgi_host_api>,
     at: Option<String>,
     payload: &(dyn Any + Send),
 ) -> String {
@@ -189,9 +191,10 @@ fn report_panic(
         Some(at) => format!("{site} panicked at {at}: {}", panic_message(payload)),
         None => format!("{site} panicked: {}", panic_message(payload)),
     };
-    if let Some(api) = host_api() {
+    if let Some(api) = api.or_else(host_api) {
         // SAFETY: `entry` checked every pointer before running; `req` is the
-        // request the host is running on this thread (or NULL).
+        // request the host is running on this thread (or NULL), `api` its
+        // host's table.
         unsafe { log_with(api, req, NWSGI_LOG_ERROR, SDK_TARGET, &message) };
     }
     message

@@ -810,3 +810,7 @@ unsafe extern "C" fn test_environ_each(
     }
     NWSGI_OK
 }
+
+#[cfg(test)]
+#[path = "testing_tests.rs"]
+mod tests;
