@@ -115,7 +115,12 @@ impl From<AbiError> for std::io::Error {
 /// `anyhow::Error` (feature `anyhow`). Anything else that implements
 /// `Display`: `.map_err(Error::new)?`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Error {
+pub struct Error(Box<Inner>);
+
+/// Boxed, so that `Result<Body, Error>` stays two words and the `Ok` path
+/// of every request moves no more than that.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Inner {
     message: String,
     status: Option<StatusCode>,
     body: Option<ErrorBody>,
@@ -131,11 +136,11 @@ struct ErrorBody {
 impl Error {
     /// An error with this message (logged; not shown to the client).
     pub fn new(message: impl fmt::Display) -> Error {
-        Error {
+        Error(Box::new(Inner {
             message: message.to_string(),
             status: None,
             body: None,
-        }
+        }))
     }
 
     /// An error answered with `status`, e.g.
@@ -153,13 +158,13 @@ impl Error {
 
     /// Answer with `status` instead of the host's 500.
     pub fn with_status(mut self, status: StatusCode) -> Error {
-        self.status = Some(status);
+        self.0.status = Some(status);
         self
     }
 
     /// Replace the logged message.
     pub fn with_message(mut self, message: impl fmt::Display) -> Error {
-        self.message = message.to_string();
+        self.0.message = message.to_string();
         self
     }
 
@@ -169,7 +174,7 @@ impl Error {
     pub fn with_body(mut self, content_type: &str, body: impl Into<Vec<u8>>) -> Error {
         let content_type = HeaderValue::from_str(content_type)
             .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-        self.body = Some(ErrorBody {
+        self.0.body = Some(ErrorBody {
             content_type,
             bytes: body.into(),
         });
@@ -184,7 +189,7 @@ impl Error {
         match serde_json::to_vec(value) {
             Ok(bytes) => self.with_body("application/json", bytes),
             Err(e) => {
-                let message = format!("{} (and its JSON body failed: {e})", self.message);
+                let message = format!("{} (and its JSON body failed: {e})", self.0.message);
                 self.with_message(message)
             }
         }
@@ -192,17 +197,18 @@ impl Error {
 
     /// The message that will be logged.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// The status this error asks for, if any.
     pub fn status_code(&self) -> Option<StatusCode> {
-        self.status
+        self.0.status
     }
 
     /// The body this error asks for, if any: `(content type, bytes)`.
     pub fn body(&self) -> Option<(&HeaderValue, &[u8])> {
-        self.body
+        self.0
+            .body
             .as_ref()
             .map(|b| (&b.content_type, b.bytes.as_slice()))
     }
@@ -213,11 +219,11 @@ impl Error {
     /// `text/plain`. What [`App::render_error`](crate::App::render_error)
     /// does unless the app overrides it.
     pub fn to_response(&self) -> Option<Response<Vec<u8>>> {
-        if self.status.is_none() && self.body.is_none() {
+        if self.0.status.is_none() && self.0.body.is_none() {
             return None;
         }
-        let status = self.status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let (content_type, bytes) = match &self.body {
+        let status = self.0.status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let (content_type, bytes) = match &self.0.body {
             Some(body) => (body.content_type.clone(), body.bytes.clone()),
             None => (
                 HeaderValue::from_static("text/plain"),
@@ -235,13 +241,13 @@ impl Error {
     /// Whether the SDK logs this error at ERROR level: a failure (no status,
     /// or a 5xx). A 4xx is an answer, logged at DEBUG.
     pub(crate) fn is_failure(&self) -> bool {
-        self.status.is_none_or(|s| s.is_server_error())
+        self.0.status.is_none_or(|s| s.is_server_error())
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&self.0.message)
     }
 }
 

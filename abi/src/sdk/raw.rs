@@ -356,50 +356,63 @@ pub unsafe extern "C" fn call<A: App>(
         gate.current_req.set((req.as_ptr(), Some(raw.api())));
         let mut environ = Environ::new(raw);
         let mut start_response = StartResponse::new(raw);
-        let result = app.call(&mut environ, &mut start_response);
-        let result = result.or_else(|e| {
-            let log = |level, what: &str| {
-                let code = super::log::level_code(level);
-                raw.log(code, SDK_TARGET, &format!("{site} {what}"));
-            };
-            super::app::answer_error(app, &e, &mut start_response, log).ok_or(())
-        });
-        match result {
-            Ok(out) => {
-                // A whole body goes to the host in one call (ABI 1.2), with
-                // no iterator to hand out, box or close. Not before a
-                // successful start: then the iterator's first chunk is where
-                // the host notices and says what went wrong. The host keeps
-                // the outcome (a disconnect, say) and acts on it when `call`
-                // returns, just as for a chunk from `next`.
-                if start_response.is_started() {
-                    if let Some(bytes) = out.as_single() {
-                        if raw.write_last(bytes).is_some() {
-                            return NWSGI_OK;
-                        }
-                    }
+        let out = match app.call(&mut environ, &mut start_response) {
+            Ok(out) => out,
+            Err(e) => match failed(app, &site, raw, &e, &mut start_response) {
+                Some(out) => out,
+                None => return NWSGI_ERROR,
+            },
+        };
+        // A whole body goes to the host in one call (ABI 1.2), with
+        // no iterator to hand out, box or close. Not before a
+        // successful start: then the iterator's first chunk is where
+        // the host notices and says what went wrong. The host keeps
+        // the outcome (a disconnect, say) and acts on it when `call`
+        // returns, just as for a chunk from `next`.
+        if start_response.is_started() {
+            if let Some(bytes) = out.as_single() {
+                if raw.write_last(bytes).is_some() {
+                    return NWSGI_OK;
                 }
-                let filled = match out.into_handoff() {
-                    Handoff::None => return NWSGI_OK,
-                    Handoff::Static(single) => match gate.lend(single) {
-                        Some(home) => nwsgi_body {
-                            state: home,
-                            next: Some(static_next),
-                            close: Some(static_close),
-                        },
-                        None => boxed_body(single.into_state()),
-                    },
-                    Handoff::State(state) => boxed_body(state),
-                };
-                // SAFETY: `body` checked non-NULL and aligned, ours to fill;
-                // its state is the host's to pass back until `close`.
-                unsafe { *body = filled };
-                NWSGI_OK
             }
-            Err(()) => NWSGI_ERROR,
         }
+        let filled = match out.into_handoff() {
+            Handoff::None => return NWSGI_OK,
+            Handoff::Static(single) => match gate.lend(single) {
+                Some(home) => nwsgi_body {
+                    state: home,
+                    next: Some(static_next),
+                    close: Some(static_close),
+                },
+                None => boxed_body(single.into_state()),
+            },
+            Handoff::State(state) => boxed_body(state),
+        };
+        // SAFETY: `body` checked non-NULL and aligned, ours to fill;
+        // its state is the host's to pass back until `close`.
+        unsafe { *body = filled };
+        NWSGI_OK
     })
     .unwrap_or(NWSGI_ERROR)
+}
+
+/// `call` returned `Err(e)`: log it and answer what the app renders for it
+/// (`None`: nothing, answer `NWSGI_ERROR`). Out of line: the path every
+/// request takes stays as short as before errors could be rendered.
+#[cold]
+#[inline(never)]
+fn failed<A: App>(
+    app: &A,
+    site: &Site<'_>,
+    raw: RawRequest<'_>,
+    e: &Error,
+    start_response: &mut StartResponse<'_>,
+) -> Option<super::body::Body> {
+    let log = |level, what: &str| {
+        let code = super::log::level_code(level);
+        raw.log(code, SDK_TARGET, &format!("{site} {what}"));
+    };
+    super::app::answer_error(app, e, start_response, log)
 }
 
 /// `nwsgi_app.shutdown` for `A`: runs [`App::shutdown`] and drops the app.
