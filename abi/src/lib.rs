@@ -4,7 +4,13 @@
 //!
 //! * [`ffi`]: the `#[repr(C)]` mirror of the header, one for one.
 //! * The SDK (re-exported here): implement [`App`], export it with
-//!   [`export_app!`], build the crate as a `cdylib`.
+//!   [`export_app!`], build the crate as a `cdylib`. It speaks the [`http`]
+//!   crate's types ([`Environ::method`], [`Environ::uri`],
+//!   [`Environ::headers`], [`StartResponse::status`]); an [`Error`] may
+//!   carry the response it should be answered with, and
+//!   [`App::render_error`] shapes them all.
+//! * [`testing`]: run an app in-process and call it with an
+//!   [`http::Request`], for unit tests without a host.
 //!
 //! # Example
 //!
