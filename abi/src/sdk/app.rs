@@ -48,16 +48,36 @@ pub trait App: Sized + Send + Sync + 'static {
     /// [`Error::with_body`]) and leaves the rest to the host. Override it to
     /// give every error the app's shape, e.g. a JSON document:
     ///
-    /// ```ignore
-    /// fn render_error(&self, error: &Error) -> Option<http::Response<Vec<u8>>> {
-    ///     let status = error.status_code().unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    ///     let body = format!(r#"{{"error":"{}"}}"#, status.as_u16());
-    ///     http::Response::builder()
-    ///         .status(status)
-    ///         .header("content-type", "application/json")
-    ///         .body(body.into_bytes())
-    ///         .ok()
+    /// ```
+    /// use abi::http::{Response, StatusCode};
+    /// use abi::{App, Body, Config, Environ, Error, StartResponse};
+    ///
+    /// struct Api;
+    ///
+    /// impl App for Api {
+    ///     fn init(_: &Config) -> Result<Self, String> {
+    ///         Ok(Api)
+    ///     }
+    ///
+    ///     fn call(&self, _: &mut Environ<'_>, _: &mut StartResponse<'_>) -> Result<Body, Error> {
+    ///         Err(Error::status(StatusCode::NOT_FOUND))
+    ///     }
+    ///
+    ///     fn render_error(&self, error: &Error) -> Option<Response<Vec<u8>>> {
+    ///         let status = error.status_code().unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    ///         let body = format!(r#"{{"status":{}}}"#, status.as_u16());
+    ///         Response::builder()
+    ///             .status(status)
+    ///             .header("content-type", "application/json")
+    ///             .body(body.into_bytes())
+    ///             .ok()
+    ///     }
     /// }
+    ///
+    /// let client = abi::testing::Client::new(Api);
+    /// let response = client.call(abi::http::Request::get("/x").body(()).unwrap());
+    /// assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    /// assert_eq!(response.body(), br#"{"status":404}"#);
     /// ```
     ///
     /// If the app had started a response already, the rendered head

@@ -42,11 +42,18 @@ impl<'r> StartResponse<'r> {
     /// the code's canonical one (empty for a code without one). Add headers
     /// to the returned [`HeadBuilder`], then [`start`](HeadBuilder::start):
     ///
-    /// ```ignore
-    /// start_response
-    ///     .status(StatusCode::CREATED)
-    ///     .header("content-type", "application/json")
-    ///     .start()?;
+    /// ```
+    /// use abi::http::StatusCode;
+    /// use abi::{AbiError, StartResponse};
+    ///
+    /// fn created(start_response: &mut StartResponse<'_>, id: u64) -> Result<(), AbiError> {
+    ///     let location = format!("/items/{id}");
+    ///     start_response
+    ///         .status(StatusCode::CREATED) // "201 Created"
+    ///         .header("content-type", "application/json")
+    ///         .header("location", &location)
+    ///         .start()
+    /// }
     /// ```
     ///
     /// Up to 16 headers are gathered on the stack (more take one
