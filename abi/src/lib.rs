@@ -4,7 +4,13 @@
 //!
 //! * [`ffi`]: the `#[repr(C)]` mirror of the header, one for one.
 //! * The SDK (re-exported here): implement [`App`], export it with
-//!   [`export_app!`], build the crate as a `cdylib`.
+//!   [`export_app!`], build the crate as a `cdylib`. It speaks the [`http`]
+//!   crate's types ([`Environ::method`], [`Environ::uri`],
+//!   [`Environ::headers`], [`StartResponse::status`]); an [`Error`] may
+//!   carry the response it should be answered with, and
+//!   [`App::render_error`] shapes them all.
+//! * [`testing`]: run an app in-process and call it with an
+//!   [`http::Request`], for unit tests without a host.
 //!
 //! # Example
 //!
@@ -58,6 +64,10 @@
 pub mod ffi;
 mod sdk;
 
+/// The `http` crate whose types the SDK speaks ([`http::Method`],
+/// [`http::Uri`], [`http::HeaderMap`], [`http::StatusCode`]), so plugins
+/// need no dependency of their own to name them.
+pub use http;
 pub use sdk::*;
 /// The `tracing` this SDK forwards to the host's log: plugins can use
 /// `abi::tracing::info!(..)` without a dependency of their own.

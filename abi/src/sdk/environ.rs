@@ -1,10 +1,12 @@
 //! The request as the application sees it: PEP 3333's `environ`, with
 //! `wsgi.input` ([`Input`]) and `wsgi.errors` ([`ErrorStream`]).
 
+use std::cell::OnceCell;
 use std::fmt;
 use std::io;
 use std::ops::ControlFlow;
 
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use tracing::Level;
 
 use super::error::AbiError;
@@ -15,19 +17,69 @@ use crate::ffi;
 /// until the request ends, i.e. for all of [`App::call`](crate::App::call);
 /// copy what a body iterator needs to keep.
 ///
-/// Bytes are returned as-is: HTTP does not promise UTF-8.
+/// Bytes are returned as-is: HTTP does not promise UTF-8. The `http`
+/// crate's types are there too: [`method`](Self::method), [`uri`](Self::uri)
+/// and [`headers`](Self::headers), built when first asked for.
 pub struct Environ<'r> {
     raw: RawRequest<'r>,
+    /// [`uri`](Self::uri) and [`headers`](Self::headers), built at the first
+    /// ask. Boxed: a request that never asks pays for one null pointer (set
+    /// and checked), not for moving and dropping two large empty cells.
+    parsed: OnceCell<Box<Parsed>>,
+}
+
+/// The `http` views of the request, each built when first asked for.
+#[derive(Default)]
+struct Parsed {
+    uri: OnceCell<Uri>,
+    headers: OnceCell<HeaderMap>,
 }
 
 impl<'r> Environ<'r> {
     pub(crate) fn new(raw: RawRequest<'r>) -> Self {
-        Environ { raw }
+        Environ {
+            raw,
+            parsed: OnceCell::new(),
+        }
     }
 
-    /// `REQUEST_METHOD`, e.g. `GET`.
-    pub fn method(&self) -> &'r [u8] {
+    /// `REQUEST_METHOD` as an [`http::Method`]. The standard methods cost
+    /// no allocation. The host only passes methods that are HTTP tokens;
+    /// anything else (from a host that does not check) reads as the
+    /// extension method `NONSTANDARD`, so it matches no route.
+    pub fn method(&self) -> Method {
+        Method::from_bytes(self.method_bytes()).unwrap_or_else(|_| nonstandard_method())
+    }
+
+    /// `REQUEST_METHOD` as bytes, e.g. `GET`.
+    pub fn method_bytes(&self) -> &'r [u8] {
         self.raw.field(Field::RequestMethod)
+    }
+
+    /// The request-target (`REQUEST_URI`) as an [`http::Uri`], usually
+    /// origin-form (`/path?query`, not percent-decoded; see
+    /// [`path_info`](Self::path_info) for the decoded path). Built at the
+    /// first call and kept for the request. Bytes `http` refuses in a URI
+    /// (a host may pass some, e.g. `{`) are percent-encoded first.
+    pub fn uri(&self) -> &Uri {
+        self.parsed()
+            .uri
+            .get_or_init(|| parse_uri(self.request_uri()))
+    }
+
+    /// The request headers as an [`http::HeaderMap`] (names lower-cased,
+    /// repeated names kept in order). Built at the first call and kept for
+    /// the request; [`raw_headers`](Self::raw_headers) reads the host's
+    /// list without copying. A field `http` refuses (the host's parser
+    /// lets none through) is left out.
+    pub fn headers(&self) -> &HeaderMap {
+        self.parsed()
+            .headers
+            .get_or_init(|| header_map(self.raw_headers()))
+    }
+
+    fn parsed(&self) -> &Parsed {
+        self.parsed.get_or_init(Box::default)
     }
 
     /// `SCRIPT_NAME`: empty when mounted at the root.
@@ -118,8 +170,9 @@ impl<'r> Environ<'r> {
         self.raw.env().abi_minor
     }
 
-    /// The raw header list, in order, repeated names kept apart.
-    pub fn headers(&self) -> Headers<'r> {
+    /// The raw header list, in order, repeated names kept apart, exactly
+    /// as received (no copy).
+    pub fn raw_headers(&self) -> Headers<'r> {
         self.raw.headers()
     }
 
@@ -181,12 +234,50 @@ impl fmt::Debug for Environ<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         f.debug_struct("Environ")
-            .field("method", &s(self.method()))
+            .field("method", &s(self.method_bytes()))
             .field("request_uri", &s(self.request_uri()))
             .field("protocol", &s(self.protocol()))
-            .field("headers", &self.headers())
+            .field("headers", &self.raw_headers())
             .finish_non_exhaustive()
     }
+}
+
+/// What [`Environ::method`] reads a non-token method as.
+#[cold]
+fn nonstandard_method() -> Method {
+    Method::from_bytes(b"NONSTANDARD").expect("a token")
+}
+
+/// The request-target as a [`Uri`]: as given when `http` accepts it, else
+/// with every byte outside RFC 3986's characters percent-encoded; `/` if even
+/// that fails (an empty target, which no host sends).
+pub(crate) fn parse_uri(target: &[u8]) -> Uri {
+    if let Ok(uri) = Uri::try_from(target) {
+        return uri;
+    }
+    let mut encoded = Vec::with_capacity(target.len() * 3);
+    for &b in target {
+        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%#[]".contains(&b) {
+            encoded.push(b);
+        } else {
+            encoded.extend_from_slice(format!("%{b:02X}").as_bytes());
+        }
+    }
+    Uri::try_from(encoded).unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+/// A [`HeaderMap`] of raw `(name, value)` pairs; pairs `http` refuses are
+/// skipped.
+pub(crate) fn header_map<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(pairs.size_hint().0);
+    for (name, value) in pairs {
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+        {
+            map.append(name, value);
+        }
+    }
+    map
 }
 
 /// `wsgi.input`: reads the request body through the host. Host errors come

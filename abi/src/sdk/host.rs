@@ -281,6 +281,11 @@ impl<'r> RawRequest<'r> {
         })
     }
 
+    /// The validated host table this request came with.
+    pub(crate) fn api(&self) -> &'static nwsgi_host_api {
+        self.api
+    }
+
     /// A byte-string field, borrowed until the request ends.
     pub(crate) fn field(&self, field: Field) -> &'r [u8] {
         let e = self.env;
@@ -361,15 +366,17 @@ impl<'r> RawRequest<'r> {
     }
 
     /// `api->start_response`; everything is borrowed for the call only.
-    pub(crate) fn start_response(
+    /// Names and values are `&str` or bytes (`http`'s header values need not
+    /// be UTF-8).
+    pub(crate) fn start_response<N: AsRef<[u8]>, V: AsRef<[u8]>>(
         &self,
-        status: &str,
-        headers: &[(&str, &str)],
+        status: &[u8],
+        headers: &[(N, V)],
         exc_message: Option<&str>,
     ) -> i32 {
-        let header = |(name, value): &(&str, &str)| nwsgi_header {
-            name: nwsgi_str::from_bytes(name.as_bytes()),
-            value: nwsgi_str::from_bytes(value.as_bytes()),
+        let header = |(name, value): &(N, V)| nwsgi_header {
+            name: nwsgi_str::from_bytes(name.as_ref()),
+            value: nwsgi_str::from_bytes(value.as_ref()),
         };
         // The C view of `headers`: on the stack unless there are many (and
         // not zeroed first: only the part written is read).
@@ -396,7 +403,7 @@ impl<'r> RawRequest<'r> {
         unsafe {
             (self.api.start_response)(
                 self.req.as_ptr(),
-                nwsgi_str::from_bytes(status.as_bytes()),
+                nwsgi_str::from_bytes(status),
                 list.as_ptr(),
                 list.len(),
                 exc_ptr,

@@ -3,8 +3,12 @@
 //! A cdylib carries its own copy of `tracing` (and of its global
 //! dispatcher), so the plugin installs its own subscriber during `init`:
 //! a [`HostLayer`] on a `Registry`, which formats each event into one line
-//! and hands it to `api->log` with no request attached. Every level is
-//! forwarded; the host filters. (Panics are the gate's business: see
+//! and hands it to `api->log`, with the request attached when the event
+//! happens while the app serves one on this thread (`call`, or the body's
+//! `next`/`close`): the host then prints the request's id and request line
+//! (`request_id=... request="GET /path HTTP/1.1"`) and the app's name
+//! (`app=`). No span is needed for that, so a request pays nothing for it.
+//! Every level is forwarded; the host filters. (Panics are the gate's business: see
 //! `raw::install_panic_hook`.)
 
 use std::fmt::{self, Write as _};
@@ -56,7 +60,17 @@ where
         }
         line.push_str(&format_event(event));
         let meta = event.metadata();
-        super::host::log(level_code(*meta.level()), meta.target(), &line);
+        let (level, target) = (level_code(*meta.level()), meta.target());
+        let (req, api) = super::raw::current_request();
+        match api.or_else(super::host::host_api) {
+            // SAFETY: `req` is the request whose call/next/close runs on this
+            // thread right now (`current_request`), which `log` accepts; the
+            // table is the validated one of its host.
+            Some(api) if !req.is_null() => unsafe {
+                super::host::log_with(api, req, level, target, &line)
+            },
+            _ => super::host::log(level, target, &line),
+        }
     }
 }
 

@@ -12,6 +12,7 @@ mod host;
 mod log;
 mod raw;
 mod response;
+pub mod testing;
 
 pub use app::App;
 pub use body::Body;
@@ -20,7 +21,7 @@ pub use environ::{Environ, ErrorStream, Input};
 pub use error::{AbiError, Error};
 pub use host::Headers;
 pub use log::HostLayer;
-pub use response::{Head, Header, StartResponse, Writer};
+pub use response::{Head, HeadBuilder, Header, StartResponse, Writer};
 
 /// What `export_app!` expands to; not part of the API.
 #[doc(hidden)]

@@ -26,8 +26,9 @@ use super::error::Error;
 use super::host::{host_api, known_api, log, log_with, ptr_ok, RawRequest};
 use super::response::StartResponse;
 use crate::ffi::{
-    nwsgi_body, nwsgi_environ, nwsgi_init_args, nwsgi_request, nwsgi_str, NWSGI_BODY_END,
-    NWSGI_BODY_LAST, NWSGI_BODY_MORE, NWSGI_ERROR, NWSGI_E_INVALID, NWSGI_LOG_ERROR, NWSGI_OK,
+    nwsgi_body, nwsgi_environ, nwsgi_host_api, nwsgi_init_args, nwsgi_request, nwsgi_str,
+    NWSGI_BODY_END, NWSGI_BODY_LAST, NWSGI_BODY_MORE, NWSGI_ERROR, NWSGI_E_INVALID,
+    NWSGI_LOG_ERROR, NWSGI_OK,
 };
 
 /// Log target of the messages the SDK itself writes (faults, failed calls).
@@ -65,6 +66,14 @@ struct Gate {
     /// close of a request on the same thread, and `next`/`close` accept only
     /// a home of the thread they run on.
     statics: [Cell<Option<StaticBody>>; STATIC_BODIES],
+    /// While an entry point runs on this thread for a request: its handle
+    /// (else null). The log bridge passes it to `api->log`, so `tracing`
+    /// events of the request carry its id and request line; the header
+    /// allows exactly that (the request running on this thread). Restored
+    /// by `entry` like `panic_at`. With it, the table of the host that
+    /// passed it, once `call` knows it (`None` in the body's `next`/`close`:
+    /// then the remembered table, see `host::host_api`).
+    current_req: Cell<(*mut nwsgi_request, Option<&'static nwsgi_host_api>)>,
 }
 
 impl Gate {
@@ -72,6 +81,7 @@ impl Gate {
         Gate {
             panic_at: Cell::new(ptr::null_mut()),
             statics: [const { Cell::new(None) }; STATIC_BODIES],
+            current_req: Cell::new((ptr::null_mut(), None)),
         }
     }
 
@@ -89,6 +99,13 @@ impl Gate {
             .iter()
             .find(|home| ptr::eq(ptr::from_ref(*home).cast(), state) && home.get().is_some())
     }
+}
+
+/// The request an entry point runs for on this thread right now, or null
+/// (outside entry points, in `init`/`shutdown`). Valid to pass to the
+/// host's `log` while that entry point runs.
+pub(crate) fn current_request() -> (*mut nwsgi_request, Option<&'static nwsgi_host_api>) {
+    GATE.with(|gate| gate.current_req.get())
 }
 
 /// Installs (once) a panic hook in this library's own copy of std: inside an
@@ -139,11 +156,14 @@ fn entry<R>(
         // only leaves its location here, dropped with the frame).
         let mut at: Option<String> = None;
         let outer = gate.panic_at.replace(ptr::addr_of_mut!(at));
+        let outer_req = gate.current_req.replace((req, None));
         // AssertUnwindSafe: after a panic nothing `f` touched is used again
         // except a body state, which the caller poisons.
         let result = catch_unwind(AssertUnwindSafe(|| f(gate)));
         gate.panic_at.set(outer);
-        result.map_err(|payload| report_panic(site, req, at, payload.as_ref()))
+        // Reported to the request's own host when `call` knew it.
+        let api = gate.current_req.replace(outer_req).1;
+        result.map_err(|payload| report_panic(site, req, api, at, payload.as_ref()))
     })
 }
 
@@ -163,6 +183,7 @@ fn refuse(site: &Site<'_>, name: &str, problem: &str) -> String {
 fn report_panic(
     site: &Site<'_>,
     req: *mut nwsgi_request,
+    api: Option<&'static nwsgi_host_api>,
     at: Option<String>,
     payload: &(dyn Any + Send),
 ) -> String {
@@ -170,9 +191,10 @@ fn report_panic(
         Some(at) => format!("{site} panicked at {at}: {}", panic_message(payload)),
         None => format!("{site} panicked: {}", panic_message(payload)),
     };
-    if let Some(api) = host_api() {
+    if let Some(api) = api.or_else(host_api) {
         // SAFETY: `entry` checked every pointer before running; `req` is the
-        // request the host is running on this thread (or NULL).
+        // request the host is running on this thread (or NULL), `api` its
+        // host's table.
         unsafe { log_with(api, req, NWSGI_LOG_ERROR, SDK_TARGET, &message) };
     }
     message
@@ -331,47 +353,66 @@ pub unsafe extern "C" fn call<A: App>(
                 return NWSGI_E_INVALID;
             }
         };
+        gate.current_req.set((req.as_ptr(), Some(raw.api())));
         let mut environ = Environ::new(raw);
         let mut start_response = StartResponse::new(raw);
-        match app.call(&mut environ, &mut start_response) {
-            Ok(out) => {
-                // A whole body goes to the host in one call (ABI 1.2), with
-                // no iterator to hand out, box or close. Not before a
-                // successful start: then the iterator's first chunk is where
-                // the host notices and says what went wrong. The host keeps
-                // the outcome (a disconnect, say) and acts on it when `call`
-                // returns, just as for a chunk from `next`.
-                if start_response.is_started() {
-                    if let Some(bytes) = out.as_single() {
-                        if raw.write_last(bytes).is_some() {
-                            return NWSGI_OK;
-                        }
-                    }
+        let out = match app.call(&mut environ, &mut start_response) {
+            Ok(out) => out,
+            Err(e) => match failed(app, &site, raw, &e, &mut start_response) {
+                Some(out) => out,
+                None => return NWSGI_ERROR,
+            },
+        };
+        // A whole body goes to the host in one call (ABI 1.2), with
+        // no iterator to hand out, box or close. Not before a
+        // successful start: then the iterator's first chunk is where
+        // the host notices and says what went wrong. The host keeps
+        // the outcome (a disconnect, say) and acts on it when `call`
+        // returns, just as for a chunk from `next`.
+        if start_response.is_started() {
+            if let Some(bytes) = out.as_single() {
+                if raw.write_last(bytes).is_some() {
+                    return NWSGI_OK;
                 }
-                let filled = match out.into_handoff() {
-                    Handoff::None => return NWSGI_OK,
-                    Handoff::Static(single) => match gate.lend(single) {
-                        Some(home) => nwsgi_body {
-                            state: home,
-                            next: Some(static_next),
-                            close: Some(static_close),
-                        },
-                        None => boxed_body(single.into_state()),
-                    },
-                    Handoff::State(state) => boxed_body(state),
-                };
-                // SAFETY: `body` checked non-NULL and aligned, ours to fill;
-                // its state is the host's to pass back until `close`.
-                unsafe { *body = filled };
-                NWSGI_OK
-            }
-            Err(e) => {
-                raw.log(NWSGI_LOG_ERROR, SDK_TARGET, &format!("{site} failed: {e}"));
-                NWSGI_ERROR
             }
         }
+        let filled = match out.into_handoff() {
+            Handoff::None => return NWSGI_OK,
+            Handoff::Static(single) => match gate.lend(single) {
+                Some(home) => nwsgi_body {
+                    state: home,
+                    next: Some(static_next),
+                    close: Some(static_close),
+                },
+                None => boxed_body(single.into_state()),
+            },
+            Handoff::State(state) => boxed_body(state),
+        };
+        // SAFETY: `body` checked non-NULL and aligned, ours to fill;
+        // its state is the host's to pass back until `close`.
+        unsafe { *body = filled };
+        NWSGI_OK
     })
     .unwrap_or(NWSGI_ERROR)
+}
+
+/// `call` returned `Err(e)`: log it and answer what the app renders for it
+/// (`None`: nothing, answer `NWSGI_ERROR`). Out of line: the path every
+/// request takes stays as short as before errors could be rendered.
+#[cold]
+#[inline(never)]
+fn failed<A: App>(
+    app: &A,
+    site: &Site<'_>,
+    raw: RawRequest<'_>,
+    e: &Error,
+    start_response: &mut StartResponse<'_>,
+) -> Option<super::body::Body> {
+    let log = |level, what: &str| {
+        let code = super::log::level_code(level);
+        raw.log(code, SDK_TARGET, &format!("{site} {what}"));
+    };
+    super::app::answer_error(app, e, start_response, log)
 }
 
 /// `nwsgi_app.shutdown` for `A`: runs [`App::shutdown`] and drops the app.

@@ -389,10 +389,16 @@ impl App for TestApp {
                         String::from_utf8_lossy(v)
                     ))
                 });
-                let headers: Vec<_> = env.headers().collect();
+                let headers: Vec<_> = env.raw_headers().collect();
                 assert_eq!(headers, [(&b"Host"[..], &b"example"[..]), (b"X-A", b"1")]);
-                assert_eq!(env.method(), b"GET");
+                assert_eq!(env.method_bytes(), b"GET");
+                assert_eq!(env.method(), http::Method::GET);
                 assert_eq!(env.request_uri(), b"/raw?a=1");
+                assert_eq!(env.uri().path(), "/raw");
+                assert_eq!(env.uri().query(), Some("a=1"));
+                assert_eq!(env.headers()["host"], "example");
+                assert_eq!(env.headers()["x-a"], "1");
+                assert_eq!(env.headers().len(), 2);
                 assert_eq!(env.query_string(), b"a=1");
                 assert_eq!(env.protocol(), b"HTTP/1.1");
                 assert!(env.multithread() && !env.multiprocess() && env.has_body());
@@ -674,7 +680,7 @@ fn environ_input_and_logs() {
     let traced = logs_containing("tracing-marker");
     assert_eq!(traced[0].0, NWSGI_LOG_INFO);
     assert_eq!(traced[0].2, "tracing-marker n=1");
-    assert!(!traced[0].3, "tracing events carry no request");
+    assert!(traced[0].3, "tracing events in a request carry it");
 }
 
 #[test]

@@ -67,12 +67,12 @@ fn environ_listing(environ: &Environ<'_>) -> Vec<u8> {
 fn garden_json(environ: &Environ<'_>, body: &[u8]) -> String {
     let b64 = |bytes: &[u8]| STANDARD.encode(bytes);
     let headers: Vec<String> = environ
-        .headers()
+        .raw_headers()
         .map(|(name, value)| format!("[\"{}\",\"{}\"]", b64(name), b64(value)))
         .collect();
     format!(
         "{{\"method\":\"{}\",\"version\":\"{}\",\"uri\":\"{}\",\"headers\":[{}],\"body\":\"{}\"}}",
-        b64(environ.method()),
+        b64(environ.method_bytes()),
         b64(environ.protocol()),
         b64(environ.request_uri()),
         headers.join(","),

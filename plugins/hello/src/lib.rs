@@ -29,7 +29,7 @@ impl App for Hello {
         environ: &mut Environ<'_>,
         start: &mut StartResponse<'_>,
     ) -> Result<Body, Error> {
-        match environ.method() {
+        match environ.method_bytes() {
             b"GET" | b"HEAD" => {
                 start.start_static(&OK)?;
                 Ok(Body::from_static(b"Hello, World!"))

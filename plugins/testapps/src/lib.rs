@@ -176,7 +176,7 @@ impl App for TestApps {
         start: &mut StartResponse<'_>,
     ) -> Result<Body, Error> {
         let query = environ.query_string();
-        match (environ.method(), environ.path_info()) {
+        match (environ.method_bytes(), environ.path_info()) {
             (b"GET", path) => self.get(path, query, environ, start),
             (b"POST", b"/input") => input(environ, start),
             (b"POST", b"/count") => count(environ, start),
