@@ -108,20 +108,20 @@ where
             input: &mut input,
             feed: feed.as_deref(),
         };
-        let response = driver.run(async {
-            poll_fn(|cx| service.poll_ready(cx)).await?;
-            service.call(request).await
-        });
-        let response = match response {
-            Ok(response) => response,
-            Err(e) => return Err(Error::from(e.into())),
-        };
-        let (parts, body) = response.into_parts();
-        send_head(start, parts.status, &parts.headers)?;
-        // The first data frame, while the request body can still be read.
-        let mut body = Box::pin(body);
-        let first = driver.run(next_data(body.as_mut()))?;
-        Ok((body, first))
+        // One `block_on` for the call, the head and the first data frame
+        // (read while the request body can still be read).
+        driver.run(async {
+            let service_error = |e: S::Error| Error::from(e.into());
+            poll_fn(|cx| service.poll_ready(cx))
+                .await
+                .map_err(service_error)?;
+            let response = service.call(request).await.map_err(service_error)?;
+            let (parts, body) = response.into_parts();
+            send_head(start, parts.status, &parts.headers)?;
+            let mut body = Box::pin(body);
+            let first = next_data(body.as_mut()).await?;
+            Ok::<_, Error>((body, first))
+        })
     });
     // A panic above unwinds past this: the clone is dropped with it, and
     // the thread's next request starts from a fresh one.
@@ -350,12 +350,30 @@ where
             return Some(Ok(Vec::from(first)));
         }
         let body = self.body.as_mut();
-        match with_runtime(|rt| rt.block_on(next_data(body))) {
+        let next = with_runtime(|rt| {
+            let mut fut = pin!(next_data(body));
+            match poll_once(rt, fut.as_mut()) {
+                Poll::Ready(out) => out,
+                Poll::Pending => rt.block_on(fut),
+            }
+        });
+        match next {
             Ok(Ok(Some(chunk))) => Some(Ok(Vec::from(chunk))),
             Ok(Ok(None)) => None,
             Ok(Err(e)) | Err(e) => Some(Err(e)),
         }
     }
+}
+
+/// Polls `fut` once inside `rt`'s context (so it can spawn, and create
+/// timers and I/O), with a waker that does nothing: most handlers finish
+/// without waiting, and entering the runtime's context costs far less than
+/// a `block_on`. A future that returns `Pending` here is polled again by
+/// `block_on` (with the real waker) straight after, which is all the
+/// `Future` contract asks: only the waker of the latest poll counts.
+fn poll_once<F: Future + ?Sized>(rt: &Runtime, fut: Pin<&mut F>) -> Poll<F::Output> {
+    let _context = rt.enter();
+    fut.poll(&mut Context::from_waker(Waker::noop()))
 }
 
 /// Runs futures on the runtime, doing the request body's reads in between.
@@ -371,6 +389,9 @@ impl Driver<'_, '_> {
     /// the ABI requires), and the future resumed.
     fn run<F: Future>(&mut self, fut: F) -> F::Output {
         let mut fut = pin!(fut);
+        if let Poll::Ready(out) = poll_once(self.rt, fut.as_mut()) {
+            return out;
+        }
         loop {
             let feed = self.feed;
             let step = self.rt.block_on(poll_fn(|cx| {
