@@ -670,3 +670,80 @@ macro_rules! export_service {
         };
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn poll(body: &mut RequestBody) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
+        Pin::new(body).poll_frame(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_recognised() {
+        for name in [
+            "connection",
+            "transfer-encoding",
+            "keep-alive",
+            "upgrade",
+            "te",
+        ] {
+            assert!(hop_by_hop(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in ["content-type", "content-length", "set-cookie"] {
+            assert!(!hop_by_hop(&HeaderName::from_static(name)), "{name}");
+        }
+    }
+
+    #[test]
+    fn content_length_parses_or_is_none() {
+        assert_eq!(content_length(b"12"), Some(12));
+        assert_eq!(content_length(b""), None);
+        assert_eq!(content_length(b"x"), None);
+    }
+
+    #[test]
+    fn empty_body_ends_at_once() {
+        let mut body = RequestBody::empty();
+        assert!(body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(0));
+        assert!(matches!(poll(&mut body), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn streaming_body_asks_for_a_read_then_sees_it() {
+        let mut body = RequestBody::streaming(Some(5));
+        let feed = body.feed.clone().expect("a feed");
+        assert_eq!(body.size_hint().exact(), Some(5));
+        assert!(!feed.wants_read(Waker::noop()), "nothing asked yet");
+        assert!(poll(&mut body).is_pending());
+        assert!(feed.wants_read(Waker::noop()), "the poll asked for a read");
+        // What `fill` does with a read of 5 bytes.
+        {
+            let mut state = feed.lock();
+            state.want = false;
+            state.remaining = Some(0);
+            state.ready = Some(Ok(Bytes::from_static(b"hello")));
+        }
+        match poll(&mut body) {
+            Poll::Ready(Some(Ok(frame))) => {
+                assert_eq!(frame.into_data().ok(), Some(Bytes::from_static(b"hello")))
+            }
+            _ => panic!("the read should come out as a data frame"),
+        }
+        assert!(body.is_end_stream(), "all of Content-Length was read");
+    }
+
+    #[test]
+    fn a_body_polled_after_its_call_fails() {
+        let mut body = RequestBody::streaming(None);
+        let feed = body.feed.clone().expect("a feed");
+        feed.close();
+        match poll(&mut body) {
+            Poll::Ready(Some(Err(e))) => {
+                assert!(e.to_string().contains("after its call returned"), "{e}")
+            }
+            _ => panic!("a closed feed is an error"),
+        }
+    }
+}
