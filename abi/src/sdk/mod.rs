@@ -12,6 +12,8 @@ mod host;
 mod log;
 mod raw;
 mod response;
+#[cfg(feature = "tower")]
+mod service;
 pub mod testing;
 
 pub use app::App;
@@ -22,9 +24,15 @@ pub use error::{AbiError, Error};
 pub use host::Headers;
 pub use log::HostLayer;
 pub use response::{Head, HeadBuilder, Header, StartResponse, Writer};
+#[cfg(feature = "tower")]
+pub use service::{RequestBody, RequestBodyError};
 
 /// What `export_app!` expands to; not part of the API.
 #[doc(hidden)]
 pub mod __private {
     pub use super::export::{c_name, descriptor};
+    #[cfg(feature = "tower")]
+    pub mod service {
+        pub use super::super::service::{call, init, Prototype};
+    }
 }

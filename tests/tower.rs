@@ -1,0 +1,317 @@
+//! `export_service!`: the axum example `plugins/todo-axum` served by the
+//! real host. CRUD with exact JSON, axum's own rejections (422/400/413/
+//! 404/405), server-sent events streamed event by event, tokio timers in
+//! handlers, panics, concurrency across app threads, and a failing `build`.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use integration_tests::artifacts;
+use integration_tests::client::{self, Chunk, Response};
+use integration_tests::server::{self, Serve, Server};
+
+fn todo_axum() -> String {
+    artifacts::rust_plugin("todo_axum")
+        .to_str()
+        .expect("a UTF-8 path")
+        .to_owned()
+}
+
+/// The example with its debug routes (`/debug/sleep`, `/debug/panic`).
+fn serve() -> Serve {
+    server::serve(todo_axum()).args(["--app-arg", "debug=1"])
+}
+
+/// `method target` with a JSON body (none if `body` is `None`).
+fn send(server: &Server, method: &str, target: &str, body: Option<&str>) -> Response {
+    let mut request = format!("{method} {target} HTTP/1.1\r\nHost: t\r\n");
+    if let Some(body) = body {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    } else {
+        request.push_str("\r\n");
+    }
+    client::request(server.addr(), request.as_bytes())
+}
+
+fn assert_json(resp: &Response, status: u16, body: &str) {
+    assert_eq!(
+        (resp.status, resp.text().as_str()),
+        (status, body),
+        "{}",
+        resp.raw_head
+    );
+    if !body.is_empty() {
+        assert_eq!(resp.header("content-type"), Some("application/json"));
+    }
+}
+
+#[test]
+fn crud_flow_with_exact_json() {
+    let server = serve().start();
+    let s = &server;
+    assert_json(&send(s, "GET", "/todos", None), 200, "[]");
+    let created = send(s, "POST", "/todos", Some(r#"{"title":"  buy milk "}"#));
+    assert_json(&created, 201, r#"{"id":1,"title":"buy milk","done":false}"#);
+    assert_eq!(
+        created.header("content-length"),
+        Some("40"),
+        "one chunk: framed with Content-Length"
+    );
+    let second = send(s, "POST", "/todos", Some(r#"{"title":"write tests"}"#));
+    assert_json(
+        &second,
+        201,
+        r#"{"id":2,"title":"write tests","done":false}"#,
+    );
+    assert_json(
+        &send(s, "PATCH", "/todos/1", Some(r#"{"done":true}"#)),
+        200,
+        r#"{"id":1,"title":"buy milk","done":true}"#,
+    );
+    assert_json(
+        &send(s, "GET", "/todos/2", None),
+        200,
+        r#"{"id":2,"title":"write tests","done":false}"#,
+    );
+    // Filters from the query string.
+    assert_json(
+        &send(s, "GET", "/todos?done=true", None),
+        200,
+        r#"[{"id":1,"title":"buy milk","done":true}]"#,
+    );
+    assert_json(
+        &send(s, "GET", "/todos?q=tests&limit=5", None),
+        200,
+        r#"[{"id":2,"title":"write tests","done":false}]"#,
+    );
+    assert_json(
+        &send(s, "GET", "/todos?limit=1", None),
+        200,
+        r#"[{"id":1,"title":"buy milk","done":true}]"#,
+    );
+    let deleted = send(s, "DELETE", "/todos/1", None);
+    assert_eq!(deleted.status, 204, "{}", deleted.raw_head);
+    assert_json(
+        &send(s, "GET", "/todos/1", None),
+        404,
+        r#"{"error":"no todo 1"}"#,
+    );
+    assert_json(
+        &send(s, "DELETE", "/todos/1", None),
+        404,
+        r#"{"error":"no todo 1"}"#,
+    );
+    assert_json(
+        &send(s, "GET", "/todos", None),
+        200,
+        r#"[{"id":2,"title":"write tests","done":false}]"#,
+    );
+    let health = send(s, "GET", "/health", None);
+    assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
+}
+
+#[test]
+fn validation_errors_are_422_and_400() {
+    let server = serve().start();
+    let s = &server;
+    assert_json(
+        &send(s, "POST", "/todos", Some(r#"{"title":"   "}"#)),
+        422,
+        r#"{"error":"title must be 1 to 200 characters"}"#,
+    );
+    // axum's own rejections: a missing field, then JSON that does not parse.
+    let missing = send(s, "POST", "/todos", Some(r#"{"name":"x"}"#));
+    assert_eq!(missing.status, 422, "{}", missing.raw_head);
+    assert!(
+        missing.text().contains("missing field `title`"),
+        "{}",
+        missing.text()
+    );
+    let syntax = send(s, "POST", "/todos", Some(r#"{"title":"#));
+    assert_eq!(syntax.status, 400, "{}", syntax.raw_head);
+    // A title longer than 200 characters, in a 60 KiB body: read whole.
+    let long = format!(r#"{{"title":"{}"}}"#, "a".repeat(60 * 1024));
+    assert_json(
+        &send(s, "POST", "/todos", Some(&long)),
+        422,
+        r#"{"error":"title must be 1 to 200 characters"}"#,
+    );
+    assert_json(&send(s, "GET", "/todos", None), 200, "[]");
+}
+
+#[test]
+fn bodies_over_64_kib_are_413() {
+    let server = serve().start();
+    let big = format!(r#"{{"title":"{}"}}"#, "a".repeat(70 * 1024));
+    let resp = send(&server, "POST", "/todos", Some(&big));
+    assert_eq!(resp.status, 413, "{}", resp.raw_head);
+    // The same without a Content-Length: chunked, read piece by piece.
+    let mut request =
+        b"POST /todos HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    for piece in big.as_bytes().chunks(10_000) {
+        request.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        request.extend_from_slice(piece);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let resp = client::request(server.addr(), &request);
+    assert_eq!(resp.status, 413, "{}", resp.raw_head);
+    // A chunked body under the limit is read to its end.
+    let small = br#"{"title":"chunked"}"#;
+    let mut request =
+        b"POST /todos HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    for piece in small.chunks(5) {
+        request.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        request.extend_from_slice(piece);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let resp = client::request(server.addr(), &request);
+    assert_json(&resp, 201, r#"{"id":1,"title":"chunked","done":false}"#);
+}
+
+#[test]
+fn unknown_routes_are_404_and_wrong_methods_405() {
+    let server = serve().start();
+    let resp = send(&server, "GET", "/nope", None);
+    assert_eq!(
+        (resp.status, resp.body.len()),
+        (404, 0),
+        "{}",
+        resp.raw_head
+    );
+    let resp = send(&server, "PUT", "/todos", None);
+    assert_eq!(resp.status, 405, "{}", resp.raw_head);
+    assert_eq!(resp.header("allow"), Some("GET,HEAD,POST"));
+    let resp = send(&server, "GET", "/todos/not-a-number", None);
+    assert_eq!(resp.status, 400, "{}", resp.raw_head);
+}
+
+#[test]
+fn server_sent_events_stream_one_by_one() {
+    let server = serve().start();
+    let mut conn = server.connect();
+    conn.send(b"GET /events?n=4 HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = conn.read_head();
+    assert_eq!(head.status, 200, "{}", head.raw_head);
+    assert_eq!(head.header("content-type"), Some("text/event-stream"));
+    assert_eq!(head.header("transfer-encoding"), Some("chunked"));
+    let mut events = Vec::new();
+    let mut arrivals = Vec::new();
+    loop {
+        match conn.read_chunk() {
+            Chunk::Data(data) => {
+                arrivals.push(Instant::now());
+                events.push(String::from_utf8(data).expect("UTF-8 events"));
+            }
+            Chunk::End => break,
+            Chunk::Eof => panic!("the stream ended without its last chunk: {events:?}"),
+        }
+    }
+    let want: Vec<String> = (0..4)
+        .map(|i| format!("event: tick\nid: {i}\ndata: {{\"tick\":{i},\"todos\":0}}\n\n"))
+        .collect();
+    assert_eq!(events, want, "one chunk per event");
+    // 50 ms apart on the server: each left when it was produced.
+    for pair in arrivals.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(30),
+            "events arrived together ({gap:?})"
+        );
+    }
+}
+
+#[test]
+fn handlers_can_use_tokio_timers() {
+    let server = serve().start();
+    let started = Instant::now();
+    let resp = send(&server, "GET", "/debug/sleep?ms=150", None);
+    assert_eq!((resp.status, resp.text().as_str()), (200, "slept 150 ms\n"));
+    assert!(started.elapsed() >= Duration::from_millis(150));
+}
+
+#[test]
+fn a_panic_is_a_500_with_its_location_and_the_thread_goes_on() {
+    // One app thread: the requests after the panic run where it happened.
+    let server = serve().args(["--threads", "1"]).start();
+    let resp = send(&server, "GET", "/debug/panic", None);
+    assert_eq!(resp.status, 500, "{}", resp.raw_head);
+    let line = server.wait_for_log("asked to panic", Duration::from_secs(5));
+    assert!(
+        line.contains("panicked at plugins/todo-axum/src/lib.rs:"),
+        "no location: {line}"
+    );
+    let resp = send(&server, "GET", "/debug/sleep?ms=10", None);
+    assert_eq!((resp.status, resp.text().as_str()), (200, "slept 10 ms\n"));
+    assert_json(&send(&server, "GET", "/todos", None), 200, "[]");
+}
+
+#[test]
+fn app_threads_serve_concurrently_and_share_state() {
+    let server = serve().args(["--threads", "4", "-w", "1"]).start();
+    let addr = server.addr();
+    // Four 400 ms sleeps at once: well under the 1.6 s they take in turn.
+    let started = Instant::now();
+    let sleepers: Vec<_> = (0..4)
+        .map(|_| thread::spawn(move || client::get(addr, "/debug/sleep?ms=400")))
+        .collect();
+    for sleeper in sleepers {
+        let resp = sleeper.join().expect("a client thread");
+        assert_eq!(resp.status, 200, "{}", resp.raw_head);
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1200),
+        "not concurrent: {took:?}"
+    );
+    // Creations from four threads: one store, every id once.
+    let creators: Vec<_> = (0..4)
+        .map(|t| {
+            thread::spawn(move || {
+                for i in 0..10 {
+                    let body = format!(r#"{{"title":"t{t}-{i}"}}"#);
+                    let request = format!(
+                        "POST /todos HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let resp = client::request(addr, request.as_bytes());
+                    assert_eq!(resp.status, 201, "{}", resp.raw_head);
+                }
+            })
+        })
+        .collect();
+    for creator in creators {
+        creator.join().expect("a client thread");
+    }
+    let list = send(&server, "GET", "/todos", None).text();
+    let ids: Vec<u64> = list
+        .split("\"id\":")
+        .skip(1)
+        .map(|rest| rest.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ids, (1..=40).collect::<Vec<u64>>());
+}
+
+#[test]
+fn a_failing_build_stops_the_host_with_its_message() {
+    let run = server::run([
+        "serve",
+        &todo_axum(),
+        "-b",
+        "127.0.0.1:0",
+        "--app-arg",
+        "max_todos=lots",
+    ]);
+    let line = run.error_line();
+    assert!(
+        line.contains("init failed") && line.contains("max_todos=\"lots\": invalid digit"),
+        "{line:?}"
+    );
+    assert_eq!(run.status.code(), Some(1));
+}
