@@ -537,14 +537,19 @@ impl Loop {
     }
 
     fn accept_all(&mut self, listener: &mut Acceptor, i: usize, now: Instant) {
-        // Connections can have waited long in the backlog only if this
-        // loop has not emptied it for a while (it just started: a worker
-        // replacing one that crashed, say; or it was stopped).
-        let may_be_stale =
-            self.drained_at[i].is_none_or(|at| now.duration_since(at) >= BACKLOG_STALE);
         loop {
             match listener.accept() {
                 Ok((io, peer)) => {
+                    // A connection can have waited long in the backlog only
+                    // if this loop has not emptied it for a while (it just
+                    // started: a worker replacing one that crashed, say; or
+                    // it was stopped). Judged per connection on a fresh
+                    // clock: a worker stopped (SIGSTOP, a debugger) in the
+                    // middle of this loop resumes it with the turn's clock,
+                    // older than the connections that came meanwhile.
+                    let may_be_stale = self.drained_at[i].is_none_or(|at| {
+                        Instant::now().saturating_duration_since(at) >= BACKLOG_STALE
+                    });
                     let arrival = if may_be_stale { io.arrival() } else { None };
                     if arrival.is_some_and(|a| a.reset) {
                         // Gone before we got to it: nobody would read an
