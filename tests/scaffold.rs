@@ -82,6 +82,33 @@ fn a_new_rust_project_builds_passes_its_test_and_serves() {
 }
 
 #[test]
+fn a_new_axum_project_builds_passes_its_test_and_serves() {
+    let dir = TempDir::new("new-axum");
+    let made = new(&dir.path, &["hello-axum", "--lang", "axum"]);
+    assert!(made.status.success(), "{made:#?}");
+    assert!(made.stdout.contains("cargo build --release"), "{made:#?}");
+    let project = dir.join("hello-axum");
+    let toml = fs::read_to_string(project.join("Cargo.toml")).unwrap();
+    assert!(toml.contains(r#"features = ["tower"]"#), "{toml}");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let target = shared_target();
+    let envs = [("CARGO_TARGET_DIR", target.as_path())];
+    must_run(&project, &cargo, &["build", "--offline"], &envs);
+    let tests = must_run(&project, &cargo, &["test", "--offline"], &envs);
+    assert!(tests.contains("3 passed"), "{tests}");
+    let library = target.join("debug/libhello_axum.so");
+    let server = server::serve(&library).start();
+    let resp = get(&server, "/");
+    assert_eq!(
+        (resp.status, resp.text().as_str()),
+        (200, "Hello, World!\n")
+    );
+    let resp = get(&server, "/hello?name=Ann");
+    assert_eq!((resp.status, resp.text().as_str()), (200, "Hello, Ann!\n"));
+    assert_eq!(get(&server, "/nope").status, 404);
+}
+
+#[test]
 fn a_new_c_project_builds_passes_its_test_and_serves() {
     let dir = TempDir::new("new-c");
     let made = new(&dir.path, &["hello-c", "--lang", "c"]);
@@ -161,16 +188,12 @@ fn host_new_refuses_what_it_cannot_make() {
     fs::write(dir.join("afile"), "x").unwrap();
     assert_refused(&new(&dir.path, &["afile"]), "already exists");
     assert_refused(
-        &new(&dir.path, &["web", "--lang", "axum"]),
-        "--lang axum is not available yet",
-    );
-    assert_refused(
         &new(&dir.path, &["nowhere", "--abi-path", "/nonexistent"]),
         "no abi crate at /nonexistent",
     );
     assert_refused(
         &new(&dir.path, &["cabi", "--lang", "c", "--abi-path", "/tmp"]),
-        "--abi-path is for --lang rust",
+        "--abi-path is for --lang rust and axum",
     );
     assert_refused(&new(&dir.path, &["x", "--lang", "cobol"]), "cobol");
     // Nothing was created by any of them.

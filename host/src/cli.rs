@@ -63,7 +63,7 @@ pub enum NewLang {
     Rust,
     /// A C file, the headers, a Makefile and a test script (`make`, `make test`).
     C,
-    /// A Rust project serving an axum router (not available yet in this build).
+    /// A Rust project serving an axum router through the SDK's tower support.
     Axum,
 }
 

@@ -18,6 +18,8 @@ const BUILT_ABI_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../abi");
 const RUST_CARGO_TOML: &str = include_str!("../templates/rust/Cargo.toml.in");
 const RUST_LIB_RS: &str = include_str!("../templates/rust/lib.rs.in");
 const RUST_GITIGNORE: &str = include_str!("../templates/rust/gitignore");
+const AXUM_CARGO_TOML: &str = include_str!("../templates/axum/Cargo.toml.in");
+const AXUM_LIB_RS: &str = include_str!("../templates/axum/lib.rs.in");
 const C_APP: &str = include_str!("../templates/c/app.c");
 const C_MAKEFILE: &str = include_str!("../templates/c/Makefile");
 const C_TEST: &str = include_str!("../templates/c/test.sh");
@@ -118,19 +120,13 @@ fn create(args: &NewArgs) -> Result<Vec<String>, Refusal> {
         NewLang::C => {
             if args.abi_path.is_some() {
                 return Err(Refusal::Usage(
-                    "--abi-path is for --lang rust (a C project copies the headers)".into(),
+                    "--abi-path is for --lang rust and axum (a C project copies the headers)"
+                        .into(),
                 ));
             }
             c_files(&args.name)
         }
-        // The SDK's tower/axum support is not in this build: nothing
-        // generated could be built, so nothing is generated.
-        NewLang::Axum => {
-            return Err(Refusal::Usage(
-                "--lang axum is not available yet: this build's SDK has no tower/axum support"
-                    .into(),
-            ))
-        }
+        NewLang::Axum => axum_files(&args.name, args.abi_path.as_deref())?,
     };
     let dir = Path::new(&args.name);
     let created = prepare_dir(dir)?;
@@ -143,7 +139,7 @@ fn create(args: &NewArgs) -> Result<Vec<String>, Refusal> {
     }
     let name = &args.name;
     Ok(match args.lang {
-        NewLang::Rust => vec![
+        NewLang::Rust | NewLang::Axum => vec![
             format!("cd {name} && cargo build --release"),
             format!("host serve target/release/lib{}.so", crate_name(name)),
             "cargo test".into(),
@@ -247,6 +243,21 @@ fn fill(template: &str, name: &str) -> String {
 }
 
 fn rust_files(name: &str, abi_path: Option<&Path>) -> Result<Vec<File>, Refusal> {
+    cargo_files(name, abi_path, RUST_CARGO_TOML, RUST_LIB_RS)
+}
+
+fn axum_files(name: &str, abi_path: Option<&Path>) -> Result<Vec<File>, Refusal> {
+    cargo_files(name, abi_path, AXUM_CARGO_TOML, AXUM_LIB_RS)
+}
+
+/// A Cargo project depending on the `abi` crate: its manifest and library
+/// from the templates given.
+fn cargo_files(
+    name: &str,
+    abi_path: Option<&Path>,
+    manifest: &str,
+    library: &str,
+) -> Result<Vec<File>, Refusal> {
     let abi = abi_dir(abi_path)?;
     let abi = abi.to_str().ok_or_else(|| {
         Refusal::Usage(format!(
@@ -254,10 +265,10 @@ fn rust_files(name: &str, abi_path: Option<&Path>) -> Result<Vec<File>, Refusal>
             abi.display()
         ))
     })?;
-    let cargo_toml = fill(RUST_CARGO_TOML, name).replace("{{ABI_PATH}}", &toml_string(abi));
+    let cargo_toml = fill(manifest, name).replace("{{ABI_PATH}}", &toml_string(abi));
     Ok(vec![
         file("Cargo.toml", cargo_toml),
-        file("src/lib.rs", fill(RUST_LIB_RS, name)),
+        file("src/lib.rs", fill(library, name)),
         file(".gitignore", RUST_GITIGNORE.to_owned()),
     ])
 }
