@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::cli::{NewArgs, NewLang};
+use crate::settings::quoted;
 
 /// The `abi` crate of the source tree this binary was built from.
 const BUILT_ABI_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../abi");
@@ -265,7 +266,7 @@ fn cargo_files(
             abi.display()
         ))
     })?;
-    let cargo_toml = fill(manifest, name).replace("{{ABI_PATH}}", &toml_string(abi));
+    let cargo_toml = fill(manifest, name).replace("{{ABI_PATH}}", &quoted(abi));
     Ok(vec![
         file("Cargo.toml", cargo_toml),
         file("src/lib.rs", fill(library, name)),
@@ -294,22 +295,6 @@ fn abi_dir(given: Option<&Path>) -> Result<PathBuf, Refusal> {
         )));
     }
     fs::canonicalize(&dir).map_err(|e| Refusal::Failed(format!("{}: {e}", dir.display())))
-}
-
-/// `s` as a TOML basic string.
-fn toml_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 fn c_files(name: &str) -> Vec<File> {
@@ -356,8 +341,8 @@ mod tests {
 
     #[test]
     fn toml_strings() {
-        assert_eq!(toml_string("/a/b"), "\"/a/b\"");
-        assert_eq!(toml_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000A\"");
+        assert_eq!(quoted("/a/b"), "\"/a/b\"");
+        assert_eq!(quoted("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000A\"");
     }
 
     #[test]

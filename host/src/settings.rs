@@ -439,7 +439,7 @@ fn toml_value(arg: &Arg, matches: &ArgMatches) -> Option<String> {
 }
 
 /// `v` as a TOML basic string.
-fn quoted(v: &str) -> String {
+pub fn quoted(v: &str) -> String {
     let mut out = String::with_capacity(v.len() + 2);
     out.push('"');
     for c in v.chars() {

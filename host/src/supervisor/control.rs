@@ -257,8 +257,6 @@ struct Region {
     reload: [AtomicU8; RELOAD_MAX],
 }
 
-const REGION_LEN: usize = std::mem::size_of::<Region>();
-
 /// The JSON board's layout: one text under its own seqlock.
 #[repr(C)]
 struct JsonRegion {
@@ -268,12 +266,11 @@ struct JsonRegion {
     bytes: [AtomicU8; JSON_MAX],
 }
 
-const JSON_LEN: usize = std::mem::size_of::<JsonRegion>();
-
-/// A new memfd called `name`, `len` bytes long, mapped shared and writable
-/// for the life of the process (the mapping's base, zero-filled, and the
-/// descriptor, which `/proc/PID/fd` shows).
-fn map_memfd(name: &str, len: usize) -> io::Result<(*mut libc::c_void, File)> {
+/// A new memfd called `name`, as long as a `T`, mapped shared and
+/// writable for the life of the process (so the board is 'static), with
+/// `magic` stored in it; and its descriptor, which `/proc/PID/fd` shows.
+fn create_board<T: Layout>(name: &str, magic: u64) -> io::Result<(&'static T, File)> {
+    let len = std::mem::size_of::<T>();
     let name = CString::new(name).expect("no NUL in the name");
     // SAFETY: a valid NUL-terminated name and flags; the new descriptor
     // is owned by the File below and nowhere else.
@@ -299,7 +296,12 @@ fn map_memfd(name: &str, len: usize) -> io::Result<(*mut libc::c_void, File)> {
     if base == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    Ok((base, file))
+    // SAFETY: the mapping is `len` bytes, page-aligned, zero-filled (a new
+    // memfd) and never unmapped, so 'static; all-zero bytes are a valid
+    // `T` (`Layout`: atomics only).
+    let board = unsafe { &*(base as *const T) };
+    board.magic().store(magic, Ordering::Release);
+    Ok((board, file))
 }
 
 /// The master's side of the JSON board.
@@ -310,11 +312,7 @@ struct JsonBoard {
 
 impl JsonBoard {
     fn create() -> io::Result<JsonBoard> {
-        let (base, file) = map_memfd(JSON_NAME, JSON_LEN)?;
-        // SAFETY: the mapping is JSON_LEN bytes, page-aligned, zero-filled
-        // and never unmapped, so 'static; all-zero bytes are valid atomics.
-        let region = unsafe { &*(base as *const JsonRegion) };
-        region.magic.store(JSON_MAGIC, Ordering::Release);
+        let (region, file) = create_board::<JsonRegion>(JSON_NAME, JSON_MAGIC)?;
         Ok(JsonBoard {
             region,
             _file: file,
@@ -341,12 +339,7 @@ struct Board {
 
 impl Board {
     fn create() -> io::Result<Board> {
-        let (base, file) = map_memfd(BOARD_NAME, REGION_LEN)?;
-        // SAFETY: the mapping is REGION_LEN bytes, page-aligned, zero-filled
-        // (a new memfd) and never unmapped, so 'static; all-zero bytes are
-        // valid atomics.
-        let region = unsafe { &*(base as *const Region) };
-        region.magic.store(BOARD_MAGIC, Ordering::Release);
+        let (region, file) = create_board::<Region>(BOARD_NAME, BOARD_MAGIC)?;
         Ok(Board {
             region,
             _file: file,
@@ -753,17 +746,29 @@ fn read_json_board(pid: i32) -> Option<String> {
     map_read::<JsonRegion, _>(&find_memfd(pid, JSON_NAME)?, read_json)
 }
 
-/// A board layout: nothing but atomics, so every bit pattern is a valid
-/// value and a read-only mapping of it may be loaded from.
+/// A board layout: nothing but atomics, so every bit pattern (all zeros
+/// of a new memfd included) is a valid value, and a read-only mapping of it
+/// may be loaded from. Each starts with a magic number, stored once it is
+/// made, that tells a board from another memfd of the same name.
 ///
 /// # Safety
 /// The type must be `repr(C)` and made only of atomics (and arrays of
 /// them).
-unsafe trait Layout {}
+unsafe trait Layout {
+    fn magic(&self) -> &AtomicU64;
+}
 // SAFETY: repr(C), atomics only.
-unsafe impl Layout for Region {}
+unsafe impl Layout for Region {
+    fn magic(&self) -> &AtomicU64 {
+        &self.magic
+    }
+}
 // SAFETY: repr(C), atomics only.
-unsafe impl Layout for JsonRegion {}
+unsafe impl Layout for JsonRegion {
+    fn magic(&self) -> &AtomicU64 {
+        &self.magic
+    }
+}
 
 /// Maps another process's board (the memfd at `path`) read-only, and
 /// hands it to `read`; None if the file is too short or cannot be mapped.
