@@ -670,6 +670,90 @@ macro_rules! export_service {
     };
 }
 
+impl crate::testing::Client {
+    /// A client for a tower service served as `export_service!(build)`
+    /// serves it (the same request building, runtime, body streaming and
+    /// panic handling), started through `build` with `config`: an
+    /// exported service's handlers tested in-process. `Err` is the message
+    /// `build` failed with.
+    ///
+    /// ```
+    /// use abi::http::{Request, Response, StatusCode};
+    /// use abi::testing::Client;
+    /// use std::convert::Infallible;
+    /// use std::future::{ready, Ready};
+    /// use std::task::{Context, Poll};
+    ///
+    /// #[derive(Clone)]
+    /// struct Hello;
+    ///
+    /// impl tower_service::Service<Request<abi::RequestBody>> for Hello {
+    ///     type Response = Response<String>;
+    ///     type Error = Infallible;
+    ///     type Future = Ready<Result<Response<String>, Infallible>>;
+    ///     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+    ///         Poll::Ready(Ok(()))
+    ///     }
+    ///     fn call(&mut self, request: Request<abi::RequestBody>) -> Self::Future {
+    ///         ready(Ok(Response::new(format!("Hello from {}", request.uri().path()))))
+    ///     }
+    /// }
+    ///
+    /// fn build(_: &abi::Config) -> Result<Hello, String> {
+    ///     Ok(Hello)
+    /// }
+    ///
+    /// let client = Client::service(build, &abi::Config::default()).unwrap();
+    /// let response = client.call(Request::get("/there").body(()).unwrap());
+    /// assert_eq!(response.status(), StatusCode::OK);
+    /// assert_eq!(response.body(), b"Hello from /there");
+    /// ```
+    pub fn service<S, RB>(
+        build: fn(&Config) -> Result<S, String>,
+        config: &Config,
+    ) -> Result<crate::testing::Client, String>
+    where
+        S: Service<Request<RequestBody>, Response = Response<RB>> + Clone + Send + 'static,
+        S::Error: Into<BoxError>,
+        RB: HttpBody + Send + 'static,
+        RB::Error: Into<BoxError>,
+    {
+        /// The app `export_service!` would define, made from a value.
+        struct Served<S, RB> {
+            prototype: Prototype,
+            build: fn(&Config) -> Result<S, String>,
+            body: std::marker::PhantomData<fn() -> RB>,
+        }
+
+        impl<S, RB> crate::App for Served<S, RB>
+        where
+            S: Service<Request<RequestBody>, Response = Response<RB>> + Clone + Send + 'static,
+            S::Error: Into<BoxError>,
+            RB: HttpBody + Send + 'static,
+            RB::Error: Into<BoxError>,
+        {
+            fn init(_config: &Config) -> Result<Self, String> {
+                Err("made by Client::service, not by init".into())
+            }
+
+            fn call(
+                &self,
+                environ: &mut Environ<'_>,
+                start: &mut StartResponse<'_>,
+            ) -> Result<Body, Error> {
+                call(&self.prototype, environ, start, self.build)
+            }
+        }
+
+        let prototype = init(config, build)?;
+        Ok(crate::testing::Client::new(Served {
+            prototype,
+            build,
+            body: std::marker::PhantomData,
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -249,3 +249,36 @@ fn build(config: &abi::Config) -> Result<Router, String> {
 }
 
 abi::export_service!(build);
+
+#[cfg(test)]
+mod tests {
+    use abi::http::{Request, StatusCode};
+    use abi::testing::Client;
+    use abi::Config;
+
+    /// The exported router, run in-process as the host runs it.
+    #[test]
+    fn created_todos_are_listed() {
+        let client = Client::service(super::build, &Config::default()).expect("build");
+        let health = client.call(Request::get("/health").body(()).unwrap());
+        assert_eq!(
+            (health.status(), health.body().as_slice()),
+            (StatusCode::OK, &b"ok\n"[..])
+        );
+        let created = client.call(
+            Request::post("/todos")
+                .header("content-type", "application/json")
+                .body(r#"{"title":"write tests"}"#)
+                .unwrap(),
+        );
+        assert_eq!(created.status(), StatusCode::CREATED, "{created:?}");
+        let listed = client.call(Request::get("/todos").body(()).unwrap());
+        let text = String::from_utf8_lossy(listed.body());
+        assert!(text.contains("write tests"), "{text}");
+        let bad = Config::from_pairs([("max_todos", "lots")]);
+        let Err(refused) = Client::service(super::build, &bad) else {
+            panic!("build should refuse max_todos=lots");
+        };
+        assert!(refused.contains("max_todos"), "{refused}");
+    }
+}
