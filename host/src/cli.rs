@@ -28,7 +28,7 @@ pub enum Command {
     /// Print the effective settings of `host serve` with these arguments (a config file, HOST_ARGS, $PORT, flags), each with where its value came from.
     Config(Box<ServeArgs>),
     /// Swap in the plugin file's current build (SIGHUP to the master) and wait for the outcome.
-    Reload(ControlArgs),
+    Reload(ReloadArgs),
     /// Stop the server gracefully (SIGTERM to the master) and wait until it exits.
     Stop(ControlArgs),
     /// Upgrade the host binary without closing the port (SIGUSR2 to the master): start the binary now at the path the server was started from, with the same command line and the listening sockets; once its workers are up the old master drains and exits. Waits for the outcome; exits non-zero, the old master still serving, if the new one cannot serve.
@@ -105,6 +105,16 @@ pub struct ControlArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ReloadArgs {
+    #[command(flatten)]
+    pub control: ControlArgs,
+
+    /// Re-stage only the app mounted at this prefix; the other mounts keep their builds even if their files changed.
+    #[arg(long = "mount", value_name = "PREFIX")]
+    pub mount: Option<String>,
+}
+
+#[derive(Args, Debug)]
 pub struct StatusArgs {
     /// The pidfile the server was started with (`host serve -p FILE`).
     #[arg(short = 'p', long = "pid", value_name = "FILE")]
@@ -123,6 +133,10 @@ pub struct StatusArgs {
 pub struct CheckArgs {
     /// The plugin: PATH[:SYMBOL] (the symbol defaults to `app`); with -c, the file's `plugin` if omitted.
     pub plugin: Option<String>,
+
+    /// Check the plugin mounted at PREFIX too (repeatable), as `host serve --mount` takes it.
+    #[arg(long = "mount", value_name = "PREFIX=PLUGIN", value_parser = parse_mount)]
+    pub mount: Vec<(String, String)>,
 
     /// A config file to validate, as `host serve -c FILE` would read it.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
@@ -298,6 +312,14 @@ pub struct ServeArgs {
     #[arg(long = "app-arg", value_name = "KEY=VALUE", value_parser = parse_app_arg)]
     pub app_arg: Vec<(String, String)>,
 
+    /// Serve the plugin at this path prefix (repeatable: several apps in one server; longest prefix wins). The positional plugin, if any, is mounted at "/".
+    #[arg(long = "mount", value_name = "PREFIX=PLUGIN", value_parser = parse_mount)]
+    pub mount: Vec<(String, String)>,
+
+    /// A KEY=VALUE pair handed to the init of the app mounted at PREFIX only, after the --app-arg pairs (repeatable).
+    #[arg(long = "mount-arg", value_name = "PREFIX:KEY=VALUE")]
+    pub mount_arg: Vec<String>,
+
     /// Longest request line, in bytes (414 beyond); 0 for the most allowed, 1 MiB.
     #[arg(long = "limit-request-line", default_value_t = DEFAULT_LIMIT_REQUEST_LINE as u64,
           value_parser = limit(16, MAX_LIMIT_REQUEST_LINE))]
@@ -421,6 +443,11 @@ pub enum LogLevel {
     Warning,
     Error,
     Critical,
+}
+
+/// `--mount`: the prefix checked (and trimmed) here, the plugin as typed.
+fn parse_mount(s: &str) -> Result<(String, String), String> {
+    host::gateway::mount::parse_mount(s).map(|(prefix, plugin)| (prefix.as_str().to_string(), plugin))
 }
 
 fn parse_app_arg(s: &str) -> Result<(String, String), String> {

@@ -15,6 +15,7 @@ use clap::Parser;
 
 use host::gateway::build::{self, PanicStrategy};
 use host::gateway::environ::HeaderMap;
+use host::gateway::mount;
 use host::gateway::plugin::{Plugin, PluginSpec};
 use host::http1::parse;
 use host::net::listener::{self, BindOptions};
@@ -27,7 +28,9 @@ use host::supervisor::process::{self, ProcessOptions};
 use host::supervisor::staging;
 use host::supervisor::upgrade::{Handover, Origin};
 
-use crate::cli::{CheckArgs, Cli, Command, ControlArgs, LogLevel, ServeArgs, StatusArgs};
+use crate::cli::{
+    CheckArgs, Cli, Command, ControlArgs, LogLevel, ReloadArgs, ServeArgs, StatusArgs,
+};
 use crate::settings::Settings;
 
 fn main() -> ExitCode {
@@ -44,7 +47,7 @@ fn main() -> ExitCode {
     let after_subcommand: Vec<OsString> = std::env::args_os().skip(2).collect();
     let result = match cli.command {
         Command::Serve(_) => match load_settings(&after_subcommand) {
-            Ok(settings) => match settings.plugin() {
+            Ok(settings) => match settings.apps() {
                 Ok(_) => serve(settings, after_subcommand, origin),
                 Err(e) => return settings_error(e),
             },
@@ -128,31 +131,54 @@ fn settings_error(e: settings::Error) -> ExitCode {
 /// serve -c FILE` would take it (exit 2 if it cannot), then the plugin
 /// named, else the file's.
 fn check(args: CheckArgs) -> ExitCode {
-    let plugin = match (&args.config, args.plugin) {
-        (Some(path), plugin) => {
+    let apps = match &args.config {
+        Some(path) => {
             let cli = [OsString::from("-c"), path.clone().into_os_string()];
             let settings = match load_settings(&cli) {
                 Ok(settings) => settings,
                 Err(code) => return code,
             };
             println!("config: {} (valid)", path.display());
-            match plugin.map_or_else(|| settings.plugin().map(str::to_string), Ok) {
-                Ok(plugin) => plugin,
+            // Named on the command line: those instead of the file's.
+            let named = args.plugin.is_some() || !args.mount.is_empty();
+            let apps = match named {
+                true => mount::plan(args.plugin.as_deref(), &args.mount, &[])
+                    .map_err(settings::Error::Invalid),
+                false => settings.apps(),
+            };
+            match apps {
+                Ok(apps) => apps,
                 Err(e) => return settings_error(e),
             }
         }
-        (None, Some(plugin)) => plugin,
-        (None, None) => {
-            eprintln!("error: name a plugin (host check PATH[:SYMBOL]) or a config file that names one (-c FILE)");
-            return ExitCode::from(2);
-        }
+        None => match mount::plan(args.plugin.as_deref(), &args.mount, &[]) {
+            Ok(apps) => apps,
+            Err(why) => return settings_error(settings::Error::Invalid(why)),
+        },
     };
-    match check_plugin(&plugin) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("error: {message}");
-            ExitCode::FAILURE
+    if apps.is_empty() {
+        eprintln!("error: name a plugin (host check PATH[:SYMBOL], or --mount PREFIX=PLUGIN) or a config file that names one (-c FILE)");
+        return ExitCode::from(2);
+    }
+    // Every app is checked, and each failure said, before the verdict.
+    let lone = apps.len() == 1 && apps[0].prefix.is_root();
+    let mut failed = false;
+    for app in &apps {
+        if !lone {
+            println!("mount: {}", app.prefix);
         }
+        if let Err(message) = check_plugin(&app.plugin) {
+            match lone {
+                true => eprintln!("error: {message}"),
+                false => eprintln!("error: mount {}: {message}", app.prefix),
+            }
+            failed = true;
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -313,7 +339,7 @@ fn reread_settings(
 /// far as can be without binding or loading the plugin. No pidfile yet.
 fn plan(settings: &Settings) -> Result<MasterConfig, String> {
     let args: &ServeArgs = &settings.args;
-    let plugin = settings.plugin().map_err(|e| e.to_string())?;
+    let apps = settings.apps().map_err(|e| e.to_string())?;
     if let Some(path) = &args.access_logfile {
         // Workers open it; opening it here first makes a bad path a
         // start-up error rather than a worker that cannot boot.
@@ -332,7 +358,6 @@ fn plan(settings: &Settings) -> Result<MasterConfig, String> {
             body_temp_dir.display()
         )
     })?;
-    let spec = PluginSpec::parse(plugin);
     let tls = match &args.certfile {
         Some(certfile) => {
             if args.proxy_protocol {
@@ -404,8 +429,7 @@ fn plan(settings: &Settings) -> Result<MasterConfig, String> {
         tls,
     };
     Ok(MasterConfig {
-        original: spec.path,
-        symbol: spec.symbol,
+        apps,
         workers: args.workers as usize,
         timeout: Duration::from_secs(args.timeout),
         graceful_timeout: Duration::from_secs(args.graceful_timeout),
@@ -430,9 +454,19 @@ fn plan(settings: &Settings) -> Result<MasterConfig, String> {
 /// `host reload -p FILE`: HUP the master, then wait for the outcome it
 /// reports (read from its memory through /proc, else from the file next to
 /// the pidfile, and only if it is this run's).
-fn reload(args: ControlArgs) -> Result<(), String> {
+fn reload(args: ReloadArgs) -> Result<(), String> {
+    let ReloadArgs {
+        control: args,
+        mount,
+    } = args;
     let master = Remote::find(&args.pidfile)?;
     let before = master.reload_outcome().map_or(0, |o| o.seq);
+    if let Some(text) = &mount {
+        // Spelled as the server spells it ("/api/" is "/api"); whether it
+        // is mounted there is the master's to say.
+        let prefix = mount::Prefix::parse(text).map_err(|why| format!("--mount '{text}': {why}"))?;
+        master.ask_reload_mount(prefix.as_str())?;
+    }
     master.signal(libc::SIGHUP)?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     while Instant::now() < deadline {

@@ -25,6 +25,7 @@ use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches};
 use toml::de::{DeTable, DeValue};
 
 use crate::cli::{Cli, ServeArgs};
+use host::gateway::mount::{self, MountSpec};
 use crate::hints;
 
 /// The environment variable of extra arguments (gunicorn's
@@ -61,6 +62,8 @@ pub const LIVE: &[&str] = &[
     "log-format",
     "log-level",
     "app-arg",
+    "mount",
+    "mount-arg",
     "limit-request-line",
     "limit-request-fields",
     "limit-request-field-size",
@@ -241,12 +244,24 @@ impl Settings {
         self.args.plugin.as_deref().ok_or_else(|| {
             Error::Invalid(match &self.file {
                 Some(path) => format!(
-                    "no plugin: name one (host serve PATH[:SYMBOL]) or set `plugin` in {}",
+                    "no plugin: name one (host serve PATH[:SYMBOL], or --mount PREFIX=PLUGIN) or set `plugin` in {}",
                     path.display()
                 ),
-                None => "no plugin: name one (host serve PATH[:SYMBOL]) or set `plugin` in a config file (-c FILE)".into(),
+                None => "no plugin: name one (host serve PATH[:SYMBOL], or --mount PREFIX=PLUGIN) or set `plugin` in a config file (-c FILE)".into(),
             })
         })
+    }
+
+    /// The apps to serve: the plugin (at "/") and the `mount` ones, each
+    /// with its own `mount-arg` pairs.
+    pub fn apps(&self) -> Result<Vec<MountSpec>, Error> {
+        let args = &self.args;
+        let apps = mount::plan(args.plugin.as_deref(), &args.mount, &args.mount_arg)
+            .map_err(Error::Invalid)?;
+        if apps.is_empty() {
+            self.plugin()?;
+        }
+        Ok(apps)
     }
 
     /// Every setting, one a line, as TOML a config file can take again:
@@ -554,7 +569,7 @@ fn file_values(arg: &Arg, value: &DeValue<'_>) -> Result<Values, Bad> {
         }
         let pairs = arg
             .get_value_names()
-            .is_some_and(|names| names.iter().any(|n| n.as_str() == "KEY=VALUE"));
+            .is_some_and(|names| names.iter().any(|n| n.as_str().contains('=')));
         if let (true, Some(table)) = (pairs, value.as_table()) {
             return table
                 .iter()

@@ -3,14 +3,14 @@
 //! pointers and hands the call to the request's `Exchange`.
 use std::ffi::c_void;
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use abi::ffi::{
     nwsgi_environ_each_cb, nwsgi_exc_info, nwsgi_header, nwsgi_host_api, nwsgi_request,
     nwsgi_response_head, nwsgi_str, NWSGI_ABI_MAJOR, NWSGI_ABI_MINOR, NWSGI_ERROR, NWSGI_E_INVALID,
 };
 
-use crate::gateway::exchange::{CurrentRequestId, Exchange};
+use crate::gateway::exchange::{current_app, CurrentRequestId, Exchange};
 use crate::gateway::ffi_guard;
 use crate::text::Shown;
 
@@ -291,14 +291,38 @@ unsafe extern "C" fn host_read(req: *mut nwsgi_request, buf: *mut u8, cap: usize
     })
 }
 
-/// The app's name in log lines (its descriptor's name, else its file's),
-/// set once by the worker that loaded it.
-static APP_NAME: OnceLock<Box<str>> = OnceLock::new();
+/// The apps' names in log lines (each descriptor's name, else its
+/// file's), in mount order, set once by the worker that loaded them.
+static APP_NAMES: OnceLock<Box<[Box<str>]>> = OnceLock::new();
+/// The app whose init runs, until `APP_NAMES` is set (boot only).
+static BOOTING: Mutex<Option<Box<str>>> = Mutex::new(None);
 
-/// Names the app in the lines it logs (first call wins: a worker serves
-/// one app).
-pub fn set_app_name(name: &str) {
-    let _ = APP_NAME.set(name.into());
+/// Names the app whose init runs next (a worker boots its apps in turn).
+pub fn set_booting_app(name: &str) {
+    *BOOTING.lock().unwrap_or_else(|p| p.into_inner()) = Some(name.into());
+}
+
+/// Names the apps in the lines they log, in mount order (first call wins:
+/// a worker serves one set).
+pub fn set_app_names(names: &[String]) {
+    let _ = APP_NAMES.set(names.iter().map(|n| n.as_str().into()).collect());
+}
+
+/// Calls `f` with the name of the app a line comes from: the app of the
+/// request it is about (or that runs on this thread), else the only app;
+/// several apps and no request: their names joined with '|'.
+fn with_app_name<T>(app: Option<usize>, f: impl FnOnce(&str) -> T) -> T {
+    match APP_NAMES.get() {
+        Some(names) if names.len() == 1 => f(&names[0]),
+        Some(names) => match app.and_then(|i| names.get(i)) {
+            Some(name) => f(name),
+            None => f(&names.join("|")),
+        },
+        None => {
+            let booting = BOOTING.lock().unwrap_or_else(|p| p.into_inner());
+            f(booting.as_deref().unwrap_or("app"))
+        }
+    }
 }
 
 unsafe extern "C" fn host_log(
@@ -308,12 +332,28 @@ unsafe extern "C" fn host_log(
     message: nwsgi_str,
 ) {
     ffi_guard((), || {
-        let app = APP_NAME.get().map_or("app", |n| n);
-        // SAFETY: both strings are borrowed for the call.
-        let (target, message) = unsafe { (target.try_as_bytes(), message.try_as_bytes()) };
         // SAFETY: `req` is NULL or the handle of the request running on
         // this thread (the header's rule for every request function).
         let ex = unsafe { exchange(req) };
+        let index = match &ex {
+            Some(ex) => Some(ex.app()),
+            None => current_app(),
+        };
+        with_app_name(index, |app| log_line(ex, app, level, target, message))
+    })
+}
+
+/// `host_log` for the app named `app`.
+fn log_line(
+    ex: Option<&mut Exchange>,
+    app: &str,
+    level: i32,
+    target: nwsgi_str,
+    message: nwsgi_str,
+) {
+    {
+        // SAFETY: both strings are borrowed for the call.
+        let (target, message) = unsafe { (target.try_as_bytes(), message.try_as_bytes()) };
         let (Some(target), Some(message)) = (target, message) else {
             let why = Unreadable::LogText;
             match ex {
@@ -355,7 +395,7 @@ unsafe extern "C" fn host_log(
             4 => emit!(debug),
             _ => emit!(trace),
         }
-    })
+    }
 }
 
 /// A request id shown either from the handle's exchange or from the

@@ -357,6 +357,9 @@ pub struct HostEnviron {
     /// The TLS side of the connection (`set_tls`), for HTTPS-only
     /// variables; None for plain HTTP.
     tls: Option<Arc<TlsPeer>>,
+    /// The index of the app (mount) serving the request: 0 unless
+    /// `set_mount` routed it elsewhere.
+    app: usize,
 }
 
 /// What becomes of a request header whose name holds `_` (gunicorn's
@@ -420,6 +423,7 @@ impl HostEnviron {
             underscores: false,
             rid: RequestId::default(),
             tls: None,
+            app: 0,
         }
     }
 
@@ -463,6 +467,24 @@ impl HostEnviron {
         if !joined.is_empty() {
             joined.clear();
         }
+    }
+
+    /// After `fill`, for a server with mounts: the request goes to app
+    /// `app`, with this SCRIPT_NAME and PATH_INFO (a lone app at "/" never
+    /// calls this: SCRIPT_NAME stays "" and PATH_INFO the whole path).
+    ///
+    /// # Safety
+    /// As for `fill`: both stay in place and unchanged until the next
+    /// `fill` (or `set_mount`).
+    pub unsafe fn set_mount(&mut self, app: usize, script_name: &[u8], path_info: &[u8]) {
+        self.app = app;
+        self.raw.script_name = nwsgi_str::from_bytes(script_name);
+        self.raw.path_info = nwsgi_str::from_bytes(path_info);
+    }
+
+    /// The index of the app serving the request (see `set_mount`).
+    pub fn app(&self) -> usize {
+        self.app
     }
 
     /// After `fill`: the client is the one a trusted proxy named, not the

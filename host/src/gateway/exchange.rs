@@ -223,6 +223,15 @@ impl Exchange {
     /// log paths ask: kept out of line, so the hot callers stay lean.
     #[cold]
     #[inline(never)]
+    /// The index of the app serving this request (its mount).
+    pub(crate) fn app(&self) -> usize {
+        if self.env.is_null() {
+            return 0;
+        }
+        // SAFETY: as in `identity`.
+        unsafe { &*self.env }.app()
+    }
+
     pub(crate) fn identity(&mut self) -> (&[u8], &[u8]) {
         let id: &[u8] = if self.env.is_null() {
             b"-"
@@ -712,6 +721,13 @@ thread_local! {
     /// its request, or one the host writes while serving it, still names
     /// it.
     static CURRENT_ENV: Cell<*const HostEnviron> = const { Cell::new(ptr::null()) };
+}
+
+/// The index of the app whose request runs on this thread, if one does.
+pub fn current_app() -> Option<usize> {
+    let env = CURRENT_ENV.get();
+    // SAFETY: as in `CurrentRequestId::fmt`.
+    (!env.is_null()).then(|| unsafe { &*env }.app())
 }
 
 /// The id of the request whose plugin code runs on this thread, for a log

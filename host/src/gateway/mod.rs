@@ -1,4 +1,5 @@
-//! The plugin boundary: loading a plugin (`plugin`), what its file says
+//! The plugin boundary: loading a plugin (`plugin`), routing between
+//! several (`mount`), what its file says
 //! about its build (`build`), the environ it reads (`environ`), the host API
 //! it calls back into (`api`), and the exchange those callbacks act on
 //! (`exchange`). Every `unsafe` dealing with plugin pointers lives here.
@@ -6,6 +7,7 @@ pub mod api;
 pub mod build;
 pub mod environ;
 pub mod exchange;
+pub mod mount;
 pub mod plugin;
 pub mod request_id;
 

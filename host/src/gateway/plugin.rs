@@ -33,21 +33,24 @@ impl PluginSpec {
     /// Splits at the last ':' when what follows is a C identifier, so paths
     /// that merely contain a colon still work.
     pub fn parse(s: &str) -> PluginSpec {
+        let (path, symbol) = PluginSpec::split(s);
+        PluginSpec {
+            path: PathBuf::from(path),
+            symbol: symbol.to_string(),
+        }
+    }
+
+    /// `parse` without the copies: the path and the symbol.
+    pub fn split(s: &str) -> (&str, &str) {
         if let Some((path, sym)) = s.rsplit_once(':') {
             let is_ident = !sym.is_empty()
                 && !sym.starts_with(|c: char| c.is_ascii_digit())
                 && sym.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if is_ident && !path.is_empty() {
-                return PluginSpec {
-                    path: PathBuf::from(path),
-                    symbol: sym.to_string(),
-                };
+                return (path, sym);
             }
         }
-        PluginSpec {
-            path: PathBuf::from(s),
-            symbol: DEFAULT_SYMBOL.to_string(),
-        }
+        (s, DEFAULT_SYMBOL)
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::gateway::environ::HeaderMap;
+use crate::gateway::mount::Router;
 use crate::gateway::plugin::Plugin;
 use crate::http1::parse::Limits;
 use crate::net::allow::AllowIps;
@@ -153,9 +154,20 @@ impl Default for Config {
     }
 }
 
+/// One app a worker serves: its plugin and where it is mounted.
+pub struct App {
+    pub plugin: Plugin,
+    /// SCRIPT_NAME of its requests ("" at "/").
+    pub script_name: Box<[u8]>,
+}
+
 /// State shared by the event loop and the app threads.
 pub struct Shared {
-    pub plugin: Plugin,
+    /// The apps, in mount order (one for a lone plugin).
+    pub apps: Box<[App]>,
+    /// Which app serves a path; None with a lone app at "/" (no routing
+    /// work per request).
+    pub router: Option<Router>,
     pub config: Config,
     pub access_log: Option<AccessLog>,
     /// Set on TERM: responses say `Connection: close` from now on.
@@ -196,14 +208,31 @@ impl EarlySignals {
 }
 
 impl Shared {
+    /// A lone app at "/".
     pub fn new(
         plugin: Plugin,
         config: Config,
         access_log: Option<AccessLog>,
         monitor: Option<Monitor>,
     ) -> Shared {
-        Shared {
+        let app = App {
             plugin,
+            script_name: Box::default(),
+        };
+        Shared::mounted(vec![app], None, config, access_log, monitor)
+    }
+
+    /// Several apps (or one not at "/"), with the router between them.
+    pub fn mounted(
+        apps: Vec<App>,
+        router: Option<Router>,
+        config: Config,
+        access_log: Option<AccessLog>,
+        monitor: Option<Monitor>,
+    ) -> Shared {
+        Shared {
+            apps: apps.into(),
+            router,
             config,
             access_log,
             stopping: AtomicBool::new(false),

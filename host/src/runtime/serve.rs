@@ -117,6 +117,9 @@ pub struct Desk {
     headers: Vec<nwsgi_header>,
     /// A percent-decoded PATH_INFO, when the path needs it.
     path: Vec<u8>,
+    /// The app serving the current request (its index in `Shared::apps`):
+    /// always 0 for a lone app, set by routing otherwise.
+    app: usize,
     /// The peer's address as text (re-formatted only when it changes).
     peer: PeerText,
     /// The client a trusted proxy named for the current request, as text.
@@ -166,6 +169,7 @@ impl Desk {
             env: HostEnviron::new(&HOST_API),
             headers: Vec::with_capacity(32),
             path: Vec::new(),
+            app: 0,
             peer: PeerText::default(),
             client: ClientText::default(),
             input: Input::Empty,
@@ -422,6 +426,8 @@ enum Parsed {
     Started(Started),
     Incomplete,
     Refused(HttpError),
+    /// No mount takes the path: 404 from the host.
+    NoMount,
     NeedBody {
         head_len: usize,
         framing: Framing,
@@ -439,6 +445,7 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         env,
         headers,
         path,
+        app,
         peer,
         client,
         input,
@@ -541,6 +548,15 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         } else {
             head.path
         };
+        // Several apps: the longest mount prefix of the decoded path (a
+        // lone app at "/" has no router, and this costs it one test).
+        let route = match &shared.router {
+            None => None,
+            Some(router) => match router.route(path_info) {
+                Some(route) => Some(route),
+                None => return Parsed::NoMount,
+            },
+        };
         // SAFETY: the environ points into the connection's buffer (not
         // touched until the request ends: reads ahead and leftovers are
         // appended only after `end_request`), the header list and the
@@ -560,6 +576,12 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
                     underscores: config.header_map == HeaderMap::Dangerous,
                 },
             );
+        }
+        if let Some(route) = route {
+            *app = route.app;
+            let (script_name, rest) = path_info.split_at(route.split);
+            // SAFETY: both are parts of `path_info`, kept as `fill` keeps it.
+            unsafe { env.set_mount(route.app, script_name, rest) };
         }
         // A trusted proxy's word on who the client is and how it came:
         // one comparison for any other peer, and one for a proxy's request
@@ -617,7 +639,8 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         // the request ends (`close`); the environ likewise; this thread
         // runs every step of the request; nothing else borrows the exchange
         // until then (the wire borrows other fields).
-        let body = unsafe { exchange::call(ex, &shared.plugin, env, &mut wire) };
+        let plugin = &shared.apps[*app].plugin;
+        let body = unsafe { exchange::call(ex, plugin, env, &mut wire) };
         match body {
             Some(body) => {
                 *iter = Some(body);
@@ -629,6 +652,15 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
     match parsed {
         Parsed::Started(s) => s,
         Parsed::Incomplete => Started::Stop(end_turn(t, d, Done::Idle)),
+        Parsed::NoMount => {
+            let conn = d
+                .conn
+                .as_ref()
+                .expect("a desk at work holds its connection");
+            tracing::info!(peer = %conn.peer, "no app is mounted at the request's path: 404");
+            encode_error(&mut d.ex.out, 404, "Not Found", false);
+            Started::Stop(end_turn(t, d, Done::Close))
+        }
         Parsed::Refused(e) => {
             let conn = d
                 .conn
@@ -675,6 +707,7 @@ fn iterate(t: &mut AppThread<'_>, d: &mut Desk) -> Iterated {
         conn,
         ex,
         env: _,
+        app,
         input,
         iter,
         start,
@@ -700,12 +733,13 @@ fn iterate(t: &mut AppThread<'_>, d: &mut Desk) -> Iterated {
         gone,
     };
     let ex: *mut Exchange = ex;
+    let plugin = &shared.apps[*app].plugin;
     if !*wire.gone {
         loop {
             // SAFETY: as in `start_request`: the exchange and environ stay
             // in this desk until `close`; `body` came from this request's
             // call and is not closed yet.
-            let pulled = unsafe { exchange::pull(ex, &shared.plugin, &body, &mut wire) };
+            let pulled = unsafe { exchange::pull(ex, plugin, &body, &mut wire) };
             if pulled == Pulled::Ended || *wire.gone || wire.stint.abandoned {
                 break;
             }
@@ -737,7 +771,7 @@ fn iterate(t: &mut AppThread<'_>, d: &mut Desk) -> Iterated {
         unsafe { (*ex).client_gone() };
     }
     // SAFETY: as above; closed exactly once (`iter` was taken).
-    unsafe { exchange::close(ex, &shared.plugin, &body, &mut wire) };
+    unsafe { exchange::close(ex, plugin, &body, &mut wire) };
     Iterated::Ended
 }
 

@@ -60,6 +60,13 @@ pub fn reload_status_path(pidfile: &Path) -> PathBuf {
     sibling(pidfile, ".reload")
 }
 
+/// The file next to the pidfile where `host reload --mount PREFIX` names
+/// the one mount the HUP it sends is for (taken, and removed, by the
+/// master at that HUP).
+pub fn reload_mount_path(pidfile: &Path) -> PathBuf {
+    sibling(pidfile, ".reload-mount")
+}
+
 fn sibling(pidfile: &Path, suffix: &str) -> PathBuf {
     let mut name = pidfile.as_os_str().to_os_string();
     name.push(suffix);
@@ -398,6 +405,8 @@ pub struct Control {
     reload: Mirror,
     /// Reload outcomes so far (each `host reload` waits for a new one).
     reload_seq: u64,
+    /// See `reload_mount_path`.
+    reload_mount: PathBuf,
 }
 
 /// A control file beside the pidfile: rewritten (write a temporary file,
@@ -471,7 +480,10 @@ impl Control {
         // lock): gone, rather than read by someone as ours.
         let _ = fs::remove_file(status_path(pidfile.path()));
         let _ = fs::remove_file(reload_status_path(pidfile.path()));
+        let reload_mount = reload_mount_path(pidfile.path());
+        let _ = fs::remove_file(&reload_mount);
         Control {
+            reload_mount,
             status: Mirror::new(status_path(pidfile.path())),
             reload: Mirror::new(reload_status_path(pidfile.path())),
             pidfile: Some(pidfile),
@@ -524,6 +536,14 @@ impl Control {
         if let Some(json) = &self.json {
             json.write(text);
         }
+    }
+
+    /// The mount a `host reload --mount` asked for with the HUP being
+    /// handled (None: every mount); the request is used up.
+    pub fn take_reload_mount(&self) -> Option<String> {
+        let text = fs::read_to_string(&self.reload_mount).ok()?;
+        let _ = fs::remove_file(&self.reload_mount);
+        Some(text.trim_end_matches('\n').to_string()).filter(|t| !t.is_empty())
     }
 
     /// A reload's outcome, for the `host reload` waiting on it.
@@ -622,6 +642,16 @@ impl Remote {
     /// the file says; a file nobody holds is trusted only if the pid in it
     /// is a live host master (it has a board), never a process that merely
     /// reuses a dead master's pid.
+    /// Names the one mount the next HUP reloads (`host reload --mount`):
+    /// written whole (a temporary file renamed) before the signal.
+    pub fn ask_reload_mount(&self, prefix: &str) -> Result<(), String> {
+        let path = reload_mount_path(&self.pidfile);
+        let tmp = sibling(&self.pidfile, ".reload-mount.tmp");
+        fs::write(&tmp, format!("{prefix}\n"))
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
     pub fn find(pidfile: &Path) -> Result<Remote, String> {
         let text = fs::read_to_string(pidfile)
             .map_err(|e| format!("cannot read pidfile {}: {e}", pidfile.display()))?;

@@ -51,6 +51,7 @@ use signal_hook::consts::{
     SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2,
 };
 
+use crate::gateway::mount::MountSpec;
 use crate::net::listener::{Bound, Listener, SocketFile};
 use crate::runtime::metrics::{self, Totals};
 use crate::runtime::scoreboard::{now_ms, Scoreboard, WorkerState, MAX_WORKERS};
@@ -60,8 +61,8 @@ use crate::supervisor::control::{Control, Pidfile};
 use crate::supervisor::health::{Probation, Slot, Verdict, MIN_UPTIME};
 use crate::supervisor::notify::Notifier;
 use crate::supervisor::process::Identity;
-use crate::supervisor::report::{Events, Snapshot, WorkerView};
-use crate::supervisor::staging::{stage, Build};
+use crate::supervisor::report::{Events, MountView, Snapshot, WorkerView};
+use crate::supervisor::staging::{stage_set, Build, Source};
 use crate::supervisor::upgrade::{Handover, News, Origin, Successor};
 use crate::supervisor::worker::{self, WorkerSpec, EXIT_LOAD_ERROR};
 
@@ -92,9 +93,9 @@ const ADMIN_RETRY: Duration = Duration::from_secs(1);
 
 /// Everything the master is told at start.
 pub struct MasterConfig {
-    /// The plugin file as the user named it.
-    pub original: PathBuf,
-    pub symbol: String,
+    /// The apps: each plugin file as the user named it, with its mount
+    /// prefix ("/" for a lone plugin) and its own init pairs.
+    pub apps: Vec<MountSpec>,
     pub workers: usize,
     /// `-t`: longest a request may run before its worker is told to
     /// abandon it and retire (and longest a worker may take to boot, or
@@ -259,13 +260,16 @@ pub struct Master {
     /// TERM arrived during `--term-delay`: the graceful stop begins at
     /// this time; until then the server serves as before.
     stop_at: Option<Instant>,
-    /// What `--reload` last loaded, and a change seen once (loaded when
-    /// the next look finds it unchanged).
-    watched: Option<FileStamp>,
-    changed: Option<FileStamp>,
+    /// What `--reload` last loaded of each app's file (in mount order),
+    /// and a change seen once (loaded when the next look finds it
+    /// unchanged).
+    watched: Vec<Option<FileStamp>>,
+    changed: Option<Vec<Option<FileStamp>>>,
     next_watch: Instant,
     /// A reload was asked for while a canary was booting.
     reload_queued: bool,
+    /// The mount the next staging re-reads alone (`host reload --mount`).
+    reload_only: Option<String>,
     /// Said with the next reload outcome: settings a HUP read that wait
     /// for a restart.
     reload_note: Option<String>,
@@ -307,7 +311,7 @@ impl Master {
         // SAFETY: setting a signal's disposition to SIG_IGN has no memory
         // effects; no handler runs for it.
         unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
-        let current = stage(&cfg.original, 1)?;
+        let current = stage_set(&sources(&cfg.apps, None), 1, None)?;
         // Before the first fork: the workers inherit the board's
         // descriptor, which is harmless (they never write it).
         let control = cfg.pidfile.take().map(Control::new);
@@ -338,7 +342,7 @@ impl Master {
             register().map_err(|e| format!("cannot install signal handlers: {e}"))?;
             flags.push(flag);
         }
-        let watched = cfg.watch.then(|| FileStamp::of(&cfg.original)).flatten();
+        let watched = stamps(&cfg.apps);
         let target = cfg.workers.clamp(1, MAX_WORKERS / 2);
         let seed = std::process::id() as u64 ^ now_ms().rotate_left(17);
         let now = Instant::now();
@@ -367,6 +371,7 @@ impl Master {
             changed: None,
             next_watch: now + WATCH_EVERY,
             reload_queued: false,
+            reload_only: None,
             reload_note: None,
             control,
             last_status: String::new(),
@@ -429,7 +434,7 @@ impl Master {
                 let _ = self.reap_first(pid);
                 return Err(format!(
                     "plugin {}: the worker did not finish loading it within {}s (-t)",
-                    self.cfg.original.display(),
+                    plugin_text(&self.cfg.apps),
                     self.cfg.timeout.as_secs()
                 ));
             }
@@ -451,7 +456,7 @@ impl Master {
         // `host status` has something to say from the first moment.
         self.write_status();
         tracing::info!(
-            plugin = %self.cfg.original.display(),
+            plugin = %plugin_text(&self.cfg.apps),
             build = self.current.short(),
             workers = self.target,
             threads = self.cfg.server.threads,
@@ -656,7 +661,14 @@ impl Master {
                 }
             }
         }
-        tracing::info!("HUP: reloading {}", self.cfg.original.display());
+        // `host reload --mount PREFIX` left which mount it asks for next
+        // to the pidfile before the HUP.
+        let only = self.control.as_ref().and_then(Control::take_reload_mount);
+        match &only {
+            Some(prefix) => tracing::info!("HUP: reloading the app mounted at {prefix}"),
+            None => tracing::info!("HUP: reloading {}", plugin_text(&self.cfg.apps)),
+        }
+        self.reload_only = only;
         self.reload();
     }
 
@@ -680,8 +692,7 @@ impl Master {
             server.threads = self.cfg.server.threads;
         }
         let cfg = &mut self.cfg;
-        cfg.original = new.original;
-        cfg.symbol = new.symbol;
+        cfg.apps = new.apps;
         cfg.workers = new.workers;
         cfg.timeout = new.timeout;
         cfg.graceful_timeout = new.graceful_timeout;
@@ -910,26 +921,61 @@ impl Master {
         }
     }
 
-    /// Stages the plugin file as the next generation.
+    /// Stages the plugin files as the next generation: each app whose
+    /// file holds the build it runs keeps that build, and after `host
+    /// reload --mount PREFIX` only that app is read again.
     fn stage_file(&mut self) -> Result<Build, String> {
         self.generations += 1;
-        if self.cfg.watch {
-            // What `--reload` compares with from now on: this file is
+        let only = self.reload_only.take();
+        if let Some(prefix) = &only {
+            if !self.cfg.apps.iter().any(|a| a.prefix.as_str() == prefix) {
+                return Err(format!(
+                    "no app is mounted at '{prefix}' (mounted: {})",
+                    self.cfg
+                        .apps
+                        .iter()
+                        .map(|a| a.prefix.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        if self.cfg.watch && only.is_none() {
+            // What `--reload` compares with from now on: these files are
             // staged, whoever asked (else a `host reload` of a new build
             // would be followed by the watcher swapping it in again). Taken
             // before the read: a change during it is seen next time.
-            self.watched = FileStamp::of(&self.cfg.original);
+            self.watched = stamps(&self.cfg.apps);
             self.changed = None;
         }
-        stage(&self.cfg.original, self.generations)
+        stage_set(
+            &sources(&self.cfg.apps, only.as_deref()),
+            self.generations,
+            Some(&self.current),
+        )
     }
 
     fn start_canary(&mut self, build: Build) {
-        tracing::info!(
-            "reload: booting build {} (generation {})",
-            build.short(),
-            build.generation
-        );
+        let changed: Vec<String> = build
+            .apps
+            .iter()
+            .filter(|a| self.current.app(&a.prefix).is_none_or(|c| c.hash != a.hash))
+            .map(|a| format!("{} build {}", a.prefix, a.short()))
+            .collect();
+        if build.describe_apps().is_empty() {
+            tracing::info!(
+                "reload: booting build {} (generation {})",
+                build.short(),
+                build.generation
+            );
+        } else {
+            tracing::info!(
+                "reload: booting build {} (generation {}; new: {}; the other mounts keep their builds)",
+                build.short(),
+                build.generation,
+                changed.join(", ")
+            );
+        }
         match self.spawn(&build, None) {
             Some(pid) => self.canary = Some(pid),
             None => self.reload_failed("cannot start a worker process", Some(&build.hash)),
@@ -1120,7 +1166,7 @@ impl Master {
         if self.canary.is_none() {
             let text = format!(
                 "plugin {}: build {} {why}, where build {} had served without crashing; rolled back to build {}",
-                self.cfg.original.display(),
+                plugin_text(&self.cfg.apps),
                 bad.short(),
                 self.current.short(),
                 self.current.short()
@@ -1155,16 +1201,27 @@ impl Master {
             return;
         }
         self.next_watch = Instant::now() + WATCH_EVERY;
-        let now = FileStamp::of(&self.cfg.original);
-        if now.is_none() || now == self.watched {
+        let now = stamps(&self.cfg.apps);
+        // A file missing for now (a deploy between unlink and rename) is
+        // no change yet.
+        if now.iter().any(Option::is_none) || now == self.watched {
             self.changed = None;
             return;
         }
-        if now != self.changed {
-            self.changed = now;
+        if Some(&now) != self.changed.as_ref() {
+            self.changed = Some(now);
             return;
         }
-        let file = self.cfg.original.display().to_string();
+        let file = self
+            .cfg
+            .apps
+            .iter()
+            .zip(&self.watched)
+            .zip(&now)
+            .filter(|((_, before), after)| before != after)
+            .map(|((app, _), _)| app.spec().path.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
         if self.canary.is_some() {
             tracing::info!("{file} changed; reloading after the reload in progress");
             self.watched = now;
@@ -1238,9 +1295,8 @@ impl Master {
                 worker::run(
                     WorkerSpec {
                         build,
-                        symbol: &self.cfg.symbol,
-                        original: &self.cfg.original,
                         app_args: &self.cfg.app_args,
+                        mounts: &self.cfg.apps,
                         config: &self.cfg.server,
                         access_log: self.cfg.access_log.as_deref(),
                         identity: self.cfg.identity.as_ref(),
@@ -1528,19 +1584,19 @@ impl Master {
                     // old build alone is a rollback of that much.
                     format!(
                         "plugin {}: build {} crashed {}({cause}) before it took over; rolled back to build {}",
-                        self.cfg.original.display(),
+                        plugin_text(&self.cfg.apps),
                         w.build.short(),
                         serving_text(&serving).map(|s| s + " ").unwrap_or_default(),
                         self.current.short()
                     )
                 } else {
                     tracing::info!("worker {pid} exited while booting: {cause}");
-                    boot_failure(&self.cfg.original, message, status, &cause)
+                    boot_failure(&plugin_text(&self.cfg.apps), message, status, &cause)
                 };
                 self.reload_failed(&why, Some(&w.build.hash));
             }
             _ if !booted => {
-                let why = boot_failure(&self.cfg.original, message, status, &cause);
+                let why = boot_failure(&plugin_text(&self.cfg.apps), message, status, &cause);
                 crate::critical!("worker {pid} could not boot: {why}");
                 self.crashed(&w, false, &format!("worker {pid} could not boot: {why}"));
             }
@@ -1577,7 +1633,7 @@ impl Master {
         self.count_exit(pid, &w, false, status);
         self.board.reset(w.index);
         Some(Err(boot_failure(
-            &self.cfg.original,
+            &plugin_text(&self.cfg.apps),
             message,
             status,
             &describe_exit(status),
@@ -1745,6 +1801,18 @@ impl Master {
             self.current.generation,
             self.target
         );
+        if !self.current.describe_apps().is_empty() {
+            // Each app's own build: a reload keeps those it did not change.
+            for a in &self.current.apps {
+                text.push_str(&format!(
+                    "mount {} build {} generation {} plugin {}\n",
+                    a.prefix,
+                    a.short(),
+                    a.generation,
+                    a.original.display()
+                ));
+            }
+        }
         for (pid, w) in &self.workers {
             let state = match w.phase {
                 Phase::Booting => "booting",
@@ -1953,6 +2021,17 @@ impl Master {
             pid: std::process::id(),
             build: self.current.short().to_string(),
             generation: self.current.generation,
+            mounts: self
+                .current
+                .apps
+                .iter()
+                .map(|a| MountView {
+                    prefix: a.prefix.clone(),
+                    plugin: a.original.display().to_string(),
+                    build: a.short().to_string(),
+                    generation: a.generation,
+                })
+                .collect(),
             uptime_s: self.started_at.elapsed().as_secs_f64(),
             state,
             ready: self.readiness().0,
@@ -2063,17 +2142,47 @@ impl Master {
 }
 
 /// Why a worker that was booting exited.
-fn boot_failure(original: &Path, message: Option<String>, status: i32, cause: &str) -> String {
+fn boot_failure(original: &str, message: Option<String>, status: i32, cause: &str) -> String {
     match message {
         Some(m) => m,
         None if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == EXIT_LOAD_ERROR => {
-            format!("plugin {}: could not be loaded", original.display())
+            format!("plugin {original}: could not be loaded")
         }
-        None => format!(
-            "plugin {}: the worker crashed while loading it ({cause})",
-            original.display()
-        ),
+        None => format!("plugin {original}: the worker crashed while loading it ({cause})"),
     }
+}
+
+/// The plugin files, for messages: the path of a lone app at "/",
+/// `PREFIX=PATH` for each mount otherwise.
+fn plugin_text(apps: &[MountSpec]) -> String {
+    match apps {
+        [lone] if lone.prefix.is_root() => lone.spec().path.display().to_string(),
+        _ => apps
+            .iter()
+            .map(|a| format!("{}={}", a.prefix, a.spec().path.display()))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// What to stage for each app; `only`: the one mount a reload re-reads
+/// (the others keep the build they run).
+fn sources<'a>(apps: &'a [MountSpec], only: Option<&str>) -> Vec<Source<'a>> {
+    apps.iter()
+        .map(|a| Source {
+            prefix: a.prefix.as_str(),
+            file: Path::new(a.plugin_path()),
+            symbol: a.symbol(),
+            keep: only.is_some_and(|p| p != a.prefix.as_str()),
+        })
+        .collect()
+}
+
+/// Each app's file as `--reload` sees it.
+fn stamps(apps: &[MountSpec]) -> Vec<Option<FileStamp>> {
+    apps.iter()
+        .map(|a| FileStamp::of(Path::new(a.plugin_path())))
+        .collect()
 }
 
 /// "exited with code 3", "killed by signal 11 (SIGSEGV)".

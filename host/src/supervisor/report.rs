@@ -80,6 +80,8 @@ pub struct Snapshot {
     pub pid: u32,
     pub build: String,
     pub generation: u32,
+    /// The current build of each mounted app.
+    pub mounts: Vec<MountView>,
     pub uptime_s: f64,
     /// `serving`, `term-delay` (TERM came; serving on for `--term-delay`)
     /// or `stopping`.
@@ -97,6 +99,18 @@ pub struct Snapshot {
     pub idle_threads: u64,
     pub workers: Vec<WorkerView>,
     pub events: Events,
+}
+
+/// One mounted app of the current build, for the status.
+#[derive(Debug, Clone)]
+pub struct MountView {
+    pub prefix: String,
+    /// The file as the user named it.
+    pub plugin: String,
+    pub build: String,
+    /// The generation that staged its build (older than the set's when
+    /// reloads left it unchanged).
+    pub generation: u32,
 }
 
 /// Escapes a label value (backslash, quote, newline).
@@ -403,6 +417,12 @@ impl Snapshot {
                 "threads_per_worker": self.threads,
             },
             "generations": generations,
+            "mounts": self.mounts.iter().map(|m| json!({
+                "prefix": m.prefix,
+                "plugin": m.plugin,
+                "build": m.build,
+                "generation": m.generation,
+            })).collect::<Vec<_>>(),
             "workers": workers,
             "requests": {
                 "total": t.ended(),
@@ -443,6 +463,7 @@ mod tests {
             pid: 1,
             build: "abc\"def".into(),
             generation: 2,
+            mounts: Vec::new(),
             uptime_s: 1.0,
             state: "serving",
             ready: true,

@@ -17,23 +17,69 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-/// One staged build of the plugin.
+/// One staged build of one app's plugin.
 #[derive(Debug, Clone)]
-pub struct Build {
+pub struct AppBuild {
+    /// The mount prefix it serves ("/" for a lone plugin).
+    pub prefix: String,
+    /// The plugin file as the user named it, and the symbol to load.
+    pub original: PathBuf,
+    pub symbol: String,
     /// Hex SHA-256 of the library file.
     pub hash: String,
     /// Where a process that holds the copy open loads it from.
     pub path: PathBuf,
-    /// Counts the builds this master staged: 1 for the first.
+    /// The generation that staged it: a reload that found the file
+    /// unchanged keeps the build, and with it this number.
     pub generation: u32,
     /// The sealed copy; closed when the last clone of this build is gone.
     _copy: Arc<File>,
+}
+
+impl AppBuild {
+    pub fn short(&self) -> &str {
+        &self.hash[..12]
+    }
+}
+
+/// One staged build of the server: a build of each mounted app. Workers
+/// boot on a whole set; a reload stages a new set in which each app
+/// whose file is unchanged (or that the reload leaves alone, `host reload
+/// --mount`) keeps its build, so canary, promotion and rollback act on
+/// sets while each app keeps its own identity.
+#[derive(Debug, Clone)]
+pub struct Build {
+    /// Hex SHA-256 of the library file for a lone app at "/" (as it has
+    /// always been); of the prefixes and their builds' hashes otherwise.
+    pub hash: String,
+    /// Counts the builds this master staged: 1 for the first.
+    pub generation: u32,
+    /// In mount order.
+    pub apps: Vec<AppBuild>,
 }
 
 impl Build {
     /// The short form used in logs and `host check`.
     pub fn short(&self) -> &str {
         &self.hash[..12]
+    }
+
+    /// `/api 2aa95168a30f (generation 1), / 5bd0...`: each app's build,
+    /// for a log line (empty for a lone app: the set's hash is its own).
+    pub fn describe_apps(&self) -> String {
+        if self.apps.len() == 1 && self.apps[0].prefix == "/" {
+            return String::new();
+        }
+        self.apps
+            .iter()
+            .map(|a| format!("{} {} (generation {})", a.prefix, a.short(), a.generation))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The app build serving `prefix`, if any.
+    pub fn app(&self, prefix: &str) -> Option<&AppBuild> {
+        self.apps.iter().find(|a| a.prefix == prefix)
     }
 }
 
@@ -45,19 +91,105 @@ pub fn hash(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Copies `original` into a sealed memfd and describes the build. The
-/// error is a one-line reason naming `original`.
+/// What to stage for one mount.
+pub struct Source<'a> {
+    pub prefix: &'a str,
+    /// The plugin file as the user named it.
+    pub file: &'a Path,
+    pub symbol: &'a str,
+    /// Leave this mount's build as it is in `previous` (when there is one
+    /// for its prefix): `host reload --mount` of another mount.
+    pub keep: bool,
+}
+
+/// Stages a set as generation `generation`: each file is read, and a
+/// content already staged in `previous` reuses that build (its copy and
+/// its generation). The error is one line naming the file (and the mount,
+/// when there are mounts).
+pub fn stage_set(
+    sources: &[Source<'_>],
+    generation: u32,
+    previous: Option<&Build>,
+) -> Result<Build, String> {
+    let mounted = sources.len() != 1 || sources[0].prefix != "/";
+    let mut apps = Vec::with_capacity(sources.len());
+    for src in sources {
+        let kept = previous
+            .filter(|_| src.keep)
+            .and_then(|p| p.app(src.prefix))
+            .cloned();
+        let app = match kept {
+            Some(app) => app,
+            None => {
+                let bytes = read(src.file).map_err(|why| match mounted {
+                    true => format!("mount {}: {why}", src.prefix),
+                    false => why,
+                })?;
+                let digest = hash(&bytes);
+                // Reused only at its own prefix: two mounts of one file
+                // each get a copy of their own, so each loads separately
+                // (the loader would hand the second the first's image).
+                let same = previous
+                    .and_then(|p| p.app(src.prefix))
+                    .filter(|a| a.hash == digest && a.symbol == src.symbol);
+                match same {
+                    Some(a) => a.clone(),
+                    None => staged(src, &bytes, digest, generation).map_err(|why| match mounted {
+                        true => format!("mount {}: {why}", src.prefix),
+                        false => why,
+                    })?,
+                }
+            }
+        };
+        apps.push(app);
+    }
+    let hash = if mounted {
+        let mut joined = Vec::new();
+        for a in &apps {
+            joined.extend_from_slice(a.prefix.as_bytes());
+            joined.push(0);
+            joined.extend_from_slice(a.hash.as_bytes());
+            joined.push(b'\n');
+        }
+        hash(&joined)
+    } else {
+        apps[0].hash.clone()
+    };
+    Ok(Build {
+        hash,
+        generation,
+        apps,
+    })
+}
+
+/// Copies `original` into a sealed memfd and describes the build, as the
+/// lone app at "/". The error is a one-line reason naming `original`.
 pub fn stage(original: &Path, generation: u32) -> Result<Build, String> {
-    let bytes = fs::read(original).map_err(|e| match e.kind() {
+    let src = Source {
+        prefix: "/",
+        file: original,
+        symbol: crate::gateway::plugin::DEFAULT_SYMBOL,
+        keep: false,
+    };
+    stage_set(&[src], generation, None)
+}
+
+fn read(original: &Path) -> Result<Vec<u8>, String> {
+    fs::read(original).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => {
             format!("cannot load plugin {}: no such file", original.display())
         }
         _ => format!("cannot read plugin {}: {e}", original.display()),
-    })?;
-    let hash = hash(&bytes);
-    let copy = sealed_copy(&hash, &bytes)
-        .map_err(|e| format!("cannot stage plugin {}: {e}", original.display()))?;
-    Ok(Build {
+    })
+}
+
+fn staged(src: &Source<'_>, bytes: &[u8], hash: String, generation: u32) -> Result<AppBuild, String> {
+    let copy = sealed_copy(&hash, bytes)
+        .map_err(|e| format!("cannot stage plugin {}: {e}", src.file.display()))?;
+    Ok(AppBuild {
+        prefix: src.prefix.to_string(),
+        original: src.file.to_path_buf(),
+        symbol: src.symbol.to_string(),
         path: PathBuf::from(format!("/proc/self/fd/{}", copy.as_raw_fd())),
         hash,
         generation,
@@ -98,22 +230,58 @@ mod tests {
         fs::write(&src, b"v1").unwrap();
         let a = stage(&src, 1).unwrap();
         assert_eq!(a.hash, hash(b"v1"));
-        assert_eq!(fs::read(&a.path).unwrap(), b"v1");
+        assert_eq!(fs::read(&a.apps[0].path).unwrap(), b"v1");
         // Overwriting the original in place leaves the copy alone ...
         fs::write(&src, b"v2").unwrap();
         let b = stage(&src, 2).unwrap();
-        assert_ne!(a.path, b.path);
-        assert_eq!(fs::read(&a.path).unwrap(), b"v1");
-        assert_eq!(fs::read(&b.path).unwrap(), b"v2");
+        assert_ne!(a.apps[0].path, b.apps[0].path);
+        assert_eq!(fs::read(&a.apps[0].path).unwrap(), b"v1");
+        assert_eq!(fs::read(&b.apps[0].path).unwrap(), b"v2");
         // ... and the copy cannot be changed at all.
         assert!(fs::OpenOptions::new()
             .write(true)
-            .open(&a.path)
+            .open(&a.apps[0].path)
             .and_then(|mut f| f.write_all(b"x"))
             .is_err());
         assert_eq!(b.short().len(), 12);
         let missing = stage(&dir.join("nope.so"), 3).unwrap_err();
         assert!(missing.contains("no such file"), "{missing}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_set_keeps_the_builds_of_unchanged_or_kept_mounts() {
+        let dir = std::env::temp_dir().join(format!("staging-set-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let (api, web) = (dir.join("api.so"), dir.join("web.so"));
+        fs::write(&api, b"api1").unwrap();
+        fs::write(&web, b"web1").unwrap();
+        let src = |keep_api: bool| {
+            [
+                Source { prefix: "/api", file: &api, symbol: "app", keep: keep_api },
+                Source { prefix: "/", file: &web, symbol: "app", keep: false },
+            ]
+        };
+        let one = stage_set(&src(false), 1, None).unwrap();
+        assert_ne!(one.hash, one.apps[0].hash);
+        // Only web changes: api keeps its copy and generation.
+        fs::write(&web, b"web2").unwrap();
+        let two = stage_set(&src(false), 2, Some(&one)).unwrap();
+        assert_eq!(two.apps[0].path, one.apps[0].path);
+        assert_eq!(two.apps[0].generation, 1);
+        assert_eq!(two.apps[1].generation, 2);
+        assert_ne!(two.hash, one.hash);
+        // api changed on disk, but the reload is for "/" only.
+        fs::write(&api, b"api2").unwrap();
+        let three = stage_set(&src(true), 3, Some(&two)).unwrap();
+        assert_eq!(three.hash, two.hash);
+        let e = stage_set(
+            &[Source { prefix: "/x", file: &dir.join("none.so"), symbol: "app", keep: false }],
+            4,
+            None,
+        )
+        .unwrap_err();
+        assert!(e.starts_with("mount /x: cannot load plugin"), "{e}");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -2,14 +2,15 @@
 //! build, runs the plugin's init, reports Ready on the scoreboard and
 //! serves until told to stop. Everything that touches the plugin happens
 //! here, after the fork, so the master never runs plugin code.
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::gateway::plugin::{Plugin, PluginSpec};
+use crate::gateway::mount::{MountSpec, Prefix, Router};
+use crate::gateway::plugin::{LoadError, Plugin, PluginSpec};
 use crate::net::listener::Listener;
 use crate::runtime::access_log::AccessLog;
 use crate::runtime::config::EarlySignals;
 use crate::runtime::scoreboard::{Monitor, Scoreboard, WorkerState};
+use crate::runtime::config::App;
 use crate::runtime::{self, Config, Shared, Stop};
 use crate::supervisor::process::Identity;
 use crate::supervisor::staging::Build;
@@ -24,11 +25,14 @@ pub const EXIT_LOAD_ERROR: i32 = 4;
 
 /// What the master hands a worker.
 pub struct WorkerSpec<'a> {
+    /// A build of each app, each naming the path the user gave, for
+    /// messages (the worker loads the copy).
     pub build: &'a Build,
-    pub symbol: &'a str,
-    /// The path the user gave, for messages (the worker loads the copy).
-    pub original: &'a std::path::Path,
+    /// Every app's init pairs (`--app-arg`).
     pub app_args: &'a [(String, String)],
+    /// The mounts as configured now: each app's own pairs (`--mount-arg`),
+    /// found by prefix.
+    pub mounts: &'a [MountSpec],
     pub config: &'a Config,
     pub access_log: Option<&'a str>,
     /// Who to become before loading the plugin (`--user`, `--group`).
@@ -110,17 +114,7 @@ fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: Vec<Listener>) -> Result<(),
         })?;
     }
 
-    let plugin_spec = PluginSpec {
-        path: spec.build.path.clone(),
-        symbol: spec.symbol.to_string(),
-    };
-    let shown = PathBuf::from(spec.original);
-    let mut plugin = Plugin::load(&plugin_spec)
-        .map_err(|e| (EXIT_LOAD_ERROR, e.shown_as(&shown).to_string()))?;
-    crate::gateway::api::set_app_name(&plugin.display_name(&shown));
-    plugin
-        .init(spec.app_args, &crate::gateway::api::HOST_API)
-        .map_err(|e| (EXIT_LOAD_ERROR, e.shown_as(&shown).to_string()))?;
+    let apps = load_apps(spec)?;
     let monitor = Monitor {
         board: spec.board,
         worker: spec.index,
@@ -128,17 +122,46 @@ fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: Vec<Listener>) -> Result<(),
     };
     monitor.slot().heartbeat();
     monitor.slot().set_state(WorkerState::Ready);
+    let described: Vec<String> = apps
+        .iter()
+        .zip(&spec.build.apps)
+        .map(|(app, build)| {
+            let p = &app.plugin;
+            let name = crate::text::shown(&p.display_name(&build.original)).to_string();
+            match spec.build.describe_apps().is_empty() {
+                true => format!("{name} ABI {}.{}", p.abi_major, p.abi_minor),
+                false => format!(
+                    "{} {name} build {} ABI {}.{}",
+                    build.prefix,
+                    build.short(),
+                    p.abi_major,
+                    p.abi_minor
+                ),
+            }
+        })
+        .collect();
     tracing::info!(
-        "worker {} booted (build {}, generation {}, {} ABI {}.{})",
+        "worker {} booted (build {}, generation {}, {})",
         std::process::id(),
         spec.build.short(),
         spec.build.generation,
-        crate::text::shown(&plugin.display_name(&shown)),
-        plugin.abi_major,
-        plugin.abi_minor,
+        described.join("; "),
     );
 
-    let mut shared = Shared::new(plugin, spec.config.clone(), access_log, Some(monitor));
+    let prefixes: Vec<Prefix> = spec
+        .build
+        .apps
+        .iter()
+        .map(|a| Prefix::parse(&a.prefix).expect("staged from a checked prefix"))
+        .collect();
+    let router = Router::new(&prefixes);
+    let mut shared = Shared::mounted(
+        apps,
+        router,
+        spec.config.clone(),
+        access_log,
+        Some(monitor),
+    );
     shared.early_signals = early_signals;
     let shared = Arc::new(shared);
     // The event loop drops the listeners when it stops accepting (after
@@ -147,11 +170,58 @@ fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: Vec<Listener>) -> Result<(),
         .map_err(|e| boot_error("the event loop failed", e))?;
     if stop == (Stop::Graceful { drained: true }) {
         // Every app thread has exited: ours is the last reference.
-        if let Ok(mut shared) = Arc::try_unwrap(shared) {
-            shared.plugin.shutdown();
+        if let Ok(shared) = Arc::try_unwrap(shared) {
+            // Last mounted first, as a stack unwinds.
+            for mut app in Vec::from(shared.apps).into_iter().rev() {
+                app.plugin.shutdown();
+            }
         }
     }
     Ok(())
+}
+
+/// Loads and initialises each app of the build, in mount order. A
+/// failure names the plugin and, when there are mounts, the mount.
+fn load_apps(spec: &WorkerSpec<'_>) -> Result<Vec<App>, (i32, String)> {
+    let mounted = !spec.build.describe_apps().is_empty();
+    let mut names = Vec::with_capacity(spec.build.apps.len());
+    let mut apps = Vec::with_capacity(spec.build.apps.len());
+    for build in &spec.build.apps {
+        let shown = build.original.as_path();
+        let failed = |e: LoadError| {
+            let why = e.shown_as(shown).to_string();
+            let why = match mounted {
+                true => format!("mount {}: {why}", build.prefix),
+                false => why,
+            };
+            (EXIT_LOAD_ERROR, why)
+        };
+        let plugin_spec = PluginSpec {
+            path: build.path.clone(),
+            symbol: build.symbol.clone(),
+        };
+        let mut plugin = Plugin::load(&plugin_spec).map_err(failed)?;
+        let name = plugin.display_name(shown);
+        // Lines its init logs name it.
+        crate::gateway::api::set_booting_app(&name);
+        names.push(name);
+        let own = spec
+            .mounts
+            .iter()
+            .find(|m| m.prefix.as_str() == build.prefix)
+            .map_or(&[][..], |m| &m.args[..]);
+        let args: Vec<(String, String)> = spec.app_args.iter().chain(own).cloned().collect();
+        plugin
+            .init(&args, &crate::gateway::api::HOST_API)
+            .map_err(failed)?;
+        let prefix = Prefix::parse(&build.prefix).expect("staged from a checked prefix");
+        apps.push(App {
+            plugin,
+            script_name: prefix.script_name().as_bytes().into(),
+        });
+    }
+    crate::gateway::api::set_app_names(&names);
+    Ok(apps)
 }
 
 /// Asks the kernel for TERM when the master dies, so orphaned workers
