@@ -1,6 +1,7 @@
 //! The request as the application sees it: PEP 3333's `environ`, with
 //! `wsgi.input` ([`Input`]) and `wsgi.errors` ([`ErrorStream`]).
 
+use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::fmt;
 use std::io;
@@ -58,13 +59,16 @@ impl<'r> Environ<'r> {
 
     /// The request-target (`REQUEST_URI`) as an [`http::Uri`], usually
     /// origin-form (`/path?query`, not percent-decoded; see
-    /// [`path_info`](Self::path_info) for the decoded path). Built at the
+    /// [`path_info`](Self::path_info) for the decoded path), relative to
+    /// where the app is mounted: the part [`script_name`](Self::script_name)
+    /// stands for is left out (an app mounted at `/api` asked for
+    /// `/api/todos` sees `/todos`; asked for `/api`, `/`). Built at the
     /// first call and kept for the request. Bytes `http` refuses in a URI
     /// (a host may pass some, e.g. `{`) are percent-encoded first.
     pub fn uri(&self) -> &Uri {
         self.parsed()
             .uri
-            .get_or_init(|| parse_uri(self.request_uri()))
+            .get_or_init(|| parse_uri(&mounted_target(self.request_uri(), self.script_name())))
     }
 
     /// The request headers as an [`http::HeaderMap`] (names lower-cased,
@@ -251,6 +255,54 @@ fn nonstandard_method() -> Method {
 /// The request-target as a [`Uri`]: as given when `http` accepts it, else
 /// with every byte outside RFC 3986's characters percent-encoded; `/` if even
 /// that fails (an empty target, which no host sends).
+/// `target` (a request-target) without the leading part of its path that
+/// percent-decodes to `script_name` (the app's mount): what an app that
+/// routes on the URI must see. The path stays absolute (`/api` -> `/`).
+/// Borrowed when there is nothing to take away.
+pub(crate) fn mounted_target<'t>(target: &'t [u8], script_name: &[u8]) -> Cow<'t, [u8]> {
+    if script_name.is_empty() {
+        return Cow::Borrowed(target);
+    }
+    // Origin-form, or absolute-form (`http://host/path`): where the path
+    // starts; no other form has a path to take from.
+    let start = if target.starts_with(b"/") {
+        0
+    } else {
+        let Some(after) = find(target, b"://").map(|i| i + 3) else {
+            return Cow::Borrowed(target);
+        };
+        match target[after..].iter().position(|&b| b == b'/') {
+            Some(i) => after + i,
+            None => return Cow::Borrowed(target),
+        }
+    };
+    let path = &target[start..];
+    let path = &path[..path.iter().position(|&b| b == b'?').unwrap_or(path.len())];
+    // The raw bytes that decode to SCRIPT_NAME's length (a valid `%XX` is
+    // one byte, as the host decodes).
+    let (mut i, mut n) = (0, 0);
+    while n < script_name.len() && i < path.len() {
+        let escape = path[i] == b'%'
+            && i + 2 < path.len()
+            && path[i + 1].is_ascii_hexdigit()
+            && path[i + 2].is_ascii_hexdigit();
+        i += if escape { 3 } else { 1 };
+        n += 1;
+    }
+    let rest = &target[start + i..];
+    let mut out = Vec::with_capacity(target.len() - i + 1);
+    out.extend_from_slice(&target[..start]);
+    if !rest.starts_with(b"/") {
+        out.push(b'/');
+    }
+    out.extend_from_slice(rest);
+    Cow::Owned(out)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 pub(crate) fn parse_uri(target: &[u8]) -> Uri {
     if let Ok(uri) = Uri::try_from(target) {
         return uri;
@@ -354,5 +406,22 @@ impl fmt::Write for ErrorStream<'_> {
 impl Drop for ErrorStream<'_> {
     fn drop(&mut self) {
         let _ = io::Write::flush(self);
+    }
+}
+
+#[cfg(test)]
+mod mount_tests {
+    use super::mounted_target;
+
+    #[test]
+    fn the_mount_part_of_the_target_is_left_out() {
+        let m = |t: &str, s: &str| String::from_utf8(mounted_target(t.as_bytes(), s.as_bytes()).into_owned()).unwrap();
+        assert_eq!(m("/api/todos?x=1", "/api"), "/todos?x=1");
+        assert_eq!(m("/api", "/api"), "/");
+        assert_eq!(m("/api?q", "/api"), "/?q");
+        assert_eq!(m("/%61pi/a%2Fb", "/api"), "/a%2Fb");
+        assert_eq!(m("http://h/api/x", "/api"), "http://h/x");
+        assert_eq!(m("/x", ""), "/x");
+        assert_eq!(m("*", "/api"), "*");
     }
 }

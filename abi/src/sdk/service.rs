@@ -195,7 +195,10 @@ fn build_request(environ: &Environ<'_>) -> Result<Request<RequestBody>, String> 
             }
             Uri::from_maybe_shared(Bytes::from(target))
         }
-        raw => Uri::from_maybe_shared(Bytes::copy_from_slice(raw)),
+        // Relative to the app's mount (SCRIPT_NAME's part left out).
+        raw => Uri::from_maybe_shared(Bytes::from(
+            super::environ::mounted_target(raw, environ.script_name()).into_owned(),
+        )),
     }
     .map_err(|e| format!("request target: {e}"))?;
     let version = match environ.protocol() {

@@ -3,7 +3,8 @@
 //! pointers and hands the call to the request's `Exchange`.
 use std::ffi::c_void;
 use std::fmt;
-use std::sync::{Mutex, OnceLock};
+use std::cell::Cell;
+use std::sync::OnceLock;
 
 use abi::ffi::{
     nwsgi_environ_each_cb, nwsgi_exc_info, nwsgi_header, nwsgi_host_api, nwsgi_request,
@@ -294,12 +295,11 @@ unsafe extern "C" fn host_read(req: *mut nwsgi_request, buf: *mut u8, cap: usize
 /// The apps' names in log lines (each descriptor's name, else its
 /// file's), in mount order, set once by the worker that loaded them.
 static APP_NAMES: OnceLock<Box<[Box<str>]>> = OnceLock::new();
-/// The app whose init runs, until `APP_NAMES` is set (boot only).
-static BOOTING: Mutex<Option<Box<str>>> = Mutex::new(None);
 
-/// Names the app whose init runs next (a worker boots its apps in turn).
-pub fn set_booting_app(name: &str) {
-    *BOOTING.lock().unwrap_or_else(|p| p.into_inner()) = Some(name.into());
+thread_local! {
+    /// The app whose init or shutdown runs on this thread (a worker runs
+    /// them app by app), for the lines it logs outside any request.
+    static LIFECYCLE_APP: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
 /// Names the apps in the lines they log, in mount order (first call wins:
@@ -308,20 +308,25 @@ pub fn set_app_names(names: &[String]) {
     let _ = APP_NAMES.set(names.iter().map(|n| n.as_str().into()).collect());
 }
 
+/// Says which app's init or shutdown runs on this thread now (None: none).
+pub fn set_lifecycle_app(app: Option<usize>) {
+    LIFECYCLE_APP.set(app);
+}
+
 /// Calls `f` with the name of the app a line comes from: the app of the
-/// request it is about (or that runs on this thread), else the only app;
-/// several apps and no request: their names joined with '|'.
+/// request it is about (or that runs on this thread), or whose init or
+/// shutdown runs, else the only app; several apps and nothing to tell
+/// them apart (a thread of the app's own): their names joined with '|'.
 fn with_app_name<T>(app: Option<usize>, f: impl FnOnce(&str) -> T) -> T {
-    match APP_NAMES.get() {
-        Some(names) if names.len() == 1 => f(&names[0]),
-        Some(names) => match app.and_then(|i| names.get(i)) {
-            Some(name) => f(name),
-            None => f(&names.join("|")),
-        },
-        None => {
-            let booting = BOOTING.lock().unwrap_or_else(|p| p.into_inner());
-            f(booting.as_deref().unwrap_or("app"))
-        }
+    let Some(names) = APP_NAMES.get() else {
+        return f("app");
+    };
+    if names.len() == 1 {
+        return f(&names[0]);
+    }
+    match app.or_else(|| LIFECYCLE_APP.get()).and_then(|i| names.get(i)) {
+        Some(name) => f(name),
+        None => f(&names.join("|")),
     }
 }
 

@@ -13,7 +13,7 @@ use crate::runtime::scoreboard::{Monitor, Scoreboard, WorkerState};
 use crate::runtime::config::App;
 use crate::runtime::{self, Config, Shared, Stop};
 use crate::supervisor::process::Identity;
-use crate::supervisor::staging::Build;
+use crate::supervisor::staging::{AppBuild, Build};
 
 /// Exit status of a worker that could not start for reasons of its own
 /// (no memory, no event loop): the master retries it with backoff.
@@ -172,7 +172,9 @@ fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: Vec<Listener>) -> Result<(),
         // Every app thread has exited: ours is the last reference.
         if let Ok(shared) = Arc::try_unwrap(shared) {
             // Last mounted first, as a stack unwinds.
-            for mut app in Vec::from(shared.apps).into_iter().rev() {
+            let apps = Vec::from(shared.apps).into_iter().enumerate().rev();
+            for (index, mut app) in apps {
+                crate::gateway::api::set_lifecycle_app(Some(index));
                 app.plugin.shutdown();
             }
         }
@@ -180,47 +182,51 @@ fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: Vec<Listener>) -> Result<(),
     Ok(())
 }
 
-/// Loads and initialises each app of the build, in mount order. A
-/// failure names the plugin and, when there are mounts, the mount.
+/// Loads each app of the build, then runs each one's init, in mount
+/// order (every name is known before any init logs). A failure names the
+/// plugin and, when there are mounts, the mount.
 fn load_apps(spec: &WorkerSpec<'_>) -> Result<Vec<App>, (i32, String)> {
     let mounted = !spec.build.describe_apps().is_empty();
-    let mut names = Vec::with_capacity(spec.build.apps.len());
-    let mut apps = Vec::with_capacity(spec.build.apps.len());
-    for build in &spec.build.apps {
-        let shown = build.original.as_path();
-        let failed = |e: LoadError| {
-            let why = e.shown_as(shown).to_string();
-            let why = match mounted {
-                true => format!("mount {}: {why}", build.prefix),
-                false => why,
-            };
-            (EXIT_LOAD_ERROR, why)
+    let failed = |build: &AppBuild, e: LoadError| {
+        let why = e.shown_as(&build.original).to_string();
+        let why = match mounted {
+            true => format!("mount {}: {why}", build.prefix),
+            false => why,
         };
+        (EXIT_LOAD_ERROR, why)
+    };
+    let mut plugins = Vec::with_capacity(spec.build.apps.len());
+    for build in &spec.build.apps {
         let plugin_spec = PluginSpec {
             path: build.path.clone(),
             symbol: build.symbol.clone(),
         };
-        let mut plugin = Plugin::load(&plugin_spec).map_err(failed)?;
-        let name = plugin.display_name(shown);
-        // Lines its init logs name it.
-        crate::gateway::api::set_booting_app(&name);
-        names.push(name);
+        plugins.push(Plugin::load(&plugin_spec).map_err(|e| failed(build, e))?);
+    }
+    let names: Vec<String> = plugins
+        .iter()
+        .zip(&spec.build.apps)
+        .map(|(p, build)| p.display_name(&build.original))
+        .collect();
+    crate::gateway::api::set_app_names(&names);
+    let mut apps = Vec::with_capacity(plugins.len());
+    for (index, (mut plugin, build)) in plugins.into_iter().zip(&spec.build.apps).enumerate() {
         let own = spec
             .mounts
             .iter()
             .find(|m| m.prefix.as_str() == build.prefix)
             .map_or(&[][..], |m| &m.args[..]);
         let args: Vec<(String, String)> = spec.app_args.iter().chain(own).cloned().collect();
-        plugin
-            .init(&args, &crate::gateway::api::HOST_API)
-            .map_err(failed)?;
+        crate::gateway::api::set_lifecycle_app(Some(index));
+        let init = plugin.init(&args, &crate::gateway::api::HOST_API);
+        crate::gateway::api::set_lifecycle_app(None);
+        init.map_err(|e| failed(build, e))?;
         let prefix = Prefix::parse(&build.prefix).expect("staged from a checked prefix");
         apps.push(App {
             plugin,
             script_name: prefix.script_name().as_bytes().into(),
         });
     }
-    crate::gateway::api::set_app_names(&names);
     Ok(apps)
 }
 

@@ -1,7 +1,8 @@
 //! `echo`: answers with what it received.
 //!
-//! * `/__environ...`: `text/plain`, every environ variable as `KEY=VALUE`
-//!   lines (host order), then the `wsgi.*` flags.
+//! * `/__environ...` (or any path with the query `__environ`, for an app
+//!   mounted where its PATH_INFO may be empty): `text/plain`, every environ
+//!   variable as `KEY=VALUE` lines (host order), then the `wsgi.*` flags.
 //! * anything else: the HTTP Garden echo format, `application/json`:
 //!   `{"method":..,"version":..,"uri":..,"headers":[[name,value],..],"body":..}`
 //!   with every string standard base64 (padded). A body that cannot be read
@@ -29,7 +30,7 @@ impl App for Echo {
         environ: &mut Environ<'_>,
         start: &mut StartResponse<'_>,
     ) -> Result<Body, Error> {
-        if environ.path_info().starts_with(b"/__environ") {
+        if environ.path_info().starts_with(b"/__environ") || environ.query_string() == b"__environ" {
             start.start("200 OK", &[("Content-Type", "text/plain")])?;
             return Ok(Body::from(environ_listing(environ)));
         }
