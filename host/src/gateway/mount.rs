@@ -97,8 +97,10 @@ pub fn parse_mount_arg(
         .iter()
         .enumerate()
         .filter(|(_, p)| {
-            text.strip_prefix(p.as_str())
-                .is_some_and(|rest| rest.starts_with(':'))
+            // As `--mount` takes it: "/api/" is "/api".
+            text.strip_prefix(p.as_str()).is_some_and(|rest| {
+                rest.starts_with(':') || (!p.is_root() && rest.starts_with("/:"))
+            })
         })
         .max_by_key(|(_, p)| p.as_str().len());
     let Some((index, prefix)) = found else {
@@ -111,7 +113,9 @@ pub fn parse_mount_arg(
                 .join(", ")
         ));
     };
-    let pair = &text[prefix.as_str().len() + 1..];
+    let rest = &text[prefix.as_str().len()..];
+    let pair = rest.strip_prefix('/').unwrap_or(rest);
+    let pair = &pair[1..];
     match pair.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((index, (k.to_string(), v.to_string()))),
         _ => Err(format!(
@@ -290,6 +294,10 @@ mod tests {
             (1, ("k".into(), "v=w".into()))
         );
         assert_eq!(parse_mount_arg("/:k=", &prefixes).unwrap().0, 0);
+        assert_eq!(
+            parse_mount_arg("/a/:k=v", &prefixes).unwrap(),
+            (1, ("k".into(), "v".into()))
+        );
         assert!(parse_mount_arg("/zz:k=v", &prefixes).is_err());
         assert!(parse_mount_arg("/a:novalue", &prefixes).is_err());
     }
