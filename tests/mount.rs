@@ -424,3 +424,27 @@ fn watch_mode_watches_every_mount() {
     wait_for_build(&server, "/b", "b2");
     assert_eq!(build_of(&server, "/a"), "a1");
 }
+
+#[test]
+fn the_access_log_has_the_whole_path_and_the_mount() {
+    let dir = TempDir::new("mount-access");
+    let echo = echo();
+    let server = serve_mounts(
+        &dir,
+        &[
+            "--mount",
+            &format!("/api={echo}"),
+            "--mount",
+            &format!("/={echo}"),
+            "--access-logfile",
+            "-",
+            "--access-log-format",
+            "path=%(U)s mount=%({script_name}e)s",
+        ],
+    );
+    client::get(server.addr(), "/api/x?__environ");
+    client::get(server.addr(), "/y?__environ");
+    let out = server.stdout.wait_for("path=/y", TIMEOUT);
+    assert!(out.contains("path=/api/x mount=/api\n"), "{out}");
+    assert!(out.contains("path=/y mount=-\n"), "{out}");
+}

@@ -582,6 +582,11 @@ impl HostEnviron {
         self.text(self.raw.path_info)
     }
 
+    /// SCRIPT_NAME: the mount prefix ("" for the root, and a lone app).
+    pub fn script_name(&self) -> &[u8] {
+        self.text(self.raw.script_name)
+    }
+
     pub fn query_string(&self) -> &[u8] {
         self.text(self.raw.query_string)
     }

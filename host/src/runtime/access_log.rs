@@ -193,7 +193,13 @@ fn text_line(line: &mut Vec<u8>, pieces: &[Piece], scan: bool, e: &Entry<'_>) {
             }
             Piece::Status => decimal_into(line, u64::from(e.ex.status)),
             Piece::Method => value(line, Some(env.method())),
-            Piece::Path => value(line, Some(env.path_info())),
+            // The whole path: a mounted app's SCRIPT_NAME, then PATH_INFO.
+            Piece::Path if env.script_name().is_empty() => value(line, Some(env.path_info())),
+            Piece::Path => {
+                let mut path = env.script_name().to_vec();
+                path.extend_from_slice(env.path_info());
+                value(line, Some(&path))
+            }
             Piece::Query => value(line, Some(env.query_string())),
             Piece::Protocol => line.extend_from_slice(e.version.as_str().as_bytes()),
             Piece::BytesClf | Piece::Bytes => decimal_into(line, e.ex.body_bytes),
@@ -253,7 +259,15 @@ fn json_line(line: &mut Vec<u8>, e: &Entry<'_>) {
     let remote = env.remote_addr();
     string(line, "remote_addr", (!remote.is_empty()).then_some(remote));
     string(line, "method", Some(env.method()));
-    string(line, "path", Some(env.path_info()));
+    // The whole path, and which mount served it (with mounts).
+    let script_name = env.script_name();
+    line.extend_from_slice(b",\"path\":\"");
+    json_str_into(line, script_name);
+    json_str_into(line, env.path_info());
+    line.push(b'"');
+    if !script_name.is_empty() {
+        string(line, "script_name", Some(script_name));
+    }
     string(line, "query", Some(env.query_string()));
     string(line, "protocol", Some(e.version.as_str().as_bytes()));
     number(line, "status", u64::from(e.ex.status));
