@@ -27,6 +27,7 @@ use crate::gateway::api::HOST_API;
 use crate::gateway::environ::{
     percent_decode, ClientText, EnvironParts, HeaderMap, HostEnviron, PeerText,
 };
+use crate::gateway::mount::Router;
 use crate::gateway::exchange::{self, Client, CurrentRequestId, Exchange, Gone, Pulled, Wait};
 use crate::http1::body::{body_end, BodyError, BodyReader, BodySource, Decode};
 use crate::http1::error::HttpError;
@@ -548,15 +549,6 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         } else {
             head.path
         };
-        // Several apps: the longest mount prefix of the decoded path (a
-        // lone app at "/" has no router, and this costs it one test).
-        let route = match &shared.router {
-            None => None,
-            Some(router) => match router.route(path_info) {
-                Some(route) => Some(route),
-                None => return Parsed::NoMount,
-            },
-        };
         // SAFETY: the environ points into the connection's buffer (not
         // touched until the request ends: reads ahead and leftovers are
         // appended only after `end_request`), the header list and the
@@ -577,11 +569,14 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
                 },
             );
         }
-        if let Some(route) = route {
-            *app = route.app;
-            let (script_name, rest) = path_info.split_at(route.split);
-            // SAFETY: both are parts of `path_info`, kept as `fill` keeps it.
-            unsafe { env.set_mount(route.app, script_name, rest) };
+        // Several apps: the longest mount prefix of the decoded path, out
+        // of line (a lone app at "/" has no router: this is one test).
+        if let Some(router) = &shared.router {
+            // SAFETY: `path_info` stays in place as `fill` requires.
+            match unsafe { mount_request(router, env, path_info) } {
+                Some(routed) => *app = routed,
+                None => return Parsed::NoMount,
+            }
         }
         // A trusted proxy's word on who the client is and how it came:
         // one comparison for any other peer, and one for a proxy's request
@@ -692,6 +687,22 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
             Started::Stop(end_turn(t, d, Done::NeedBody))
         }
     }
+}
+
+/// Routes a request among several apps and splits its environ's path
+/// (SCRIPT_NAME, PATH_INFO) at the mount; None: no app is mounted there.
+///
+/// # Safety
+/// As for `HostEnviron::fill`: `path_info` stays in place and unchanged
+/// until the request ends.
+#[cold]
+#[inline(never)]
+unsafe fn mount_request(router: &Router, env: &mut HostEnviron, path_info: &[u8]) -> Option<usize> {
+    let route = router.route(path_info)?;
+    let (script_name, rest) = path_info.split_at(route.split);
+    // SAFETY: both are parts of `path_info` (the caller's contract).
+    unsafe { env.set_mount(route.app, script_name, rest) };
+    Some(route.app)
 }
 
 /// Pulls chunks from the app's body iterator until it ends (then closes
