@@ -448,3 +448,27 @@ fn the_access_log_has_the_whole_path_and_the_mount() {
     assert!(out.contains("path=/api/x mount=/api\n"), "{out}");
     assert!(out.contains("path=/y mount=-\n"), "{out}");
 }
+
+#[test]
+fn a_config_file_mounts_with_a_table_and_a_list() {
+    let dir = TempDir::new("mount-config");
+    let (echo, testapps) = (echo(), testapps());
+    let config = dir.join("host.toml");
+    fs::write(
+        &config,
+        format!(
+            "bind = [\"127.0.0.1:0\"]\nmount-arg = [\"/t:who=t\"]\n\n[mount]\n\"/api\" = \"{echo}\"\n\"/t\" = \"{testapps}\"\n"
+        ),
+    )
+    .unwrap();
+    let server = server::serve_config(&config).start();
+    assert_eq!(split(&server, "/api/z?__environ"), pair("/api", "/z"));
+    assert_eq!(client::get(server.addr(), "/t/config").text(), "who=t\n");
+    let run = server::run(["config", "-c", &path_str(&config)]);
+    assert!(
+        run.stdout
+            .contains(&format!("mount = [\"/api={echo}\", \"/t={testapps}\"]")),
+        "{}",
+        run.stdout
+    );
+}

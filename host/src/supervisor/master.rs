@@ -956,12 +956,6 @@ impl Master {
     }
 
     fn start_canary(&mut self, build: Build) {
-        let changed: Vec<String> = build
-            .apps
-            .iter()
-            .filter(|a| self.current.app(&a.prefix).is_none_or(|c| c.hash != a.hash))
-            .map(|a| format!("{} build {}", a.prefix, a.short()))
-            .collect();
         if build.describe_apps().is_empty() {
             tracing::info!(
                 "reload: booting build {} (generation {})",
@@ -970,10 +964,10 @@ impl Master {
             );
         } else {
             tracing::info!(
-                "reload: booting build {} (generation {}; new: {}; the other mounts keep their builds)",
+                "reload: booting build {} (generation {}{}; the other mounts keep their builds)",
                 build.short(),
                 build.generation,
-                changed.join(", ")
+                changed_mounts(&build, &self.current),
             );
         }
         match self.spawn(&build, None) {
@@ -1141,9 +1135,10 @@ impl Master {
             ),
         );
         crate::critical!(
-            "reload rolled back: build {} (generation {}) {why}; build {} (generation {}) serves again",
+            "reload rolled back: build {} (generation {}{}) {why}; build {} (generation {}) serves again",
             bad.short(),
             bad.generation,
+            changed_mounts(&bad, &self.current),
             self.current.short(),
             self.current.generation
         );
@@ -2149,6 +2144,24 @@ fn boot_failure(original: &str, message: Option<String>, status: i32, cause: &st
             format!("plugin {original}: could not be loaded")
         }
         None => format!("plugin {original}: the worker crashed while loading it ({cause})"),
+    }
+}
+
+/// `; new: /api build 2aa95168a30f`: the mounts of `build` whose build
+/// `than` does not have (empty for a lone app).
+fn changed_mounts(build: &Build, than: &Build) -> String {
+    if build.describe_apps().is_empty() {
+        return String::new();
+    }
+    let changed: Vec<String> = build
+        .apps
+        .iter()
+        .filter(|a| than.app(&a.prefix).is_none_or(|c| c.hash != a.hash))
+        .map(|a| format!("{} build {}", a.prefix, a.short()))
+        .collect();
+    match changed.is_empty() {
+        true => "; no mount changed".into(),
+        false => format!("; new: {}", changed.join(", ")),
     }
 }
 
