@@ -90,7 +90,10 @@ fn longest_prefix_on_whole_segments_splits_script_name_and_path_info() {
     assert_eq!(split(&server, "/api/v2?__environ"), pair("/api/v2", ""));
     assert_eq!(split(&server, "/api/v22?__environ"), pair("/api", "/v22"));
     // Matched against the decoded path.
-    assert_eq!(split(&server, "/%61pi/a%2Fb?__environ"), pair("/api", "/a/b"));
+    assert_eq!(
+        split(&server, "/%61pi/a%2Fb?__environ"),
+        pair("/api", "/a/b")
+    );
     // "/apix" is not under "/api": the root app gets all of it.
     assert_eq!(split(&server, "/apix?__environ"), pair("", "/apix"));
     assert_eq!(split(&server, "/apix/y?__environ"), pair("", "/apix/y"));
@@ -155,7 +158,10 @@ fn bad_mounts_are_refused_in_one_line_with_exit_2() {
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec!["--mount".into(), format!("api={echo}")], "'api'"),
         (vec!["--mount".into(), format!("/a//b={echo}")], "'/a//b'"),
-        (vec!["--mount".into(), format!("/a/../b={echo}")], "'/a/../b'"),
+        (
+            vec!["--mount".into(), format!("/a/../b={echo}")],
+            "'/a/../b'",
+        ),
         (vec!["--mount".into(), format!("/a/.={echo}")], "'/a/.'"),
         (vec!["--mount".into(), format!("/a?b={echo}")], "'/a?b'"),
         (vec!["--mount".into(), format!("/a#={echo}")], "'/a#'"),
@@ -235,10 +241,7 @@ fn an_axum_app_routes_relative_to_its_mount() {
     let r = client::get(server.addr(), "/%61pi/health");
     assert_eq!(r.status, 200, "{r:#?}");
     // Not the app's: the root app (echo) answers.
-    assert_eq!(
-        split(&server, "/health?__environ"),
-        pair("", "/health")
-    );
+    assert_eq!(split(&server, "/health?__environ"), pair("", "/health"));
 }
 
 #[test]
@@ -338,7 +341,10 @@ fn build_of(server: &Server, prefix: &str) -> String {
     let r: Response = client::get(server.addr(), &format!("{prefix}/"));
     assert_eq!(r.status, 200, "{r:#?}");
     let text = r.text();
-    text.split_whitespace().nth(1).unwrap_or_default().to_owned()
+    text.split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn wait_for_build(server: &Server, prefix: &str, build: &str) {
@@ -372,26 +378,14 @@ fn a_reload_swaps_only_the_mount_whose_file_changed() {
     // read again.
     site.deploy("a", "a3");
     site.deploy("b", "b2");
-    let run = server::run([
-        "reload",
-        "-p",
-        &path_str(&site.pidfile),
-        "--mount",
-        "/b",
-    ]);
+    let run = server::run(["reload", "-p", &path_str(&site.pidfile), "--mount", "/b"]);
     assert!(run.status.success(), "{run:#?}");
     wait_for_build(&server, "/b", "b2");
     assert_eq!(build_of(&server, "/a"), "a2");
     let last = site.mount_builds();
     assert_eq!(last[0], after[0], "/a keeps the build it ran");
 
-    let run = server::run([
-        "reload",
-        "-p",
-        &path_str(&site.pidfile),
-        "--mount",
-        "/c",
-    ]);
+    let run = server::run(["reload", "-p", &path_str(&site.pidfile), "--mount", "/c"]);
     assert!(
         run.error_line().contains("no app is mounted at '/c'"),
         "{run:#?}"

@@ -447,7 +447,8 @@ pub enum LogLevel {
 
 /// `--mount`: the prefix checked (and trimmed) here, the plugin as typed.
 fn parse_mount(s: &str) -> Result<(String, String), String> {
-    host::gateway::mount::parse_mount(s).map(|(prefix, plugin)| (prefix.as_str().to_string(), plugin))
+    host::gateway::mount::parse_mount(s)
+        .map(|(prefix, plugin)| (prefix.as_str().to_string(), plugin))
 }
 
 fn parse_app_arg(s: &str) -> Result<(String, String), String> {

@@ -464,7 +464,8 @@ fn reload(args: ReloadArgs) -> Result<(), String> {
     if let Some(text) = &mount {
         // Spelled as the server spells it ("/api/" is "/api"); whether it
         // is mounted there is the master's to say.
-        let prefix = mount::Prefix::parse(text).map_err(|why| format!("--mount '{text}': {why}"))?;
+        let prefix =
+            mount::Prefix::parse(text).map_err(|why| format!("--mount '{text}': {why}"))?;
         master.ask_reload_mount(prefix.as_str())?;
     }
     master.signal(libc::SIGHUP)?;

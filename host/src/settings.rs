@@ -25,8 +25,8 @@ use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches};
 use toml::de::{DeTable, DeValue};
 
 use crate::cli::{Cli, ServeArgs};
-use host::gateway::mount::{self, MountSpec};
 use crate::hints;
+use host::gateway::mount::{self, MountSpec};
 
 /// The environment variable of extra arguments (gunicorn's
 /// `GUNICORN_CMD_ARGS`), split as a shell would split words.

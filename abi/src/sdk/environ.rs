@@ -415,7 +415,9 @@ mod mount_tests {
 
     #[test]
     fn the_mount_part_of_the_target_is_left_out() {
-        let m = |t: &str, s: &str| String::from_utf8(mounted_target(t.as_bytes(), s.as_bytes()).into_owned()).unwrap();
+        let m = |t: &str, s: &str| {
+            String::from_utf8(mounted_target(t.as_bytes(), s.as_bytes()).into_owned()).unwrap()
+        };
         assert_eq!(m("/api/todos?x=1", "/api"), "/todos?x=1");
         assert_eq!(m("/api", "/api"), "/");
         assert_eq!(m("/api?q", "/api"), "/?q");

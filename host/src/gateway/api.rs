@@ -1,9 +1,9 @@
 //! The host API a plugin calls back into (`nwsgi_host_api`): one static
 //! table, and an `extern "C"` function per entry that checks the plugin's
 //! pointers and hands the call to the request's `Exchange`.
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::fmt;
-use std::cell::Cell;
 use std::sync::OnceLock;
 
 use abi::ffi::{
@@ -324,7 +324,10 @@ fn with_app_name<T>(app: Option<usize>, f: impl FnOnce(&str) -> T) -> T {
     if names.len() == 1 {
         return f(&names[0]);
     }
-    match app.or_else(|| LIFECYCLE_APP.get()).and_then(|i| names.get(i)) {
+    match app
+        .or_else(|| LIFECYCLE_APP.get())
+        .and_then(|i| names.get(i))
+    {
         Some(name) => f(name),
         None => f(&names.join("|")),
     }

@@ -217,7 +217,7 @@ impl Router {
             .enumerate()
             .map(|(i, p)| (p.script_name().as_bytes().into(), i))
             .collect();
-        routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
         Some(Router {
             routes: routes.into(),
         })
@@ -280,7 +280,10 @@ mod tests {
     #[test]
     fn mounts_and_mount_args_parse() {
         let (prefix, plugin) = parse_mount("/api=./lib.so:other").unwrap();
-        assert_eq!((prefix.as_str(), plugin.as_str()), ("/api", "./lib.so:other"));
+        assert_eq!(
+            (prefix.as_str(), plugin.as_str()),
+            ("/api", "./lib.so:other")
+        );
         assert!(parse_mount("/api").is_err());
         assert!(parse_mount("/api=").is_err());
         assert!(parse_mount("api=x").unwrap_err().contains("'api'"));

@@ -27,8 +27,8 @@ use crate::gateway::api::HOST_API;
 use crate::gateway::environ::{
     percent_decode, ClientText, EnvironParts, HeaderMap, HostEnviron, PeerText,
 };
-use crate::gateway::mount::Router;
 use crate::gateway::exchange::{self, Client, CurrentRequestId, Exchange, Gone, Pulled, Wait};
+use crate::gateway::mount::Router;
 use crate::http1::body::{body_end, BodyError, BodyReader, BodySource, Decode};
 use crate::http1::error::HttpError;
 use crate::http1::forwarded::{self, Scheme};
@@ -630,11 +630,11 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
             gone,
         };
         let ex: *mut Exchange = ex;
+        let plugin = &shared.apps[*app].plugin;
         // SAFETY: the exchange is boxed in this desk and stays there until
         // the request ends (`close`); the environ likewise; this thread
         // runs every step of the request; nothing else borrows the exchange
         // until then (the wire borrows other fields).
-        let plugin = &shared.apps[*app].plugin;
         let body = unsafe { exchange::call(ex, plugin, env, &mut wire) };
         match body {
             Some(body) => {

@@ -134,10 +134,12 @@ pub fn stage_set(
                     .filter(|a| a.hash == digest && a.symbol == src.symbol);
                 match same {
                     Some(a) => a.clone(),
-                    None => staged(src, &bytes, digest, generation).map_err(|why| match mounted {
-                        true => format!("mount {}: {why}", src.prefix),
-                        false => why,
-                    })?,
+                    None => {
+                        staged(src, &bytes, digest, generation).map_err(|why| match mounted {
+                            true => format!("mount {}: {why}", src.prefix),
+                            false => why,
+                        })?
+                    }
                 }
             }
         };
@@ -183,7 +185,12 @@ fn read(original: &Path) -> Result<Vec<u8>, String> {
     })
 }
 
-fn staged(src: &Source<'_>, bytes: &[u8], hash: String, generation: u32) -> Result<AppBuild, String> {
+fn staged(
+    src: &Source<'_>,
+    bytes: &[u8],
+    hash: String,
+    generation: u32,
+) -> Result<AppBuild, String> {
     let copy = sealed_copy(&hash, bytes)
         .map_err(|e| format!("cannot stage plugin {}: {e}", src.file.display()))?;
     Ok(AppBuild {
@@ -258,8 +265,18 @@ mod tests {
         fs::write(&web, b"web1").unwrap();
         let src = |keep_api: bool| {
             [
-                Source { prefix: "/api", file: &api, symbol: "app", keep: keep_api },
-                Source { prefix: "/", file: &web, symbol: "app", keep: false },
+                Source {
+                    prefix: "/api",
+                    file: &api,
+                    symbol: "app",
+                    keep: keep_api,
+                },
+                Source {
+                    prefix: "/",
+                    file: &web,
+                    symbol: "app",
+                    keep: false,
+                },
             ]
         };
         let one = stage_set(&src(false), 1, None).unwrap();
@@ -276,7 +293,12 @@ mod tests {
         let three = stage_set(&src(true), 3, Some(&two)).unwrap();
         assert_eq!(three.hash, two.hash);
         let e = stage_set(
-            &[Source { prefix: "/x", file: &dir.join("none.so"), symbol: "app", keep: false }],
+            &[Source {
+                prefix: "/x",
+                file: &dir.join("none.so"),
+                symbol: "app",
+                keep: false,
+            }],
             4,
             None,
         )

@@ -8,9 +8,9 @@ use crate::gateway::mount::{MountSpec, Prefix, Router};
 use crate::gateway::plugin::{LoadError, Plugin, PluginSpec};
 use crate::net::listener::Listener;
 use crate::runtime::access_log::AccessLog;
+use crate::runtime::config::App;
 use crate::runtime::config::EarlySignals;
 use crate::runtime::scoreboard::{Monitor, Scoreboard, WorkerState};
-use crate::runtime::config::App;
 use crate::runtime::{self, Config, Shared, Stop};
 use crate::supervisor::process::Identity;
 use crate::supervisor::staging::{AppBuild, Build};
@@ -155,13 +155,7 @@ fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: Vec<Listener>) -> Result<(),
         .map(|a| Prefix::parse(&a.prefix).expect("staged from a checked prefix"))
         .collect();
     let router = Router::new(&prefixes);
-    let mut shared = Shared::mounted(
-        apps,
-        router,
-        spec.config.clone(),
-        access_log,
-        Some(monitor),
-    );
+    let mut shared = Shared::mounted(apps, router, spec.config.clone(), access_log, Some(monitor));
     shared.early_signals = early_signals;
     let shared = Arc::new(shared);
     // The event loop drops the listeners when it stops accepting (after

@@ -30,7 +30,8 @@ impl App for Echo {
         environ: &mut Environ<'_>,
         start: &mut StartResponse<'_>,
     ) -> Result<Body, Error> {
-        if environ.path_info().starts_with(b"/__environ") || environ.query_string() == b"__environ" {
+        if environ.path_info().starts_with(b"/__environ") || environ.query_string() == b"__environ"
+        {
             start.start("200 OK", &[("Content-Type", "text/plain")])?;
             return Ok(Body::from(environ_listing(environ)));
         }
