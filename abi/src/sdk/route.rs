@@ -172,11 +172,13 @@ fn parse_pattern(pattern: &str) -> Vec<Segment> {
     };
     let segments: Vec<Segment> = rest
         .split('/')
-        .map(|s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-            Some("") => panic!("route pattern {pattern:?} has an unnamed parameter"),
-            Some(name) => Segment::Param(name.to_owned()),
-            None => Segment::Literal(s.to_owned()),
-        })
+        .map(
+            |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some("") => panic!("route pattern {pattern:?} has an unnamed parameter"),
+                Some(name) => Segment::Param(name.to_owned()),
+                None => Segment::Literal(s.to_owned()),
+            },
+        )
         .collect();
     let params = segments
         .iter()
@@ -263,7 +265,10 @@ mod tests {
         assert_eq!(found(&r, Method::GET, "/"), Some((0, vec![])));
         assert_eq!(found(&r, Method::POST, "/todos"), Some((2, vec![])));
         assert_eq!(found(&r, Method::HEAD, "/todos"), Some((1, vec![])));
-        assert_eq!(found(&r, Method::DELETE, "/todos/9"), Some((4, vec!["9".into()])));
+        assert_eq!(
+            found(&r, Method::DELETE, "/todos/9"),
+            Some((4, vec!["9".into()]))
+        );
         assert_eq!(
             found(&r, Method::PUT, "/a/1/b/2"),
             Some((5, vec!["1".into(), "2".into()]))
@@ -274,7 +279,10 @@ mod tests {
     fn misses_are_404_or_405_with_allow() {
         let r = router();
         for path in ["/todos/", "/todos/1/x", "/todo", "", "todos", "/a/1/b"] {
-            assert!(matches!(r.find(&Method::GET, path), Routed::NotFound), "{path}");
+            assert!(
+                matches!(r.find(&Method::GET, path), Routed::NotFound),
+                "{path}"
+            );
         }
         assert!(matches!(
             r.find(&Method::PUT, "/todos"),
