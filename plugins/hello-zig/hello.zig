@@ -1,16 +1,22 @@
-//! hello-zig: an NWSGI plugin in Zig. Zig reads the C header itself
-//! (@cImport), so the ABI's types, constants and nwsgi_util.h's helpers
-//! are used as they are, with no hand-written bindings.
+//! hello-zig: an NWSGI plugin in Zig. Zig translates the C headers itself
+//! (`zig translate-c`: Zig 0.17, tested here, has no @cImport), so the ABI's
+//! types, constants and nwsgi_util.h's inline helpers are used as they
+//! are, with no bindings written by hand.
 //!
 //! Build (from the repository root; `pip install ziglang` provides zig):
-//!   python3 -m ziglang build-lib -dynamic -O ReleaseSafe -lc \
-//!       -I abi/include plugins/hello-zig/hello.zig -femit-bin=libhello_zig.so
+//!   python3 -m ziglang translate-c -lc -I abi/include \
+//!       abi/include/nwsgi_util.h > nwsgi.zig
+//!   python3 -m ziglang build-lib -dynamic -O ReleaseSmall -lc \
+//!       --dep nwsgi -Mroot=plugins/hello-zig/hello.zig -Mnwsgi=nwsgi.zig \
+//!       -femit-bin=libhello_zig.so
 //! Run:
 //!   host serve ./libhello_zig.so
 //!
 //! GET /?name=Ann -> 200 "Hello, Ann!" (the name percent-decoded by
 //! nwsgi_query_get); no name -> "Hello, World!"; a name that does not fit
 //! the 64-byte buffer -> 400; any other method -> 405.
+const std = @import("std");
+// The translated headers, given on the command line as module `nwsgi`.
 const c = @import("nwsgi");
 
 fn call(
@@ -37,12 +43,11 @@ fn call(
         return c.nwsgi_respond(env, req, 400, "text/plain", text, text.len);
     }
     const who: []const u8 = if (found == 1) name.ptr[0..name.len] else "World";
+    // 64 bytes of name at most, so the greeting always fits.
     var out: [128]u8 = undefined;
     const text = std.fmt.bufPrint(&out, "Hello, {s}!\n", .{who}) catch unreachable;
     return c.nwsgi_respond(env, req, 200, "text/plain; charset=utf-8", text.ptr, text.len);
 }
-
-const std = @import("std");
 
 /// The descriptor the host looks for: `export` gives it C linkage and a
 /// visible symbol named `app`.
