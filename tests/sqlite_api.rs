@@ -94,12 +94,44 @@ fn crud_on_a_file_that_outlives_the_host() {
         "{before}"
     );
 
+    // guide:start restart
     server.terminate();
     assert!(server.wait_exit(Duration::from_secs(10)).success());
     let server = serve(db, "1");
     assert_json(&send(&server, "GET", "/items", None), 200, &before);
     let next = send(&server, "POST", "/items", Some(r#"{"name":"pears"}"#));
     assert_json(&next, 201, r#"{"id":7,"name":"pears","qty":0}"#);
+    // guide:end restart
+}
+
+/// `plugins/sqlite-api/host.toml`, the guide's settings file: its
+/// `[app-arg]` table reaches `init` (the database is made where it says,
+/// relative to the host's working directory).
+#[test]
+fn the_example_settings_file_configures_the_app() {
+    let dir = TempDir::new("sqlite-api-config");
+    let cwd = dir.path.clone();
+    let file = artifacts::repo_root().join("plugins/sqlite-api/host.toml");
+    let server = server::serve_config(&file)
+        // The debug build under test, instead of the file's release path.
+        .arg(artifacts::rust_plugin("sqlite_api"))
+        .bind("127.0.0.1:0")
+        .setup(move |cmd| {
+            cmd.current_dir(cwd);
+        })
+        .start();
+    let created = send(
+        &server,
+        "POST",
+        "/items",
+        Some(r#"{"name":"from the file"}"#),
+    );
+    assert_json(&created, 201, r#"{"id":1,"name":"from the file","qty":0}"#);
+    assert!(
+        dir.join("items.db").is_file(),
+        "no items.db where the file says"
+    );
+    assert!(server.logs().contains("workers=2"), "{}", server.logs());
 }
 
 #[test]

@@ -51,6 +51,7 @@ enum Endpoint {
     Delete,
 }
 
+// guide:start state
 pub struct SqliteApi {
     db: Mutex<Connection>,
     router: Router<Endpoint>,
@@ -69,6 +70,7 @@ fn open(path: &str) -> rusqlite::Result<Connection> {
     )?;
     Ok(db)
 }
+// guide:end state
 
 /// A database error is the server's failure: logged, answered 500.
 fn db_error(e: rusqlite::Error) -> Error {
@@ -117,6 +119,7 @@ impl SqliteApi {
         respond_json(start, StatusCode::OK, &items)
     }
 
+    // guide:start create
     fn create(&self, env: &mut Environ<'_>, start: &mut StartResponse<'_>) -> Result<Body, Error> {
         let mut body = Vec::new();
         env.input().take(BODY_LIMIT + 1).read_to_end(&mut body)?;
@@ -150,6 +153,7 @@ impl SqliteApi {
             .start()?;
         Ok(Body::from(body))
     }
+    // guide:end create
 
     fn show(&self, id: i64, start: &mut StartResponse<'_>) -> Result<Body, Error> {
         let item = self
@@ -201,6 +205,7 @@ impl SqliteApi {
     }
 }
 
+// guide:start app
 impl App for SqliteApi {
     const NAME: &'static str = "sqlite-api";
 
@@ -233,6 +238,7 @@ impl App for SqliteApi {
 }
 
 abi::export_app!(SqliteApi);
+// guide:end app
 
 #[cfg(test)]
 mod tests {

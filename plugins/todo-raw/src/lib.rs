@@ -37,6 +37,7 @@ struct Store {
     todos: BTreeMap<u64, Todo>,
 }
 
+// guide:start handler
 type Handler =
     fn(&TodoRaw, &mut Environ<'_>, &mut StartResponse<'_>, &Params) -> Result<Body, Error>;
 
@@ -46,6 +47,7 @@ pub struct TodoRaw {
     store: Arc<Mutex<Store>>,
     max_todos: usize,
 }
+// guide:end handler
 
 /// A handler that panicked mid-update left nothing half-written (every
 /// update is one insert or remove), so poisoning is ignored.
@@ -53,6 +55,7 @@ fn lock(store: &Mutex<Store>) -> MutexGuard<'_, Store> {
     store.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+// guide:start api_error
 /// An error answered as `{"error": message}` with `status`.
 fn api_error(status: StatusCode, message: impl std::fmt::Display) -> Error {
     let message = message.to_string();
@@ -62,6 +65,7 @@ fn api_error(status: StatusCode, message: impl std::fmt::Display) -> Error {
 fn not_found(id: u64) -> Error {
     api_error(StatusCode::NOT_FOUND, format_args!("no todo {id}"))
 }
+// guide:end api_error
 
 fn valid_title(title: &str) -> Result<String, Error> {
     let title = title.trim();
@@ -72,6 +76,7 @@ fn valid_title(title: &str) -> Result<String, Error> {
     Ok(title.to_owned())
 }
 
+// guide:start read_json
 /// The request's JSON body: 415 if it does not say it is JSON, 413 over
 /// [`BODY_LIMIT`], 400 if it does not parse, 422 if it is not a `T`.
 fn read_json<T: for<'de> Deserialize<'de>>(env: &mut Environ<'_>) -> Result<T, Error> {
@@ -102,6 +107,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(env: &mut Environ<'_>) -> Result<T, E
         api_error(status, e)
     })
 }
+// guide:end read_json
 
 fn respond_json(
     start: &mut StartResponse<'_>,
@@ -116,6 +122,7 @@ fn respond_json(
     Ok(Body::from(body))
 }
 
+// guide:start query_param
 /// A query parameter parsed as `T`, or a 400 naming it.
 fn query_param<T: std::str::FromStr>(env: &Environ<'_>, name: &str) -> Result<Option<T>, Error> {
     match query::get(env.query_string(), name) {
@@ -128,7 +135,9 @@ fn query_param<T: std::str::FromStr>(env: &Environ<'_>, name: &str) -> Result<Op
         }),
     }
 }
+// guide:end query_param
 
+// guide:start list
 fn list(
     api: &TodoRaw,
     env: &mut Environ<'_>,
@@ -148,6 +157,7 @@ fn list(
         .collect();
     respond_json(start, StatusCode::OK, &todos)
 }
+// guide:end list
 
 #[derive(Deserialize)]
 struct NewTodo {
@@ -229,6 +239,7 @@ fn remove(
     Ok(Body::empty())
 }
 
+// guide:start events
 /// `n` events (default 3), 50 ms apart, each with the number of todos.
 /// Each item of the body iterator is one chunk, sent when it is produced;
 /// the sleeps hold this app thread (see the guide's SSE chapter).
@@ -254,6 +265,7 @@ fn events(
         format!("event: tick\nid: {i}\ndata: {data}\n\n")
     })))
 }
+// guide:end events
 
 fn health(
     _: &TodoRaw,
@@ -265,6 +277,7 @@ fn health(
     Ok(Body::from_static(b"ok\n"))
 }
 
+// guide:start app
 impl App for TodoRaw {
     const NAME: &'static str = "todo-raw";
 
@@ -304,6 +317,7 @@ impl App for TodoRaw {
 }
 
 abi::export_app!(TodoRaw);
+// guide:end app
 
 #[cfg(test)]
 mod tests {

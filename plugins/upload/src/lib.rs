@@ -83,6 +83,7 @@ impl Upload {
         })
     }
 
+    // guide:start stream
     /// Hash (and store) the body piece by piece: (size, SHA-256).
     fn stream(&self, input: &mut impl Read, sink: &mut Sink) -> Result<(u64, [u8; 32]), Error> {
         let mut buf = vec![0; CHUNK];
@@ -107,6 +108,7 @@ impl Upload {
         }
         Ok((size, hasher.finalize().into()))
     }
+    // guide:end stream
 }
 
 impl App for Upload {
@@ -128,6 +130,7 @@ impl App for Upload {
         })
     }
 
+    // guide:start call
     fn call(&self, env: &mut Environ<'_>, start: &mut StartResponse<'_>) -> Result<Body, Error> {
         if env.uri().path() != "/upload" {
             return Err(Error::status(StatusCode::NOT_FOUND));
@@ -163,6 +166,7 @@ impl App for Upload {
             r#"{{"bytes":{size},"sha256":"{hex}"{saved}}}"#
         )))
     }
+    // guide:end call
 }
 
 abi::export_app!(Upload);
