@@ -173,6 +173,8 @@ fn unknown_routes_are_404_and_wrong_methods_405() {
     assert_eq!(resp.header("allow"), Some("GET,HEAD,POST"));
     let resp = send(&server, "POST", "/todos/3", None);
     assert_eq!(resp.header("allow"), Some("GET,HEAD,PATCH,DELETE"));
+    // Routed on PATH_INFO, which is percent-decoded.
+    assert_json(&send(&server, "GET", "/todo%73", None), 200, "[]");
     let resp = send(&server, "GET", "/todos/not-a-number", None);
     assert_eq!(resp.status, 400, "{}", resp.raw_head);
 }

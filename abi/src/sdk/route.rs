@@ -64,7 +64,8 @@ pub enum Routed<'r, 'p, H> {
     NotFound,
 }
 
-/// The `{name}` segments of a matched path, as sent (not percent-decoded).
+/// The `{name}` segments of a matched path, as they were in the path given
+/// to [`Router::find`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Params<'r, 'p> {
     pairs: [(&'r str, &'p str); MAX_PARAMS],
@@ -131,8 +132,10 @@ impl<H> Router<H> {
         self
     }
 
-    /// The handler for `method` on `path` (the request's path, without
-    /// its query: `environ.uri().path()`).
+    /// The handler for `method` on `path`: usually `environ.path_info()` as
+    /// UTF-8 (percent-decoded, and relative to where the app is mounted,
+    /// as WSGI frameworks route), or `environ.uri().path()` for the path as
+    /// sent.
     pub fn find<'r, 'p>(&'r self, method: &Method, path: &'p str) -> Routed<'r, 'p, H> {
         let mut allowed = None;
         for candidate in &self.paths {

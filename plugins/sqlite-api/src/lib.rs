@@ -227,9 +227,11 @@ impl App for SqliteApi {
     }
 
     fn call(&self, env: &mut Environ<'_>, start: &mut StartResponse<'_>) -> Result<Body, Error> {
-        let method = env.method();
-        let path = env.uri().path().to_owned();
-        match self.router.find(&method, &path) {
+        // PATH_INFO: percent-decoded, relative to where the app is mounted,
+        // and borrowed from the request rather than from `env` (which the
+        // handler takes mutably). Not UTF-8: no route matches "".
+        let path = std::str::from_utf8(env.path_info()).unwrap_or("");
+        match self.router.find(&env.method(), path) {
             Routed::Found(endpoint, params) => self.dispatch(*endpoint, &params, env, start),
             Routed::NotAllowed(allow) => route::method_not_allowed(start, allow),
             Routed::NotFound => Err(api_error(StatusCode::NOT_FOUND, "not found")),

@@ -303,9 +303,11 @@ impl App for TodoRaw {
     }
 
     fn call(&self, env: &mut Environ<'_>, start: &mut StartResponse<'_>) -> Result<Body, Error> {
-        let method = env.method();
-        let path = env.uri().path().to_owned();
-        match self.router.find(&method, &path) {
+        // PATH_INFO: percent-decoded, relative to where the app is mounted,
+        // and borrowed from the request rather than from `env` (which the
+        // handler takes mutably). Not UTF-8: no route matches "".
+        let path = std::str::from_utf8(env.path_info()).unwrap_or("");
+        match self.router.find(&env.method(), path) {
             Routed::Found(handler, params) => handler(self, env, start, &params),
             Routed::NotAllowed(allow) => route::method_not_allowed(start, allow),
             Routed::NotFound => {
