@@ -415,6 +415,7 @@ impl HostEnviron {
                 run_once: 0,
                 has_body: 0,
                 api,
+                raw_path_info: e,
             },
             joined: RefCell::new(Vec::new()),
             underscores: false,
@@ -448,6 +449,7 @@ impl HostEnviron {
         r.remote_port = s(parts.peer.remote_port.as_bytes());
         r.url_scheme = s(Scheme::Http.as_bytes());
         r.request_uri = s(head.target);
+        r.raw_path_info = s(head.path);
         r.headers = parts.headers.as_ptr();
         r.n_headers = parts.headers.len();
         r.multithread = parts.multithread as u8;
@@ -589,7 +591,7 @@ impl HostEnviron {
     /// has no such header, as CGI has it; REMOTE_PORT when a proxy named
     /// the client without a port (rather than the proxy's own port, or an
     /// empty string an app would fail to read as a number).
-    fn fixed(&self) -> [(&'static [u8], nwsgi_str, bool); 13] {
+    fn fixed(&self) -> [(&'static [u8], nwsgi_str, bool); 14] {
         let r = &self.raw;
         [
             (b"REQUEST_METHOD", r.request_method, true),
@@ -612,6 +614,7 @@ impl HostEnviron {
             (b"REMOTE_ADDR", r.remote_addr, true),
             (b"REMOTE_PORT", r.remote_port, r.remote_port.len > 0),
             (b"REQUEST_URI", r.request_uri, true),
+            (b"RAW_PATH_INFO", r.raw_path_info, true),
             (b"wsgi.url_scheme", r.url_scheme, true),
         ]
     }
