@@ -173,8 +173,11 @@ fn unknown_routes_are_404_and_wrong_methods_405() {
     assert_eq!(resp.header("allow"), Some("GET,HEAD,POST"));
     let resp = send(&server, "POST", "/todos/3", None);
     assert_eq!(resp.header("allow"), Some("GET,HEAD,PATCH,DELETE"));
-    // Routed on PATH_INFO, which is percent-decoded.
-    assert_json(&send(&server, "GET", "/todo%73", None), 200, "[]");
+    // Routed on the raw path: an encoded slash stays inside its segment,
+    // and the segment is decoded before it is parsed.
+    assert_eq!(send(&server, "GET", "/todos/1%2F2", None).status, 400);
+    let resp = send(&server, "GET", "/todos/%31", None);
+    assert_json(&resp, 404, r#"{"error":"no todo 1"}"#);
     let resp = send(&server, "GET", "/todos/not-a-number", None);
     assert_eq!(resp.status, 400, "{}", resp.raw_head);
 }

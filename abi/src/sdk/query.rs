@@ -32,16 +32,26 @@ pub fn get<'q>(query: &'q [u8], name: &str) -> Option<Cow<'q, str>> {
     pairs(query).find(|(n, _)| n == name).map(|(_, v)| v)
 }
 
-/// One name or value, percent-decoded.
+/// One name or value, percent-decoded, `+` as a space.
 pub fn decode(bytes: &[u8]) -> Cow<'_, str> {
-    if !bytes.iter().any(|&b| b == b'+' || b == b'%') {
+    decode_with(bytes, true)
+}
+
+/// A path segment, percent-decoded (`+` stays a `+`, as in a path).
+pub fn decode_path(bytes: &[u8]) -> Cow<'_, str> {
+    decode_with(bytes, false)
+}
+
+fn decode_with(bytes: &[u8], plus_as_space: bool) -> Cow<'_, str> {
+    let special = |b: u8| b == b'%' || (plus_as_space && b == b'+');
+    if !bytes.iter().any(|&b| special(b)) {
         return String::from_utf8_lossy(bytes);
     }
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_as_space => out.push(b' '),
             b'%' => match (
                 bytes.get(i + 1).and_then(hex),
                 bytes.get(i + 2).and_then(hex),
@@ -76,6 +86,8 @@ mod tests {
         assert_eq!(decode(b"%zz%4"), "%zz%4");
         assert_eq!(decode(b"%ff"), "\u{fffd}");
         assert!(matches!(decode(b"plain"), Cow::Borrowed("plain")));
+        assert_eq!(decode_path(b"a+b%2Fc"), "a+b/c");
+        assert!(matches!(decode_path(b"a+b"), Cow::Borrowed("a+b")));
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! header) an HTTP framework would answer.
 //!
 //! Built once in `init`, matched per request without allocating: a match
-//! borrows the route's handler and the request's path.
+//! borrows the route's handler and the request's path. Match the path as
+//! the client sent it, `environ.raw_path_info()`, so that `%2F` in a
+//! segment is not taken for a `/`; [`Params::decoded`] and
+//! [`Params::parse`] percent-decode a segment.
 //!
 //! ```
 //! use abi::http::Method;
@@ -21,12 +24,14 @@
 //! assert!(matches!(router.find(&Method::GET, "/nope"), Routed::NotFound));
 //! ```
 
+use std::borrow::Cow;
 use std::str::FromStr;
 
 use http::{Method, StatusCode};
 
 use super::body::Body;
 use super::error::Error;
+use super::query::decode_path;
 use super::response::StartResponse;
 
 /// The most `{name}` segments one pattern may have; [`Params`] keeps them
@@ -65,7 +70,7 @@ pub enum Routed<'r, 'p, H> {
 }
 
 /// The `{name}` segments of a matched path, as they were in the path given
-/// to [`Router::find`].
+/// to [`Router::find`] (percent-encoded, for a raw path).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Params<'r, 'p> {
     pairs: [(&'r str, &'p str); MAX_PARAMS],
@@ -81,11 +86,18 @@ impl<'r, 'p> Params<'r, 'p> {
             .map(|(_, v)| *v)
     }
 
-    /// The segment matched by `{name}`, parsed; a segment that does not
-    /// parse (`/todos/abc` for a number) is the client's mistake, a 400.
+    /// The segment matched by `{name}`, percent-decoded (`a%2Fb` is
+    /// `a/b`; bytes that are not UTF-8 become U+FFFD).
+    pub fn decoded(&self, name: &str) -> Option<Cow<'p, str>> {
+        self.get(name).map(|v| decode_path(v.as_bytes()))
+    }
+
+    /// The segment matched by `{name}`, percent-decoded and parsed; a
+    /// segment that does not parse (`/todos/abc` for a number) is the
+    /// client's mistake, a 400.
     pub fn parse<T: FromStr>(&self, name: &str) -> Result<T, Error> {
         let value = self
-            .get(name)
+            .decoded(name)
             .ok_or_else(|| Error::new(format_args!("no path parameter {name:?}")))?;
         value.parse().map_err(|_| {
             Error::status(StatusCode::BAD_REQUEST)
@@ -132,10 +144,9 @@ impl<H> Router<H> {
         self
     }
 
-    /// The handler for `method` on `path`: usually `environ.path_info()` as
-    /// UTF-8 (percent-decoded, and relative to where the app is mounted,
-    /// as WSGI frameworks route), or `environ.uri().path()` for the path as
-    /// sent.
+    /// The handler for `method` on `path`: `environ.raw_path_info()` as
+    /// UTF-8 (the path relative to where the app is mounted, as the client
+    /// sent it; it is ASCII unless the client sent raw bytes).
     pub fn find<'r, 'p>(&'r self, method: &Method, path: &'p str) -> Routed<'r, 'p, H> {
         let mut allowed = None;
         for candidate in &self.paths {
@@ -311,6 +322,11 @@ mod tests {
             panic!("no match");
         };
         assert_eq!(params.parse::<u64>("id").unwrap(), 41);
+        let Routed::Found(_, params) = r.find(&Method::GET, "/todos/a%2Fb%20c") else {
+            panic!("an encoded slash is inside one segment");
+        };
+        assert_eq!(params.get("id"), Some("a%2Fb%20c"));
+        assert_eq!(params.decoded("id").as_deref(), Some("a/b c"));
     }
 
     #[test]

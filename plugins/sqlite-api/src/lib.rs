@@ -227,10 +227,11 @@ impl App for SqliteApi {
     }
 
     fn call(&self, env: &mut Environ<'_>, start: &mut StartResponse<'_>) -> Result<Body, Error> {
-        // PATH_INFO: percent-decoded, relative to where the app is mounted,
-        // and borrowed from the request rather than from `env` (which the
-        // handler takes mutably). Not UTF-8: no route matches "".
-        let path = std::str::from_utf8(env.path_info()).unwrap_or("");
+        // The path as the client sent it (an encoded `%2F` stays inside its
+        // segment), relative to where the app is mounted; borrowed from the
+        // request rather than from `env`, which the handler takes mutably.
+        // Not UTF-8 (raw bytes sent): no route matches "".
+        let path = std::str::from_utf8(env.raw_path_info()).unwrap_or("");
         match self.router.find(&env.method(), path) {
             Routed::Found(endpoint, params) => self.dispatch(*endpoint, &params, env, start),
             Routed::NotAllowed(allow) => route::method_not_allowed(start, allow),
