@@ -1,4 +1,5 @@
-"""Hello-world WSGI app: the optional gunicorn reference (bench/run --with-gunicorn)."""
+"""Hello-world WSGI app: the bare app of bench/run --wsgi, and the optional
+gunicorn reference of the HTTP scenarios (bench/run --with-gunicorn)."""
 
 BODY = b"Hello, World!"
 HEADERS = [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))]

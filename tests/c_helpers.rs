@@ -202,6 +202,26 @@ fn helpers_c_decodes_the_query_and_finds_headers_by_any_case() {
     assert_eq!((resp.status, resp.text().as_str()), (200, "each: \n"));
 }
 
+/// `raw_path_info` (ABI 1.3) through the real host: the path as sent,
+/// beside the decoded PATH_INFO, for each target form with a path.
+#[test]
+fn helpers_c_sees_the_path_as_the_client_sent_it() {
+    let server = helpers_c();
+    for (target, raw, decoded) in [
+        ("/raw/a%2Fb%20c?x=%41", "/raw/a%2Fb%20c", "/raw/a/b c"),
+        ("/raw/plain", "/raw/plain", "/raw/plain"),
+        ("http://x/raw/%7Euser?q", "/raw/%7Euser", "/raw/~user"),
+    ] {
+        let resp = get(&server, target);
+        assert_eq!(resp.status, 200, "{target}");
+        assert_eq!(
+            resp.text(),
+            format!("raw: {raw}\ndecoded: {decoded}\n"),
+            "{target}"
+        );
+    }
+}
+
 #[test]
 fn helpers_c_answers_each_code_with_its_status_line() {
     let server = helpers_c();

@@ -89,11 +89,20 @@ fn longest_prefix_on_whole_segments_splits_script_name_and_path_info() {
     assert_eq!(split(&server, "/api/v2/t?__environ"), pair("/api/v2", "/t"));
     assert_eq!(split(&server, "/api/v2?__environ"), pair("/api/v2", ""));
     assert_eq!(split(&server, "/api/v22?__environ"), pair("/api", "/v22"));
-    // Matched against the decoded path.
+    // Matched against the decoded path; RAW_PATH_INFO is the raw rest.
     assert_eq!(
         split(&server, "/%61pi/a%2Fb?__environ"),
         pair("/api", "/a/b")
     );
+    let env = environ(&server, "/%61pi/a%2Fb?__environ");
+    assert_eq!(var(&env, "RAW_PATH_INFO"), "/a%2Fb");
+    let env = environ(&server, "/api?__environ");
+    assert_eq!(var(&env, "RAW_PATH_INFO"), "");
+    let env = environ(&server, "/x%2Fy?__environ");
+    assert_eq!(var(&env, "RAW_PATH_INFO"), "/x%2Fy");
+    assert_eq!(var(&env, "PATH_INFO"), "/x/y");
+    let env = environ(&server, "/api/v2/%C3%A9?__environ");
+    assert_eq!(var(&env, "RAW_PATH_INFO"), "/%C3%A9");
     // "/apix" is not under "/api": the root app gets all of it.
     assert_eq!(split(&server, "/apix?__environ"), pair("", "/apix"));
     assert_eq!(split(&server, "/apix/y?__environ"), pair("", "/apix/y"));

@@ -1,8 +1,9 @@
 //! C++ against the C header: `nwsgi.h` compiles alone in every C and C++
 //! language mode with every warning an error, the usage example at its top
 //! builds and exports `app` in each of them (also under
-//! `-fvisibility=hidden`), and `hello-cpp`, a C++ plugin with a body
-//! iterator object and exceptions, is served by the real host.
+//! `-fvisibility=hidden`), `hello-cpp`, a C++ plugin with a body
+//! iterator object and exceptions, and `helpers-cpp`, one written with
+//! `nwsgi_util.h`, are served by the real host.
 //!
 //! Every compiler found is used: the default ones (`$CC`/`cc`,
 //! `$CXX`/`c++`), and GCC and Clang if installed.
@@ -226,4 +227,44 @@ fn hello_cpp_catches_its_own_exceptions() {
     assert_eq!(get(&server, "/").status, 200);
     let logs = server.logs();
     assert!(!logs.contains("exited:"), "a worker died:\n{logs}");
+}
+
+/// `plugins/helpers-cpp/greet.cpp`, a C++ plugin written with
+/// `nwsgi_util.h`, built strict as C++17 by every C++ compiler found, and
+/// each build served.
+#[test]
+fn helpers_cpp_builds_with_every_compiler_and_serves() {
+    let dir = TempDir::new("helpers-cpp");
+    let source = artifacts::repo_root().join("plugins/helpers-cpp/greet.cpp");
+    for compiler in Compiler::all(Lang::Cxx) {
+        let mut args = vec!["-std=c++17".to_owned(), include_flag()];
+        args.extend(STRICT.iter().map(|f| (*f).to_owned()));
+        let tag = compiler.name().replace(['/', ' '], "_");
+        let output = dir.join(format!("libgreet-{tag}.so"));
+        compiler
+            .shared_library(&source, &args, &output)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let server = server::serve(plugin_spec(&output, "app"))
+            .args(["--app-arg", "greeting=Hi"])
+            .start();
+        let resp = get(&server, "/?name=Ann+Lee%21");
+        assert_eq!(
+            (resp.status, resp.text().as_str()),
+            (200, "Hi, Ann Lee!!\n"),
+            "{tag}"
+        );
+        assert_eq!(get(&server, "/").text(), "Hi, World!\n", "{tag}");
+        let mut conn = server.connect();
+        conn.send(b"GET /?name=Ann HTTP/1.1\r\nHost: x\r\nAccept: Application/JSON\r\n\r\n");
+        let json = conn.read_response();
+        assert_eq!(json.text(), r#"{"greeting":"Hi, Ann!"}"#, "{tag}");
+        assert_eq!(json.header("content-type"), Some("application/json"));
+        let unavailable = get(&server, "/status?code=503");
+        assert_eq!(
+            (unavailable.status, unavailable.text().as_str()),
+            (503, "503 Service Unavailable\n")
+        );
+        assert_eq!(get(&server, "/status").status, 400, "{tag}");
+        assert_eq!(get(&server, "/nope").status, 404, "{tag}");
+    }
 }

@@ -103,6 +103,11 @@
  *         the body in one call, with no body iterator). Both are faster ways
  *         to say what 1.0 can already say. Before using them, check that
  *         the host has them: NWSGI_API_HAS(env->api, write_last).
+ *  - 1.3: `nwsgi_environ.raw_path_info`, PATH_INFO as the client sent it
+ *         (not percent-decoded), for routers that must tell `%2F` from
+ *         `/`. Check NWSGI_ENVIRON_HAS(env, raw_path_info) before reading
+ *         it; nwsgi_util.h's nwsgi_raw_path_info() does, and works out the
+ *         same bytes from `request_uri` on an older host.
  */
 #ifndef NWSGI_H
 #define NWSGI_H
@@ -117,7 +122,7 @@ extern "C" {
 /* "NWSG" read as a little-endian u32. */
 #define NWSGI_MAGIC 0x4753574Eu
 #define NWSGI_ABI_MAJOR 1
-#define NWSGI_ABI_MINOR 2
+#define NWSGI_ABI_MINOR 3
 
 /* Put in front of the exported descriptor's definition:
  *   NWSGI_EXPORT const nwsgi_app app = NWSGI_APP_INIT(...);
@@ -326,6 +331,7 @@ typedef struct nwsgi_host_api {
     /* Look up one environ variable by its CGI/WSGI name: the fixed names
      * (REQUEST_METHOD, PATH_INFO, ...) and HTTP_<NAME> for each request header
      * (upper-cased, '-' as '_'; repeated headers joined with ", ").
+     * A 1.3 host also has RAW_PATH_INFO (the environ's raw_path_info).
      * REQUEST_ID is the request's id (host extension): the X-Request-Id a
      * trusted proxy sent (a peer in --forwarded-allow-ips; 1 to 200 bytes
      * of visible ASCII), else one the host made, unique across workers and
@@ -380,7 +386,7 @@ typedef struct nwsgi_host_api {
  * E.g. NWSGI_API_HAS(env->api, write_last). A plugin that calls a 1.2
  * function without this check fails on a 1.0 or 1.1 host. */
 #define NWSGI_API_HAS(api, field) \
-    ((size_t)(api)->struct_size >= offsetof(nwsgi_host_api, field) + sizeof((api)->field))
+    ((api)->struct_size >= offsetof(nwsgi_host_api, field) + sizeof((api)->field))
 
 /* ------------------------------------------------------------------------ */
 /* The environ                                                               */
@@ -428,8 +434,23 @@ typedef struct nwsgi_environ {
     /* The host's function table (same pointer as given to init). */
     const nwsgi_host_api *api;
 
+    /* -- 1.3: present when NWSGI_ENVIRON_HAS(env, <name>) -- */
+
+    /* PATH_INFO before percent-decoding: the request-target's path as the
+     * client sent it, without the SCRIPT_NAME part and without the query
+     * ("/a%20b" where path_info is "/a b"; "/files/a%2Fb" where path_info
+     * cannot tell that %2F from a '/'). For an absolute-form target
+     * ("http://host/p?q") the path part ("/p"); for "OPTIONS *", "*".
+     * environ_get names it RAW_PATH_INFO. */
+    nwsgi_str raw_path_info;
+
     /* -- fields added in later minor versions go here, at the end -- */
 } nwsgi_environ;
+
+/* Does this host's environ have `field` (one added in a later minor
+ * version)? E.g. NWSGI_ENVIRON_HAS(env, raw_path_info). */
+#define NWSGI_ENVIRON_HAS(env, field) \
+    ((env)->struct_size >= offsetof(nwsgi_environ, field) + sizeof((env)->field))
 
 /* ------------------------------------------------------------------------ */
 /* The response body iterator (returned by the app)                          */

@@ -28,6 +28,8 @@
  *    first one as received), nwsgi_header_next (each one, repeated headers
  *    apart), nwsgi_header_joined (the host's HTTP_* variable: repeated
  *    headers joined with ", ").
+ *  - Paths: nwsgi_raw_path_info (PATH_INFO not percent-decoded, also from
+ *    a host older than 1.3).
  *  - Query strings (application/x-www-form-urlencoded): nwsgi_query_iter
  *    with nwsgi_query_init / nwsgi_query_next (every key and value, decoded
  *    into a buffer the caller gives), nwsgi_query_get (one key's value),
@@ -194,6 +196,43 @@ static inline int nwsgi_header_joined(const nwsgi_environ *env, const char *name
                           : 0;
         return env->api->environ_get(env, nwsgi_str_from(key + skip, len - skip), value) == 1;
     }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Paths                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* PATH_INFO as the client sent it, not percent-decoded (borrowed until the
+ * request ends): "/files/a%2Fb" where env->path_info is "/files/a/b". The
+ * environ's raw_path_info on a 1.3 host; on an older one (which mounts
+ * apps only at the root) the path of env->request_uri, read as HTTP/1.1
+ * does: origin-form up to '?', absolute-form's path after the authority
+ * ("/" when empty), "*" for asterisk-form. */
+static inline nwsgi_str nwsgi_raw_path_info(const nwsgi_environ *env) {
+    const uint8_t *p;
+    size_t len = 0;
+    size_t i;
+    if (NWSGI_ENVIRON_HAS(env, raw_path_info)) {
+        return env->raw_path_info;
+    }
+    p = env->request_uri.ptr;
+    while (len < env->request_uri.len && p[len] != '?' && p[len] != '#') {
+        len++;
+    }
+    if (len == 0 || p[0] == '/' || (len == 1 && p[0] == '*')) {
+        return nwsgi_str_from(p, len);
+    }
+    /* absolute-form: scheme "://" authority [path] */
+    for (i = 0; i + 3 <= len; i++) {
+        if (p[i] == ':' && p[i + 1] == '/' && p[i + 2] == '/') {
+            size_t j = i + 3;
+            while (j < len && p[j] != '/') {
+                j++;
+            }
+            return j < len ? nwsgi_str_from(p + j, len - j) : nwsgi_str_from_c("/");
+        }
+    }
+    return nwsgi_str_from(p, len);
 }
 
 /* ------------------------------------------------------------------------ */

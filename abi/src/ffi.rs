@@ -14,7 +14,7 @@ use std::ffi::{c_char, c_void};
 /// "NWSG" read as a little-endian u32.
 pub const NWSGI_MAGIC: u32 = 0x4753_574E;
 pub const NWSGI_ABI_MAJOR: u16 = 1;
-pub const NWSGI_ABI_MINOR: u16 = 2;
+pub const NWSGI_ABI_MINOR: u16 = 3;
 
 pub const NWSGI_OK: i32 = 0;
 pub const NWSGI_ERROR: i32 = -1;
@@ -230,6 +230,22 @@ pub struct nwsgi_environ {
     pub run_once: u8,
     pub has_body: u8,
     pub api: *const nwsgi_host_api,
+    // -- 1.3 --
+    /// PATH_INFO as received, not percent-decoded (`RAW_PATH_INFO`).
+    pub raw_path_info: nwsgi_str,
+}
+
+/// Size of the ABI 1.0 to 1.2 environ: everything before `raw_path_info`.
+/// An environ at least this large has every 1.0 field; later ones are there
+/// only if `struct_size` covers them.
+pub const NWSGI_ENVIRON_SIZE_1_0: usize = std::mem::offset_of!(nwsgi_environ, raw_path_info);
+
+impl nwsgi_environ {
+    /// Whether this environ has the 1.3 field `raw_path_info`: the
+    /// `NWSGI_ENVIRON_HAS` test of the header.
+    pub fn has_1_3(&self) -> bool {
+        self.struct_size as usize >= std::mem::size_of::<nwsgi_environ>()
+    }
 }
 
 #[repr(C)]

@@ -89,6 +89,7 @@ fn rust_structs() -> Vec<RustStruct> {
             run_once,
             has_body,
             api,
+            raw_path_info,
         }),
         rust_struct!(nwsgi_body { state, next, close }),
         rust_struct!(nwsgi_init_args {
@@ -375,6 +376,46 @@ fn rust_mirror_matches_c_header() {
         ffi::NWSGI_HOST_API_SIZE_1_0,
         c.offsets["nwsgi_host_api.start_response_static"]
     );
+    // And the environ before 1.3's field.
+    assert_eq!(
+        ffi::NWSGI_ENVIRON_SIZE_1_0,
+        c.offsets["nwsgi_environ.raw_path_info"]
+    );
+}
+
+/// `NWSGI_ENVIRON_HAS`, the C test a plugin makes before reading a 1.3
+/// field, on an environ of each size a host may send.
+#[test]
+fn environ_has_tells_which_fields_an_environ_has() {
+    let full = size_of::<ffi::nwsgi_environ>();
+    let mut source = String::from(
+        "#include <stdio.h>\n\
+         #include <string.h>\n\
+         #include \"nwsgi.h\"\n\
+         \n\
+         int main(void) {\n\
+         \x20   nwsgi_environ env;\n\
+         \x20   memset(&env, 0, sizeof env);\n",
+    );
+    for (tag, size) in [("V10", ffi::NWSGI_ENVIRON_SIZE_1_0), ("V13", full)] {
+        source.push_str(&format!("    env.struct_size = {size};\n"));
+        for field in ["api", "raw_path_info"] {
+            source.push_str(&format!(
+                "    printf(\"const {tag}_{field} %d\\n\", (int)NWSGI_ENVIRON_HAS(&env, {field}));\n"
+            ));
+        }
+    }
+    source.push_str("    return 0;\n}\n");
+    let c = run_c("environ-has", &source, &current_include_dir());
+    let expect = [
+        ("V10_api", 1),
+        ("V10_raw_path_info", 0),
+        ("V13_api", 1),
+        ("V13_raw_path_info", 1),
+    ];
+    for (name, value) in expect {
+        assert_eq!(c.constants[name], value, "NWSGI_ENVIRON_HAS for {name}");
+    }
 }
 
 /// `NWSGI_API_HAS`, the C test a plugin makes before calling a 1.2
@@ -449,11 +490,23 @@ fn abi_1_0_is_a_prefix_of_the_current_abi() {
         .expect("nwsgi_host_api is in the table");
     assert_eq!(api.fields.pop().map(|f| f.0), Some("write_last"));
     assert_eq!(api.fields.pop().map(|f| f.0), Some("start_response_static"));
+    let env = structs
+        .iter_mut()
+        .find(|s| s.name == "nwsgi_environ")
+        .expect("nwsgi_environ is in the table");
+    assert_eq!(env.fields.pop().map(|f| f.0), Some("raw_path_info"));
 
     let constants = rust_constants();
     let c = run_c("abi-1.0", &probe_for(&structs, &constants), &fixture);
 
     let mut mismatches = Vec::new();
+    let (env_size, _) = c.sizes["nwsgi_environ"];
+    if env_size != ffi::NWSGI_ENVIRON_SIZE_1_0 {
+        mismatches.push(format!(
+            "sizeof(nwsgi_environ) at 1.0 is {env_size}, NWSGI_ENVIRON_SIZE_1_0 is {}",
+            ffi::NWSGI_ENVIRON_SIZE_1_0
+        ));
+    }
     let (app_size, _) = c.sizes["nwsgi_app"];
     if app_size != ffi::NWSGI_APP_SIZE_1_0 {
         mismatches.push(format!(
@@ -469,9 +522,9 @@ fn abi_1_0_is_a_prefix_of_the_current_abi() {
         ));
     }
     for s in &structs {
-        // The descriptor grew in 1.1 and the host table in 1.2; the other
-        // structs never changed.
-        if s.name != "nwsgi_app" && s.name != "nwsgi_host_api" {
+        // The descriptor grew in 1.1, the host table in 1.2 and the environ
+        // in 1.3; the other structs never changed.
+        if !["nwsgi_app", "nwsgi_host_api", "nwsgi_environ"].contains(&s.name) {
             let c_size = c.sizes[s.name];
             if c_size != (s.size, s.align) {
                 mismatches.push(format!(

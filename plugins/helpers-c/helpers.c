@@ -21,6 +21,8 @@
  *                     (nwsgi_header_joined, through the host's environ),
  *                     then "type: V": Content-Type by nwsgi_header_joined
  *                     (the host's CONTENT_TYPE)
+ *   /raw/...          "raw: P\ndecoded: D\n": P is PATH_INFO as sent
+ *                     (nwsgi_raw_path_info), D the host's decoded PATH_INFO
  *   /status?code=N    status nwsgi_status_line(N), body the same line + "\n";
  *                     no or a bad code -> 400 "code must be a number\n"
  *   anything else     404 "404 Not Found\n"
@@ -168,6 +170,16 @@ static int32_t helpers_call(void *app_state, const nwsgi_environ *env, nwsgi_req
     }
     if (nwsgi_str_eq(env->path_info, "/inspect")) {
         return inspect(env, req);
+    }
+    if (env->path_info.len >= 5 && memcmp(env->path_info.ptr, "/raw/", 5) == 0) {
+        text out;
+        out.len = 0;
+        add_c(&out, "raw: ");
+        add_str(&out, nwsgi_raw_path_info(env));
+        add_c(&out, "\ndecoded: ");
+        add_str(&out, env->path_info);
+        add_c(&out, "\n");
+        return nwsgi_respond(env, req, 200, "text/plain", out.bytes, out.len);
     }
     if (nwsgi_str_eq(env->path_info, "/status")) {
         return status(env, req);

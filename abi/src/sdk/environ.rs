@@ -96,6 +96,19 @@ impl<'r> Environ<'r> {
         self.raw.field(Field::PathInfo)
     }
 
+    /// `RAW_PATH_INFO`: [`path_info`](Self::path_info) as the client sent
+    /// it, not percent-decoded (`/a%20b`; `/files/a%2Fb`, where PATH_INFO
+    /// cannot tell that `%2F` from a `/`), without SCRIPT_NAME's part and
+    /// the query. From a host older than ABI 1.3 (which has no such field
+    /// and mounts apps only at the root) it is the path of
+    /// [`request_uri`](Self::request_uri).
+    pub fn raw_path_info(&self) -> &'r [u8] {
+        match self.raw.raw_path_info() {
+            Some(path) => path,
+            None => target_path(self.request_uri()),
+        }
+    }
+
     /// `QUERY_STRING`: raw, without `?`; empty if none.
     pub fn query_string(&self) -> &'r [u8] {
         self.raw.field(Field::QueryString)
@@ -318,6 +331,25 @@ pub(crate) fn parse_uri(target: &[u8]) -> Uri {
     Uri::try_from(encoded).unwrap_or_else(|_| Uri::from_static("/"))
 }
 
+/// The path of a request-target (RFC 9112 section 3.2), as HTTP/1.1
+/// hosts read it: origin-form up to its query, absolute-form's path after
+/// the authority (`/` when empty), `*` for asterisk-form.
+pub(crate) fn target_path(target: &[u8]) -> &[u8] {
+    let end = target.iter().position(|&b| b == b'?' || b == b'#');
+    let target = &target[..end.unwrap_or(target.len())];
+    if target.first() == Some(&b'/') || target == b"*" {
+        return target;
+    }
+    let Some(scheme_end) = target.windows(3).position(|w| w == b"://") else {
+        return target;
+    };
+    let after = &target[scheme_end + 3..];
+    match after.iter().position(|&b| b == b'/') {
+        Some(slash) => &after[slash..],
+        None => b"/",
+    }
+}
+
 /// A [`HeaderMap`] of raw `(name, value)` pairs; pairs `http` refuses are
 /// skipped.
 pub(crate) fn header_map<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> HeaderMap {
@@ -425,5 +457,27 @@ mod mount_tests {
         assert_eq!(m("http://h/api/x", "/api"), "http://h/x");
         assert_eq!(m("/x", ""), "/x");
         assert_eq!(m("*", "/api"), "*");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::target_path;
+
+    #[test]
+    fn target_path_reads_each_target_form() {
+        let cases: [(&str, &str); 8] = [
+            ("/a%20b?x=1", "/a%20b"),
+            ("/files/a%2Fb", "/files/a%2Fb"),
+            ("/", "/"),
+            ("/p?", "/p"),
+            ("*", "*"),
+            ("http://example.com/a%2Fb?q", "/a%2Fb"),
+            ("http://example.com", "/"),
+            ("http://example.com?q", "/"),
+        ];
+        for (target, path) in cases {
+            assert_eq!(target_path(target.as_bytes()), path.as_bytes(), "{target}");
+        }
     }
 }

@@ -22,8 +22,8 @@ use std::sync::OnceLock;
 
 use crate::ffi::{
     nwsgi_environ, nwsgi_environ_each_cb, nwsgi_exc_info, nwsgi_header, nwsgi_host_api,
-    nwsgi_request, nwsgi_response_head, nwsgi_str, NWSGI_ABI_MAJOR, NWSGI_E_INVALID,
-    NWSGI_HOST_API_SIZE_1_0,
+    nwsgi_request, nwsgi_response_head, nwsgi_str, NWSGI_ABI_MAJOR, NWSGI_ENVIRON_SIZE_1_0,
+    NWSGI_E_INVALID, NWSGI_HOST_API_SIZE_1_0,
 };
 
 // ------------------------------------------------------------------------
@@ -163,17 +163,48 @@ unsafe fn first_sight(api: *const nwsgi_host_api) -> Result<&'static nwsgi_host_
     })
 }
 
-/// Why an environ is refused: another major version, or smaller than ours.
-#[cold]
-#[inline(never)]
-fn environ_mismatch(env: &nwsgi_environ) -> String {
-    if env.abi_major != NWSGI_ABI_MAJOR {
-        format!(
-            "environ is ABI {}.{}, this plugin was built for {}.x",
-            env.abi_major, env.abi_minor, NWSGI_ABI_MAJOR
-        )
-    } else {
-        format!("environ is {} bytes", env.struct_size)
+/// The host's environ as a reference to this SDK's whole `nwsgi_environ`:
+/// the host's own when it is that large; for a host of an older minor
+/// version, its fields copied into `wide`, the later ones empty
+/// (`struct_size` stays the host's, so `has_1_3` is false). Host calls
+/// that take the environ must still get the host's pointer
+/// ([`RawRequest::new`] keeps it).
+///
+/// # Safety
+/// `env` is non-NULL, aligned, and points to the host's environ for the
+/// running `call` (at least the 1.0 fields, as `struct_size` says).
+#[inline]
+pub(crate) unsafe fn environ_ref(
+    env: *const nwsgi_environ,
+    wide: &mut MaybeUninit<nwsgi_environ>,
+) -> Result<&nwsgi_environ, String> {
+    // SAFETY: the header fields are in every version's environ (contract);
+    // read through the raw pointer, as the rest may be missing.
+    let (major, minor, size) = unsafe { ((*env).abi_major, (*env).abi_minor, (*env).struct_size) };
+    let size = size as usize;
+    if major == NWSGI_ABI_MAJOR && size >= size_of::<nwsgi_environ>() {
+        // SAFETY: the whole struct is there, valid until the request ends.
+        return Ok(unsafe { &*env });
+    }
+    if major != NWSGI_ABI_MAJOR {
+        return Err(format!(
+            "environ is ABI {major}.{minor}, this plugin was built for {NWSGI_ABI_MAJOR}.x"
+        ));
+    }
+    if size < NWSGI_ENVIRON_SIZE_1_0 {
+        return Err(format!(
+            "environ is {size} bytes, expected at least {NWSGI_ENVIRON_SIZE_1_0}"
+        ));
+    }
+    let out = wide.as_mut_ptr();
+    // SAFETY: `size` bytes are readable at `env` (the host's struct_size)
+    // and writable at `out` (smaller than the struct); they do not overlap.
+    // The copy initialises every 1.0 field (`size` covers them), the write
+    // the 1.3 one: the struct is then fully initialised.
+    unsafe {
+        ptr::copy_nonoverlapping(env.cast::<u8>(), out.cast::<u8>(), size);
+        ptr::addr_of_mut!((*out).raw_path_info).write(nwsgi_str::EMPTY);
+        Ok(wide.assume_init_ref())
     }
 }
 
@@ -250,7 +281,10 @@ pub(crate) const INLINE_HEADERS: usize = 16;
 /// running `call`.
 #[derive(Clone, Copy)]
 pub(crate) struct RawRequest<'r> {
+    /// The environ's fields (the host's struct, or its widened copy).
     env: &'r nwsgi_environ,
+    /// The host's own environ, for the host calls that take it.
+    host_env: *const nwsgi_environ,
     req: NonNull<nwsgi_request>,
     api: &'static nwsgi_host_api,
     _not_send: PhantomData<*mut ()>,
@@ -258,23 +292,21 @@ pub(crate) struct RawRequest<'r> {
 
 impl<'r> RawRequest<'r> {
     /// # Safety
-    /// `env` and `req` are what the host passed to the running `call`, and
-    /// `'r` ends no later than that `call` returns.
+    /// `host_env` and `req` are what the host passed to the running `call`,
+    /// `env` is [`environ_ref`]'s view of `host_env`, and `'r` ends no later
+    /// than that `call` returns.
     #[inline]
     pub(crate) unsafe fn new(
         env: &'r nwsgi_environ,
+        host_env: *const nwsgi_environ,
         req: NonNull<nwsgi_request>,
     ) -> Result<Self, String> {
-        if env.abi_major != NWSGI_ABI_MAJOR
-            || (env.struct_size as usize) < size_of::<nwsgi_environ>()
-        {
-            return Err(environ_mismatch(env));
-        }
         // SAFETY: the environ's api is the same static table init received
         // (header), valid while the library is loaded.
         let api = unsafe { known_api(env.api) }?;
         Ok(RawRequest {
             env,
+            host_env,
             req,
             api,
             _not_send: PhantomData,
@@ -314,6 +346,15 @@ impl<'r> RawRequest<'r> {
         self.env
     }
 
+    /// `raw_path_info`, if the host has it (ABI 1.3).
+    pub(crate) fn raw_path_info(&self) -> Option<&'r [u8]> {
+        // SAFETY: environ strings are borrowed until the request ends (type
+        // invariant: that is at least `'r`).
+        self.env
+            .has_1_3()
+            .then(|| unsafe { self.env.raw_path_info.as_bytes() })
+    }
+
     /// The raw header list.
     pub(crate) fn headers(&self) -> Headers<'r> {
         let list: &'r [nwsgi_header] = if self.env.n_headers == 0 || self.env.headers.is_null() {
@@ -331,8 +372,9 @@ impl<'r> RawRequest<'r> {
         let mut value = nwsgi_str::EMPTY;
         // SAFETY: valid environ; `key` borrowed for the call; `value` is a
         // local the host writes.
-        let found =
-            unsafe { (self.api.environ_get)(self.env, nwsgi_str::from_bytes(key), &mut value) };
+        let found = unsafe {
+            (self.api.environ_get)(self.host_env, nwsgi_str::from_bytes(key), &mut value)
+        };
         // SAFETY: the header: the value is "borrowed until the request ends".
         (found == 1).then(|| unsafe { value.as_bytes() })
     }
@@ -345,7 +387,7 @@ impl<'r> RawRequest<'r> {
         // matching callback for it.
         let rc = unsafe {
             (self.api.environ_each)(
-                self.env,
+                self.host_env,
                 nwsgi_environ_each_cb {
                     func: Some(each_cb),
                 },

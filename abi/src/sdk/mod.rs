@@ -10,8 +10,10 @@ mod error;
 mod export;
 mod host;
 mod log;
+pub mod query;
 mod raw;
 mod response;
+pub mod route;
 #[cfg(feature = "tower")]
 mod service;
 pub mod testing;

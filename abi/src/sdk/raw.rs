@@ -13,7 +13,7 @@
 use std::any::Any;
 use std::cell::Cell;
 use std::ffi::c_void;
-use std::mem::size_of;
+use std::mem::{size_of, MaybeUninit};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 use std::sync::Once;
@@ -23,7 +23,7 @@ use super::body::{BodyState, Handoff, StaticBody, Step};
 use super::config::Config;
 use super::environ::Environ;
 use super::error::Error;
-use super::host::{host_api, known_api, log, log_with, ptr_ok, RawRequest};
+use super::host::{environ_ref, host_api, known_api, log, log_with, ptr_ok, RawRequest};
 use super::response::StartResponse;
 use crate::ffi::{
     nwsgi_body, nwsgi_environ, nwsgi_host_api, nwsgi_init_args, nwsgi_request, nwsgi_str,
@@ -339,14 +339,15 @@ pub unsafe extern "C" fn call<A: App>(
         // the host never runs call after shutdown, and `A: Sync` allows
         // concurrent shared use.
         let app = unsafe { &*app_state.cast_const().cast::<A>() };
-        // SAFETY: checked non-NULL and aligned; valid until the request ends,
-        // which is after `call` returns.
-        let env = unsafe { &*env };
         let req = NonNull::new(req).expect("checked by entry");
-        // SAFETY: `env` and `req` are this request's, and `raw` (with every
-        // Environ/StartResponse built on it) cannot leave this closure: `call`
-        // returns a `'static` Body.
-        let raw = match unsafe { RawRequest::new(env, req) } {
+        let mut wide = MaybeUninit::uninit();
+        // SAFETY: checked non-NULL and aligned; the host's environ for this
+        // request, valid until it ends, which is after `call` returns.
+        let fields = unsafe { environ_ref(env, &mut wide) };
+        // SAFETY: `env` and `req` are this request's, `fields` is its view,
+        // and `raw` (with every Environ/StartResponse built on it) cannot
+        // leave this closure: `call` returns a `'static` Body.
+        let raw = match fields.and_then(|fields| unsafe { RawRequest::new(fields, env, req) }) {
             Ok(raw) => raw,
             Err(message) => {
                 log(NWSGI_LOG_ERROR, SDK_TARGET, &format!("{site}: {message}"));

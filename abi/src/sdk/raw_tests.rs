@@ -238,6 +238,12 @@ static API_1_2: nwsgi_host_api = nwsgi_host_api {
     write_last: fake_write_last,
 };
 
+/// A host of ABI 1.3: the 1.2 table, and an environ with `raw_path_info`.
+static API_1_3: nwsgi_host_api = nwsgi_host_api {
+    abi_minor: 3,
+    ..API_1_2
+};
+
 const HEADERS: [nwsgi_header; 2] = [
     nwsgi_header {
         name: nwsgi_str::from_bytes(b"Host"),
@@ -255,11 +261,18 @@ fn fake_env(method: &'static str, path: &'static str) -> FakeEnv {
 
 fn fake_env_on(api: &'static nwsgi_host_api, method: &'static str, path: &'static str) -> FakeEnv {
     let st = |x: &'static str| nwsgi_str::from_bytes(x.as_bytes());
+    // A host before 1.3 has a smaller environ: the SDK must read nothing
+    // past its end (the bytes there say so if it does).
+    let (struct_size, raw_path_info) = if api.abi_minor >= 3 {
+        (size_of::<nwsgi_environ>(), st("/raw%2Fpath"))
+    } else {
+        (NWSGI_ENVIRON_SIZE_1_0, st("/past-the-end"))
+    };
     FakeEnv {
         env: nwsgi_environ {
-            struct_size: size_of::<nwsgi_environ>() as u32,
+            struct_size: struct_size as u32,
             abi_major: NWSGI_ABI_MAJOR,
-            abi_minor: NWSGI_ABI_MINOR,
+            abi_minor: api.abi_minor,
             request_method: st(method),
             script_name: nwsgi_str::EMPTY,
             path_info: st(path),
@@ -280,6 +293,7 @@ fn fake_env_on(api: &'static nwsgi_host_api, method: &'static str, path: &'stati
             run_once: 0,
             has_body: 1,
             api,
+            raw_path_info,
         },
         vars: vec![
             (b"REQUEST_METHOD".to_vec(), method.as_bytes().to_vec()),
@@ -355,6 +369,13 @@ impl App for TestApp {
                 Ok(Body::from_static(b"never sent"))
             }
             b"/no-start" => Ok(Body::from_static(b"no start")),
+            b"/raw-path" => {
+                start.start("200 OK", &text)?;
+                // environ_get and environ_each reach the host with its own
+                // environ (the fake host reads its vars through it).
+                assert_eq!(env.get("HTTP_HOST"), Some(&b"example"[..]));
+                Ok(Body::from(env.raw_path_info().to_vec()))
+            }
             p if p.starts_with(b"/headers/") => {
                 let n: usize = std::str::from_utf8(&p[9..])?.parse()?;
                 let names: Vec<String> = (0..n).map(|i| format!("X-H{i}")).collect();
@@ -952,6 +973,23 @@ fn on_a_1_2_host_a_whole_body_goes_by_write_last() {
     let out = request_on(&API_1_2, state, "/iter", b"", None);
     assert!(!out.req.wrote_last);
     assert_eq!(out.chunks.len(), 4);
+}
+
+#[test]
+fn raw_path_info_is_the_1_3_field_or_the_request_uri_path_before() {
+    let state = app();
+    let on_1_3 = request_on(&API_1_3, state, "/raw-path", b"", None);
+    assert_eq!(on_1_3.rc, NWSGI_OK);
+    assert_eq!(on_1_3.req.written, b"/raw%2Fpath");
+    // Older hosts: a 1.0-sized environ, read without going past its end;
+    // the path comes from REQUEST_URI ("/raw?a=1").
+    for api in [&API, &API_1_2] {
+        let out = request_on(api, state, "/raw-path", b"", None);
+        assert_eq!(out.rc, NWSGI_OK, "minor {}", api.abi_minor);
+        let body: Vec<u8> = out.chunks.iter().flat_map(|(_, b)| b.clone()).collect();
+        let body = [out.req.written.clone(), body].concat();
+        assert_eq!(body, b"/raw", "minor {}", api.abi_minor);
+    }
 }
 
 #[test]

@@ -342,6 +342,7 @@ impl TestEnv {
             (b"SERVER_PROTOCOL".to_vec(), protocol.to_vec()),
             (b"REMOTE_ADDR".to_vec(), b"127.0.0.1".to_vec()),
             (b"REQUEST_URI".to_vec(), target),
+            (b"RAW_PATH_INFO".to_vec(), uri.path().as_bytes().to_vec()),
             (b"wsgi.url_scheme".to_vec(), scheme.as_bytes().to_vec()),
             (b"REQUEST_ID".to_vec(), format!("test-{id}").into_bytes()),
         ]);
@@ -406,6 +407,7 @@ impl TestEnv {
             run_once: 0,
             has_body: u8::from(!input.is_empty()),
             api: &TEST_API,
+            raw_path_info: var(b"RAW_PATH_INFO"),
         };
         Box::new(TestEnv {
             env,

@@ -418,6 +418,7 @@ impl HostEnviron {
                 run_once: 0,
                 has_body: 0,
                 api,
+                raw_path_info: e,
             },
             joined: RefCell::new(Vec::new()),
             underscores: false,
@@ -452,6 +453,7 @@ impl HostEnviron {
         r.remote_port = s(parts.peer.remote_port.as_bytes());
         r.url_scheme = s(Scheme::Http.as_bytes());
         r.request_uri = s(head.target);
+        r.raw_path_info = s(head.path);
         r.headers = parts.headers.as_ptr();
         r.n_headers = parts.headers.len();
         r.multithread = parts.multithread as u8;
@@ -470,8 +472,9 @@ impl HostEnviron {
     }
 
     /// After `fill`, for a server with mounts: the request goes to app
-    /// `app`, with this SCRIPT_NAME and PATH_INFO (a lone app at "/" never
-    /// calls this: SCRIPT_NAME stays "" and PATH_INFO the whole path).
+    /// `app`, with this SCRIPT_NAME and PATH_INFO, and RAW_PATH_INFO split
+    /// to match (a lone app at "/" never calls this: SCRIPT_NAME stays ""
+    /// and PATH_INFO the whole path).
     ///
     /// # Safety
     /// As for `fill`: both stay in place and unchanged until the next
@@ -480,6 +483,11 @@ impl HostEnviron {
         self.app = app;
         self.raw.script_name = nwsgi_str::from_bytes(script_name);
         self.raw.path_info = nwsgi_str::from_bytes(path_info);
+        // RAW_PATH_INFO loses the raw bytes whose decoding is SCRIPT_NAME
+        // (`/%61pi/a%2Fb` at `/api`: `/a%2Fb`). A tail of what `fill` set.
+        let raw = self.text(self.raw.raw_path_info);
+        let cut = crate::gateway::mount::raw_split(raw, script_name.len());
+        self.raw.raw_path_info = nwsgi_str::from_bytes(&raw[cut..]);
     }
 
     /// The index of the app serving the request (see `set_mount`).
@@ -616,7 +624,7 @@ impl HostEnviron {
     /// has no such header, as CGI has it; REMOTE_PORT when a proxy named
     /// the client without a port (rather than the proxy's own port, or an
     /// empty string an app would fail to read as a number).
-    fn fixed(&self) -> [(&'static [u8], nwsgi_str, bool); 13] {
+    fn fixed(&self) -> [(&'static [u8], nwsgi_str, bool); 14] {
         let r = &self.raw;
         [
             (b"REQUEST_METHOD", r.request_method, true),
@@ -639,6 +647,7 @@ impl HostEnviron {
             (b"REMOTE_ADDR", r.remote_addr, true),
             (b"REMOTE_PORT", r.remote_port, r.remote_port.len > 0),
             (b"REQUEST_URI", r.request_uri, true),
+            (b"RAW_PATH_INFO", r.raw_path_info, true),
             (b"wsgi.url_scheme", r.url_scheme, true),
         ]
     }

@@ -26,6 +26,7 @@ pub struct Notes {
 }
 
 impl Notes {
+    // guide:start create
     fn create(&self, env: &mut Environ<'_>, start: &mut StartResponse<'_>) -> Result<Body, Error> {
         let mut input = Vec::new();
         env.input().read_to_end(&mut input)?;
@@ -47,6 +48,7 @@ impl Notes {
             .start()?;
         Ok(Body::from(json!({ "id": id, "text": text }).to_string()))
     }
+    // guide:end create
 
     fn read(&self, id: &str, start: &mut StartResponse<'_>) -> Result<Body, Error> {
         let not_found = || Error::status(StatusCode::NOT_FOUND);
@@ -77,6 +79,7 @@ impl App for Notes {
         })
     }
 
+    // guide:start call
     fn call(&self, env: &mut Environ<'_>, start: &mut StartResponse<'_>) -> Result<Body, Error> {
         let method = env.method();
         let path = env.uri().path().to_owned();
@@ -105,7 +108,9 @@ impl App for Notes {
             _ => Err(Error::status(StatusCode::NOT_FOUND)),
         }
     }
+    // guide:end call
 
+    // guide:start render_error
     /// Every error as JSON: the error's status (500 when it has none) and,
     /// for a 4xx, its message; a 500 says no more than "internal error"
     /// (the message is in the log).
@@ -125,10 +130,12 @@ impl App for Notes {
             .body(body.to_string().into_bytes())
             .ok()
     }
+    // guide:end render_error
 }
 
 abi::export_app!(Notes);
 
+// guide:start tests
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,3 +178,4 @@ mod tests {
         assert!(logs.contains("notes-boom"), "{logs:?}");
     }
 }
+// guide:end tests

@@ -111,6 +111,7 @@ struct NewTodo {
     title: String,
 }
 
+// guide:start create
 async fn create(
     State(state): State<AppState>,
     Json(new): Json<NewTodo>,
@@ -129,6 +130,7 @@ async fn create(
     store.todos.insert(todo.id, todo.clone());
     Ok((StatusCode::CREATED, Json(todo)))
 }
+// guide:end create
 
 async fn show(State(state): State<AppState>, Path(id): Path<u64>) -> Result<Json<Todo>, ApiError> {
     let store = state.store();
@@ -224,6 +226,7 @@ fn debug_routes() -> Router<AppState> {
         .route("/debug/panic", get(panic_route))
 }
 
+// guide:start build
 /// What `main` would build before `axum::serve`; the `--app-arg`s are the
 /// configuration.
 fn build(config: &abi::Config) -> Result<Router, String> {
@@ -249,6 +252,7 @@ fn build(config: &abi::Config) -> Result<Router, String> {
 }
 
 abi::export_service!(build);
+// guide:end build
 
 #[cfg(test)]
 mod tests {

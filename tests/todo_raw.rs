@@ -1,0 +1,234 @@
+//! `plugins/todo-raw` served by the real host: the API of `todo-axum`
+//! (tests/tower.rs) written with the raw SDK, held to the same answers:
+//! CRUD with exact JSON, filters, validation (422/400/415), the 64 KiB
+//! limit (413, also chunked), 404/405 with `Allow`, and server-sent events
+//! read event by event by `curl -N`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use integration_tests::artifacts;
+use integration_tests::client::{self, Response};
+use integration_tests::server::{self, Server};
+
+fn serve() -> Server {
+    server::serve(artifacts::rust_plugin("todo_raw")).start()
+}
+
+/// `method target` with a JSON body (none if `body` is `None`).
+fn send(server: &Server, method: &str, target: &str, body: Option<&str>) -> Response {
+    let mut request = format!("{method} {target} HTTP/1.1\r\nHost: t\r\n");
+    if let Some(body) = body {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    } else {
+        request.push_str("\r\n");
+    }
+    client::request(server.addr(), request.as_bytes())
+}
+
+fn assert_json(resp: &Response, status: u16, body: &str) {
+    assert_eq!(
+        (resp.status, resp.text().as_str()),
+        (status, body),
+        "{}",
+        resp.raw_head
+    );
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+}
+
+fn chunked(body: &[u8], piece: usize) -> Vec<u8> {
+    let mut request = b"POST /todos HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+                        Transfer-Encoding: chunked\r\n\r\n"
+        .to_vec();
+    for piece in body.chunks(piece) {
+        request.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        request.extend_from_slice(piece);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    request
+}
+
+#[test]
+fn crud_flow_with_exact_json() {
+    let server = serve();
+    let s = &server;
+    assert_json(&send(s, "GET", "/todos", None), 200, "[]");
+    let created = send(s, "POST", "/todos", Some(r#"{"title":"  buy milk "}"#));
+    assert_json(&created, 201, r#"{"id":1,"title":"buy milk","done":false}"#);
+    assert_eq!(created.header("content-length"), Some("40"));
+    let second = send(s, "POST", "/todos", Some(r#"{"title":"write tests"}"#));
+    assert_json(
+        &second,
+        201,
+        r#"{"id":2,"title":"write tests","done":false}"#,
+    );
+    assert_json(
+        &send(s, "PATCH", "/todos/1", Some(r#"{"done":true}"#)),
+        200,
+        r#"{"id":1,"title":"buy milk","done":true}"#,
+    );
+    assert_json(
+        &send(s, "GET", "/todos/2", None),
+        200,
+        r#"{"id":2,"title":"write tests","done":false}"#,
+    );
+    assert_json(
+        &send(s, "GET", "/todos?done=true", None),
+        200,
+        r#"[{"id":1,"title":"buy milk","done":true}]"#,
+    );
+    assert_json(
+        &send(s, "GET", "/todos?q=write+tests&limit=5", None),
+        200,
+        r#"[{"id":2,"title":"write tests","done":false}]"#,
+    );
+    assert_json(
+        &send(s, "GET", "/todos?limit=1", None),
+        200,
+        r#"[{"id":1,"title":"buy milk","done":true}]"#,
+    );
+    let deleted = send(s, "DELETE", "/todos/1", None);
+    assert_eq!(deleted.status, 204, "{}", deleted.raw_head);
+    assert_json(
+        &send(s, "GET", "/todos/1", None),
+        404,
+        r#"{"error":"no todo 1"}"#,
+    );
+    assert_json(
+        &send(s, "DELETE", "/todos/1", None),
+        404,
+        r#"{"error":"no todo 1"}"#,
+    );
+    assert_json(
+        &send(s, "GET", "/todos", None),
+        200,
+        r#"[{"id":2,"title":"write tests","done":false}]"#,
+    );
+    let health = send(s, "GET", "/health", None);
+    assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
+}
+
+#[test]
+fn validation_errors_are_422_400_and_415() {
+    let server = serve();
+    let s = &server;
+    assert_json(
+        &send(s, "POST", "/todos", Some(r#"{"title":"   "}"#)),
+        422,
+        r#"{"error":"title must be 1 to 200 characters"}"#,
+    );
+    let missing = send(s, "POST", "/todos", Some(r#"{"name":"x"}"#));
+    assert_eq!(missing.status, 422, "{}", missing.raw_head);
+    assert!(
+        missing.text().contains("missing field `title`"),
+        "{}",
+        missing.text()
+    );
+    let syntax = send(s, "POST", "/todos", Some(r#"{"title":"#));
+    assert_eq!(syntax.status, 400, "{}", syntax.raw_head);
+    let bad_filter = send(s, "GET", "/todos?done=maybe", None);
+    assert_json(&bad_filter, 400, r#"{"error":"bad done=\"maybe\""}"#);
+    let text = b"POST /todos HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi";
+    assert_eq!(client::request(s.addr(), text).status, 415);
+    // A title longer than 200 characters, in a 60 KiB body: read whole.
+    let long = format!(r#"{{"title":"{}"}}"#, "a".repeat(60 * 1024));
+    assert_json(
+        &send(s, "POST", "/todos", Some(&long)),
+        422,
+        r#"{"error":"title must be 1 to 200 characters"}"#,
+    );
+    assert_json(&send(s, "GET", "/todos", None), 200, "[]");
+}
+
+#[test]
+fn bodies_over_64_kib_are_413() {
+    let server = serve();
+    let big = format!(r#"{{"title":"{}"}}"#, "a".repeat(70 * 1024));
+    let resp = send(&server, "POST", "/todos", Some(&big));
+    assert_eq!(resp.status, 413, "{}", resp.raw_head);
+    // Without a Content-Length: chunked, refused once 64 KiB are read.
+    let resp = client::request(server.addr(), &chunked(big.as_bytes(), 10_000));
+    assert_eq!(resp.status, 413, "{}", resp.raw_head);
+    let resp = client::request(server.addr(), &chunked(br#"{"title":"chunked"}"#, 5));
+    assert_json(&resp, 201, r#"{"id":1,"title":"chunked","done":false}"#);
+}
+
+#[test]
+fn unknown_routes_are_404_and_wrong_methods_405() {
+    let server = serve();
+    let resp = send(&server, "GET", "/nope", None);
+    assert_eq!(
+        (resp.status, resp.body.len()),
+        (404, 0),
+        "{}",
+        resp.raw_head
+    );
+    let resp = send(&server, "PUT", "/todos", None);
+    assert_eq!(resp.status, 405, "{}", resp.raw_head);
+    assert_eq!(resp.header("allow"), Some("GET,HEAD,POST"));
+    let resp = send(&server, "POST", "/todos/3", None);
+    assert_eq!(resp.header("allow"), Some("GET,HEAD,PATCH,DELETE"));
+    // Routed on the raw path: an encoded slash stays inside its segment,
+    // and the segment is decoded before it is parsed.
+    assert_eq!(send(&server, "GET", "/todos/1%2F2", None).status, 400);
+    let resp = send(&server, "GET", "/todos/%31", None);
+    assert_json(&resp, 404, r#"{"error":"no todo 1"}"#);
+    let resp = send(&server, "GET", "/todos/not-a-number", None);
+    assert_eq!(resp.status, 400, "{}", resp.raw_head);
+}
+
+/// `curl -N` (no output buffering) reads the events one line at a time,
+/// as a browser's `EventSource` would; each arrives when it is produced.
+#[test]
+fn server_sent_events_reach_curl_one_by_one() {
+    let server = serve();
+    send(&server, "POST", "/todos", Some(r#"{"title":"one"}"#));
+    let url = format!("http://{}/events?n=4", server.addr());
+    let mut curl = Command::new("curl")
+        .args(["-sS", "-N", "-i", &url])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl is installed");
+    let mut lines = BufReader::new(curl.stdout.take().expect("piped"));
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        lines.read_line(&mut line).expect("curl's output");
+        if line.trim_end().is_empty() {
+            break;
+        }
+        head.push_str(&line);
+    }
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/event-stream"),
+        "{head}"
+    );
+    let mut data = Vec::new();
+    let mut arrivals = Vec::new();
+    for line in lines.lines() {
+        let line = line.expect("curl's output");
+        if let Some(payload) = line.strip_prefix("data: ") {
+            arrivals.push(Instant::now());
+            data.push(payload.to_owned());
+        }
+    }
+    assert!(curl.wait().expect("curl exits").success());
+    let want: Vec<String> = (0..4)
+        .map(|i| format!(r#"{{"tick":{i},"todos":1}}"#))
+        .collect();
+    assert_eq!(data, want);
+    for pair in arrivals.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(30),
+            "events arrived together ({gap:?})"
+        );
+    }
+}
