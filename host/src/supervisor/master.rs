@@ -668,7 +668,13 @@ impl Master {
             Some(prefix) => tracing::info!("HUP: reloading the app mounted at {prefix}"),
             None => tracing::info!("HUP: reloading {}", plugin_text(&self.cfg.apps)),
         }
-        self.reload_only = only;
+        // A reload already waiting for the canary covers this one too: for
+        // the same mount it stays that mount's, else it reads every file.
+        self.reload_only = match (self.reload_queued, self.reload_only.take(), only) {
+            (true, Some(queued), Some(asked)) if queued == asked => Some(asked),
+            (true, _, _) => None,
+            (false, _, asked) => asked,
+        };
         self.reload();
     }
 
