@@ -120,6 +120,20 @@ fn without_a_root_mount_an_unmounted_path_is_404() {
     }
     // The server still serves after them.
     assert_eq!(split(&server, "/api?__environ"), pair("/api", ""));
+    // A 404 keeps the connection, its body skipped, as an app's would.
+    let mut conn = server.connect();
+    conn.send(b"POST /nope HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
+    conn.send(b"GET /api/after?__environ HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = conn.read_response();
+    assert_eq!(r.status, 404, "{r:#?}");
+    assert!(!r.connection_has("close"), "{r:#?}");
+    let r = conn.read_response();
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert!(r.text().contains("PATH_INFO=/after\n"), "{}", r.text());
+    let mut conn = server.connect();
+    conn.send(b"HEAD /nope HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = conn.read_head_response();
+    assert_eq!(r.status, 404, "{r:#?}");
 }
 
 #[test]

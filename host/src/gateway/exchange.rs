@@ -640,6 +640,23 @@ impl Exchange {
 
     /// Replaces the response with the host's own error answer (500, or the
     /// request body's 4xx) if nothing was sent, else cuts the connection.
+    /// The host answers instead of an app (404: no app is mounted at the
+    /// path), with a canned response; the connection stays open if
+    /// `may_keep_alive` (the request's body can be skipped) and the
+    /// request asked for it.
+    pub fn answer_status(&mut self, status: u16, reason: &'static str, may_keep_alive: bool) {
+        self.keep_alive &= may_keep_alive;
+        let body = encode_error(&mut self.out, status, reason, self.keep_alive);
+        if self.is_head {
+            // RFC 9110 §9.3.2: the head a GET would have, no body.
+            self.out.truncate(self.out.len() - body);
+        } else {
+            self.body_bytes = body as u64;
+        }
+        self.status = status;
+        self.phase = Phase::Done;
+    }
+
     fn answer_error(&mut self) {
         match self.phase {
             Phase::NotStarted | Phase::Invalid | Phase::Started => {

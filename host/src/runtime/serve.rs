@@ -427,8 +427,6 @@ enum Parsed {
     Started(Started),
     Incomplete,
     Refused(HttpError),
-    /// No mount takes the path: 404 from the host.
-    NoMount,
     NeedBody {
         head_len: usize,
         framing: Framing,
@@ -571,11 +569,12 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         }
         // Several apps: the longest mount prefix of the decoded path, out
         // of line (a lone app at "/" has no router: this is one test).
+        let mut unmounted = false;
         if let Some(router) = &shared.router {
             // SAFETY: `path_info` stays in place as `fill` requires.
             match unsafe { mount_request(router, env, path_info) } {
                 Some(routed) => *app = routed,
-                None => return Parsed::NoMount,
+                None => unmounted = true,
             }
         }
         // A trusted proxy's word on who the client is and how it came:
@@ -630,6 +629,11 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
             gone,
         };
         let ex: *mut Exchange = ex;
+        if unmounted {
+            // SAFETY: as for `exchange::call` below; no plugin code runs.
+            unsafe { not_mounted(ex, &wire) };
+            return Parsed::Started(Started::Answered);
+        }
         let plugin = &shared.apps[*app].plugin;
         // SAFETY: the exchange is boxed in this desk and stays there until
         // the request ends (`close`); the environ likewise; this thread
@@ -647,15 +651,6 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
     match parsed {
         Parsed::Started(s) => s,
         Parsed::Incomplete => Started::Stop(end_turn(t, d, Done::Idle)),
-        Parsed::NoMount => {
-            let conn = d
-                .conn
-                .as_ref()
-                .expect("a desk at work holds its connection");
-            tracing::info!(peer = %conn.peer, "no app is mounted at the request's path: 404");
-            encode_error(&mut d.ex.out, 404, "Not Found", false);
-            Started::Stop(end_turn(t, d, Done::Close))
-        }
         Parsed::Refused(e) => {
             let conn = d
                 .conn
@@ -703,6 +698,21 @@ unsafe fn mount_request(router: &Router, env: &mut HostEnviron, path_info: &[u8]
     // SAFETY: both are parts of `path_info` (the caller's contract).
     unsafe { env.set_mount(route.app, script_name, rest) };
     Some(route.app)
+}
+
+/// No mount takes the request's path: the host answers 404 itself, as a
+/// request an app answered (logged, its body skipped, the connection kept
+/// when it may be).
+///
+/// # Safety
+/// `ex` points to this request's exchange, begun, and nothing else
+/// borrows it.
+#[cold]
+#[inline(never)]
+unsafe fn not_mounted(ex: *mut Exchange, wire: &Wire<'_, '_>) {
+    let may = wire.may_keep_alive();
+    // SAFETY: per the contract.
+    unsafe { (*ex).answer_status(404, "Not Found", may) };
 }
 
 /// Pulls chunks from the app's body iterator until it ends (then closes
