@@ -119,7 +119,8 @@ pub struct Desk {
     /// A percent-decoded PATH_INFO, when the path needs it.
     path: Vec<u8>,
     /// The app serving the current request (its index in `Shared::apps`):
-    /// always 0 for a lone app, set by routing otherwise.
+    /// always 0 for a lone app, set by routing otherwise (`UNMOUNTED`:
+    /// none, the host answers 404).
     app: usize,
     /// The peer's address as text (re-formatted only when it changes).
     peer: PeerText,
@@ -569,13 +570,9 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         }
         // Several apps: the longest mount prefix of the decoded path, out
         // of line (a lone app at "/" has no router: this is one test).
-        let mut unmounted = false;
         if let Some(router) = &shared.router {
             // SAFETY: `path_info` stays in place as `fill` requires.
-            match unsafe { mount_request(router, env, path_info) } {
-                Some(routed) => *app = routed,
-                None => unmounted = true,
-            }
+            *app = unsafe { mount_request(router, env, path_info) }.unwrap_or(UNMOUNTED);
         }
         // A trusted proxy's word on who the client is and how it came:
         // one comparison for any other peer, and one for a proxy's request
@@ -629,12 +626,14 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
             gone,
         };
         let ex: *mut Exchange = ex;
-        if unmounted {
+        // The bounds check indexing would do anyway tells an unmounted
+        // path (`UNMOUNTED`) apart: nothing more for a lone app.
+        let Some(mounted) = shared.apps.get(*app) else {
             // SAFETY: as for `exchange::call` below; no plugin code runs.
             unsafe { not_mounted(ex, &wire) };
             return Parsed::Started(Started::Answered);
-        }
-        let plugin = &shared.apps[*app].plugin;
+        };
+        let plugin = &mounted.plugin;
         // SAFETY: the exchange is boxed in this desk and stays there until
         // the request ends (`close`); the environ likewise; this thread
         // runs every step of the request; nothing else borrows the exchange
@@ -683,6 +682,9 @@ fn start_request(t: &mut AppThread<'_>, d: &mut Desk) -> Started {
         }
     }
 }
+
+/// `Desk::app` of a request no mount takes: no app has this index.
+const UNMOUNTED: usize = usize::MAX;
 
 /// Routes a request among several apps and splits its environ's path
 /// (SCRIPT_NAME, PATH_INFO) at the mount; None: no app is mounted there.
