@@ -962,7 +962,7 @@ impl Master {
     }
 
     fn start_canary(&mut self, build: Build) {
-        if build.describe_apps().is_empty() {
+        if build.lone() {
             tracing::info!(
                 "reload: booting build {} (generation {})",
                 build.short(),
@@ -1802,7 +1802,7 @@ impl Master {
             self.current.generation,
             self.target
         );
-        if !self.current.describe_apps().is_empty() {
+        if !self.current.lone() {
             // Each app's own build: a reload keeps those it did not change.
             for a in &self.current.apps {
                 text.push_str(&format!(
@@ -2156,7 +2156,7 @@ fn boot_failure(original: &str, message: Option<String>, status: i32, cause: &st
 /// `; new: /api build 2aa95168a30f`: the mounts of `build` whose build
 /// `than` does not have (empty for a lone app).
 fn changed_mounts(build: &Build, than: &Build) -> String {
-    if build.describe_apps().is_empty() {
+    if build.lone() {
         return String::new();
     }
     let changed: Vec<String> = build

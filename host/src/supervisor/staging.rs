@@ -64,17 +64,9 @@ impl Build {
         &self.hash[..12]
     }
 
-    /// `/api 2aa95168a30f (generation 1), / 5bd0...`: each app's build,
-    /// for a log line (empty for a lone app: the set's hash is its own).
-    pub fn describe_apps(&self) -> String {
-        if self.apps.len() == 1 && self.apps[0].prefix == "/" {
-            return String::new();
-        }
-        self.apps
-            .iter()
-            .map(|a| format!("{} {} (generation {})", a.prefix, a.short(), a.generation))
-            .collect::<Vec<_>>()
-            .join(", ")
+    /// One app at "/" (a plugin named alone): its build is the set's.
+    pub fn lone(&self) -> bool {
+        self.apps.len() == 1 && self.apps[0].prefix == "/"
     }
 
     /// The app build serving `prefix`, if any.

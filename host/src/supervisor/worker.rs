@@ -128,7 +128,7 @@ fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: Vec<Listener>) -> Result<(),
         .map(|(app, build)| {
             let p = &app.plugin;
             let name = crate::text::shown(&p.display_name(&build.original)).to_string();
-            match spec.build.describe_apps().is_empty() {
+            match spec.build.lone() {
                 true => format!("{name} ABI {}.{}", p.abi_major, p.abi_minor),
                 false => format!(
                     "{} {name} build {} ABI {}.{}",
@@ -180,7 +180,7 @@ fn boot_and_serve(spec: &WorkerSpec<'_>, listeners: Vec<Listener>) -> Result<(),
 /// order (every name is known before any init logs). A failure names the
 /// plugin and, when there are mounts, the mount.
 fn load_apps(spec: &WorkerSpec<'_>) -> Result<Vec<App>, (i32, String)> {
-    let mounted = !spec.build.describe_apps().is_empty();
+    let mounted = !spec.build.lone();
     let failed = |build: &AppBuild, e: LoadError| {
         let why = e.shown_as(&build.original).to_string();
         let why = match mounted {
