@@ -407,6 +407,16 @@ fn a_reload_swaps_only_the_mount_whose_file_changed() {
     assert_eq!(build_of(&server, "/a"), "a2");
     let last = site.mount_builds();
     assert_eq!(last[0], after[0], "/a keeps the build it ran");
+    // The JSON status (what /status answers) lists the mounts too.
+    let run = server::run(["status", "--json", "-p", &path_str(&site.pidfile)]);
+    assert!(run.status.success(), "{run:#?}");
+    let b_build = last[1].split_whitespace().nth(3).unwrap();
+    assert!(
+        run.stdout.contains(&format!("\"build\":\"{b_build}\""))
+            && run.stdout.contains("\"prefix\":\"/b\""),
+        "{}",
+        run.stdout
+    );
 
     let run = server::run(["reload", "-p", &path_str(&site.pidfile), "--mount", "/c"]);
     assert!(
