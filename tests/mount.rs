@@ -146,7 +146,7 @@ fn every_app_gets_the_app_args_and_its_own_mount_args() {
             "--mount",
             &format!("/a={testapps}"),
             "--mount",
-            &format!("/b={testapps}"),
+            &format!("/b={testapps}:app"),
             "--app-arg",
             "all=1",
             "--mount-arg",
