@@ -962,20 +962,12 @@ impl Master {
     }
 
     fn start_canary(&mut self, build: Build) {
-        if build.lone() {
-            tracing::info!(
-                "reload: booting build {} (generation {})",
-                build.short(),
-                build.generation
-            );
-        } else {
-            tracing::info!(
-                "reload: booting build {} (generation {}{}; the other mounts keep their builds)",
-                build.short(),
-                build.generation,
-                changed_mounts(&build, &self.current),
-            );
-        }
+        tracing::info!(
+            "reload: booting build {} (generation {}{})",
+            build.short(),
+            build.generation,
+            changed_mounts(&build, &self.current),
+        );
         match self.spawn(&build, None) {
             Some(pid) => self.canary = Some(pid),
             None => self.reload_failed("cannot start a worker process", Some(&build.hash)),
@@ -2153,8 +2145,9 @@ fn boot_failure(original: &str, message: Option<String>, status: i32, cause: &st
     }
 }
 
-/// `; new: /api build 2aa95168a30f`: the mounts of `build` whose build
-/// `than` does not have (empty for a lone app).
+/// `; new: /api build 2aa95168a30f; the other mounts keep theirs`: the
+/// mounts of `build` whose build `than` does not have (empty for a lone
+/// app).
 fn changed_mounts(build: &Build, than: &Build) -> String {
     if build.lone() {
         return String::new();
@@ -2165,9 +2158,13 @@ fn changed_mounts(build: &Build, than: &Build) -> String {
         .filter(|a| than.app(&a.prefix).is_none_or(|c| c.hash != a.hash))
         .map(|a| format!("{} build {}", a.prefix, a.short()))
         .collect();
-    match changed.is_empty() {
-        true => "; no mount changed".into(),
-        false => format!("; new: {}", changed.join(", ")),
+    match (changed.len(), build.apps.len()) {
+        (0, _) => "; every mount keeps its build".into(),
+        (n, all) if n == all => format!("; new: {}", changed.join(", ")),
+        _ => format!(
+            "; new: {}; the other mounts keep theirs",
+            changed.join(", ")
+        ),
     }
 }
 
