@@ -8,6 +8,8 @@ mod config;
 mod environ;
 mod error;
 mod export;
+#[cfg(feature = "tower")]
+mod head_cache;
 mod host;
 mod log;
 mod raw;

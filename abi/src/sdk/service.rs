@@ -21,7 +21,7 @@
 //!   `next`, so streams and SSE go out chunk by chunk.
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io::Read;
@@ -40,6 +40,7 @@ use super::body::Body;
 use super::config::Config;
 use super::environ::{Environ, Input};
 use super::error::Error;
+use super::head_cache::{self, Heads};
 use super::response::StartResponse;
 
 /// The error type services may return and bodies may yield.
@@ -55,13 +56,38 @@ pub struct Prototype {
     service: Mutex<Box<dyn Any + Send>>,
 }
 
-thread_local! {
+/// What an app thread keeps between requests: one thread-local, so a
+/// request looks it up once (in a plugin, each thread-local access is a
+/// call into the dynamic loader).
+struct ThreadState {
     /// This thread's runtime (built on first use).
-    static RUNTIME: RefCell<Option<Runtime>> = const { RefCell::new(None) };
+    runtime: OnceCell<Runtime>,
     /// This thread's clones of the exported services, by the address of
     /// their [`Prototype`] (one entry per service a library exports).
-    static CLONES: RefCell<Vec<(usize, Box<dyn Any>)>> = const { RefCell::new(Vec::new()) };
+    clones: RefCell<Vec<(usize, Box<dyn Any>)>>,
+    /// The last origin-form request target this thread parsed: clients
+    /// ask for the same path over and over, and a clone of a parsed `Uri`
+    /// (a reference count) costs far less than copying and parsing again.
+    last_uri: RefCell<Option<Uri>>,
+    /// The response heads this thread made static.
+    heads: RefCell<Heads>,
 }
+
+thread_local! {
+    static THREAD: ThreadState = const {
+        ThreadState {
+            runtime: OnceCell::new(),
+            clones: RefCell::new(Vec::new()),
+            last_uri: RefCell::new(None),
+            heads: RefCell::new(Heads::new()),
+        }
+    };
+}
+
+/// A body whose size is known and at most this is read whole inside the
+/// call, pinned where it is, and handed to the host in one piece; others
+/// are boxed and streamed frame by frame.
+const WHOLE_BODY_MAX: u64 = 64 * 1024;
 
 /// `App::init` of an exported service: run `build` and keep its service.
 pub fn init<S>(
@@ -90,11 +116,27 @@ where
     RB: HttpBody + Send + 'static,
     RB::Error: Into<BoxError>,
 {
-    let mut service = take_clone::<S>(prototype)?;
-    let request = match build_request(environ) {
+    THREAD.with(|thread| call_on::<S, RB>(thread, prototype, environ, start))
+}
+
+/// [`call`], with this thread's state.
+fn call_on<S, RB>(
+    thread: &ThreadState,
+    prototype: &Prototype,
+    environ: &mut Environ<'_>,
+    start: &mut StartResponse<'_>,
+) -> Result<Body, Error>
+where
+    S: Service<Request<RequestBody>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    RB: HttpBody + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    let mut service = thread.take_clone::<S>(prototype)?;
+    let request = match build_request(environ, &thread.last_uri) {
         Ok(request) => request,
         Err(problem) => {
-            put_clone(prototype, service);
+            thread.put_clone(prototype, service);
             environ.log(tracing::Level::WARN, &problem);
             start.start("400 Bad Request", &[("Content-Type", "text/plain")])?;
             return Ok(Body::from_static(b"Bad Request"));
@@ -102,7 +144,7 @@ where
     };
     let feed = request.body().feed.clone();
     let mut input = environ.input();
-    let outcome = with_runtime(|rt| {
+    let outcome = thread.runtime().map(|rt| {
         let mut driver = Driver {
             rt,
             input: &mut input,
@@ -117,75 +159,126 @@ where
                 .map_err(service_error)?;
             let response = service.call(request).await.map_err(service_error)?;
             let (parts, body) = response.into_parts();
-            send_head(start, parts.status, &parts.headers)?;
-            let mut body = Box::pin(body);
-            let first = next_data(body.as_mut()).await?;
-            Ok::<_, Error>((body, first))
+            send_head(start, &thread.heads, parts.status, &parts.headers)?;
+            reply(body).await
         })
     });
     // A panic above unwinds past this: the clone is dropped with it, and
     // the thread's next request starts from a fresh one.
-    put_clone(prototype, service);
+    thread.put_clone(prototype, service);
     if let Some(feed) = feed {
         feed.close();
     }
-    let (body, first) = outcome??;
-    Ok(match first {
-        None => Body::from_static(b""),
-        Some(chunk) if body.is_end_stream() => Body::from(Vec::from(chunk)),
-        Some(chunk) => Body::from_fallible_iter(ResponseFrames {
+    Ok(match outcome?? {
+        Reply::Whole(bytes) if bytes.is_empty() => Body::from_static(b""),
+        Reply::Whole(bytes) => Body::from(Vec::from(bytes)),
+        Reply::Stream(body, first) => Body::from_fallible_iter(ResponseFrames {
             body,
-            first: Some(chunk),
+            first: Some(first),
         }),
     })
 }
 
-/// This thread's clone of the service, taken out of the thread's list for
-/// the duration of the call (a call that panics leaves it out).
-fn take_clone<S: Clone + 'static>(prototype: &Prototype) -> Result<Box<S>, Error> {
-    let key = std::ptr::from_ref(prototype) as usize;
-    let kept = CLONES.with(|clones| {
-        let mut clones = clones.borrow_mut();
-        let i = clones.iter().position(|(k, _)| *k == key)?;
-        Some(clones.swap_remove(i).1)
-    });
-    if let Some(Ok(service)) = kept.map(|b| b.downcast::<S>()) {
-        return Ok(service);
-    }
-    let proto = prototype
-        .service
-        .lock()
-        .map_err(|_| Error::from("the service prototype's lock is poisoned"))?;
-    let service = proto
-        .downcast_ref::<S>()
-        .ok_or_else(|| Error::from("export_service!: service type mismatch"))?;
-    Ok(Box::new(service.clone()))
+/// What the call hands the host besides the head.
+enum Reply<B> {
+    /// All of the body (one `write_last`).
+    Whole(Bytes),
+    /// Its first data frame, and the body to poll for the rest.
+    Stream(Pin<Box<B>>, Bytes),
 }
 
-fn put_clone<S: 'static>(prototype: &Prototype, service: Box<S>) {
-    let key = std::ptr::from_ref(prototype) as usize;
-    CLONES.with(|clones| clones.borrow_mut().push((key, service)));
-}
-
-/// Run `f` with this thread's runtime, building it on first use.
-fn with_runtime<R>(f: impl FnOnce(&Runtime) -> R) -> Result<R, Error> {
-    RUNTIME.with(|cell| {
-        if cell.borrow().is_none() {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| Error::new(format_args!("building the tokio runtime: {e}")))?;
-            *cell.borrow_mut() = Some(rt);
+/// The response body, read whole when it is small and of known size (a
+/// `String`, `Full`, an axum body made from either: the usual case, with
+/// no allocation for it), else boxed after its first data frame.
+async fn reply<B>(body: B) -> Result<Reply<B>, Error>
+where
+    B: HttpBody,
+    B::Error: Into<BoxError>,
+{
+    if body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= WHOLE_BODY_MAX)
+    {
+        let mut body = pin!(body);
+        let mut whole = Bytes::new();
+        let mut joined: Vec<u8> = Vec::new();
+        while let Some(chunk) = next_data(body.as_mut()).await? {
+            if whole.is_empty() && joined.is_empty() {
+                whole = chunk;
+            } else {
+                // More than one frame (rare): join them.
+                if joined.is_empty() {
+                    joined.extend_from_slice(&whole);
+                }
+                joined.extend_from_slice(&chunk);
+            }
+            if body.is_end_stream() {
+                break;
+            }
         }
-        let rt = cell.borrow();
-        let rt = rt.as_ref().ok_or("no tokio runtime")?;
-        Ok(f(rt))
+        return Ok(Reply::Whole(if joined.is_empty() {
+            whole
+        } else {
+            Bytes::from(joined)
+        }));
+    }
+    let mut body = Box::pin(body);
+    Ok(match next_data(body.as_mut()).await? {
+        None => Reply::Whole(Bytes::new()),
+        Some(chunk) if body.is_end_stream() => Reply::Whole(chunk),
+        Some(chunk) => Reply::Stream(body, chunk),
     })
 }
 
+impl ThreadState {
+    /// This thread's clone of the service, taken out of the thread's list
+    /// for the duration of the call (a call that panics leaves it out).
+    fn take_clone<S: Clone + 'static>(&self, prototype: &Prototype) -> Result<Box<S>, Error> {
+        let key = std::ptr::from_ref(prototype) as usize;
+        let kept = {
+            let mut clones = self.clones.borrow_mut();
+            clones
+                .iter()
+                .position(|(k, _)| *k == key)
+                .map(|i| clones.swap_remove(i).1)
+        };
+        if let Some(Ok(service)) = kept.map(|b| b.downcast::<S>()) {
+            return Ok(service);
+        }
+        let proto = prototype
+            .service
+            .lock()
+            .map_err(|_| Error::from("the service prototype's lock is poisoned"))?;
+        let service = proto
+            .downcast_ref::<S>()
+            .ok_or_else(|| Error::from("export_service!: service type mismatch"))?;
+        Ok(Box::new(service.clone()))
+    }
+
+    fn put_clone<S: 'static>(&self, prototype: &Prototype, service: Box<S>) {
+        let key = std::ptr::from_ref(prototype) as usize;
+        self.clones.borrow_mut().push((key, service));
+    }
+
+    /// This thread's runtime, built on first use.
+    fn runtime(&self) -> Result<&Runtime, Error> {
+        if let Some(rt) = self.runtime.get() {
+            return Ok(rt);
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::new(format_args!("building the tokio runtime: {e}")))?;
+        Ok(self.runtime.get_or_init(|| rt))
+    }
+}
+
 /// The `http::Request` for this environ.
-fn build_request(environ: &Environ<'_>) -> Result<Request<RequestBody>, String> {
-    let method = environ.method();
+fn build_request(
+    environ: &Environ<'_>,
+    last_uri: &RefCell<Option<Uri>>,
+) -> Result<Request<RequestBody>, String> {
     let uri = match environ.request_uri() {
         b"" => {
             let mut target = environ.path_info().to_vec();
@@ -194,10 +287,10 @@ fn build_request(environ: &Environ<'_>) -> Result<Request<RequestBody>, String> 
                 target.extend_from_slice(environ.query_string());
             }
             Uri::from_maybe_shared(Bytes::from(target))
+                .map_err(|e| format!("request target: {e}"))?
         }
-        raw => Uri::from_maybe_shared(Bytes::copy_from_slice(raw)),
-    }
-    .map_err(|e| format!("request target: {e}"))?;
+        raw => uri(raw, last_uri)?,
+    };
     let version = match environ.protocol() {
         b"HTTP/1.0" => Version::HTTP_10,
         _ => Version::HTTP_11,
@@ -208,32 +301,76 @@ fn build_request(environ: &Environ<'_>) -> Result<Request<RequestBody>, String> 
         RequestBody::empty()
     };
     let mut request = Request::new(body);
-    *request.method_mut() = method;
+    *request.method_mut() = environ.method();
     *request.uri_mut() = uri;
     *request.version_mut() = version;
     *request.headers_mut() = headers(environ)?;
     Ok(request)
 }
 
+/// The request-target as a `Uri`, from this thread's last one when it is
+/// the same bytes.
+fn uri(raw: &[u8], last: &RefCell<Option<Uri>>) -> Result<Uri, String> {
+    let Ok(mut last) = last.try_borrow_mut() else {
+        return parse_target(raw);
+    };
+    if let Some(uri) = last.as_ref() {
+        // Only an origin-form target's bytes are all in its path and
+        // query (an authority-form one's empty path reads as "/"), and
+        // the same bytes parse to the same `Uri`.
+        if uri.scheme().is_none()
+            && uri.authority().is_none()
+            && uri
+                .path_and_query()
+                .is_some_and(|pq| pq.as_str().as_bytes() == raw)
+        {
+            return Ok(uri.clone());
+        }
+    }
+    let uri = parse_target(raw)?;
+    *last = Some(uri.clone());
+    Ok(uri)
+}
+
+fn parse_target(raw: &[u8]) -> Result<Uri, String> {
+    if raw == b"/" {
+        // No copy: `http` shares one static "/".
+        return Ok(Uri::from_static("/"));
+    }
+    Uri::from_maybe_shared(Bytes::copy_from_slice(raw)).map_err(|e| format!("request target: {e}"))
+}
+
 fn content_length(raw: &[u8]) -> Option<u64> {
     std::str::from_utf8(raw).ok()?.parse().ok()
 }
 
-/// The request headers, repeats kept apart. The values are copied into one
-/// buffer the `HeaderValue`s share, instead of one allocation each.
+/// Up to this many header values are copied one allocation each; more
+/// share one buffer (two allocations, then a reference count per value).
+const VALUES_COPIED_ALONE: usize = 3;
+
+/// The request headers, repeats kept apart.
 fn headers(environ: &Environ<'_>) -> Result<HeaderMap, String> {
     let list = environ.raw_headers();
     let mut map = HeaderMap::with_capacity(list.len());
-    let all: Vec<u8> = list.clone().flat_map(|(_, v)| v.iter().copied()).collect();
-    let all = Bytes::from(all);
+    let shared = if list.len() > VALUES_COPIED_ALONE {
+        let all: Vec<u8> = list.clone().flat_map(|(_, v)| v.iter().copied()).collect();
+        Some(Bytes::from(all))
+    } else {
+        None
+    };
     let mut at = 0;
     for (name, value) in list {
         let name = HeaderName::from_bytes(name)
             .map_err(|_| format!("header name {:?}", String::from_utf8_lossy(name)))?;
-        let shared = all.slice(at..at + value.len());
-        at += value.len();
-        let value = HeaderValue::from_maybe_shared(shared)
-            .map_err(|_| format!("header value of {name}"))?;
+        let value = match &shared {
+            Some(all) => {
+                let slice = all.slice(at..at + value.len());
+                at += value.len();
+                HeaderValue::from_maybe_shared(slice)
+            }
+            None => HeaderValue::from_bytes(value),
+        }
+        .map_err(|_| format!("header value of {name}"))?;
         map.append(name, value);
     }
     Ok(map)
@@ -254,20 +391,25 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 /// Headers kept on the stack when there are no more than this many.
 const INLINE_HEADERS: usize = 16;
 
-/// `start_response` with the response's status and headers.
+/// `start_response` with the response's status and headers: a head this
+/// thread saw before goes as a static head (see `head_cache`), one
+/// `start_response_static` the host knows by address; others are handed
+/// over field by field.
 fn send_head(
     start: &mut StartResponse<'_>,
+    heads: &RefCell<Heads>,
     status: StatusCode,
     headers: &HeaderMap,
 ) -> Result<(), Error> {
-    // "NNN Reason" without allocating: a code and a canonical reason fit.
-    let mut line = [0u8; 64];
-    let reason = status.canonical_reason().unwrap_or("Unknown");
-    let len = 4 + reason.len().min(line.len() - 4);
-    line[..3].copy_from_slice(status.as_str().as_bytes());
-    line[3] = b' ';
-    line[4..len].copy_from_slice(&reason.as_bytes()[..len - 4]);
-    let line = std::str::from_utf8(&line[..len]).map_err(|_| "status line")?;
+    let known = heads
+        .try_borrow_mut()
+        .ok()
+        .and_then(|mut heads| heads.find(status, headers, |n| !hop_by_hop(n)));
+    if let Some(head) = known {
+        start.start_static(head)?;
+        return Ok(());
+    }
+    let line = head_cache::status_line(status);
     // Values that are not visible ASCII (obs-text) go through lossily:
     // `start_response` takes text.
     let lossy: Vec<(usize, String)> = headers
@@ -303,7 +445,7 @@ fn send_head(
         spilled = pairs.collect();
         &spilled
     };
-    start.start(line, list)?;
+    start.start(&line, list)?;
     Ok(())
 }
 
@@ -349,12 +491,14 @@ where
             return Some(Ok(Vec::from(first)));
         }
         let body = self.body.as_mut();
-        let next = with_runtime(|rt| {
-            let mut fut = pin!(next_data(body));
-            match poll_once(rt, fut.as_mut()) {
-                Poll::Ready(out) => out,
-                Poll::Pending => rt.block_on(fut),
-            }
+        let next = THREAD.with(|thread| {
+            thread.runtime().map(|rt| {
+                let mut fut = pin!(next_data(body));
+                match poll_once(rt, fut.as_mut()) {
+                    Poll::Ready(out) => out,
+                    Poll::Pending => rt.block_on(fut),
+                }
+            })
         });
         match next {
             Ok(Ok(Some(chunk))) => Some(Ok(Vec::from(chunk))),
