@@ -213,7 +213,8 @@ fn hash(status: StatusCode, headers: &HeaderMap) -> u64 {
     h
 }
 
-fn mix(mut h: u64, bytes: &[u8]) -> u64 {
+/// `h` with `bytes` mixed in (also the request cache's hash).
+pub(crate) fn mix(mut h: u64, bytes: &[u8]) -> u64 {
     const K: u64 = 0x517c_c1b7_2722_0a95;
     let mut words = bytes.chunks_exact(8);
     for word in &mut words {

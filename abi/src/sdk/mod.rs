@@ -13,6 +13,8 @@ mod head_cache;
 mod host;
 mod log;
 mod raw;
+#[cfg(feature = "tower")]
+mod request_cache;
 mod response;
 #[cfg(feature = "tower")]
 mod service;

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderName};
 use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::runtime::Runtime;
@@ -41,6 +41,7 @@ use super::config::Config;
 use super::environ::{Environ, Input};
 use super::error::Error;
 use super::head_cache::{self, Heads};
+use super::request_cache::RequestCache;
 use super::response::StartResponse;
 
 /// The error type services may return and bodies may yield.
@@ -65,10 +66,9 @@ struct ThreadState {
     /// This thread's clones of the exported services, by the address of
     /// their [`Prototype`] (one entry per service a library exports).
     clones: RefCell<Vec<(usize, Box<dyn Any>)>>,
-    /// The last origin-form request target this thread parsed: clients
-    /// ask for the same path over and over, and a clone of a parsed `Uri`
-    /// (a reference count) costs far less than copying and parsing again.
-    last_uri: RefCell<Option<Uri>>,
+    /// What the thread remembers of its last requests' targets and
+    /// header fields.
+    requests: RefCell<RequestCache>,
     /// The response heads this thread made static.
     heads: RefCell<Heads>,
 }
@@ -78,7 +78,7 @@ thread_local! {
         ThreadState {
             runtime: OnceCell::new(),
             clones: RefCell::new(Vec::new()),
-            last_uri: RefCell::new(None),
+            requests: RefCell::new(RequestCache::new()),
             heads: RefCell::new(Heads::new()),
         }
     };
@@ -133,7 +133,7 @@ where
     RB::Error: Into<BoxError>,
 {
     let mut service = thread.take_clone::<S>(prototype)?;
-    let request = match build_request(environ, &thread.last_uri) {
+    let request = match build_request(environ, &thread.requests) {
         Ok(request) => request,
         Err(problem) => {
             thread.put_clone(prototype, service);
@@ -152,7 +152,7 @@ where
         };
         // One `block_on` for the call, the head and the first data frame
         // (read while the request body can still be read).
-        driver.run(async {
+        driver.run(pin!(async {
             let service_error = |e: S::Error| Error::from(e.into());
             poll_fn(|cx| service.poll_ready(cx))
                 .await
@@ -161,7 +161,7 @@ where
             let (parts, body) = response.into_parts();
             send_head(start, &thread.heads, parts.status, &parts.headers)?;
             reply(body).await
-        })
+        }))
     });
     // A panic above unwinds past this: the clone is dropped with it, and
     // the thread's next request starts from a fresh one.
@@ -277,8 +277,11 @@ impl ThreadState {
 /// The `http::Request` for this environ.
 fn build_request(
     environ: &Environ<'_>,
-    last_uri: &RefCell<Option<Uri>>,
+    cache: &RefCell<RequestCache>,
 ) -> Result<Request<RequestBody>, String> {
+    let mut cache = cache
+        .try_borrow_mut()
+        .map_err(|_| "the request cache is in use".to_owned())?;
     let uri = match environ.request_uri() {
         b"" => {
             let mut target = environ.path_info().to_vec();
@@ -289,7 +292,7 @@ fn build_request(
             Uri::from_maybe_shared(Bytes::from(target))
                 .map_err(|e| format!("request target: {e}"))?
         }
-        raw => uri(raw, last_uri)?,
+        raw => cache.uri(raw)?,
     };
     let version = match environ.protocol() {
         b"HTTP/1.0" => Version::HTTP_10,
@@ -304,76 +307,12 @@ fn build_request(
     *request.method_mut() = environ.method();
     *request.uri_mut() = uri;
     *request.version_mut() = version;
-    *request.headers_mut() = headers(environ)?;
+    *request.headers_mut() = cache.headers(environ.raw_headers())?;
     Ok(request)
-}
-
-/// The request-target as a `Uri`, from this thread's last one when it is
-/// the same bytes.
-fn uri(raw: &[u8], last: &RefCell<Option<Uri>>) -> Result<Uri, String> {
-    let Ok(mut last) = last.try_borrow_mut() else {
-        return parse_target(raw);
-    };
-    if let Some(uri) = last.as_ref() {
-        // Only an origin-form target's bytes are all in its path and
-        // query (an authority-form one's empty path reads as "/"), and
-        // the same bytes parse to the same `Uri`.
-        if uri.scheme().is_none()
-            && uri.authority().is_none()
-            && uri
-                .path_and_query()
-                .is_some_and(|pq| pq.as_str().as_bytes() == raw)
-        {
-            return Ok(uri.clone());
-        }
-    }
-    let uri = parse_target(raw)?;
-    *last = Some(uri.clone());
-    Ok(uri)
-}
-
-fn parse_target(raw: &[u8]) -> Result<Uri, String> {
-    if raw == b"/" {
-        // No copy: `http` shares one static "/".
-        return Ok(Uri::from_static("/"));
-    }
-    Uri::from_maybe_shared(Bytes::copy_from_slice(raw)).map_err(|e| format!("request target: {e}"))
 }
 
 fn content_length(raw: &[u8]) -> Option<u64> {
     std::str::from_utf8(raw).ok()?.parse().ok()
-}
-
-/// Up to this many header values are copied one allocation each; more
-/// share one buffer (two allocations, then a reference count per value).
-const VALUES_COPIED_ALONE: usize = 3;
-
-/// The request headers, repeats kept apart.
-fn headers(environ: &Environ<'_>) -> Result<HeaderMap, String> {
-    let list = environ.raw_headers();
-    let mut map = HeaderMap::with_capacity(list.len());
-    let shared = if list.len() > VALUES_COPIED_ALONE {
-        let all: Vec<u8> = list.clone().flat_map(|(_, v)| v.iter().copied()).collect();
-        Some(Bytes::from(all))
-    } else {
-        None
-    };
-    let mut at = 0;
-    for (name, value) in list {
-        let name = HeaderName::from_bytes(name)
-            .map_err(|_| format!("header name {:?}", String::from_utf8_lossy(name)))?;
-        let value = match &shared {
-            Some(all) => {
-                let slice = all.slice(at..at + value.len());
-                at += value.len();
-                HeaderValue::from_maybe_shared(slice)
-            }
-            None => HeaderValue::from_bytes(value),
-        }
-        .map_err(|_| format!("header value of {name}"))?;
-        map.append(name, value);
-    }
-    Ok(map)
 }
 
 /// Response headers the host frames itself and refuses from an application
@@ -529,9 +468,9 @@ struct Driver<'a, 'r> {
 impl Driver<'_, '_> {
     /// `block_on(fut)`, except that whenever the request body wants bytes
     /// the runtime is left, `wsgi.input` read (blocking, on this thread, as
-    /// the ABI requires), and the future resumed.
-    fn run<F: Future>(&mut self, fut: F) -> F::Output {
-        let mut fut = pin!(fut);
+    /// the ABI requires), and the future resumed. The future comes pinned
+    /// where it was made: moving a large future costs a copy.
+    fn run<F: Future>(&mut self, mut fut: Pin<&mut F>) -> F::Output {
         if let Poll::Ready(out) = poll_once(self.rt, fut.as_mut()) {
             return out;
         }
