@@ -15,10 +15,21 @@
 //!   holds the environ, does the blocking read between two `block_on`s.
 //!   That keeps the body `'static + Send` (as axum wants) without it
 //!   borrowing the request.
-//! * The response head goes to `start_response`; the body is polled frame
-//!   by frame: in `call` for the first data frame (a one-frame body is
-//!   handed over whole, framed with Content-Length), then one frame per
-//!   `next`, so streams and SSE go out chunk by chunk.
+//! * The response head goes to `start_response`; a head the thread has
+//!   seen before goes as a static head (`head_cache`), which the host
+//!   validates and encodes once.
+//! * A body of known size up to 64 KiB (`String`, `Full`, an axum body
+//!   made from one) is read whole within `call`, where it lies, and handed
+//!   over in one piece, framed with Content-Length. Any other body is
+//!   polled frame by frame: in `call` for the first data frame (a body that
+//!   ends with it is handed over whole), then one frame per `next`, so
+//!   streams and SSE go out chunk by chunk.
+//! * Futures are polled once inside the runtime's context before any
+//!   `block_on`: most handlers finish without waiting.
+//! * Per request the adapter allocates what the `http` types need and no
+//!   more: the request's `HeaderMap`; its target and header values come
+//!   from the thread's last requests when the bytes repeat
+//!   (`request_cache`).
 
 use std::any::Any;
 use std::cell::{OnceCell, RefCell};
@@ -718,6 +729,13 @@ impl std::error::Error for RequestBodyError {}
 /// Handlers run on a tokio current-thread runtime of the app thread that
 /// serves the request (timers and I/O work). A panic in the service or its
 /// response body is caught, logged with its location, and answered 500.
+///
+/// A response body of known size up to 64 KiB (`size_hint` exact: a
+/// `String`, `Full`, an axum body made from one) is read to its end within
+/// the call and sent with Content-Length; other bodies stream,
+/// one data frame per host `next`. Heads that repeat become static heads
+/// (at most 64 distinct ones per process, each up to 1 KiB; their text
+/// stays allocated while the plugin is loaded).
 #[macro_export]
 macro_rules! export_service {
     ($build:path) => {
