@@ -290,9 +290,19 @@ fn build_request(
     environ: &Environ<'_>,
     cache: &RefCell<RequestCache>,
 ) -> Result<Request<RequestBody>, String> {
-    let mut cache = cache
-        .try_borrow_mut()
-        .map_err(|_| "the request cache is in use".to_owned())?;
+    // In use only if a call ran inside another on this thread, which no
+    // host does: then build without the thread's memory.
+    let (mut borrowed, mut fresh);
+    let cache: &mut RequestCache = match cache.try_borrow_mut() {
+        Ok(cache) => {
+            borrowed = cache;
+            &mut borrowed
+        }
+        Err(_) => {
+            fresh = RequestCache::new();
+            &mut fresh
+        }
+    };
     let uri = match environ.request_uri() {
         b"" => {
             let mut target = environ.path_info().to_vec();
@@ -858,6 +868,148 @@ impl crate::testing::Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Client;
+    use std::future::{ready, Ready};
+
+    /// A tower service made from a function.
+    struct FnService<B>(fn(Request<RequestBody>) -> Response<B>);
+
+    impl<B> Clone for FnService<B> {
+        fn clone(&self) -> Self {
+            FnService(self.0)
+        }
+    }
+
+    impl<B> Service<Request<RequestBody>> for FnService<B> {
+        type Response = Response<B>;
+        type Error = std::convert::Infallible;
+        type Future = Ready<Result<Response<B>, Self::Error>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: Request<RequestBody>) -> Self::Future {
+            ready(Ok((self.0)(request)))
+        }
+    }
+
+    fn client<B>(f: fn(Request<RequestBody>) -> Response<B>) -> Client
+    where
+        B: HttpBody + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        // `Client::service` takes a `build` fn, which cannot capture `f`:
+        // the prototype is made here and served as `export_service!` would.
+        let prototype = Prototype {
+            service: Mutex::new(Box::new(FnService(f))),
+        };
+        struct Served<B>(Prototype, std::marker::PhantomData<fn() -> B>);
+        impl<B> crate::App for Served<B>
+        where
+            B: HttpBody + Send + 'static,
+            B::Error: Into<BoxError>,
+        {
+            fn init(_: &Config) -> Result<Self, String> {
+                Err("made by the test".into())
+            }
+            fn call(
+                &self,
+                environ: &mut Environ<'_>,
+                start: &mut StartResponse<'_>,
+            ) -> Result<Body, Error> {
+                call::<FnService<B>, B>(&self.0, environ, start, |_| Err(String::new()))
+            }
+        }
+        Client::new(Served::<B>(prototype, std::marker::PhantomData))
+    }
+
+    #[test]
+    fn a_repeated_head_goes_out_whole_every_time_without_hop_by_hop_fields() {
+        let client = client(|_| {
+            Response::builder()
+                .status(StatusCode::CREATED)
+                .header("content-type", "text/x-repeated")
+                .header("x-a", "1")
+                .header("connection", "close")
+                .body(String::from("made"))
+                .unwrap()
+        });
+        for _ in 0..4 {
+            let response = client.call(Request::get("/").body(()).unwrap());
+            assert_eq!(response.status(), StatusCode::CREATED);
+            assert_eq!(response.headers()["content-type"], "text/x-repeated");
+            assert_eq!(response.headers()["x-a"], "1");
+            assert!(response.headers().get("connection").is_none());
+            assert_eq!(response.body(), b"made");
+        }
+    }
+
+    #[test]
+    fn request_targets_and_fields_that_change_are_seen_as_they_are() {
+        let client = client(|request| {
+            let seen = format!(
+                "{} {} {:?}",
+                request.uri(),
+                request.headers().len(),
+                request.headers().get_all("x-v").iter().collect::<Vec<_>>()
+            );
+            Response::new(seen)
+        });
+        let cases = [
+            ("/a", "1"),
+            ("/a", "1"),
+            ("/a", "1"),
+            ("/a?q", "2"),
+            ("/a", "1"),
+            ("/b", "1"),
+            ("/b", "3"),
+        ];
+        for (target, value) in cases {
+            let request = Request::get(target).header("X-V", value).body(()).unwrap();
+            let response = client.call(request);
+            let want = format!("{target} 1 [\"{value}\"]");
+            assert_eq!(String::from_utf8_lossy(response.body()), want);
+        }
+    }
+
+    /// A body of known size sent in two frames.
+    struct TwoFrames(Vec<&'static [u8]>);
+
+    impl HttpBody for TwoFrames {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            if self.0.is_empty() {
+                return Poll::Ready(None);
+            }
+            let next = self.0.remove(0);
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(next)))))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.0.is_empty()
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(self.0.iter().map(|c| c.len() as u64).sum())
+        }
+    }
+
+    #[test]
+    fn a_small_body_of_known_size_in_frames_is_joined() {
+        let frames = client(|_| Response::new(TwoFrames(vec![b"hello, ", b"frames"])));
+        let response = frames.call(Request::get("/").body(()).unwrap());
+        assert_eq!(response.body(), b"hello, frames");
+        let empty = client(|_| Response::new(TwoFrames(Vec::new())));
+        let response = empty.call(Request::get("/").body(()).unwrap());
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.body().is_empty());
+    }
 
     fn poll(body: &mut RequestBody) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         Pin::new(body).poll_frame(&mut Context::from_waker(Waker::noop()))
