@@ -127,6 +127,9 @@ pub struct nwsgi_response_head {
 // SAFETY: the header makes a response head immutable for as long as the
 // library is loaded; it is meant to be a `static` shared by every thread.
 unsafe impl Sync for nwsgi_response_head {}
+// SAFETY: as above: nothing in it is tied to the thread that made it (the
+// tower adapter makes heads at run time, then keeps them in a `static`).
+unsafe impl Send for nwsgi_response_head {}
 
 /// Opaque per-request handle owned by the host.
 #[repr(C)]

@@ -8,10 +8,14 @@ mod config;
 mod environ;
 mod error;
 mod export;
+#[cfg(feature = "tower")]
+mod head_cache;
 mod host;
 mod log;
 pub mod query;
 mod raw;
+#[cfg(feature = "tower")]
+mod request_cache;
 mod response;
 pub mod route;
 #[cfg(feature = "tower")]

@@ -333,6 +333,14 @@ impl Head {
     }
 }
 
+#[cfg(all(test, feature = "tower"))]
+impl Head {
+    /// How many headers the head has (the head cache's tests).
+    pub(crate) fn header_count(&self) -> usize {
+        self.raw.n_headers
+    }
+}
+
 /// One header of a [`Head`].
 #[repr(transparent)]
 pub struct Header(nwsgi_header);
