@@ -1,0 +1,246 @@
+//! The Python objects every request uses, made once in `init`, and the
+//! caches that spare a request most of its string allocations.
+//!
+//! Environ keys are interned `str` objects made once: a dict insert with
+//! one of them costs a hash already computed and, when the key is there, a
+//! pointer comparison. Environ values are `str` objects too, and most of
+//! them repeat from one request to the next (the method, the protocol, the
+//! server name and port, the client's address, the Host and User-Agent
+//! headers, often the path): each one has a slot that remembers the bytes
+//! and the `str` of its last value, and hands that `str` out again (one
+//! reference count) when the bytes are the same. `str` objects are
+//! immutable, so sharing one between requests changes nothing an
+//! application can see.
+
+use std::cell::UnsafeCell;
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+
+/// Values longer than this are made afresh each time, not remembered: a
+/// cache for the short ones, not a copy of every long cookie.
+const MAX_CACHED_VALUE: usize = 256;
+
+/// How many distinct header names remember their key object and last
+/// value: enough for the headers of real clients; past it (a client
+/// sending hundreds of made-up names) keys are made per request, so the
+/// cache cannot be grown without bound.
+const MAX_HEADER_SLOTS: usize = 48;
+
+/// State that is only touched with the GIL held.
+///
+/// The bridge runs on interpreters with a GIL (CPython 3.11; a
+/// free-threaded build would need a lock here), so the GIL is this cell's
+/// lock: [`GilCell::with`] takes the `Python` token as proof.
+pub struct GilCell<T>(UnsafeCell<T>);
+
+// SAFETY: every access goes through `with`, which needs the GIL held
+// (its `Python` token), so two threads never touch the value at once; the
+// value itself may move between threads (`T: Send`).
+unsafe impl<T: Send> Sync for GilCell<T> {}
+
+impl<T> GilCell<T> {
+    pub const fn new(value: T) -> GilCell<T> {
+        GilCell(UnsafeCell::new(value))
+    }
+
+    /// Runs `f` on the value. `f` must not run Python code (which could
+    /// let the GIL go, or re-enter here): it only copies bytes, makes
+    /// `str` objects and changes reference counts of `str` objects, whose
+    /// deallocation runs no Python code.
+    pub fn with<R>(&self, _py: Python<'_>, f: impl FnOnce(&mut T) -> R) -> R {
+        // SAFETY: the GIL is held (the token), so no other thread is in
+        // here, and `f` cannot re-enter (see above): this is the only
+        // reference to the value while `f` runs.
+        f(unsafe { &mut *self.0.get() })
+    }
+}
+
+/// A `str` made from bytes read as Latin-1 (PEP 3333's "native strings":
+/// each byte one code point).
+pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: `bytes` is a valid slice; a null result is turned into the
+    // pending exception by `from_owned_ptr_or_err`.
+    unsafe {
+        let obj = ffi::PyUnicode_DecodeLatin1(
+            bytes.as_ptr() as *const std::ffi::c_char,
+            bytes.len() as ffi::Py_ssize_t,
+            std::ptr::null(),
+        );
+        Bound::from_owned_ptr_or_err(py, obj)
+    }
+}
+
+/// One environ value's memory of its last value.
+#[derive(Default)]
+pub struct Slot {
+    bytes: Vec<u8>,
+    value: Option<Py<PyAny>>,
+}
+
+impl Slot {
+    /// The `str` for `bytes`: the remembered one when the bytes are the
+    /// same, else a new one (remembered when short).
+    pub fn get<'py>(&mut self, py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(value) = &self.value {
+            if self.bytes == bytes {
+                return Ok(value.bind(py).clone());
+            }
+        }
+        let value = latin1(py, bytes)?;
+        if bytes.len() <= MAX_CACHED_VALUE {
+            self.bytes.clear();
+            self.bytes.extend_from_slice(bytes);
+            self.value = Some(value.clone().unbind());
+        }
+        Ok(value)
+    }
+}
+
+/// The fixed environ variables with a value slot, by index.
+#[derive(Clone, Copy)]
+pub enum Var {
+    RequestMethod,
+    ScriptName,
+    PathInfo,
+    QueryString,
+    ContentType,
+    ContentLength,
+    ServerName,
+    ServerPort,
+    ServerProtocol,
+    RemoteAddr,
+    RemotePort,
+    RequestUri,
+    UrlScheme,
+}
+
+const VARS: usize = Var::UrlScheme as usize + 1;
+
+/// An `HTTP_*` key seen before: its interned key object and value slot.
+struct HeaderSlot {
+    name: Box<[u8]>,
+    key: Py<PyAny>,
+    value: Slot,
+}
+
+/// Every value cache (one per process, behind the GIL).
+#[derive(Default)]
+pub struct Caches {
+    vars: [Slot; VARS],
+    headers: Vec<HeaderSlot>,
+}
+
+impl Caches {
+    pub fn var<'py>(
+        &mut self,
+        py: Python<'py>,
+        var: Var,
+        bytes: &[u8],
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.vars[var as usize].get(py, bytes)
+    }
+
+    /// The key object of the environ variable `name`.
+    pub fn header_key<'py>(&mut self, py: Python<'py>, name: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        match self.headers.iter().find(|s| &*s.name == name) {
+            Some(slot) => Ok(slot.key.bind(py).clone()),
+            None => intern_latin1(py, name),
+        }
+    }
+
+    /// The key and value objects of the environ variable `name` (an
+    /// `HTTP_*` name as the host spells it) with value `bytes`.
+    pub fn header<'py>(
+        &mut self,
+        py: Python<'py>,
+        name: &[u8],
+        bytes: &[u8],
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        if let Some(slot) = self.headers.iter_mut().find(|s| &*s.name == name) {
+            let value = slot.value.get(py, bytes)?;
+            return Ok((slot.key.bind(py).clone(), value));
+        }
+        let key = intern_latin1(py, name)?;
+        if self.headers.len() >= MAX_HEADER_SLOTS {
+            return Ok((key, latin1(py, bytes)?));
+        }
+        let mut value = Slot::default();
+        let v = value.get(py, bytes)?;
+        self.headers.push(HeaderSlot {
+            name: name.into(),
+            key: key.clone().unbind(),
+            value,
+        });
+        Ok((key, v))
+    }
+}
+
+/// An interned `str` from Latin-1 bytes.
+fn intern_latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let key = latin1(py, bytes)?;
+    let mut ptr = key.into_ptr();
+    // SAFETY: `ptr` is an owned reference to an exact str; InternInPlace
+    // replaces it with the interned one, keeping one owned reference.
+    unsafe {
+        ffi::PyUnicode_InternInPlace(&mut ptr);
+        Ok(Bound::from_owned_ptr(py, ptr))
+    }
+}
+
+/// The interned environ keys.
+pub struct Keys {
+    pub request_method: Py<PyString>,
+    pub script_name: Py<PyString>,
+    pub path_info: Py<PyString>,
+    pub query_string: Py<PyString>,
+    pub content_type: Py<PyString>,
+    pub content_length: Py<PyString>,
+    pub server_name: Py<PyString>,
+    pub server_port: Py<PyString>,
+    pub server_protocol: Py<PyString>,
+    pub remote_addr: Py<PyString>,
+    pub remote_port: Py<PyString>,
+    pub request_uri: Py<PyString>,
+    pub request_id: Py<PyString>,
+    pub url_scheme: Py<PyString>,
+    pub input: Py<PyString>,
+    pub multithread: Py<PyString>,
+    pub multiprocess: Py<PyString>,
+    pub run_once: Py<PyString>,
+    pub errors: Py<PyString>,
+    pub version: Py<PyString>,
+    pub input_terminated: Py<PyString>,
+    pub file_wrapper: Py<PyString>,
+}
+
+impl Keys {
+    pub fn new(py: Python<'_>) -> Keys {
+        let k = |s: &str| PyString::intern(py, s).unbind();
+        Keys {
+            request_method: k("REQUEST_METHOD"),
+            script_name: k("SCRIPT_NAME"),
+            path_info: k("PATH_INFO"),
+            query_string: k("QUERY_STRING"),
+            content_type: k("CONTENT_TYPE"),
+            content_length: k("CONTENT_LENGTH"),
+            server_name: k("SERVER_NAME"),
+            server_port: k("SERVER_PORT"),
+            server_protocol: k("SERVER_PROTOCOL"),
+            remote_addr: k("REMOTE_ADDR"),
+            remote_port: k("REMOTE_PORT"),
+            request_uri: k("REQUEST_URI"),
+            request_id: k("REQUEST_ID"),
+            url_scheme: k("wsgi.url_scheme"),
+            input: k("wsgi.input"),
+            multithread: k("wsgi.multithread"),
+            multiprocess: k("wsgi.multiprocess"),
+            run_once: k("wsgi.run_once"),
+            errors: k("wsgi.errors"),
+            version: k("wsgi.version"),
+            input_terminated: k("wsgi.input_terminated"),
+            file_wrapper: k("wsgi.file_wrapper"),
+        }
+    }
+}
