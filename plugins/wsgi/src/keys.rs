@@ -144,10 +144,18 @@ impl Caches {
 
     /// The key object of the environ variable `name`.
     pub fn header_key<'py>(&mut self, py: Python<'py>, name: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-        match self.headers.iter().find(|s| &*s.name == name) {
-            Some(slot) => Ok(slot.key.bind(py).clone()),
-            None => intern_latin1(py, name),
+        if let Some(slot) = self.headers.iter().find(|s| &*s.name == name) {
+            return Ok(slot.key.bind(py).clone());
         }
+        let key = intern_latin1(py, name)?;
+        if self.headers.len() < MAX_HEADER_SLOTS {
+            self.headers.push(HeaderSlot {
+                name: name.into(),
+                key: key.clone().unbind(),
+                value: Slot::default(),
+            });
+        }
+        Ok(key)
     }
 
     /// The key and value objects of the environ variable `name` (an

@@ -169,6 +169,11 @@ fn deliver<'py>(
     }
     let iter = match result.try_iter() {
         Ok(iter) => iter,
+        Err(err) if !err.is_instance_of::<pyo3::exceptions::PyTypeError>(py) => {
+            log_exception(py, req, "iterating the response raised an exception", &err);
+            close_result(py, req, &result);
+            return NWSGI_ERROR;
+        }
         Err(_) => {
             log_violation(
                 req,
@@ -244,8 +249,18 @@ fn deliver_sequence<'py>(
     let mut chunks: Vec<Bound<'py, PyBytes>> = Vec::new();
     let mut one = None;
     for item in items {
-        let Ok(bytes) = item.cast_into::<PyBytes>() else {
-            return bad_chunk(req);
+        let bytes = match item.cast_into::<PyBytes>() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                log_violation(
+                    req,
+                    &format!(
+                        "the response iterable yielded {}, not bytes",
+                        type_name(e.into_inner().as_any())
+                    ),
+                );
+                return NWSGI_ERROR;
+            }
         };
         if n == 1 {
             one = Some(bytes);
@@ -279,11 +294,6 @@ fn deliver_sequence<'py>(
             write_last(req, &joined)
         }
     }
-}
-
-fn bad_chunk(req: *mut nwsgi_request) -> i32 {
-    log_violation(req, "the response iterable yielded a non-bytes item");
-    NWSGI_ERROR
 }
 
 /// The next item of the response iterable, checked to be bytes; Err with

@@ -12,7 +12,10 @@ pub fn log_exception(py: Python<'_>, req: *mut nwsgi_request, context: &str, err
     log_line(req, NWSGI_LOG_ERROR, context);
     let formatted = (|| -> PyResult<String> {
         let traceback = py.import(pyo3::intern!(py, "traceback"))?;
-        let lines = traceback.call_method1(pyo3::intern!(py, "format_exception"), (err.value(py),))?;
+        let lines = traceback.call_method1(
+            pyo3::intern!(py, "format_exception"),
+            (err.get_type(py), err.value(py), err.traceback(py)),
+        )?;
         let text = PyString::new(py, "").call_method1(pyo3::intern!(py, "join"), (lines,))?;
         Ok(text.extract::<String>()?)
     })();
