@@ -189,10 +189,7 @@ fn input_reads_a_content_length_body() {
         r"[b'a\n', b'b\n', b'c']",
     );
     let text = post(&server, "/environ", "xyz").text();
-    assert!(
-        text.lines().any(|l| l == "CONTENT_LENGTH='3'"),
-        "{text}"
-    );
+    assert!(text.lines().any(|l| l == "CONTENT_LENGTH='3'"), "{text}");
 }
 
 #[test]
@@ -299,14 +296,20 @@ fn close_is_called_when_the_client_goes_away() {
 fn violations_answer_500_with_a_log_line_naming_them() {
     let server = serve("corner:raw").start();
     for (target, logged) in [
-        ("/str-body", "PEP 3333 violation: the response iterable yielded str, not bytes"),
+        (
+            "/str-body",
+            "PEP 3333 violation: the response iterable yielded str, not bytes",
+        ),
         ("/bad-status", "start_response: status must be str, got int"),
         ("/bad-status-text", r#"status "OK" is not "NNN Reason""#),
         (
             "/bad-headers-dict",
             "headers must be a list of (name, value) tuples, got dict",
         ),
-        ("/bad-header-bytes", "header 0's name must be str, got bytes"),
+        (
+            "/bad-header-bytes",
+            "header 0's name must be str, got bytes",
+        ),
         (
             "/no-start",
             "PEP 3333 violation: the application returned a body without calling start_response",
@@ -339,7 +342,10 @@ fn exceptions_answer_500_with_the_traceback_logged() {
     let server = serve("corner:raw").start();
     assert_eq!(get(&server, "/raise").status, 500);
     let logs = server.wait_for_log("ZeroDivisionError: raised on purpose", TIMEOUT);
-    assert!(logs.contains("Traceback (most recent call last):"), "{logs}");
+    assert!(
+        logs.contains("Traceback (most recent call last):"),
+        "{logs}"
+    );
     assert!(logs.contains("corner.py\", line"), "{logs}");
     // Raised mid-body: the head went out, the connection is cut.
     let resp = get(&server, "/raise-in-iter");
@@ -388,18 +394,37 @@ fn a_missing_callable_refuses_to_boot() {
         "{line}"
     );
     let line = refuse(&["--app-arg", "app=hello:BODY"]);
-    assert!(line.ends_with("hello:BODY is a bytes, not a WSGI callable"), "{line}");
+    assert!(
+        line.ends_with("hello:BODY is a bytes, not a WSGI callable"),
+        "{line}"
+    );
 }
 
 #[test]
 fn bad_app_args_refuse_to_boot() {
     let line = refuse(&[]);
-    assert!(line.contains("missing --app-arg app=MODULE:CALLABLE"), "{line}");
+    assert!(
+        line.contains("missing --app-arg app=MODULE:CALLABLE"),
+        "{line}"
+    );
     let line = refuse(&["--app-arg", "app=hello"]);
     assert!(line.contains("expected MODULE:CALLABLE"), "{line}");
-    let line = refuse(&["--app-arg", "app=hello:app", "--app-arg", "path=/no/such/dir"]);
-    assert!(line.contains("path=/no/such/dir: no such directory"), "{line}");
-    let line = refuse(&["--app-arg", "app=hello:app", "--app-arg", "venv=/no/such/venv"]);
+    let line = refuse(&[
+        "--app-arg",
+        "app=hello:app",
+        "--app-arg",
+        "path=/no/such/dir",
+    ]);
+    assert!(
+        line.contains("path=/no/such/dir: no such directory"),
+        "{line}"
+    );
+    let line = refuse(&[
+        "--app-arg",
+        "app=hello:app",
+        "--app-arg",
+        "venv=/no/such/venv",
+    ]);
     assert!(line.contains("virtualenv /no/such/venv"), "{line}");
     let line = refuse(&["--app-arg", "app=hello:app", "--app-arg", "colour=blue"]);
     assert!(line.contains("unknown --app-arg \"colour\""), "{line}");

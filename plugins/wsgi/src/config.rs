@@ -71,9 +71,7 @@ fn split_spec(spec: &str) -> Result<(String, String), String> {
         !s.is_empty()
             && s.split('.').all(|part| {
                 let mut chars = part.chars();
-                chars
-                    .next()
-                    .is_some_and(|c| c.is_alphabetic() || c == '_')
+                chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
                     && chars.all(|c| c.is_alphanumeric() || c == '_')
             })
     };

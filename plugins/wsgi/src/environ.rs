@@ -100,10 +100,11 @@ pub fn build<'py>(
         }
     };
     state.caches.with(py, |caches| -> PyResult<()> {
-        // SAFETY (each `as_bytes` below): the environ's strings are borrowed
-        // until the request ends, and this runs inside its `call`.
         let mut var = |key: &Py<PyString>, v: Var, s: nwsgi_str| -> PyResult<()> {
-            let value = caches.var(py, v, unsafe { s.as_bytes() })?;
+            // SAFETY: the environ's strings are borrowed until the request
+            // ends, and this runs inside its `call`.
+            let bytes = unsafe { s.as_bytes() };
+            let value = caches.var(py, v, bytes)?;
             set(key, &value)
         };
         var(&k.request_method, Var::RequestMethod, env.request_method)?;

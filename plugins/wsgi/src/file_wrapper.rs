@@ -30,7 +30,11 @@ impl FileWrapper {
             .filelike
             .bind(py)
             .call_method1(pyo3::intern!(py, "read"), (self.block_size,))?;
-        Ok(if block.is_truthy()? { Some(block) } else { None })
+        Ok(if block.is_truthy()? {
+            Some(block)
+        } else {
+            None
+        })
     }
 
     fn close(&self, py: Python<'_>) -> PyResult<()> {

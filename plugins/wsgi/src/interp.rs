@@ -68,7 +68,8 @@ pub fn boot(api: &'static nwsgi_host_api, config: &Config) -> Result<State, Stri
             let keys = Keys::new(py);
             let errors = Bound::new(py, Errors::new())?;
             let file_wrapper = py.get_type::<FileWrapper>();
-            let template = crate::environ::template(py, &keys, errors.as_any(), file_wrapper.as_any())?;
+            let template =
+                crate::environ::template(py, &keys, errors.as_any(), file_wrapper.as_any())?;
             Ok(Ok(State {
                 app: target.unbind(),
                 keys,
@@ -100,12 +101,13 @@ pub fn boot(api: &'static nwsgi_host_api, config: &Config) -> Result<State, Stri
 fn last_line(py: Python<'_>, err: &PyErr) -> String {
     let text = (|| -> PyResult<String> {
         let traceback = py.import("traceback")?;
-        let lines = traceback.call_method1(
-            "format_exception_only",
-            (err.get_type(py), err.value(py)),
-        )?;
+        let lines =
+            traceback.call_method1("format_exception_only", (err.get_type(py), err.value(py)))?;
         let lines: Vec<String> = lines.extract()?;
-        Ok(lines.last().map(|l| l.trim().to_owned()).unwrap_or_default())
+        Ok(lines
+            .last()
+            .map(|l| l.trim().to_owned())
+            .unwrap_or_default())
     })();
     text.unwrap_or_else(|_| err.to_string())
 }
@@ -147,9 +149,7 @@ fn set_paths(py: Python<'_>, config: &Config) -> PyResult<Result<(), String>> {
         let before = sys_path.len();
         py.import("site")?
             .call_method1("addsitedir", (site.to_string_lossy().into_owned(),))?;
-        let added: Vec<String> = sys_path
-            .get_slice(before, sys_path.len())
-            .extract()?;
+        let added: Vec<String> = sys_path.get_slice(before, sys_path.len()).extract()?;
         sys_path.del_slice(before, sys_path.len())?;
         first.extend(added);
     }
@@ -165,15 +165,12 @@ fn set_paths(py: Python<'_>, config: &Config) -> PyResult<Result<(), String>> {
 /// globally, would fail to load. Loading it again with RTLD_GLOBAL (and
 /// RTLD_NOLOAD: it is the copy already there) publishes them.
 fn promote_libpython() -> Result<(), String> {
-    // SAFETY: dladdr reads the loader's tables for an address of ours (a
-    // function of libpython); `info` is plain data it fills.
+    // SAFETY: Dl_info is plain data (pointers and integers): all-zero is
+    // a valid value.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    let found = unsafe {
-        libc::dladdr(
-            pyo3::ffi::Py_IsInitialized as *const c_void,
-            &mut info,
-        )
-    };
+    // SAFETY: dladdr reads the loader's tables for an address of a
+    // function of libpython; `info` is a valid place for its answer.
+    let found = unsafe { libc::dladdr(pyo3::ffi::Py_IsInitialized as *const c_void, &mut info) };
     if found == 0 || info.dli_fname.is_null() {
         return Ok(());
     }

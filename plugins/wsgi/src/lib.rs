@@ -121,7 +121,11 @@ unsafe extern "C" fn call(
         response::call(state, env, req, body)
     }));
     caught.unwrap_or_else(|_| {
-        log_line(std::ptr::null_mut(), NWSGI_LOG_ERROR, "the wsgi bridge panicked");
+        log_line(
+            std::ptr::null_mut(),
+            NWSGI_LOG_ERROR,
+            "the wsgi bridge panicked",
+        );
         NWSGI_ERROR
     })
 }

@@ -63,7 +63,12 @@ pub fn call(
         let handles = match make_handles(py, env, req) {
             Ok(h) => h,
             Err(err) => {
-                log_exception(py, req, "the wsgi bridge could not set up the request", &err);
+                log_exception(
+                    py,
+                    req,
+                    "the wsgi bridge could not set up the request",
+                    &err,
+                );
                 return NWSGI_ERROR;
             }
         };
@@ -354,7 +359,11 @@ impl Stream {
             Some(bytes) => bytes.into_bound(py),
             None => {
                 // SAFETY: made from `try_iter`, so an iterator.
-                let iter = unsafe { self.iter.bind(py).cast_unchecked::<pyo3::types::PyIterator>() };
+                let iter = unsafe {
+                    self.iter
+                        .bind(py)
+                        .cast_unchecked::<pyo3::types::PyIterator>()
+                };
                 match next_bytes(req, iter) {
                     Ok(Some(bytes)) => bytes,
                     Ok(None) => return NWSGI_BODY_END,

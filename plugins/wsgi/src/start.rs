@@ -214,12 +214,16 @@ impl StartResponse {
         let exc = match exc_info.filter(|e| !e.is_none()) {
             None => None,
             Some(e) => {
-                let t = e.cast::<PyTuple>().ok().filter(|t| t.len() == 3).ok_or_else(|| {
-                    violation(format!(
+                let t = e
+                    .cast::<PyTuple>()
+                    .ok()
+                    .filter(|t| t.len() == 3)
+                    .ok_or_else(|| {
+                        violation(format!(
                         "start_response: exc_info must be a (type, value, traceback) tuple, got {}",
                         type_name(e)
                     ))
-                })?;
+                    })?;
                 let value = t.get_item(1)?;
                 let message = format!("{}: {}", type_name(&value), value.str()?);
                 Some((value, message))
@@ -274,9 +278,9 @@ impl StartResponse {
     /// PEP 3333's write(): the bytes go to the client before it returns.
     /// The GIL is let go meanwhile (a slow client makes it wait).
     fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let data = data.cast::<PyBytes>().map_err(|_| {
-            violation(format!("write() takes bytes, got {}", type_name(data)))
-        })?;
+        let data = data
+            .cast::<PyBytes>()
+            .map_err(|_| violation(format!("write() takes bytes, got {}", type_name(data))))?;
         let req = self.req.get("write()")?;
         if !self.started() {
             return Err(PyRuntimeError::new_err(

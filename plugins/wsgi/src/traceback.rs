@@ -17,7 +17,7 @@ pub fn log_exception(py: Python<'_>, req: *mut nwsgi_request, context: &str, err
             (err.get_type(py), err.value(py), err.traceback(py)),
         )?;
         let text = PyString::new(py, "").call_method1(pyo3::intern!(py, "join"), (lines,))?;
-        Ok(text.extract::<String>()?)
+        text.extract::<String>()
     })();
     match formatted {
         Ok(text) => {
