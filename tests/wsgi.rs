@@ -147,6 +147,24 @@ fn environ_has_the_cgi_and_wsgi_variables() {
     assert!(!text.contains("CONTENT_LENGTH"), "{text}");
     assert!(!text.contains("CONTENT_TYPE"), "{text}");
 
+    // Repeated names in any case are joined (Cookie with "; "); the
+    // X-Request-Id of a trusted peer (loopback, by default) is the
+    // request's id, under both names; a name with '_' is not exposed (it
+    // would pass for its '-' twin).
+    let request = "GET /environ HTTP/1.1\r\nHost: test\r\nX-Multi: a\r\nx-multi: b\r\n\
+                   X-MULTI: c\r\nCookie: a=1\r\ncookie: b=2\r\nX-Request-Id: mine\r\n\
+                   X_Multi: spoofed\r\nX_Only: spoofed\r\n\r\n";
+    let text = client::request(server.addr(), request.as_bytes()).text();
+    let lines: Vec<&str> = text.lines().collect();
+    for want in ["HTTP_X_MULTI='a, b, c'", "HTTP_COOKIE='a=1; b=2'"] {
+        assert!(lines.contains(&want), "missing {want:?} in:\n{text}");
+    }
+    for want in ["REQUEST_ID='mine'", "HTTP_X_REQUEST_ID='mine'"] {
+        assert!(lines.contains(&want), "missing {want:?} in:\n{text}");
+    }
+    assert!(!text.contains("spoofed"), "{text}");
+    assert!(!text.contains("HTTP_X_ONLY"), "{text}");
+
     // A second request on a new connection: values remembered from the
     // first (the server name, the Host header) must not leak into it.
     let request = "GET /environ HTTP/1.1\r\nHost: other.test\r\nX-Multi: c\r\n\r\n";

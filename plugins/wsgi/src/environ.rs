@@ -5,19 +5,26 @@
 //! and a placeholder under each key every request sets: the copy is one
 //! allocation of the right size, and setting a key already present neither
 //! grows nor rehashes it. The CGI variables come from the host's environ
-//! struct; the `HTTP_*` ones (repeated headers already joined with ", ",
-//! as the host spells them) and the host's extensions (REQUEST_ID, HTTPS,
-//! SSL_*) from `environ_each`.
+//! struct, the `HTTP_*` ones from its raw header list: each header name as
+//! received has a cached key object and value slot, so a request's
+//! headers cost a comparison each, not a name built, upper-cased and
+//! interned. What the host decides rather than the list says is asked of it
+//! (`environ_get`): the request id (REQUEST_ID and HTTP_X_REQUEST_ID,
+//! whatever the client sent), the TLS variables of an https request
+//! (HTTPS, SSL_*), the joined value of a repeated header (", ", "; " for
+//! Cookie), and names with '_' (exposed only if the host allows them).
 
-use std::ffi::c_void;
-
-use abi::ffi::{nwsgi_environ, nwsgi_environ_each_cb, nwsgi_str, NWSGI_OK};
+use abi::ffi::{nwsgi_environ, nwsgi_str};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 use crate::interp::State;
-use crate::keys::{Caches, Keys, Var};
+use crate::keys::{latin1, HeaderKind, Keys, Var, SECURE_VARS};
+
+/// Entries the template's table is grown past (CPython's dict of 32 slots
+/// holds 21, the next size 42 or more).
+const MIN_TABLE: usize = 24;
 
 /// The template: every constant entry, and `None` under the keys that
 /// every request sets.
@@ -45,6 +52,7 @@ pub fn template<'py>(
         &keys.remote_addr,
         &keys.request_uri,
         &keys.request_id,
+        &keys.http_x_request_id,
         &keys.url_scheme,
         &keys.input,
         &keys.multithread,
@@ -53,19 +61,18 @@ pub fn template<'py>(
     ] {
         d.set_item(key, py.None())?;
     }
+    // Grow the template's table now, once: a request adds REMOTE_PORT and
+    // the HTTP_* variables to its copy, which would otherwise outgrow the
+    // table it was copied with and resize it on every request. Keys put in
+    // and taken out again leave the table grown (a copy keeps its size).
+    let pads: Vec<String> = (d.len()..MIN_TABLE).map(|i| format!(" pad {i}")).collect();
+    for pad in &pads {
+        d.set_item(pad, py.None())?;
+    }
+    for pad in &pads {
+        d.del_item(pad)?;
+    }
     Ok(d)
-}
-
-/// What `each_var` needs: the dict being filled and where to put an error.
-struct Filler<'a, 'py> {
-    py: Python<'py>,
-    dict: &'a Bound<'py, PyDict>,
-    caches: &'a mut Caches,
-    /// The value last decoded from the host's callback, by address: the
-    /// host hands REQUEST_ID and HTTP_X_REQUEST_ID the same bytes, which
-    /// then make one `str`.
-    last: Option<(nwsgi_str, Bound<'py, PyAny>)>,
-    error: Option<PyErr>,
 }
 
 /// Builds the environ of the request `env`, with `input` as wsgi.input.
@@ -82,7 +89,7 @@ pub fn build<'py>(
         Bound::from_owned_ptr_or_err(py, ffi::PyDict_Copy(state.template.as_ptr()))?
             .cast_into_unchecked::<PyDict>()
     };
-    let set = |key: &Py<PyString>, value: &Bound<'py, PyAny>| -> PyResult<()> {
+    let set_any = |key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>| -> PyResult<()> {
         // SAFETY: `dict` is a dict, key and value live objects; SetItem
         // takes its own references.
         let rc = unsafe { ffi::PyDict_SetItem(dict.as_ptr(), key.as_ptr(), value.as_ptr()) };
@@ -92,6 +99,7 @@ pub fn build<'py>(
             Err(PyErr::fetch(py))
         }
     };
+    let set = |key: &Py<PyString>, value: &Bound<'py, PyAny>| set_any(key.bind(py).as_any(), value);
     let flag = |on: u8| {
         if on != 0 {
             pyo3::types::PyBool::new(py, true).to_owned().into_any()
@@ -133,86 +141,75 @@ pub fn build<'py>(
     set(&k.multiprocess, &flag(env.multiprocess))?;
     set(&k.run_once, &flag(env.run_once))?;
 
-    state.caches.with(py, |caches| -> PyResult<()> {
-        let mut filler = Filler {
-            py,
-            dict: &dict,
-            caches,
-            last: None,
-            error: None,
-        };
-        // SAFETY: `api` is the host's static table; `env` is this request's
-        // environ; the callback gets `filler` back as `user` and runs
-        // before environ_each returns, while `filler` lives.
-        let rc = unsafe {
-            ((*env.api).environ_each)(
-                env,
-                nwsgi_environ_each_cb {
-                    func: Some(each_var),
-                },
-                &mut filler as *mut Filler as *mut c_void,
-            )
-        };
-        match filler.error.take() {
-            Some(e) => Err(e),
-            None if rc != NWSGI_OK => Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
-                "the host's environ_each failed ({rc})"
-            ))),
-            None => Ok(()),
+    // The id the host gave the request, under both of its names.
+    let request_id = host_var(env, b"REQUEST_ID")
+        .map(|id| latin1(py, id))
+        .transpose()?
+        .unwrap_or_else(|| PyString::new(py, "").into_any());
+    set(&k.request_id, &request_id)?;
+    set(&k.http_x_request_id, &request_id)?;
+    if env.url_scheme.len == 5 {
+        // https: the host's TLS variables (rare enough to ask for each).
+        for name in SECURE_VARS {
+            if let Some(value) = host_var(env, name.as_bytes()) {
+                dict.set_item(PyString::intern(py, name), latin1(py, value)?)?;
+            }
         }
+    }
+
+    // SAFETY: the raw header list is `n_headers` entries borrowed until
+    // the request ends.
+    let headers = if env.n_headers == 0 {
+        &[][..]
+    } else {
+        unsafe { std::slice::from_raw_parts(env.headers, env.n_headers) }
+    };
+    state.caches.with(py, |caches| -> PyResult<()> {
+        for header in headers {
+            // SAFETY: as the list, its strings are borrowed until the
+            // request ends.
+            let (raw, bytes) = unsafe { (header.name.as_bytes(), header.value.as_bytes()) };
+            let entry = caches.header(py, raw)?;
+            // SAFETY: a live dict and key; a borrowed reference (or null)
+            // comes back, only compared with null.
+            let repeated = entry.kind != HeaderKind::Skip
+                && !unsafe { ffi::PyDict_GetItem(dict.as_ptr(), entry.key.as_ptr()) }.is_null();
+            let value = match entry.kind {
+                HeaderKind::Skip => continue,
+                // A repeated name (or a '_' twin): the host joins the values
+                // (", ", or "; " for Cookie) and decides what is exposed.
+                HeaderKind::AskHost => None,
+                HeaderKind::Plain if repeated => None,
+                HeaderKind::Plain => Some(match entry.slot {
+                    Some(slot) => slot.get(py, bytes)?,
+                    None => latin1(py, bytes)?,
+                }),
+            };
+            let value = match value {
+                Some(value) => value,
+                None => {
+                    let name = entry.key.cast::<PyString>()?.to_cow()?;
+                    match host_var(env, name.as_bytes()) {
+                        Some(joined) => latin1(py, joined)?,
+                        None => continue,
+                    }
+                }
+            };
+            set_any(&entry.key, &value)?;
+        }
+        Ok(())
     })?;
     Ok(dict)
 }
 
-/// The fixed variables, which `build` has set from the environ struct.
-fn is_fixed(key: &[u8]) -> bool {
-    matches!(
-        key,
-        b"REQUEST_METHOD"
-            | b"SCRIPT_NAME"
-            | b"PATH_INFO"
-            | b"QUERY_STRING"
-            | b"CONTENT_TYPE"
-            | b"CONTENT_LENGTH"
-            | b"SERVER_NAME"
-            | b"SERVER_PORT"
-            | b"SERVER_PROTOCOL"
-            | b"REMOTE_ADDR"
-            | b"REMOTE_PORT"
-            | b"REQUEST_URI"
-            | b"wsgi.url_scheme"
-    )
-}
-
-/// `environ_each`'s callback: one variable into the dict.
-unsafe extern "C" fn each_var(user: *mut c_void, key: nwsgi_str, value: nwsgi_str) -> i32 {
-    // SAFETY: `user` is the `Filler` that `build` passed, alive and not
-    // otherwise borrowed while environ_each runs.
-    let filler = unsafe { &mut *(user as *mut Filler) };
-    // SAFETY: both strings are borrowed for this callback.
-    let (name, bytes) = unsafe { (key.as_bytes(), value.as_bytes()) };
-    if !name.starts_with(b"HTTP_") && is_fixed(name) {
-        return 0;
-    }
-    let py = filler.py;
-    let result = (|| -> PyResult<()> {
-        let reuse = match &filler.last {
-            Some((s, obj)) if s.ptr == value.ptr && s.len == value.len => Some(obj.clone()),
-            _ => None,
-        };
-        let (k, v) = match reuse {
-            Some(v) => (filler.caches.header_key(py, name)?, v),
-            None => filler.caches.header(py, name, bytes)?,
-        };
-        filler.dict.set_item(k, &v)?;
-        filler.last = Some((value, v));
-        Ok(())
-    })();
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            filler.error = Some(e);
-            1
-        }
-    }
+/// The host's value of the environ variable `name` (`environ_get`).
+fn host_var<'a>(env: &'a nwsgi_environ, name: &[u8]) -> Option<&'a [u8]> {
+    let mut value = nwsgi_str::EMPTY;
+    // SAFETY: `api` is the host's static table and `env` this request's
+    // environ; the key is borrowed for the call; the value it sets is
+    // borrowed until the request ends, which outlives `'a`'s use here.
+    let found =
+        unsafe { ((*env.api).environ_get)(env, nwsgi_str::from_bytes(name), &mut value) == 1 };
+    // SAFETY: as above.
+    found.then(|| unsafe { value.as_bytes() })
 }

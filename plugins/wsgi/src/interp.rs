@@ -65,6 +65,11 @@ pub fn boot(api: &'static nwsgi_host_api, config: &Config) -> Result<State, Stri
                     type_name(&target)
                 )));
             }
+            // What the import made lives as long as the process: moved out
+            // of the collector's generations, the full collections that
+            // requests trigger no longer walk it (gunicorn's advice for
+            // preloaded apps, here per worker).
+            py.import("gc")?.call_method0("freeze")?;
             let keys = Keys::new(py);
             let errors = Bound::new(py, Errors::new())?;
             let file_wrapper = py.get_type::<FileWrapper>();

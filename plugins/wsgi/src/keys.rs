@@ -18,6 +18,15 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
+/// The host's TLS variables, asked for on https requests.
+pub const SECURE_VARS: [&str; 5] = [
+    "HTTPS",
+    "SSL_PROTOCOL",
+    "SSL_CLIENT_VERIFY",
+    "SSL_CLIENT_S_DN",
+    "SSL_CLIENT_I_DN",
+];
+
 /// Values longer than this are made afresh each time, not remembered: a
 /// cache for the short ones, not a copy of every long cookie.
 const MAX_CACHED_VALUE: usize = 256;
@@ -118,10 +127,26 @@ pub enum Var {
 
 const VARS: usize = Var::UrlScheme as usize + 1;
 
-/// An `HTTP_*` key seen before: its interned key object and value slot.
+/// What a request header name becomes in the environ.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum HeaderKind {
+    /// `HTTP_<NAME>`.
+    Plain,
+    /// Not an `HTTP_*` variable: Content-Type and Content-Length (CGI's
+    /// own variables), X-Request-Id (HTTP_X_REQUEST_ID is the request's
+    /// effective id, whatever the client sent).
+    Skip,
+    /// A name with '_', whose variable would collide with its '-' twin:
+    /// exposed only as the host decides (`environ_get`).
+    AskHost,
+}
+
+/// A header name as received, seen before: its `HTTP_*` key object, what
+/// it becomes, and the slot of its last value.
 struct HeaderSlot {
-    name: Box<[u8]>,
+    raw: Box<[u8]>,
     key: Py<PyAny>,
+    kind: HeaderKind,
     value: Slot,
 }
 
@@ -130,6 +155,14 @@ struct HeaderSlot {
 pub struct Caches {
     vars: [Slot; VARS],
     headers: Vec<HeaderSlot>,
+}
+
+/// A header's environ entry: its key, what it is, and its value's slot
+/// (None past the cache's bound: the value is then made afresh).
+pub struct HeaderEntry<'a, 'py> {
+    pub key: Bound<'py, PyAny>,
+    pub kind: HeaderKind,
+    pub slot: Option<&'a mut Slot>,
 }
 
 impl Caches {
@@ -142,46 +175,56 @@ impl Caches {
         self.vars[var as usize].get(py, bytes)
     }
 
-    /// The key object of the environ variable `name`.
-    pub fn header_key<'py>(&mut self, py: Python<'py>, name: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-        if let Some(slot) = self.headers.iter().find(|s| &*s.name == name) {
-            return Ok(slot.key.bind(py).clone());
-        }
-        let key = intern_latin1(py, name)?;
-        if self.headers.len() < MAX_HEADER_SLOTS {
-            self.headers.push(HeaderSlot {
-                name: name.into(),
-                key: key.clone().unbind(),
-                value: Slot::default(),
+    /// The environ entry of the request header named `raw` (as received).
+    pub fn header<'a, 'py>(
+        &'a mut self,
+        py: Python<'py>,
+        raw: &[u8],
+    ) -> PyResult<HeaderEntry<'a, 'py>> {
+        if let Some(i) = self.headers.iter().position(|s| &*s.raw == raw) {
+            let slot = &mut self.headers[i];
+            return Ok(HeaderEntry {
+                key: slot.key.bind(py).clone(),
+                kind: slot.kind,
+                slot: Some(&mut slot.value),
             });
         }
-        Ok(key)
-    }
-
-    /// The key and value objects of the environ variable `name` (an
-    /// `HTTP_*` name as the host spells it) with value `bytes`.
-    pub fn header<'py>(
-        &mut self,
-        py: Python<'py>,
-        name: &[u8],
-        bytes: &[u8],
-    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-        if let Some(slot) = self.headers.iter_mut().find(|s| &*s.name == name) {
-            let value = slot.value.get(py, bytes)?;
-            return Ok((slot.key.bind(py).clone(), value));
-        }
-        let key = intern_latin1(py, name)?;
+        let kind = if raw.eq_ignore_ascii_case(b"content-type")
+            || raw.eq_ignore_ascii_case(b"content-length")
+            || raw.eq_ignore_ascii_case(b"x-request-id")
+        {
+            HeaderKind::Skip
+        } else if raw.contains(&b'_') {
+            HeaderKind::AskHost
+        } else {
+            HeaderKind::Plain
+        };
+        let mut name = Vec::with_capacity(5 + raw.len());
+        name.extend_from_slice(b"HTTP_");
+        name.extend(raw.iter().map(|&c| match c {
+            b'-' => b'_',
+            c => c.to_ascii_uppercase(),
+        }));
+        let key = intern_latin1(py, &name)?;
         if self.headers.len() >= MAX_HEADER_SLOTS {
-            return Ok((key, latin1(py, bytes)?));
+            return Ok(HeaderEntry {
+                key,
+                kind,
+                slot: None,
+            });
         }
-        let mut value = Slot::default();
-        let v = value.get(py, bytes)?;
         self.headers.push(HeaderSlot {
-            name: name.into(),
+            raw: raw.into(),
             key: key.clone().unbind(),
-            value,
+            kind,
+            value: Slot::default(),
         });
-        Ok((key, v))
+        let slot = self.headers.last_mut().expect("just pushed");
+        Ok(HeaderEntry {
+            key,
+            kind,
+            slot: Some(&mut slot.value),
+        })
     }
 }
 
@@ -212,6 +255,7 @@ pub struct Keys {
     pub remote_port: Py<PyString>,
     pub request_uri: Py<PyString>,
     pub request_id: Py<PyString>,
+    pub http_x_request_id: Py<PyString>,
     pub url_scheme: Py<PyString>,
     pub input: Py<PyString>,
     pub multithread: Py<PyString>,
@@ -240,6 +284,7 @@ impl Keys {
             remote_port: k("REMOTE_PORT"),
             request_uri: k("REQUEST_URI"),
             request_id: k("REQUEST_ID"),
+            http_x_request_id: k("HTTP_X_REQUEST_ID"),
             url_scheme: k("wsgi.url_scheme"),
             input: k("wsgi.input"),
             multithread: k("wsgi.multithread"),
