@@ -157,11 +157,11 @@ pub fn build<'py>(
         }
     }
 
-    // SAFETY: the raw header list is `n_headers` entries borrowed until
-    // the request ends.
     let headers = if env.n_headers == 0 {
         &[][..]
     } else {
+        // SAFETY: the raw header list is `n_headers` entries borrowed
+        // until the request ends.
         unsafe { std::slice::from_raw_parts(env.headers, env.n_headers) }
     };
     state.caches.with(py, |caches| -> PyResult<()> {
