@@ -2,9 +2,10 @@
 //!
 //! It starts as a copy of a template made in `init` that holds the
 //! constant entries (wsgi.version, wsgi.errors, wsgi.file_wrapper, ...)
-//! and a placeholder under each key every request sets: the copy is one
-//! allocation of the right size, and setting a key already present neither
-//! grows nor rehashes it. The CGI variables come from the host's environ
+//! and, under each key every request has, the value the last request had:
+//! the copy is one allocation of the right size, a value that repeats
+//! costs a comparison, and setting a key already present neither grows
+//! nor rehashes the table. The CGI variables come from the host's environ
 //! struct, the `HTTP_*` ones from its raw header list: each header name as
 //! received has a cached key object and value slot, so a request's
 //! headers cost a comparison each, not a name built, upper-cased and
@@ -26,15 +27,18 @@ use crate::keys::{latin1, HeaderKind, Keys, Var, SECURE_VARS};
 /// holds 21, the next size 42 or more).
 const MIN_TABLE: usize = 24;
 
-/// The template: every constant entry, and `None` under the keys that
-/// every request sets.
+/// The template: every constant entry, wsgi.input of a request without a
+/// body, and `None` under the keys that every request has (until a
+/// request gives them the value the next one is likely to have too).
 pub fn template<'py>(
     py: Python<'py>,
     keys: &Keys,
     errors: &Bound<'py, PyAny>,
     file_wrapper: &Bound<'py, PyAny>,
+    empty_input: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
+    d.set_item(&keys.input, empty_input)?;
     d.set_item(&keys.version, PyTuple::new(py, [1, 0])?)?;
     d.set_item(&keys.errors, errors)?;
     d.set_item(&keys.file_wrapper, file_wrapper)?;
@@ -54,7 +58,6 @@ pub fn template<'py>(
         &keys.request_id,
         &keys.http_x_request_id,
         &keys.url_scheme,
-        &keys.input,
         &keys.multithread,
         &keys.multiprocess,
         &keys.run_once,
@@ -107,40 +110,71 @@ pub fn build<'py>(
             pyo3::types::PyBool::new(py, false).to_owned().into_any()
         }
     };
+    let template = state.template.bind(py);
     state.caches.with(py, |caches| -> PyResult<()> {
-        let mut var = |key: &Py<PyString>, v: Var, s: nwsgi_str| -> PyResult<()> {
+        // The variables every request has: the template holds the last
+        // value each one had, so a value that repeats (the method, the
+        // server name and port, the protocol, the client's address, often
+        // the path) costs one comparison and no dict write. A new value is
+        // written to this request's dict and to the template.
+        let mut held = |key: &Py<PyString>, v: Var, s: nwsgi_str| -> PyResult<()> {
             // SAFETY: the environ's strings are borrowed until the request
             // ends, and this runs inside its `call`.
+            let bytes = unsafe { s.as_bytes() };
+            if caches.in_template(v, bytes) {
+                return Ok(());
+            }
+            let value = latin1(py, bytes)?;
+            set(key, &value)?;
+            template.set_item(key, &value)?;
+            caches.set_in_template(v, bytes);
+            Ok(())
+        };
+        held(&k.request_method, Var::RequestMethod, env.request_method)?;
+        held(&k.script_name, Var::ScriptName, env.script_name)?;
+        held(&k.path_info, Var::PathInfo, env.path_info)?;
+        held(&k.query_string, Var::QueryString, env.query_string)?;
+        held(&k.server_name, Var::ServerName, env.server_name)?;
+        held(&k.server_port, Var::ServerPort, env.server_port)?;
+        held(&k.server_protocol, Var::ServerProtocol, env.server_protocol)?;
+        held(&k.remote_addr, Var::RemoteAddr, env.remote_addr)?;
+        held(&k.request_uri, Var::RequestUri, env.request_uri)?;
+        held(&k.url_scheme, Var::UrlScheme, env.url_scheme)?;
+        // The ones a request may lack: set when present.
+        let mut var = |key: &Py<PyString>, v: Var, s: nwsgi_str| -> PyResult<()> {
+            // SAFETY: as above.
             let bytes = unsafe { s.as_bytes() };
             let value = caches.var(py, v, bytes)?;
             set(key, &value)
         };
-        var(&k.request_method, Var::RequestMethod, env.request_method)?;
-        var(&k.script_name, Var::ScriptName, env.script_name)?;
-        var(&k.path_info, Var::PathInfo, env.path_info)?;
-        var(&k.query_string, Var::QueryString, env.query_string)?;
         if env.content_type.len > 0 {
             var(&k.content_type, Var::ContentType, env.content_type)?;
         }
         if env.content_length.len > 0 {
             var(&k.content_length, Var::ContentLength, env.content_length)?;
         }
-        var(&k.server_name, Var::ServerName, env.server_name)?;
-        var(&k.server_port, Var::ServerPort, env.server_port)?;
-        var(&k.server_protocol, Var::ServerProtocol, env.server_protocol)?;
-        var(&k.remote_addr, Var::RemoteAddr, env.remote_addr)?;
         if env.remote_port.len > 0 {
             var(&k.remote_port, Var::RemotePort, env.remote_port)?;
         }
-        var(&k.request_uri, Var::RequestUri, env.request_uri)?;
-        var(&k.url_scheme, Var::UrlScheme, env.url_scheme)?;
+        let flags = [env.multithread, env.multiprocess, env.run_once];
+        if caches.flags_in_template != Some(flags) {
+            for (key, on) in [&k.multithread, &k.multiprocess, &k.run_once]
+                .into_iter()
+                .zip(flags)
+            {
+                let value = flag(on);
+                set(key, &value)?;
+                template.set_item(key, &value)?;
+            }
+            caches.flags_in_template = Some(flags);
+        }
         Ok(())
     })?;
-    set(&k.input, input)?;
-    set(&k.multithread, &flag(env.multithread))?;
-    set(&k.multiprocess, &flag(env.multiprocess))?;
-    set(&k.run_once, &flag(env.run_once))?;
-
+    // The template holds the shared empty input of a request without a
+    // body.
+    if !input.is(state.empty_input.bind(py)) {
+        set(&k.input, input)?;
+    }
     // The id the host gave the request, under both of its names.
     let request_id = host_var(env, b"REQUEST_ID")
         .map(|id| latin1(py, id))

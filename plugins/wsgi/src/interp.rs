@@ -73,13 +73,19 @@ pub fn boot(api: &'static nwsgi_host_api, config: &Config) -> Result<State, Stri
             let keys = Keys::new(py);
             let errors = Bound::new(py, Errors::new())?;
             let file_wrapper = py.get_type::<FileWrapper>();
-            let template =
-                crate::environ::template(py, &keys, errors.as_any(), file_wrapper.as_any())?;
+            let empty_input = Bound::new(py, Input::empty())?;
+            let template = crate::environ::template(
+                py,
+                &keys,
+                errors.as_any(),
+                file_wrapper.as_any(),
+                empty_input.as_any(),
+            )?;
             Ok(Ok(State {
                 app: target.unbind(),
                 keys,
                 template: template.unbind(),
-                empty_input: Py::new(py, Input::empty())?,
+                empty_input: empty_input.unbind(),
                 caches: GilCell::new(Caches::default()),
             }))
         })();

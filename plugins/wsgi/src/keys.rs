@@ -154,6 +154,11 @@ struct HeaderSlot {
 #[derive(Default)]
 pub struct Caches {
     vars: [Slot; VARS],
+    /// For the variables every request has: the bytes of the value the
+    /// environ template holds (None: a placeholder). See `environ::build`.
+    in_template: [Option<Vec<u8>>; VARS],
+    /// The wsgi.multithread/multiprocess/run_once the template holds.
+    pub flags_in_template: Option<[u8; 3]>,
     headers: Vec<HeaderSlot>,
 }
 
@@ -173,6 +178,18 @@ impl Caches {
         bytes: &[u8],
     ) -> PyResult<Bound<'py, PyAny>> {
         self.vars[var as usize].get(py, bytes)
+    }
+
+    /// Whether the template holds `var` with the value `bytes`.
+    pub fn in_template(&self, var: Var, bytes: &[u8]) -> bool {
+        self.in_template[var as usize].as_deref() == Some(bytes)
+    }
+
+    /// The template now holds `var` with the value `bytes`.
+    pub fn set_in_template(&mut self, var: Var, bytes: &[u8]) {
+        let held = self.in_template[var as usize].get_or_insert_with(Vec::new);
+        held.clear();
+        held.extend_from_slice(bytes);
     }
 
     /// The environ entry of the request header named `raw` (as received).
