@@ -235,6 +235,24 @@ fn input_reads_a_chunked_body_to_its_end() {
     );
 }
 
+/// With `--no-request-buffering` a read of wsgi.input waits for the
+/// client: the GIL is let go meanwhile, so another request's Python runs.
+#[test]
+fn a_read_waiting_for_the_client_lets_other_requests_run() {
+    let server = serve("corner:raw")
+        .args(["--threads", "2", "--no-request-buffering"])
+        .start();
+    let mut slow = Conn::connect(server.addr());
+    slow.send(
+        b"POST /read HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+    );
+    // The slow request's thread is now inside read(), waiting: this one
+    // needs the GIL (if the reader held it, this would never answer).
+    assert_ok(&get(&server, "/closing"), "one two three");
+    slow.send(b"7\r\n second\r\n0\r\n\r\n");
+    assert_ok(&slow.read_response(), "12 b'first second'");
+}
+
 #[test]
 fn errors_stream_writes_log_lines() {
     let server = serve("corner:app").start();
