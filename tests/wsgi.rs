@@ -10,6 +10,7 @@
 //! a 500 and a traceback in the log).
 
 use std::path::PathBuf;
+use std::sync::{Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,39 @@ fn serve(spec: &str) -> Serve {
         .args(["--app-arg", &format!("app={spec}")])
         .args(["--app-arg", &format!("path={}", apps_dir().display())])
         .env("VIRTUAL_ENV", "")
+}
+
+/// At most this many of this file's hosts boot at once: each boot stages
+/// the plugin and starts Python, and all of the file's tests at once on a
+/// 2-core machine could take longer than a boot may.
+const BOOTS: usize = 2;
+
+static BOOTING: Mutex<usize> = Mutex::new(0);
+static BOOTED: Condvar = Condvar::new();
+
+/// Runs `f` (a boot) when fewer than BOOTS others are running.
+fn booting<T>(f: impl FnOnce() -> T) -> T {
+    let mut n = BOOTING.lock().unwrap_or_else(|p| p.into_inner());
+    while *n >= BOOTS {
+        n = BOOTED.wait(n).unwrap_or_else(|p| p.into_inner());
+    }
+    *n += 1;
+    drop(n);
+    // Given back even if `f` panics.
+    struct Done;
+    impl Drop for Done {
+        fn drop(&mut self) {
+            *BOOTING.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+            BOOTED.notify_one();
+        }
+    }
+    let _done = Done;
+    f()
+}
+
+/// `serve.start()`, one of at most BOOTS at a time.
+fn start(serve: Serve) -> Server {
+    booting(|| serve.start())
 }
 
 fn get(server: &Server, target: &str) -> Response {
@@ -82,7 +116,7 @@ fn poll_for(server: &Server, target: &str, needle: &str) -> String {
 
 #[test]
 fn hello_is_one_response_with_content_length() {
-    let server = serve("hello:app").start();
+    let server = start(serve("hello:app"));
     let resp = get(&server, "/");
     assert_ok(&resp, "Hello, World!");
     assert!(!resp.chunked, "{}", resp.raw_head);
@@ -98,7 +132,7 @@ fn hello_is_one_response_with_content_length() {
 
 #[test]
 fn environ_has_the_cgi_and_wsgi_variables() {
-    let server = serve("corner:app").start();
+    let server = start(serve("corner:app"));
     let request = "GET /environ?x=1&y=%20 HTTP/1.1\r\nHost: example.test:8080\r\n\
                    User-Agent: t/1\r\nX-Multi: a\r\nX-Multi: b\r\n\r\n";
     let resp = client::request(server.addr(), request.as_bytes());
@@ -183,7 +217,7 @@ fn environ_has_the_cgi_and_wsgi_variables() {
 
 #[test]
 fn threads_flag_sets_multithread() {
-    let server = serve("corner:app").args(["--threads", "2"]).start();
+    let server = start(serve("corner:app").args(["--threads", "2"]));
     let text = get(&server, "/environ").text();
     assert!(text.lines().any(|l| l == "wsgi.multithread=True"), "{text}");
 }
@@ -193,7 +227,7 @@ fn threads_flag_sets_multithread() {
 
 #[test]
 fn input_reads_a_content_length_body() {
-    let server = serve("corner:app").start();
+    let server = start(serve("corner:app"));
     assert_ok(
         &post(&server, "/read-sized", "abcdefghijkl"),
         "abcde|fghij|kl",
@@ -212,7 +246,7 @@ fn input_reads_a_content_length_body() {
 
 #[test]
 fn input_reads_a_chunked_body_to_its_end() {
-    let server = serve("corner:raw").start();
+    let server = start(serve("corner:raw"));
     assert_ok(
         &post_chunked(&server, "/read", &["chunked ", "upload"]),
         "14 b'chunked upload'",
@@ -239,9 +273,7 @@ fn input_reads_a_chunked_body_to_its_end() {
 /// client: the GIL is let go meanwhile, so another request's Python runs.
 #[test]
 fn a_read_waiting_for_the_client_lets_other_requests_run() {
-    let server = serve("corner:raw")
-        .args(["--threads", "2", "--no-request-buffering"])
-        .start();
+    let server = start(serve("corner:raw").args(["--threads", "2", "--no-request-buffering"]));
     let mut slow = Conn::connect(server.addr());
     slow.send(
         b"POST /read HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
@@ -255,7 +287,7 @@ fn a_read_waiting_for_the_client_lets_other_requests_run() {
 
 #[test]
 fn errors_stream_writes_log_lines() {
-    let server = serve("corner:app").start();
+    let server = start(serve("corner:app"));
     assert_ok(&get(&server, "/errors"), "logged");
     server.wait_for_log("a line to wsgi.errors", TIMEOUT);
     // writelines(["two ", "parts\n"]) is one line.
@@ -269,7 +301,7 @@ fn errors_stream_writes_log_lines() {
 
 #[test]
 fn write_callable_streams_before_the_iterable() {
-    let server = serve("corner:app").start();
+    let server = start(serve("corner:app"));
     let resp = get(&server, "/write");
     assert_ok(&resp, "written twice\n");
     assert!(resp.chunked, "{}", resp.raw_head);
@@ -277,7 +309,7 @@ fn write_callable_streams_before_the_iterable() {
 
 #[test]
 fn generators_and_file_wrapper_stream() {
-    let server = serve("corner:app").start();
+    let server = start(serve("corner:app"));
     assert_ok(&get(&server, "/generator"), "part 0\npart 1\npart 2\n");
     let resp = get(&server, "/file");
     assert_ok(&resp, &"0123456789".repeat(3));
@@ -289,14 +321,14 @@ fn generators_and_file_wrapper_stream() {
 
 #[test]
 fn exc_info_replaces_pending_headers() {
-    let server = serve("corner:app").start();
+    let server = start(serve("corner:app"));
     let resp = get(&server, "/exc-info");
     assert_eq!((resp.status, resp.text().as_str()), (503, "replaced"));
 }
 
 #[test]
 fn close_is_called_exactly_once() {
-    let server = serve("corner:raw").start();
+    let server = start(serve("corner:raw"));
     assert_ok(&get(&server, "/closing"), "one two three");
     // Content-Length reached by the first chunk: the rest is never asked
     // for, and close() still runs.
@@ -313,7 +345,7 @@ fn close_is_called_exactly_once() {
 
 #[test]
 fn close_is_called_when_the_client_goes_away() {
-    let server = serve("corner:raw").start();
+    let server = start(serve("corner:raw"));
     let mut conn = Conn::connect(server.addr());
     conn.send(b"GET /slow-stream HTTP/1.1\r\nHost: test\r\n\r\n");
     let head = conn.read_head();
@@ -330,7 +362,7 @@ fn close_is_called_when_the_client_goes_away() {
 
 #[test]
 fn violations_answer_500_with_a_log_line_naming_them() {
-    let server = serve("corner:raw").start();
+    let server = start(serve("corner:raw"));
     for (target, logged) in [
         (
             "/str-body",
@@ -375,7 +407,7 @@ fn violations_answer_500_with_a_log_line_naming_them() {
 
 #[test]
 fn exceptions_answer_500_with_the_traceback_logged() {
-    let server = serve("corner:raw").start();
+    let server = start(serve("corner:raw"));
     assert_eq!(get(&server, "/raise").status, 500);
     let logs = server.wait_for_log("ZeroDivisionError: raised on purpose", TIMEOUT);
     assert!(
@@ -403,7 +435,7 @@ fn refuse(args: &[&str]) -> String {
         "127.0.0.1:0".to_owned(),
     ];
     all.extend(args.iter().map(|a| (*a).to_owned()));
-    let done = server::run_env(&apps_dir(), &[("VIRTUAL_ENV", "")], &all);
+    let done = booting(|| server::run_env(&apps_dir(), &[("VIRTUAL_ENV", "")], &all));
     assert_eq!(done.status.code(), Some(1), "{done:#?}");
     done.error_line().to_owned()
 }
@@ -469,14 +501,26 @@ fn bad_app_args_refuse_to_boot() {
 /// Without `path=`, the app is imported from the current directory.
 #[test]
 fn the_current_directory_is_the_default_import_path() {
-    let server = server::serve(artifacts::rust_plugin("wsgi"))
-        .args(["--app-arg", "app=hello:app"])
-        .env("VIRTUAL_ENV", "")
-        .setup(|cmd| {
-            cmd.current_dir(apps_dir());
-        })
-        .start();
+    let server = start(
+        server::serve(artifacts::rust_plugin("wsgi"))
+            .args(["--app-arg", "app=hello:app"])
+            .env("VIRTUAL_ENV", "")
+            .setup(|cmd| {
+                cmd.current_dir(apps_dir());
+            }),
+    );
     assert_ok(&get(&server, "/"), "Hello, World!");
+}
+
+/// sys.executable is the Python the bridge embeds (embedded, Python would
+/// take the first `python3` on PATH).
+#[test]
+fn sys_executable_is_the_embedded_python() {
+    let server = start(serve("corner:raw"));
+    let text = get(&server, "/sys").text();
+    let (exe, version) = text.split_once(' ').expect("EXE X.Y");
+    assert!(exe.ends_with(&format!("/python{version}")), "{text}");
+    assert!(std::path::Path::new(exe).is_file(), "{text}");
 }
 
 // ---------------------------------------------------------------------------
@@ -484,7 +528,7 @@ fn the_current_directory_is_the_default_import_path() {
 
 #[test]
 fn threads_overlap_requests_that_sleep() {
-    let server = serve("corner:app").args(["--threads", "4"]).start();
+    let server = start(serve("corner:app").args(["--threads", "4"]));
     let addr = server.addr();
     let started = Instant::now();
     let clients: Vec<_> = (0..4)
@@ -528,9 +572,8 @@ fn flask_venv() -> Option<PathBuf> {
 #[test]
 fn flask_app_with_its_c_speedups() {
     let Some(venv) = flask_venv() else { return };
-    let server = serve("flask_app:app")
-        .args(["--app-arg", &format!("venv={}", venv.display())])
-        .start();
+    let server =
+        start(serve("flask_app:app").args(["--app-arg", &format!("venv={}", venv.display())]));
     let resp = get(&server, "/");
     assert_ok(&resp, "Hello, World!");
     assert_eq!(resp.header("content-length"), Some("13"));
@@ -548,10 +591,11 @@ fn flask_app_with_its_c_speedups() {
 #[test]
 fn flask_app_from_virtual_env() {
     let Some(venv) = flask_venv() else { return };
-    let server = server::serve(artifacts::rust_plugin("wsgi"))
-        .args(["--app-arg", "app=flask_app:app"])
-        .args(["--app-arg", &format!("path={}", apps_dir().display())])
-        .env("VIRTUAL_ENV", &venv)
-        .start();
+    let server = start(
+        server::serve(artifacts::rust_plugin("wsgi"))
+            .args(["--app-arg", "app=flask_app:app"])
+            .args(["--app-arg", &format!("path={}", apps_dir().display())])
+            .env("VIRTUAL_ENV", &venv),
+    );
     assert_ok(&get(&server, "/"), "Hello, World!");
 }

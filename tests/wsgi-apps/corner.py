@@ -126,6 +126,10 @@ def raw(environ, start_response):
         data = environ["wsgi.input"].read()
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [f"{len(data)} {data[:32]!r}".encode()]
+    if path == "/sys":  # the interpreter a subprocess would run
+        import sys
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [f"{sys.executable} {sys.version_info[0]}.{sys.version_info[1]}".encode()]
     if path == "/str-body":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return ["a str, not bytes"]

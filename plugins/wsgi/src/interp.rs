@@ -128,6 +128,11 @@ fn last_line(py: Python<'_>, err: &PyErr) -> String {
 fn set_paths(py: Python<'_>, config: &Config) -> PyResult<Result<(), String>> {
     let sys = py.import("sys")?;
     let sys_path = sys.getattr("path")?.cast_into::<PyList>()?;
+    let version = sys.getattr("version_info")?;
+    let (major, minor): (u32, u32) = (
+        version.get_item(0)?.extract()?,
+        version.get_item(1)?.extract()?,
+    );
     let mut first = Vec::new();
     for dir in &config.paths {
         match std::fs::canonicalize(dir) {
@@ -141,10 +146,6 @@ fn set_paths(py: Python<'_>, config: &Config) -> PyResult<Result<(), String>> {
         }
     }
     if let Some(venv) = &config.venv {
-        let (major, minor): (u32, u32) = (
-            sys.getattr("version_info")?.get_item(0)?.extract()?,
-            sys.getattr("version_info")?.get_item(1)?.extract()?,
-        );
         let site = venv.join(format!("lib/python{major}.{minor}/site-packages"));
         if !site.is_dir() {
             return Ok(Err(format!(
@@ -166,6 +167,24 @@ fn set_paths(py: Python<'_>, config: &Config) -> PyResult<Result<(), String>> {
     }
     for (i, dir) in first.into_iter().enumerate() {
         sys_path.insert(i, dir)?;
+    }
+    // Embedded, Python guesses sys.executable from PATH (whatever
+    // `python3` comes first there). Code that starts Python processes
+    // (multiprocessing, subprocess.run([sys.executable, ...])) needs the
+    // interpreter that matches this one: the virtualenv's, else the
+    // installation's own.
+    let base: String = sys.getattr("base_prefix")?.extract()?;
+    let installed = Path::new(&base).join(format!("bin/python{major}.{minor}"));
+    let in_venv = config.venv.as_ref().map(|v| v.join("bin/python"));
+    if let Some(exe) = in_venv
+        .into_iter()
+        .chain(Some(installed.clone()))
+        .find(|p| p.exists())
+    {
+        sys.setattr("executable", exe.to_string_lossy().into_owned())?;
+    }
+    if installed.exists() {
+        sys.setattr("_base_executable", installed.to_string_lossy().into_owned())?;
     }
     Ok(Ok(()))
 }
