@@ -379,6 +379,10 @@ fn violations_answer_500_with_a_log_line_naming_them() {
             "header 0's name must be str, got bytes",
         ),
         (
+            "/bad-header-text",
+            "PEP 3333 violation: start_response: header 0's value is not Latin-1 text",
+        ),
+        (
             "/no-start",
             "PEP 3333 violation: the application returned a body without calling start_response",
         ),

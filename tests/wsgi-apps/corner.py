@@ -148,6 +148,9 @@ def raw(environ, start_response):
     if path == "/bad-header-bytes":
         start_response("200 OK", [(b"Content-Type", b"text/plain")])
         return [b"never"]
+    if path == "/bad-header-text":
+        start_response("200 OK", [("X-Price", "10 \u20ac")])
+        return [b"never"]
     if path == "/no-start":
         return [b"no start_response"]
     if path == "/twice":

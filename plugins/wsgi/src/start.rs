@@ -95,7 +95,12 @@ fn latin1_bytes<'py>(
     }
     let encoded = s
         .call_method1(pyo3::intern!(s.py(), "encode"), ("latin-1",))
-        .map_err(|_| PyValueError::new_err(format!("{} is not Latin-1 text", what())))?;
+        .map_err(|_| {
+            PyValueError::new_err(format!(
+                "PEP 3333 violation: start_response: {} is not Latin-1 text",
+                what()
+            ))
+        })?;
     let bytes = encoded.cast::<PyBytes>()?.as_bytes();
     let out = nwsgi_str::from_bytes(bytes);
     // The bytes object owns `out`'s memory: it is kept until the call.
