@@ -479,8 +479,14 @@ fn bad_app_args_refuse_to_boot() {
         line.contains("missing --app-arg app=MODULE:CALLABLE"),
         "{line}"
     );
-    let line = refuse(&["--app-arg", "app=hello"]);
+    let line = refuse(&["--app-arg", "app=hello:"]);
     assert!(line.contains("expected MODULE:CALLABLE"), "{line}");
+    // Without a callable, `application` (gunicorn's default).
+    let line = refuse(&["--app-arg", "app=hello"]);
+    assert!(
+        line.ends_with("AttributeError: module 'hello' has no attribute 'application'"),
+        "{line}"
+    );
     let line = refuse(&[
         "--app-arg",
         "app=hello:app",

@@ -1,7 +1,8 @@
 //! The bridge's `--app-arg` pairs:
 //!
 //! * `app=MODULE:CALLABLE` (required): what to import and call; CALLABLE may
-//!   be dotted (`app=proj.wsgi:application`, `app=main:api.wsgi_app`);
+//!   be dotted (`app=main:api.wsgi_app`) and defaults to `application`, as
+//!   in gunicorn (`app=mysite.wsgi`, Django's);
 //! * `path=DIR` (repeatable): import paths put first on `sys.path`, in
 //!   order; without any, the current directory;
 //! * `venv=DIR`: a virtualenv whose site-packages is added; without it,
@@ -66,7 +67,7 @@ impl Config {
 /// `MODULE:CALLABLE` into its two halves, each a dotted Python name.
 fn split_spec(spec: &str) -> Result<(String, String), String> {
     let bad = || format!("--app-arg app={spec}: expected MODULE:CALLABLE, e.g. app=myapp:app");
-    let (module, callable) = spec.split_once(':').ok_or_else(bad)?;
+    let (module, callable) = spec.split_once(':').unwrap_or((spec, "application"));
     let dotted = |s: &str| {
         !s.is_empty()
             && s.split('.').all(|part| {
@@ -95,7 +96,11 @@ mod tests {
             split_spec("main:api.wsgi_app").unwrap(),
             ("main".to_owned(), "api.wsgi_app".to_owned())
         );
-        for bad in ["app", ":app", "app:", "a b:c", "a:c()", "a..b:c", "1a:b"] {
+        assert_eq!(
+            split_spec("mysite.wsgi").unwrap(),
+            ("mysite.wsgi".to_owned(), "application".to_owned())
+        );
+        for bad in [":app", "app:", "a b:c", "a:c()", "a..b:c", "1a:b", "a:b:c"] {
             assert!(split_spec(bad).is_err(), "{bad}");
         }
     }
