@@ -335,11 +335,17 @@ fn close_is_called_exactly_once() {
     let resp = get(&server, "/closing-cl");
     assert_ok(&resp, "exact");
     assert_eq!(resp.header("content-length"), Some("5"));
+    // An iterable over a list (Django's HttpResponse): gathered, framed
+    // with Content-Length, closed.
+    let resp = get(&server, "/list-backed");
+    assert_ok(&resp, "held in a list");
+    assert!(!resp.chunked, "{}", resp.raw_head);
+    assert_eq!(resp.header("content-length"), Some("14"));
     // An iterable whose __iter__ raises: a 500, and close() all the same.
     assert_eq!(get(&server, "/raise-closing").status, 500);
     assert_eq!(
         get(&server, "/closed").text(),
-        "closing=1 closing-cl=1 raise-closing=1"
+        "closing=1 closing-cl=1 list-backed=1 raise-closing=1"
     );
 }
 
@@ -401,6 +407,8 @@ fn violations_answer_500_with_a_log_line_naming_them() {
         let line = logs.lines().find(|l| l.contains(logged)).unwrap();
         assert!(line.contains(&format!("GET {target} ")), "{line}");
     }
+    // A list's iterator is gathered before anything is sent: a 500.
+    assert_eq!(get(&server, "/str-in-list-iter").status, 500);
     // A str after the first chunk went out: the connection is cut.
     let resp = get(&server, "/str-chunk");
     assert!(!resp.complete, "{resp:?}");

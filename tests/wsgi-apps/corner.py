@@ -133,9 +133,20 @@ def raw(environ, start_response):
     if path == "/str-body":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return ["a str, not bytes"]
-    if path == "/str-chunk":
+    if path == "/str-chunk":  # a generator: streamed, the str comes late
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return (chunk for chunk in [b"ok", "then a str"])
+    if path == "/str-in-list-iter":  # a list's iterator: gathered first
         start_response("200 OK", [("Content-Type", "text/plain")])
         return iter([b"ok", "then a str"])
+    if path == "/list-backed":  # like Django's HttpResponse (not validated: the
+        # validator's wrapper hides the list iterator's length hint)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        class ListBacked(Closing):
+            def __iter__(self):
+                return iter(self.chunks)
+        return ListBacked("list-backed", [b"held ", b"in ", b"a list"])
     if path == "/bad-status":
         start_response(200, [("Content-Type", "text/plain")])
         return [b"never"]

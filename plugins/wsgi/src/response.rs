@@ -11,6 +11,10 @@
 //!   lets the server stop iterating once Content-Length bytes were sent):
 //!   `write_last` with that chunk, then close().
 //!
+//! * any other iterable whose iterator has a length hint (a list's or a
+//!   tuple's iterator: Django's HttpResponse): it holds its body already,
+//!   which is gathered and sent with one `write_last`.
+//!
 //! Otherwise the iterable is streamed: the host's body iterator (`next`,
 //! `close`) takes one chunk per call, each call taking the GIL for itself,
 //! so a slow client never holds a thread or the GIL.
@@ -31,6 +35,10 @@ use crate::input::Input;
 use crate::interp::{self, State};
 use crate::start::{StartResponse, NO_LENGTH};
 use crate::traceback::{log_exception, log_violation, type_name};
+
+/// Past this many chunks announced by an iterator's length hint, its
+/// response is streamed rather than gathered into one write.
+const MAX_DRAINED_CHUNKS: ffi::Py_ssize_t = 64;
 
 /// The Python objects tied to one request's handle.
 struct Handles<'py> {
@@ -225,6 +233,32 @@ fn deliver<'py>(
     let sent = start.written() + first.as_bytes().len() as u64;
     if length != NO_LENGTH && sent >= length {
         let rc = write_last(req, first.as_bytes());
+        close_result(py, req, &result);
+        return rc;
+    }
+    // An iterator that knows how much it has left (a list's or a tuple's:
+    // Django's HttpResponse iterates its list of chunks) holds its body
+    // already: taking the rest now waits for nothing, and the whole body
+    // goes out in one write_last, framed with Content-Length.
+    // SAFETY: `iter` is a live object; LengthHint returns the default (-1)
+    // when it has no hint, or -1 with an exception set on error.
+    let hint = unsafe { ffi::PyObject_LengthHint(iter.as_ptr(), -1) };
+    if hint < 0 {
+        // No hint (a generator), or asking failed: stream it.
+        PyErr::take(py);
+    } else if hint <= MAX_DRAINED_CHUNKS {
+        let mut body = first.as_bytes().to_vec();
+        loop {
+            match next_bytes(req, &iter) {
+                Ok(Some(chunk)) => body.extend_from_slice(chunk.as_bytes()),
+                Ok(None) => break,
+                Err(rc) => {
+                    close_result(py, req, &result);
+                    return rc;
+                }
+            }
+        }
+        let rc = write_last(req, &body);
         close_result(py, req, &result);
         return rc;
     }
