@@ -14,6 +14,8 @@
 //!   requests.
 //! - [`json`]: just enough JSON to read the echo plugin's output.
 //! - [`proxy`]: real nginx and HAProxy processes in front of a server.
+//! - [`todo_api`]: the TODO API's requests and answers, shared by the
+//!   axum and raw-SDK versions of it.
 //! - [`cases`]: the case-file format of the HTTP/1.1 conformance corpus
 //!   (`tests/corpus/`).
 
@@ -24,6 +26,7 @@ pub mod json;
 pub mod load;
 pub mod proxy;
 pub mod server;
+pub mod todo_api;
 
 use std::time::Duration;
 
