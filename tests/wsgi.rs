@@ -130,6 +130,45 @@ fn hello_is_one_response_with_content_length() {
     }
 }
 
+/// `host wsgi MODULE:CALLABLE`, what a gunicorn user types: the bridge
+/// beside the binary, every `host serve` option after the app.
+#[test]
+fn host_wsgi_serves_the_app_with_the_bridge_beside_it() {
+    let server = start(
+        server::wsgi("hello:app")
+            .args(["--app-arg", &format!("path={}", apps_dir().display())])
+            .args(["--threads", "2"])
+            .env("VIRTUAL_ENV", ""),
+    );
+    assert_ok(&get(&server, "/"), "Hello, World!");
+}
+
+#[test]
+fn host_wsgi_refuses_a_bad_option_and_a_missing_bridge() {
+    let bad = server::run(["wsgi", "hello:app", "--no-such-option"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", bad.stderr);
+    assert!(
+        bad.error_line().contains("--no-such-option"),
+        "{}",
+        bad.stderr
+    );
+    // A host binary with no libwsgi.so beside it.
+    let dir = artifacts::TempDir::new("wsgi-no-bridge");
+    let lonely = dir.path.join("host");
+    std::fs::copy(artifacts::host(), &lonely).expect("copying the host binary");
+    let out = std::process::Command::new(&lonely)
+        .args(["wsgi", "hello:app"])
+        .output()
+        .expect("running the copy");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("no WSGI bridge") && stderr.contains("libwsgi.so"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn environ_has_the_cgi_and_wsgi_variables() {
     let server = start(serve("corner:app"));

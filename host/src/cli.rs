@@ -39,6 +39,23 @@ pub enum Command {
     Top(TopArgs),
     /// Create a plugin project in ./NAME that builds with one command, serves as it is and has a test.
     New(NewArgs),
+    /// Serve a Python WSGI application (PEP 3333) through the WSGI bridge beside this binary: `host wsgi MODULE:CALLABLE [OPTIONS]` is `host serve DIR/libwsgi.so --app-arg app=MODULE:CALLABLE [OPTIONS]`, DIR being this binary's directory; every `host serve` option applies.
+    Wsgi(WsgiArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct WsgiArgs {
+    /// The application: MODULE:CALLABLE (MODULE alone means MODULE:application), imported from the current directory unless `--app-arg path=DIR` says otherwise.
+    #[arg(value_name = "MODULE:CALLABLE")]
+    pub app: String,
+
+    /// `host serve` options.
+    #[arg(
+        value_name = "OPTIONS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub options: Vec<std::ffi::OsString>,
 }
 
 #[derive(Args, Debug)]

@@ -29,7 +29,7 @@ use host::supervisor::staging;
 use host::supervisor::upgrade::{Handover, Origin};
 
 use crate::cli::{
-    CheckArgs, Cli, Command, ControlArgs, LogLevel, ReloadArgs, ServeArgs, StatusArgs,
+    CheckArgs, Cli, Command, ControlArgs, LogLevel, ReloadArgs, ServeArgs, StatusArgs, WsgiArgs,
 };
 use crate::settings::Settings;
 
@@ -67,6 +67,27 @@ fn main() -> ExitCode {
         Command::Status(args) => status(args),
         Command::Top(args) => top::run(args),
         Command::New(args) => return scaffold::run(args),
+        Command::Wsgi(args) => {
+            let serve_args = match wsgi_args(args) {
+                Ok(serve_args) => serve_args,
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            // The options are `host serve`'s: checked as they would be.
+            let argv = [OsString::from("host"), OsString::from("serve")];
+            if let Err(e) = Cli::try_parse_from(argv.into_iter().chain(serve_args.clone())) {
+                return usage_error(e);
+            }
+            match load_settings(&serve_args) {
+                Ok(settings) => match settings.apps() {
+                    Ok(_) => serve(settings, serve_args, origin),
+                    Err(e) => return settings_error(e),
+                },
+                Err(code) => return code,
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -75,6 +96,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `host wsgi MODULE:CALLABLE OPTIONS` as `host serve` arguments: the
+/// bridge beside this binary, the app, then the options.
+fn wsgi_args(args: WsgiArgs) -> Result<Vec<OsString>, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let bridge = exe.with_file_name("libwsgi.so");
+    if !bridge.is_file() {
+        return Err(format!(
+            "no WSGI bridge beside this host ({} is missing; build it with `cargo build --release -p wsgi`)",
+            bridge.display()
+        ));
+    }
+    let mut out = vec![
+        bridge.into_os_string(),
+        OsString::from("--app-arg"),
+        OsString::from(format!("app={}", args.app)),
+    ];
+    out.extend(args.options);
+    Ok(out)
 }
 
 /// Help and version print as clap writes them; a usage mistake becomes one

@@ -169,6 +169,7 @@ fn strip_ansi(s: &str) -> String {
 /// Starts `host serve <plugin>`; see [`Serve`].
 pub fn serve(plugin: impl AsRef<OsStr>) -> Serve {
     Serve {
+        command: "serve",
         plugin: Some(plugin.as_ref().to_owned()),
         binds: Vec::new(),
         args: Vec::new(),
@@ -184,6 +185,7 @@ pub fn serve(plugin: impl AsRef<OsStr>) -> Serve {
 /// (a bind of port 0 there is logged with the port it got).
 pub fn serve_config(config: &Path) -> Serve {
     Serve {
+        command: "serve",
         plugin: None,
         binds: Vec::new(),
         args: vec!["-c".into(), config.as_os_str().to_owned()],
@@ -195,11 +197,22 @@ pub fn serve_config(config: &Path) -> Serve {
     }
 }
 
+/// Starts `host wsgi MODULE:CALLABLE`: `host serve` of the WSGI bridge
+/// beside the host binary, with that app; the rest as for [`serve`].
+pub fn wsgi(app: &str) -> Serve {
+    Serve {
+        command: "wsgi",
+        ..serve(app)
+    }
+}
+
 /// A change to the command before it spawns.
 type Setup = Box<dyn FnOnce(&mut Command)>;
 
 /// The command line of a `host serve` about to start.
 pub struct Serve {
+    /// The subcommand: `serve`, or `wsgi` (then `plugin` is the app).
+    command: &'static str,
     /// None: the config file names it, and the binds too.
     plugin: Option<OsString>,
     binds: Vec<String>,
@@ -316,7 +329,7 @@ impl Serve {
                 cmd
             }
         };
-        cmd.arg("serve");
+        cmd.arg(self.command);
         if let Some(plugin) = &self.plugin {
             cmd.arg(plugin);
             if self.binds.is_empty() && self.default_bind {
