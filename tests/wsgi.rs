@@ -602,28 +602,36 @@ fn threads_overlap_requests_that_sleep() {
 // ---------------------------------------------------------------------------
 // Flask
 
-/// A virtualenv with Flask: $WSGI_TEST_VENV, else the repository's
-/// `.venv` (`.ci/run` makes it). None when there is none, which fails
-/// under CI (CI=true) and skips elsewhere.
-fn flask_venv() -> Option<PathBuf> {
+/// A virtualenv with `package`: $WSGI_TEST_VENV, else the repository's
+/// `.venv` (`.ci/run` makes it, with Flask, Pyramid and Django). None when
+/// it lacks the package, which fails under CI (CI=true) and skips
+/// elsewhere.
+fn venv_with(package: &str) -> Option<PathBuf> {
     let venv = std::env::var_os("WSGI_TEST_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| artifacts::repo_root().join(".venv"));
-    let has_flask = std::fs::read_dir(venv.join("lib"))
+    let has = std::fs::read_dir(venv.join("lib"))
         .into_iter()
         .flatten()
         .flatten()
-        .any(|d| d.path().join("site-packages/flask").is_dir());
-    if has_flask {
+        .any(|d| d.path().join("site-packages").join(package).is_dir());
+    if has {
         return Some(venv);
     }
     assert!(
         std::env::var_os("CI").is_none(),
-        "no virtualenv with Flask at {} (.ci/run makes it)",
+        "no virtualenv with {package} at {} (.ci/run makes it)",
         venv.display()
     );
-    eprintln!("skipped: no virtualenv with Flask at {}", venv.display());
+    eprintln!(
+        "skipped: no virtualenv with {package} at {}",
+        venv.display()
+    );
     None
+}
+
+fn flask_venv() -> Option<PathBuf> {
+    venv_with("flask")
 }
 
 #[test]
@@ -655,4 +663,64 @@ fn flask_app_from_virtual_env() {
             .env("VIRTUAL_ENV", &venv),
     );
     assert_ok(&get(&server, "/"), "Hello, World!");
+}
+
+// ---------------------------------------------------------------------------
+// The seeds: the apps of "Let's Build A Web Server" part 2 and gunicorn's
+// example, as they are there (tests/wsgi-apps/seeds/), run from their
+// directory as their readers run them.
+
+/// `host wsgi MODULE:CALLABLE` from the seeds' directory, with `venv`.
+fn seed(app: &str, venv: &std::path::Path) -> Server {
+    let dir = apps_dir().join("seeds");
+    start(
+        server::wsgi(app)
+            .args(["--app-arg", &format!("venv={}", venv.display())])
+            .args(["--threads", "4"])
+            .setup(move |cmd| {
+                cmd.current_dir(dir);
+            }),
+    )
+}
+
+#[test]
+fn the_seeds_pyramid_flask_and_django_apps_say_hello() {
+    for (app, package, body) in [
+        ("pyramidapp:app", "pyramid", "Hello world from Pyramid!\n"),
+        ("flaskapp:app", "flask", "Hello world from Flask!\n"),
+        ("djangoapp:app", "django", "Hello world from Django!\n"),
+    ] {
+        let Some(venv) = venv_with(package) else {
+            continue;
+        };
+        let server = seed(app, &venv);
+        let resp = get(&server, "/hello");
+        assert_eq!(
+            (resp.status, resp.text().as_str()),
+            (200, body),
+            "{app}: {}",
+            server.logs()
+        );
+        assert!(
+            resp.header("content-type")
+                .is_some_and(|t| t.starts_with("text/plain")),
+            "{app}: {}",
+            resp.raw_head
+        );
+        assert_eq!(get(&server, "/missing").status, 404, "{app}");
+    }
+}
+
+/// gunicorn's README example, `gunicorn myapp:app`, and its default
+/// callable name (`myapp` alone means `myapp:application`).
+#[test]
+fn gunicorns_myapp_runs_as_gunicorn_runs_it() {
+    let dir = apps_dir().join("seeds");
+    for app in ["myapp:app", "myapp"] {
+        let dir = dir.clone();
+        let server = start(server::wsgi(app).env("VIRTUAL_ENV", "").setup(move |cmd| {
+            cmd.current_dir(dir);
+        }));
+        assert_ok(&get(&server, "/"), "Hello, World!\n");
+    }
 }
