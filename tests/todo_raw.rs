@@ -17,19 +17,6 @@ fn serve() -> Server {
     server::serve(artifacts::rust_plugin("todo_raw")).start()
 }
 
-fn chunked(body: &[u8], piece: usize) -> Vec<u8> {
-    let mut request = b"POST /todos HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
-                        Transfer-Encoding: chunked\r\n\r\n"
-        .to_vec();
-    for piece in body.chunks(piece) {
-        request.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
-        request.extend_from_slice(piece);
-        request.extend_from_slice(b"\r\n");
-    }
-    request.extend_from_slice(b"0\r\n\r\n");
-    request
-}
-
 #[test]
 fn crud_flow_with_exact_json() {
     todo_api::crud_flow(&serve());
@@ -39,45 +26,16 @@ fn crud_flow_with_exact_json() {
 fn validation_errors_are_422_400_and_415() {
     let server = serve();
     let s = &server;
-    assert_json(
-        &send(s, "POST", "/todos", Some(r#"{"title":"   "}"#)),
-        422,
-        r#"{"error":"title must be 1 to 200 characters"}"#,
-    );
-    let missing = send(s, "POST", "/todos", Some(r#"{"name":"x"}"#));
-    assert_eq!(missing.status, 422, "{}", missing.raw_head);
-    assert!(
-        missing.text().contains("missing field `title`"),
-        "{}",
-        missing.text()
-    );
-    let syntax = send(s, "POST", "/todos", Some(r#"{"title":"#));
-    assert_eq!(syntax.status, 400, "{}", syntax.raw_head);
+    todo_api::validation_errors(s);
     let bad_filter = send(s, "GET", "/todos?done=maybe", None);
     assert_json(&bad_filter, 400, r#"{"error":"bad done=\"maybe\""}"#);
     let text = b"POST /todos HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi";
     assert_eq!(client::request(s.addr(), text).status, 415);
-    // A title longer than 200 characters, in a 60 KiB body: read whole.
-    let long = format!(r#"{{"title":"{}"}}"#, "a".repeat(60 * 1024));
-    assert_json(
-        &send(s, "POST", "/todos", Some(&long)),
-        422,
-        r#"{"error":"title must be 1 to 200 characters"}"#,
-    );
-    assert_json(&send(s, "GET", "/todos", None), 200, "[]");
 }
 
 #[test]
 fn bodies_over_64_kib_are_413() {
-    let server = serve();
-    let big = format!(r#"{{"title":"{}"}}"#, "a".repeat(70 * 1024));
-    let resp = send(&server, "POST", "/todos", Some(&big));
-    assert_eq!(resp.status, 413, "{}", resp.raw_head);
-    // Without a Content-Length: chunked, refused once 64 KiB are read.
-    let resp = client::request(server.addr(), &chunked(big.as_bytes(), 10_000));
-    assert_eq!(resp.status, 413, "{}", resp.raw_head);
-    let resp = client::request(server.addr(), &chunked(br#"{"title":"chunked"}"#, 5));
-    assert_json(&resp, 201, r#"{"id":1,"title":"chunked","done":false}"#);
+    todo_api::body_limits(&serve());
 }
 
 #[test]

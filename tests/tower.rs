@@ -30,64 +30,14 @@ fn crud_flow_with_exact_json() {
 
 #[test]
 fn validation_errors_are_422_and_400() {
-    let server = serve().start();
-    let s = &server;
-    assert_json(
-        &send(s, "POST", "/todos", Some(r#"{"title":"   "}"#)),
-        422,
-        r#"{"error":"title must be 1 to 200 characters"}"#,
-    );
-    // axum's own rejections: a missing field, then JSON that does not parse.
-    let missing = send(s, "POST", "/todos", Some(r#"{"name":"x"}"#));
-    assert_eq!(missing.status, 422, "{}", missing.raw_head);
-    assert!(
-        missing.text().contains("missing field `title`"),
-        "{}",
-        missing.text()
-    );
-    let syntax = send(s, "POST", "/todos", Some(r#"{"title":"#));
-    assert_eq!(syntax.status, 400, "{}", syntax.raw_head);
-    // A title longer than 200 characters, in a 60 KiB body: read whole.
-    let long = format!(r#"{{"title":"{}"}}"#, "a".repeat(60 * 1024));
-    assert_json(
-        &send(s, "POST", "/todos", Some(&long)),
-        422,
-        r#"{"error":"title must be 1 to 200 characters"}"#,
-    );
-    assert_json(&send(s, "GET", "/todos", None), 200, "[]");
+    // axum's own rejections for a missing field and JSON that does not
+    // parse, the app's for the rest.
+    todo_api::validation_errors(&serve().start());
 }
 
 #[test]
 fn bodies_over_64_kib_are_413() {
-    let server = serve().start();
-    let big = format!(r#"{{"title":"{}"}}"#, "a".repeat(70 * 1024));
-    let resp = send(&server, "POST", "/todos", Some(&big));
-    assert_eq!(resp.status, 413, "{}", resp.raw_head);
-    // The same without a Content-Length: chunked, read piece by piece.
-    let mut request =
-        b"POST /todos HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-            .to_vec();
-    for piece in big.as_bytes().chunks(10_000) {
-        request.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
-        request.extend_from_slice(piece);
-        request.extend_from_slice(b"\r\n");
-    }
-    request.extend_from_slice(b"0\r\n\r\n");
-    let resp = client::request(server.addr(), &request);
-    assert_eq!(resp.status, 413, "{}", resp.raw_head);
-    // A chunked body under the limit is read to its end.
-    let small = br#"{"title":"chunked"}"#;
-    let mut request =
-        b"POST /todos HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-            .to_vec();
-    for piece in small.chunks(5) {
-        request.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
-        request.extend_from_slice(piece);
-        request.extend_from_slice(b"\r\n");
-    }
-    request.extend_from_slice(b"0\r\n\r\n");
-    let resp = client::request(server.addr(), &request);
-    assert_json(&resp, 201, r#"{"id":1,"title":"chunked","done":false}"#);
+    todo_api::body_limits(&serve().start());
 }
 
 #[test]

@@ -95,3 +95,55 @@ pub fn crud_flow(s: &Server) {
     let health = send(s, "GET", "/health", None);
     assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
 }
+
+/// Invalid todos: a blank title, a missing field, JSON that does not
+/// parse, a title too long in a 60 KiB body (read whole); none is created.
+pub fn validation_errors(s: &Server) {
+    assert_json(
+        &send(s, "POST", "/todos", Some(r#"{"title":"   "}"#)),
+        422,
+        r#"{"error":"title must be 1 to 200 characters"}"#,
+    );
+    let missing = send(s, "POST", "/todos", Some(r#"{"name":"x"}"#));
+    assert_eq!(missing.status, 422, "{}", missing.raw_head);
+    assert!(
+        missing.text().contains("missing field `title`"),
+        "{}",
+        missing.text()
+    );
+    let syntax = send(s, "POST", "/todos", Some(r#"{"title":"#));
+    assert_eq!(syntax.status, 400, "{}", syntax.raw_head);
+    let long = format!(r#"{{"title":"{}"}}"#, "a".repeat(60 * 1024));
+    assert_json(
+        &send(s, "POST", "/todos", Some(&long)),
+        422,
+        r#"{"error":"title must be 1 to 200 characters"}"#,
+    );
+    assert_json(&send(s, "GET", "/todos", None), 200, "[]");
+}
+
+/// The 64 KiB body limit, with a Content-Length and chunked (refused once
+/// 64 KiB are read); a chunked body under it is read to its end.
+pub fn body_limits(s: &Server) {
+    let big = format!(r#"{{"title":"{}"}}"#, "a".repeat(70 * 1024));
+    let resp = send(s, "POST", "/todos", Some(&big));
+    assert_eq!(resp.status, 413, "{}", resp.raw_head);
+    let resp = client::request(s.addr(), &chunked(big.as_bytes(), 10_000));
+    assert_eq!(resp.status, 413, "{}", resp.raw_head);
+    let resp = client::request(s.addr(), &chunked(br#"{"title":"chunked"}"#, 5));
+    assert_json(&resp, 201, r#"{"id":1,"title":"chunked","done":false}"#);
+}
+
+/// `POST /todos` with `body` sent chunked, `piece` bytes a chunk.
+fn chunked(body: &[u8], piece: usize) -> Vec<u8> {
+    let mut request = b"POST /todos HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+                        Transfer-Encoding: chunked\r\n\r\n"
+        .to_vec();
+    for piece in body.chunks(piece) {
+        request.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        request.extend_from_slice(piece);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    request
+}
